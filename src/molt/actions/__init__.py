@@ -1,0 +1,1 @@
+"""Lifecycle actions run before a node terminates and after one launches."""

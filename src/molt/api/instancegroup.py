@@ -1,0 +1,232 @@
+"""``InstanceGroup``: a fleet declared as an immutable template, zones and sizes.
+
+Molt splits a group into cells (zone x capacity type x template revision), each backed by
+one provider group. Behaviour arrives with the instance-group controller; this module is
+the contract the API server enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from molt.api.resource import PrinterColumn, Resource, ResourceNames
+from molt.api.types import (
+    CEL_RULES,
+    ApiModel,
+    Conditions,
+    CountOrPercent,
+    Duration,
+    Name,
+    Taint,
+    cel,
+)
+
+Provider = Literal["kwok", "aws"]
+CapacityType = Literal["on-demand", "spot"]
+Zone = Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class AwsTemplate(ApiModel):
+    """AWS specifics of a template: where and how instances launch."""
+
+    subnets: dict[str, str] = Field(
+        default_factory=dict, description="Subnet ID per zone; every zone of the group needs one."
+    )
+    security_groups: list[Annotated[str, Field(max_length=255)]] = Field(
+        default_factory=list, max_length=16
+    )
+    user_data: Annotated[str, Field(max_length=65536)] | None = None
+    iam_instance_profile: Annotated[str, Field(max_length=2048)] | None = None
+    key_name: Annotated[str, Field(max_length=255)] | None = None
+
+
+class KwokTemplate(ApiModel):
+    """kwok specifics: simulated nodes in a local cluster."""
+
+    boot_delay: Duration = Field(default="0s", description="Time from launch to the Node object.")
+
+
+class Template(ApiModel):
+    """The immutable node template. Any change creates a new revision."""
+
+    instance_types: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=32, description="Instance types, most preferred first."
+    )
+    image: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None, description="Machine image (an AMI ID on AWS)."
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[Taint] = Field(default_factory=list, max_length=32)
+    aws: AwsTemplate | None = None
+    kwok: KwokTemplate | None = None
+
+
+class Capacity(ApiModel):
+    """How capacity is bought: which capacity types, and the spot share."""
+
+    types: list[CapacityType] = Field(
+        default_factory=lambda: ["on-demand"],
+        min_length=1,
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    on_demand_base: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Nodes always bought on demand before any spot."
+    )
+    spot_percent: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=0, description="Share of capacity above the base bought as spot."
+    )
+
+
+class Strategy(ApiModel):
+    """How a new revision replaces the old one."""
+
+    type: Literal["RollingReplace", "BlueGreen"] = "RollingReplace"
+    max_surge: CountOrPercent = 1
+    max_unavailable: CountOrPercent = 0
+
+
+class Health(ApiModel):
+    """When a revision counts as failing, and how long a short cell rests."""
+
+    ready_timeout: Duration = Field(
+        default="10m", description="A launched instance must be a Ready node within this."
+    )
+    failure_threshold: CountOrPercent = Field(
+        default="50%", description="Launch failures within the window that mark a revision Degraded."
+    )
+    window: Duration = "30m"
+    capacity_cooldown: Duration = Field(
+        default="3m", description="How long a cell that ran out of capacity is left alone."
+    )
+
+
+class InstanceGroupSpec(ApiModel):
+    """Desired fleet."""
+
+    provider: Provider
+    min_size: Annotated[int, Field(ge=0, le=10000)]
+    max_size: Annotated[int, Field(ge=0, le=10000)]
+    replicas: Annotated[int, Field(ge=0, le=10000)] | None = Field(
+        default=None, description="Desired nodes; defaults to minSize."
+    )
+    zones: list[Zone] = Field(
+        min_length=1, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    capacity: Capacity = Field(default_factory=Capacity)
+    template: Template
+    max_node_age: Duration | None = Field(
+        default=None,
+        description="Upper bound on node age; the smaller of this and the policies' applies.",
+    )
+    strategy: Strategy = Field(default_factory=Strategy)
+    health: Health = Field(default_factory=Health)
+
+    @model_validator(mode="after")
+    def _check_cross_field_rules(self) -> InstanceGroupSpec:
+        # Mirrors INSTANCE_GROUP_SPEC_RULES so offline validation says what the server says.
+        if self.min_size > self.max_size:
+            raise ValueError("minSize must not exceed maxSize")
+        if self.replicas is not None and not self.min_size <= self.replicas <= self.max_size:
+            raise ValueError("replicas must lie between minSize and maxSize")
+        if self.provider == "aws" and (self.template.image is None or self.template.aws is None):
+            raise ValueError("an aws InstanceGroup needs template.image and template.aws")
+        if self.capacity.spot_percent and "spot" not in self.capacity.types:
+            raise ValueError("capacity.spotPercent above 0 needs 'spot' in capacity.types")
+        return self
+
+    @property
+    def desired_replicas(self) -> int:
+        """Desired node count, defaulting to minSize."""
+        return self.min_size if self.replicas is None else self.replicas
+
+
+INSTANCE_GROUP_SPEC_RULES = [
+    cel(
+        "self.minSize <= self.maxSize",
+        "minSize must not exceed maxSize",
+        ".minSize",
+    ),
+    cel(
+        "!has(self.replicas) || (self.replicas >= self.minSize && self.replicas <= self.maxSize)",
+        "replicas must lie between minSize and maxSize",
+        ".replicas",
+    ),
+    cel(
+        "self.provider != 'aws' || (has(self.template.image) && has(self.template.aws))",
+        "an aws InstanceGroup needs template.image and template.aws",
+        ".template",
+    ),
+    cel(
+        "!has(self.capacity) || !has(self.capacity.spotPercent) || self.capacity.spotPercent == 0 "
+        "|| (has(self.capacity.types) && 'spot' in self.capacity.types)",
+        "capacity.spotPercent above 0 needs 'spot' in capacity.types",
+        ".capacity.spotPercent",
+    ),
+]
+
+
+class RevisionStatus(ApiModel):
+    """Counts for one template revision."""
+
+    name: Name
+    replicas: int = 0
+    ready: int = 0
+    launch_failures: int = 0
+    state: Literal["Current", "Previous", "Outdated", "Degraded"] = "Current"
+
+
+class CellStatus(ApiModel):
+    """One cell: zone x capacity type x revision."""
+
+    zone: Zone
+    capacity_type: CapacityType
+    revision: Name
+    desired: int = 0
+    ready: int = 0
+    available: bool = True
+    unavailable_until: str | None = None
+
+
+class InstanceGroupStatus(ApiModel):
+    """Observed fleet."""
+
+    state: Literal["Pending", "Ready", "Progressing", "Degraded"] | None = None
+    observed_generation: int | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    current_revision: Name | None = None
+    revisions: list[RevisionStatus] = Field(default_factory=list, max_length=64)
+    cells: list[CellStatus] = Field(default_factory=list, max_length=512)
+    conditions: Conditions
+
+
+class InstanceGroup(Resource):
+    """A fleet of nodes built from one immutable template at a time."""
+
+    names = ResourceNames(
+        kind="InstanceGroup",
+        plural="instancegroups",
+        short_names=("ig",),
+        columns=(
+            PrinterColumn("State", ".status.state"),
+            PrinterColumn("Min", ".spec.minSize", "integer"),
+            PrinterColumn("Max", ".spec.maxSize", "integer"),
+            PrinterColumn("Desired", ".spec.replicas", "integer"),
+            PrinterColumn("Current", ".status.replicas", "integer"),
+            PrinterColumn("Ready", ".status.readyReplicas", "integer"),
+            PrinterColumn("Updated", ".status.updatedReplicas", "integer"),
+            PrinterColumn("Revision", ".status.currentRevision", priority=1),
+            PrinterColumn("Provider", ".spec.provider", priority=1),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+        ),
+    )
+
+    kind: Literal["InstanceGroup"] = "InstanceGroup"
+    spec: Annotated[
+        InstanceGroupSpec, Field(json_schema_extra={CEL_RULES: INSTANCE_GROUP_SPEC_RULES})
+    ]
+    status: InstanceGroupStatus | None = None

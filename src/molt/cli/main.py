@@ -1,0 +1,22 @@
+"""Entry point of the ``molt`` command: one Typer app, one sub-app per area."""
+
+from __future__ import annotations
+
+import typer
+
+from molt.cli import sandbox
+
+app = typer.Typer(
+    name="molt",
+    help=(
+        "Molt keeps Kubernetes nodes ephemeral: no node lives past its maximum age, and every\n"
+        "upgrade or fix is a replacement that never breaks a PodDisruptionBudget."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(sandbox.app, name="sandbox")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Kubernetes adapter: watch caches, writes, eviction and leader election."""

@@ -1,0 +1,1 @@
+"""Metrics, Kubernetes Events and the history of decisions."""

@@ -1,0 +1,1 @@
+"""In-memory cluster and cloud on a virtual clock, driving the production reconcilers."""
