@@ -81,6 +81,9 @@ def to_structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
     if schema.get(INT_OR_STRING):
         out["x-kubernetes-int-or-string"] = True
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        # Bounds the string form, which keeps CEL's estimated rule cost small.
+        if "maxLength" in schema:
+            out["maxLength"] = schema["maxLength"]
     elif "anyOf" in schema:
         raise ValueError(f"cannot express a union in a structural schema: {schema}")
     elif "const" in schema:
@@ -107,8 +110,16 @@ def to_structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
                 out["additionalProperties"] = to_structural(extra, defs)
         elif kind == "array":
             out["items"] = to_structural(schema["items"], defs)
-        for key in ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems",
-                    "pattern", "format"):
+        for key in (
+            "minimum",
+            "maximum",
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "pattern",
+            "format",
+        ):
             if key in schema:
                 out[key] = schema[key]
         if "exclusiveMinimum" in schema:
@@ -120,8 +131,12 @@ def to_structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
 
     if "description" in schema:
         out["description"] = schema["description"]
-    if "default" in schema and schema["default"] is not None and schema["default"] != [] \
-            and schema["default"] != {}:
+    if (
+        "default" in schema
+        and schema["default"] is not None
+        and schema["default"] != []
+        and schema["default"] != {}
+    ):
         out["default"] = schema["default"]
     for key, value in schema.items():
         if key.startswith("x-kubernetes-") and key != INT_OR_STRING:

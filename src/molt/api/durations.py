@@ -20,14 +20,14 @@ _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _WHOLE = re.compile(DURATION_PATTERN)
 
 
-class InvalidDuration(ValueError):
+class InvalidDurationError(ValueError):
     """A string that is not a Go-style duration."""
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``text`` (e.g. ``"1h30m"``) into a timedelta; raise InvalidDuration otherwise."""
+    """Parse ``text`` (e.g. ``"1h30m"``) into a timedelta; raise InvalidDurationError otherwise."""
     if not _WHOLE.match(text):
-        raise InvalidDuration(f"{text!r} {DURATION_HINT}")
+        raise InvalidDurationError(f"{text!r} {DURATION_HINT}")
     seconds = sum(float(value) * _UNIT_SECONDS[unit] for value, unit in _PART.findall(text))
     return timedelta(seconds=seconds)
 

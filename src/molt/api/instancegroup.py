@@ -63,11 +63,15 @@ class Template(ApiModel):
     kwok: KwokTemplate | None = None
 
 
+def _on_demand_only() -> list[CapacityType]:
+    return ["on-demand"]
+
+
 class Capacity(ApiModel):
     """How capacity is bought: which capacity types, and the spot share."""
 
     types: list[CapacityType] = Field(
-        default_factory=lambda: ["on-demand"],
+        default_factory=_on_demand_only,
         min_length=1,
         max_length=2,
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -95,7 +99,8 @@ class Health(ApiModel):
         default="10m", description="A launched instance must be a Ready node within this."
     )
     failure_threshold: CountOrPercent = Field(
-        default="50%", description="Launch failures within the window that mark a revision Degraded."
+        default="50%",
+        description="Launch failures within the window that mark a revision Degraded.",
     )
     window: Duration = "30m"
     capacity_cooldown: Duration = Field(

@@ -14,8 +14,8 @@ from molt.api.resource import PrinterColumn, Resource, ResourceNames
 from molt.api.types import (
     CEL_RULES,
     ApiModel,
-    ConditionStatus,
     Conditions,
+    ConditionStatus,
     CountOrPercent,
     Duration,
     LabelKey,
@@ -133,7 +133,7 @@ class JobAction(ApiModel):
 class EtcdAction(ApiModel):
     """Move etcd leadership away from the node and remove its member."""
 
-    endpoints: list[Url] = Field(min_length=1, max_length=16)
+    endpoints: list[Url] = Field(min_length=1, max_length=5)
     client_secret: Name | None = None
 
 
@@ -165,8 +165,7 @@ class LifecycleAction(ApiModel):
 
 ACTION_RULES = [
     cel(
-        "[has(self.http), has(self.job), has(self.etcd), has(self.vault)]"
-        ".filter(x, x).size() == 1",
+        "[has(self.http), has(self.job), has(self.etcd), has(self.vault)].filter(x, x).size() == 1",
         "exactly one of http, job, etcd or vault must be set",
     )
 ]
@@ -190,7 +189,7 @@ class TerminationPolicySpec(ApiModel):
     drain: Drain = Field(default_factory=Drain)
     pre_termination: list[
         Annotated[LifecycleAction, Field(json_schema_extra={CEL_RULES: ACTION_RULES})]
-    ] = Field(default_factory=list, max_length=16)
+    ] = Field(default_factory=list, max_length=8)
 
 
 class TerminationPolicyStatus(ApiModel):

@@ -56,9 +56,7 @@ Duration = Annotated[
 
 _COUNT = re.compile(r"^[0-9]+$")
 _PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")
-COUNT_OR_PERCENT_HINT = (
-    "must be a count (such as 1) or a percentage from 0% to 100% (such as 20%)"
-)
+COUNT_OR_PERCENT_HINT = "must be a count (such as 1) or a percentage from 0% to 100% (such as 20%)"
 
 
 def _check_count_or_percent(value: int | str) -> int | str:
@@ -77,6 +75,7 @@ CountOrPercent = Annotated[
     Field(
         json_schema_extra={
             INT_OR_STRING: True,
+            "maxLength": 8,
             CEL_RULES: [
                 cel(
                     "type(self) == int ? int(self) >= 0 : "
@@ -106,7 +105,7 @@ LabelValue = Annotated[str, Field(max_length=63)]
 Url = Annotated[
     str,
     Field(
-        max_length=2048,
+        max_length=512,
         json_schema_extra={
             CEL_RULES: [
                 cel(

@@ -176,5 +176,3 @@ class Watchdog(Resource):
     kind: Literal["Watchdog"] = "Watchdog"
     spec: WatchdogSpec
     status: WatchdogStatus | None = None
-
-

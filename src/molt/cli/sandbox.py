@@ -10,7 +10,7 @@ from rich.console import Console
 
 from molt.sandbox.binaries import BuildError, locate
 from molt.sandbox.cluster import Sandbox, SandboxError
-from molt.sandbox.processes import ProcessFailed
+from molt.sandbox.processes import ProcessFailedError
 
 app = typer.Typer(
     help=(
@@ -42,7 +42,7 @@ def up(directory: Path = DirOption) -> None:
     sandbox = Sandbox(directory)
     try:
         sandbox.up(report=_say)
-    except (SandboxError, BuildError, ProcessFailed) as error:
+    except (SandboxError, BuildError, ProcessFailedError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(1) from error
     kubeconfig = sandbox.kubeconfig

@@ -212,8 +212,12 @@ def _build_etcd(report: Report) -> None:
         _run_go(["get", f"go.etcd.io/etcd/server/v3@{version}"], work, report, "module download")
         out = work / "out"
         out.mkdir()
-        _run_go(["build", "-trimpath", "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"],
-                work, report, "etcd")
+        _run_go(
+            ["build", "-trimpath", "-o", str(out / "etcd"), "go.etcd.io/etcd/server/v3"],
+            work,
+            report,
+            "etcd",
+        )
         _install_dir(out, _component_dirs()["etcd"])
 
 
@@ -232,3 +236,11 @@ def _build_kwok(report: Report) -> None:
             {"GOBIN": str(out), "GOFLAGS": ""},
         )
         _install_dir(out, _component_dirs()["kwok"])
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    built = ensure_binaries()
+    for field_name, path in vars(built).items():
+        print(f"  {field_name:<24} {path}")
+    print(f"control-plane binaries ready ({time.monotonic() - started:.0f}s)")

@@ -27,7 +27,7 @@ import yaml
 from molt.api.crd import GROUP, RESOURCES, committed_crds
 from molt.sandbox import pki as pki_module
 from molt.sandbox.binaries import Binaries, ensure_binaries
-from molt.sandbox.processes import ProcessFailed, Running, check_alive, is_alive, start, stop
+from molt.sandbox.processes import ProcessFailedError, Running, check_alive, is_alive, start, stop
 
 Report = Callable[[str], None]
 STATE_FILE = "sandbox.json"
@@ -155,98 +155,117 @@ class Sandbox:
 
         etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
         peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
-        launch("etcd", [
-            str(binaries.etcd),
-            "--name=sandbox",
-            f"--data-dir={self.directory / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=sandbox={peer_url}",
-            # A throwaway cluster: skipping fsync makes it several times faster.
-            "--unsafe-no-fsync=true",
-            "--quota-backend-bytes=4294967296",
-            "--log-level=warn",
-        ])
+        launch(
+            "etcd",
+            [
+                str(binaries.etcd),
+                "--name=sandbox",
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=sandbox={peer_url}",
+                # A throwaway cluster: skipping fsync makes it several times faster.
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
         self._wait("etcd", started, lambda: _http_ok(f"{etcd_url}/health"), 30)
         report(f"  etcd healthy ({time.monotonic() - t0:.1f}s)")
 
-        launch("kube-apiserver", [
-            str(binaries.kube_apiserver),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports.apiserver}",
-            f"--tls-cert-file={certs.server_cert}",
-            f"--tls-private-key-file={certs.server_key}",
-            f"--client-ca-file={certs.ca_cert}",
-            f"--service-account-key-file={certs.service_account_pub}",
-            f"--service-account-signing-key-file={certs.service_account_key}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
-        ])
+        launch(
+            "kube-apiserver",
+            [
+                str(binaries.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports.apiserver}",
+                f"--tls-cert-file={certs.server_cert}",
+                f"--tls-private-key-file={certs.server_key}",
+                f"--client-ca-file={certs.ca_cert}",
+                f"--service-account-key-file={certs.service_account_pub}",
+                f"--service-account-signing-key-file={certs.service_account_key}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+            ],
+        )
         ssl_ctx = self._client_ssl(certs)
         api = f"https://127.0.0.1:{ports.apiserver}"
         self._wait("kube-apiserver", started, lambda: _http_ok(f"{api}/readyz", ssl_ctx), 90)
         report(f"  kube-apiserver ready ({time.monotonic() - t0:.1f}s)")
 
         kubeconfig = str(self.kubeconfig)
-        launch("kube-controller-manager", [
-            str(binaries.kube_controller_manager),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.controller_manager}",
-            f"--root-ca-file={certs.ca_cert}",
-            f"--service-account-private-key-file={certs.service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--controllers=*",
-            "--leader-elect=false",
-            "--node-monitor-grace-period=40s",
-        ])
-        launch("kube-scheduler", [
-            str(binaries.kube_scheduler),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.scheduler}",
-            "--leader-elect=false",
-        ])
+        launch(
+            "kube-controller-manager",
+            [
+                str(binaries.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.controller_manager}",
+                f"--root-ca-file={certs.ca_cert}",
+                f"--service-account-private-key-file={certs.service_account_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*",
+                "--leader-elect=false",
+                "--node-monitor-grace-period=40s",
+            ],
+        )
+        launch(
+            "kube-scheduler",
+            [
+                str(binaries.kube_scheduler),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.scheduler}",
+                "--leader-elect=false",
+            ],
+        )
         kwok_config = self.directory / "kwok.yaml"
         kwok_config.write_text((resources.files("molt.sandbox") / "kwok.yaml").read_text())
-        launch("kwok", [
-            str(binaries.kwok),
-            f"--kubeconfig={kubeconfig}",
-            f"--config={kwok_config}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            "--node-lease-duration-seconds=40",
-            "--cidr=10.244.0.1/16",
-            "--node-ip=10.200.0.1",
-            f"--server-address=127.0.0.1:{ports.kwok}",
-        ])
+        launch(
+            "kwok",
+            [
+                str(binaries.kwok),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={kwok_config}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-lease-duration-seconds=40",
+                "--cidr=10.244.0.1/16",
+                "--node-ip=10.200.0.1",
+                f"--server-address=127.0.0.1:{ports.kwok}",
+            ],
+        )
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE
         self._wait(
-            "kube-controller-manager", started,
+            "kube-controller-manager",
+            started,
             lambda: _http_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure),
             60,
         )
         self._wait(
-            "kube-scheduler", started,
-            lambda: _http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure), 60,
+            "kube-scheduler",
+            started,
+            lambda: _http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure),
+            60,
         )
         self._wait("kwok", started, lambda: _http_ok(f"http://127.0.0.1:{ports.kwok}/healthz"), 60)
         # The ServiceAccount controller creating "default" shows the controllers really run.
         self._wait(
-            "kube-controller-manager", started,
+            "kube-controller-manager",
+            started,
             lambda: _http_ok(f"{api}/api/v1/namespaces/default/serviceaccounts/default", ssl_ctx),
             60,
         )
@@ -283,24 +302,30 @@ class Sandbox:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{
-                "name": "molt-sandbox",
-                "cluster": {
-                    "server": f"https://127.0.0.1:{ports.apiserver}",
-                    "certificate-authority-data": b64(certs.ca_cert),
-                },
-            }],
-            "users": [{
-                "name": "molt-sandbox-admin",
-                "user": {
-                    "client-certificate-data": b64(certs.admin_cert),
-                    "client-key-data": b64(certs.admin_key),
-                },
-            }],
-            "contexts": [{
-                "name": "molt-sandbox",
-                "context": {"cluster": "molt-sandbox", "user": "molt-sandbox-admin"},
-            }],
+            "clusters": [
+                {
+                    "name": "molt-sandbox",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{ports.apiserver}",
+                        "certificate-authority-data": b64(certs.ca_cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "molt-sandbox-admin",
+                    "user": {
+                        "client-certificate-data": b64(certs.admin_cert),
+                        "client-key-data": b64(certs.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "molt-sandbox",
+                    "context": {"cluster": "molt-sandbox", "user": "molt-sandbox-admin"},
+                }
+            ],
             "current-context": "molt-sandbox",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -311,9 +336,9 @@ class Sandbox:
             for index, text in enumerate(committed_crds()):
                 (Path(tmp) / f"{index}.yaml").write_text(text)
             kubectl = [str(binaries.kubectl), f"--kubeconfig={self.kubeconfig}"]
-            _run(kubectl + ["apply", "--server-side", "-f", tmp])
+            _run([*kubectl, "apply", "--server-side", "-f", tmp])
             names = [f"crd/{r.names.plural}.{GROUP}" for r in RESOURCES]
-            _run(kubectl + ["wait", "--for=condition=Established", "--timeout=60s", *names])
+            _run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s", *names])
         report("  Molt CRDs installed (instancegroups, terminationpolicies, watchdogs)")
 
     # -- down -------------------------------------------------------------------------
@@ -347,4 +372,4 @@ def _run(argv: list[str]) -> None:
         raise SandboxError(f"{' '.join(argv[:3])} ... failed:\n{result.stderr.strip()}")
 
 
-__all__ = ["ProcessFailed", "Sandbox", "SandboxError"]
+__all__ = ["ProcessFailedError", "Sandbox", "SandboxError"]

@@ -107,9 +107,15 @@ def _issue(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -140,9 +146,17 @@ def generate(directory: Path, service_ip: str = "10.0.0.1") -> Pki:
 
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = _issue(
-        _name("kube-apiserver"), server_key, ca_name, ca_key,
-        server_names=("localhost", "kubernetes", "kubernetes.default",
-                      "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"),
+        _name("kube-apiserver"),
+        server_key,
+        ca_name,
+        ca_key,
+        server_names=(
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
         server_ips=("127.0.0.1", service_ip),
     )
     _write(pki.server_cert, server_cert.public_bytes(pem))

@@ -2,12 +2,13 @@
 
 Each process runs in its own session with its output in ``DIR/logs/<name>.log``; what was
 started is recorded in ``DIR/sandbox.json`` so ``down`` (from any shell) can stop it.
-A PID is only signalled while ``/proc/<pid>/cmdline`` still names our binary, so a
+A PID is only signalled while ``/proc/<pid>/exe`` is still our binary, so a
 recycled PID is never killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class ProcessFailed(RuntimeError):
+class ProcessFailedError(RuntimeError):
     """A component exited; the message carries the tail of its log."""
 
 
@@ -63,20 +64,33 @@ def is_alive(process: Running) -> bool:
     except ChildProcessError:
         pass
     try:
-        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{process.pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return cmdline.split(b"\0", 1)[0].decode(errors="replace") == process.binary
+    return _runs_binary(process.pid, process.binary)
+
+
+def _runs_binary(pid: int, binary: str) -> bool:
+    # /proc/<pid>/exe is set by exec itself; cmdline can read empty for a moment after it.
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        return exe == os.path.realpath(binary)
+    except OSError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.split(b"\0", 1)[0].decode(errors="replace") == binary
 
 
 def check_alive(processes: list[Running]) -> None:
-    """Raise ProcessFailed naming the first component that has exited."""
+    """Raise ProcessFailedError naming the first component that has exited."""
     for process in processes:
         if not is_alive(process):
-            raise ProcessFailed(
+            raise ProcessFailedError(
                 f"{process.name} exited unexpectedly; last lines of {process.log}:\n"
                 f"{log_tail(process.log)}"
             )
@@ -96,10 +110,8 @@ def stop(processes: list[Running], timeout: float = 15.0) -> list[str]:
         while is_alive(process) and time.monotonic() < deadline:
             time.sleep(0.1)
         if is_alive(process):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             while is_alive(process):
                 time.sleep(0.05)
         stopped.append(process.name)

@@ -1,0 +1,55 @@
+# One command each: `make demo` runs the main job, `make test` runs every test.
+# Both create the virtualenv and (for tests) build the control plane when missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help venv binaries demo test test-unit test-integration lint crds bench clean
+
+help:
+	@echo "make demo        run the demo (no cluster needed)"
+	@echo "make test        lint + unit + integration tests (builds the control plane once)"
+	@echo "make test-unit   fast tests only"
+	@echo "make lint        ruff, mypy, import-linter"
+	@echo "make crds        regenerate the CRD YAML from molt.api"
+	@echo "make binaries    build/find etcd, kube-*, kubectl, kwok (cached in ~/.cache/molt)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(STAMP)
+
+binaries: venv
+	$(BIN)/python -m molt.sandbox.binaries
+
+demo: venv binaries
+	$(BIN)/molt demo
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+crds: venv
+	$(BIN)/python -m molt.api.crd
+
+test-unit: venv
+	$(BIN)/pytest -m unit
+
+test-integration: venv binaries
+	$(BIN)/pytest -m integration
+
+test: lint binaries
+	$(BIN)/pytest
+
+bench: venv binaries
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""The API server itself refuses invalid Molt resources, naming the field at fault."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import RunningSandbox
+from tests.support.builders import instance_group, termination_policy
+
+
+def _apply(sandbox: RunningSandbox, manifest: dict[str, Any]) -> tuple[int, str]:
+    result = sandbox.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+    return result.returncode, result.stdout + result.stderr
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def test_a_valid_instance_group_is_accepted_and_listed_with_its_columns(
+    sandbox: RunningSandbox,
+) -> None:
+    name = _unique("valid")
+    code, output = _apply(sandbox, instance_group(name))
+    assert code == 0, output
+
+    listing = sandbox.kubectl("get", "ig", name)
+    assert listing.returncode == 0, listing.stderr
+    header = listing.stdout.splitlines()[0].split()
+    for column in ("STATE", "MIN", "MAX", "CURRENT", "UPDATED", "AGE"):
+        assert column in header
+    sandbox.kubectl("delete", "ig", name)
+
+
+@pytest.mark.parametrize(
+    ("spec_change", "field", "message"),
+    [
+        ({"minSize": 5, "maxSize": 3, "replicas": 4}, "spec.minSize", "minSize must not exceed"),
+        ({"provider": "gce"}, "spec.provider", 'Unsupported value: "gce"'),
+        ({"maxNodeAge": "2days"}, "spec.maxNodeAge", "must be a duration such as"),
+        ({"zones": []}, "spec.zones", "should have at least 1 items"),
+        ({"minSize": -1}, "spec.minSize", "should be greater than or equal to 0"),
+        ({"replicas": 20}, "spec.replicas", "replicas must lie between minSize and maxSize"),
+        (
+            {"capacity": {"types": ["on-demand", "reserved"]}},
+            "spec.capacity.types[1]",
+            'Unsupported value: "reserved"',
+        ),
+        ({"strategy": {"type": "Recreate"}}, "spec.strategy.type", 'Unsupported value: "Recreate"'),
+        ({"surprise": True}, "spec.surprise", 'unknown field "spec.surprise"'),
+    ],
+    ids=[
+        "min-above-max",
+        "unknown-provider",
+        "malformed-duration",
+        "no-zones",
+        "negative-size",
+        "replicas-out-of-range",
+        "unknown-capacity-type",
+        "unknown-strategy",
+        "unknown-field",
+    ],
+)
+def test_the_api_server_refuses_an_invalid_instance_group(
+    sandbox: RunningSandbox, spec_change: dict[str, Any], field: str, message: str
+) -> None:
+    code, output = _apply(sandbox, instance_group(_unique("bad"), **spec_change))
+
+    assert code != 0, f"accepted: {output}"
+    assert field in output, output
+    assert message in output, output
+
+
+@pytest.mark.parametrize(
+    ("spec_change", "field", "message"),
+    [
+        (
+            {"rules": {"maxAge": "forty-eight hours"}},
+            "spec.rules.maxAge",
+            "must be a duration such as",
+        ),
+        (
+            {"budgets": [{"maxInFlight": "150%"}]},
+            "spec.budgets[0].maxInFlight",
+            "percentage from 0% to 100%",
+        ),
+        (
+            {"budgets": [{"maxInFlight": 1, "scope": "Region"}]},
+            "spec.budgets[0].scope",
+            'Unsupported value: "Region"',
+        ),
+        (
+            {"budgets": [{"maxInFlight": 1, "schedule": "0 9 * * 1-5"}]},
+            "spec.budgets[0]",
+            "schedule and duration must be set together",
+        ),
+        (
+            {"preTermination": [{"http": {"url": "ftp://x"}}]},
+            "spec.preTermination[0].http.url",
+            "must be an http:// or https:// URL",
+        ),
+    ],
+    ids=[
+        "malformed-duration",
+        "percent-over-100",
+        "unknown-scope",
+        "window-without-duration",
+        "non-http-url",
+    ],
+)
+def test_the_api_server_refuses_an_invalid_termination_policy(
+    sandbox: RunningSandbox, spec_change: dict[str, Any], field: str, message: str
+) -> None:
+    code, output = _apply(sandbox, termination_policy(_unique("bad"), **spec_change))
+
+    assert code != 0, f"accepted: {output}"
+    assert field in output, output
+    assert message in output, output
+
+
+def test_a_valid_termination_policy_is_accepted_and_shows_its_counters(
+    sandbox: RunningSandbox,
+) -> None:
+    name = _unique("rotate")
+    code, output = _apply(sandbox, termination_policy(name))
+    assert code == 0, output
+
+    listing = sandbox.kubectl("get", "tp", name)
+    header = listing.stdout.splitlines()[0].split()
+    for column in ("SELECTED", "IN-FLIGHT", "COMPLETED", "BLOCKED"):
+        assert column in header
+    sandbox.kubectl("delete", "tp", name)
+
+
+def test_a_watchdog_needs_exactly_one_check(sandbox: RunningSandbox) -> None:
+    manifest = {
+        "apiVersion": "molt.dev/v1alpha1",
+        "kind": "Watchdog",
+        "metadata": {"name": _unique("wd")},
+        "spec": {"check": {"apiLatency": {}, "http": {"url": "http://127.0.0.1:1/"}}},
+    }
+    code, output = _apply(sandbox, manifest)
+
+    assert code != 0, output
+    assert "spec.check" in output
+    assert "exactly one of probePod, apiLatency, nodeReadyRatio or http" in output

@@ -1,0 +1,1 @@
+"""Test support: builders for Kubernetes objects and waiting helpers."""

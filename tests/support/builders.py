@@ -1,0 +1,157 @@
+"""Builders for the objects tests create: kwok nodes, Deployments, PDBs, Molt resources.
+
+Each returns a plain manifest dict, so a test reads as the YAML a person would apply.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+Manifest = dict[str, Any]
+
+
+def kwok_node(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    launched_at: datetime | None = None,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    pods: str = "110",
+) -> Manifest:
+    """A Node that kwok runs (annotation ``kwok.x-k8s.io/node: fake``)."""
+    notes = {"kwok.x-k8s.io/node": "fake", **(annotations or {})}
+    if launched_at is not None:
+        notes["molt.dev/launched-at"] = launched_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                **(labels or {}),
+            },
+            "annotations": notes,
+        },
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
+            "capacity": {"cpu": cpu, "memory": memory, "pods": pods},
+        },
+    }
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    replicas: int,
+    *,
+    cpu: str = "100m",
+    node_selector: dict[str, str] | None = None,
+    pod_annotations: dict[str, str] | None = None,
+    spread_over_nodes: bool = False,
+) -> Manifest:
+    """A Deployment of pause containers labelled ``app: <name>``.
+
+    ``spread_over_nodes`` adds a hard topology spread (max skew 1 per hostname).
+    """
+    pod_spec: Manifest = {
+        "containers": [
+            {
+                "name": "app",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+            }
+        ],
+        "terminationGracePeriodSeconds": 0,
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if spread_over_nodes:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app": name}},
+            }
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": pod_annotations or {}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def pdb(
+    name: str,
+    namespace: str,
+    app: str,
+    *,
+    min_available: int | str | None = None,
+    max_unavailable: int | str | None = None,
+) -> Manifest:
+    """A PodDisruptionBudget over pods labelled ``app: <app>``."""
+    spec: Manifest = {"selector": {"matchLabels": {"app": app}}}
+    if min_available is not None:
+        spec["minAvailable"] = min_available
+    if max_unavailable is not None:
+        spec["maxUnavailable"] = max_unavailable
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def instance_group(name: str = "workers", **spec_overrides: Any) -> Manifest:
+    """A valid kwok InstanceGroup; keyword arguments replace top-level spec fields."""
+    spec: Manifest = {
+        "provider": "kwok",
+        "minSize": 3,
+        "maxSize": 12,
+        "replicas": 6,
+        "zones": ["zone-a", "zone-b", "zone-c"],
+        "template": {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "5s"}},
+        "maxNodeAge": "48h",
+        "strategy": {"type": "RollingReplace", "maxSurge": 1, "maxUnavailable": 0},
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "molt.dev/v1alpha1",
+        "kind": "InstanceGroup",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def termination_policy(name: str = "rotate-48h", **spec_overrides: Any) -> Manifest:
+    """A valid TerminationPolicy; keyword arguments replace top-level spec fields."""
+    spec: Manifest = {
+        "nodeSelector": {"matchLabels": {"molt.dev/instance-group": "workers"}},
+        "rules": {"maxAge": "48h", "maxAgeJitter": "4h", "drift": True},
+        "budgets": [{"maxInFlight": 1, "scope": "Cluster"}],
+        "drain": {"timeout": "1h"},
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "molt.dev/v1alpha1",
+        "kind": "TerminationPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
