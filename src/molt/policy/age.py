@@ -1,0 +1,58 @@
+"""A node's age, its per-node jitter and its hard deadline.
+
+Age runs from the provider's launch time when known, else from the ``molt.dev/launched-at``
+annotation, else from the Node's creationTimestamp. A malformed annotation is reported
+and the node is left out of age decisions: guessing could terminate a healthy node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION, NodeView
+
+
+class MalformedLaunchTimeError(ValueError):
+    """``molt.dev/launched-at`` is not an RFC 3339 time."""
+
+
+@dataclass(frozen=True)
+class NodeAge:
+    """When a node launched and how old it is."""
+
+    launched: datetime
+    age: timedelta
+    source: str
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp with a zone (``Z`` or an offset)."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return parsed
+
+
+def node_age(node: NodeView, now: datetime) -> NodeAge:
+    """The node's age; raise MalformedLaunchTimeError for a bad annotation."""
+    if node.launched_at is not None:
+        return NodeAge(node.launched_at, now - node.launched_at, "provider")
+    raw = node.annotations.get(LAUNCHED_AT_ANNOTATION)
+    if raw is not None:
+        try:
+            launched = parse_rfc3339(raw)
+        except ValueError as error:
+            raise MalformedLaunchTimeError(
+                f"annotation {LAUNCHED_AT_ANNOTATION}={raw!r} is not an RFC 3339 time "
+                "(e.g. 2026-01-02T15:04:05Z); the node is skipped for age rules"
+            ) from error
+        return NodeAge(launched, now - launched, "annotation")
+    return NodeAge(node.created, now - node.created, "creationTimestamp")
+
+
+def jitter_fraction(node_name: str) -> float:
+    """A stable number in [0, 1) per node, so nodes launched together expire apart."""
+    digest = hashlib.sha256(node_name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

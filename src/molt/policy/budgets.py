@@ -1,0 +1,134 @@
+"""Disruption budgets: how many nodes may be in the pipeline at once.
+
+Each budget bounds the nodes in flight within its scope (the cluster, one instance group,
+one zone) to a count or a percentage of the nodes the policy covers there. The strictest
+applicable budget wins. A budget with a maintenance window admits only past-deadline and
+unhealthy nodes while the window is closed. With no budgets, a policy gets one node or
+10 % of what it covers, whichever is larger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from molt.api.durations import parse_duration
+from molt.api.terminationpolicy import Budget
+from molt.api.types import resolve_count_or_percent
+from molt.policy.selection import Candidate
+from molt.policy.snapshot import NodeView
+
+DEFAULT_BUDGET = Budget(max_in_flight="10%")
+DEFAULT_MINIMUM = 1
+
+
+def window_open(budget: Budget, now: datetime) -> bool:
+    """Whether the budget's maintenance window is open at ``now`` (always, without one)."""
+    if budget.schedule is None or budget.duration is None:
+        return True
+    zone = ZoneInfo(budget.time_zone or "UTC")
+    local_now = now.astimezone(zone)
+    # The most recent start at or before now (croniter's get_prev skips an exact match).
+    last_start: datetime = croniter(budget.schedule, local_now + timedelta(seconds=1)).get_prev(
+        datetime
+    )
+    return local_now < last_start + parse_duration(budget.duration)
+
+
+def scope_key(budget: Budget, node_group: str | None, node_zone: str | None) -> str:
+    """Which bucket of the budget's scope a node falls in."""
+    if budget.scope == "InstanceGroup":
+        return f"group={node_group or '<none>'}"
+    if budget.scope == "Zone":
+        return f"zone={node_zone or '<none>'}"
+    return "cluster"
+
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    """One budget's capacity in one bucket."""
+
+    label: str
+    allowed: int
+
+
+def _describe(budget: Budget) -> str:
+    text = f"maxInFlight {budget.max_in_flight} per {budget.scope}"
+    if budget.reasons:
+        text += f" for {','.join(budget.reasons)}"
+    if budget.schedule:
+        text += f" in window '{budget.schedule}' for {budget.duration}"
+    return text
+
+
+class BudgetLedger:
+    """Counts nodes in flight per budget and bucket; admits candidates while room remains.
+
+    Built from the nodes a policy covers, so percentages resolve against them, and from
+    the nodes already in the pipeline, which use up room before any new candidate.
+    """
+
+    def __init__(
+        self,
+        budgets: list[Budget],
+        covered: list[NodeView],
+        now: datetime,
+    ) -> None:
+        self.budgets = budgets or [DEFAULT_BUDGET]
+        self.uses_default = not budgets
+        self.now = now
+        self._open = [window_open(b, now) for b in self.budgets]
+        self._totals: list[dict[str, int]] = []
+        self._in_flight: list[dict[str, int]] = []
+        for budget in self.budgets:
+            totals: dict[str, int] = {}
+            flying: dict[str, int] = {}
+            for node in covered:
+                key = scope_key(budget, node.group, node.zone)
+                totals[key] = totals.get(key, 0) + 1
+                if node.in_pipeline:
+                    flying[key] = flying.get(key, 0) + 1
+            self._totals.append(totals)
+            self._in_flight.append(flying)
+
+    def _allowed(self, index: int, key: str) -> int:
+        budget = self.budgets[index]
+        total = self._totals[index].get(key, 0)
+        allowed = resolve_count_or_percent(budget.max_in_flight, total)
+        if self.uses_default:
+            allowed = max(DEFAULT_MINIMUM, allowed)
+        return allowed
+
+    def refusal(self, candidate: Candidate) -> str | None:
+        """Why the candidate cannot start now, or None if every budget has room."""
+        for index, budget in enumerate(self.budgets):
+            if budget.reasons and candidate.rule not in budget.reasons:
+                continue
+            if not self._open[index] and not candidate.bypasses_windows:
+                return f"outside the maintenance window of budget {_describe(budget)}"
+            key = scope_key(budget, candidate.group, candidate.zone)
+            allowed = self._allowed(index, key)
+            flying = self._in_flight[index].get(key, 0)
+            if flying >= allowed:
+                return f"budget {_describe(budget)} is full in {key}: {flying}/{allowed} in flight"
+        return None
+
+    def admit(self, candidate: Candidate) -> None:
+        """Count the candidate as in flight in every budget that applies to it."""
+        for index, budget in enumerate(self.budgets):
+            if budget.reasons and candidate.rule not in budget.reasons:
+                continue
+            key = scope_key(budget, candidate.group, candidate.zone)
+            self._in_flight[index][key] = self._in_flight[index].get(key, 0) + 1
+
+    def in_flight(self, index: int, key: str) -> int:
+        return self._in_flight[index].get(key, 0)
+
+    def allowed(self, index: int, key: str) -> int:
+        return self._allowed(index, key)
+
+    def buckets(self, index: int) -> list[str]:
+        return list(self._totals[index])

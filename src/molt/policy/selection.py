@@ -1,0 +1,249 @@
+"""Which nodes a TerminationPolicy selects, and why, in the order they should go.
+
+A node is selected when any rule matches: max age (with jitter and a drain lead so the
+hard deadline is met), a condition held long enough, a taint carried long enough, drift
+from its group's current revision, or a label selector. Nodes already in the pipeline and
+control-plane nodes (unless the policy opts in) are never candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import IntEnum
+
+from molt.api.durations import format_duration, parse_duration
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.api.types import LabelSelector
+from molt.policy.age import MalformedLaunchTimeError, jitter_fraction, node_age
+from molt.policy.snapshot import NodeView, Snapshot
+
+
+class Urgency(IntEnum):
+    """Order of departure: lower goes first."""
+
+    PAST_DEADLINE = 0
+    UNHEALTHY = 1
+    TAINTED = 2
+    DRIFTED = 3
+    AGED = 4
+    LABELLED = 5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A node a policy wants gone, and the reason a person reads."""
+
+    node: str
+    policy: str
+    rule: str
+    """The API reason: MaxAge, Condition, Taint, Drift or Label."""
+    reason: str
+    urgency: Urgency
+    age: timedelta
+    deadline: datetime | None
+    group: str | None
+    zone: str | None
+
+    @property
+    def bypasses_windows(self) -> bool:
+        """Past-deadline and unhealthy nodes may go outside maintenance windows."""
+        return self.urgency <= Urgency.UNHEALTHY
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    """Something wrong with a node's metadata: reported, and the node skipped."""
+
+    node: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of one policy over one snapshot."""
+
+    candidates: tuple[Candidate, ...]
+    problems: tuple[NodeProblem, ...]
+
+
+def matches_selector(labels: dict[str, str], selector: LabelSelector | None) -> bool:
+    """Kubernetes label-selector semantics; an empty selector matches everything."""
+    if selector is None:
+        return True
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for term in selector.match_expressions:
+        present = term.key in labels
+        if term.operator == "In" and not (present and labels[term.key] in term.values):
+            return False
+        if term.operator == "NotIn" and present and labels[term.key] in term.values:
+            return False
+        if term.operator == "Exists" and not present:
+            return False
+        if term.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def covers(policy: TerminationPolicy, node: NodeView) -> bool:
+    """Whether the policy applies to the node at all."""
+    if node.is_control_plane and not policy.spec.include_control_plane:
+        return False
+    return matches_selector(node.labels, policy.spec.node_selector)
+
+
+def _max_age_candidate(
+    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, now: datetime
+) -> Candidate | None:
+    rules = policy.spec.rules
+    limits: list[timedelta] = []
+    if rules.max_age is not None:
+        limits.append(parse_duration(rules.max_age))
+    group = snapshot.groups.get(node.group or "")
+    if group is not None and group.max_node_age_seconds is not None:
+        limits.append(timedelta(seconds=group.max_node_age_seconds))
+    if not limits:
+        return None
+    max_age = min(limits)
+    age = node_age(node, now)
+    deadline = age.launched + max_age
+    jitter = parse_duration(rules.max_age_jitter) if rules.max_age_jitter else timedelta(0)
+    # Start early enough that the node is gone by its deadline even if the drain takes its
+    # full timeout; the lead never eats more than a quarter of the node's life.
+    drain_lead = min(parse_duration(policy.spec.drain.timeout), max_age / 4)
+    start_at = max_age - jitter * jitter_fraction(node.name) - drain_lead
+    if age.age < start_at:
+        return None
+    past = age.age >= max_age
+    shown_limit = max_age if past else start_at
+    reason = f"max-age: {format_duration(age.age)} > {format_duration(shown_limit)}"
+    if past:
+        reason += " (past its deadline)"
+    elif shown_limit != max_age:
+        reason += f" (max {format_duration(max_age)}, less jitter and drain lead)"
+    return _candidate(
+        policy,
+        node,
+        "MaxAge",
+        reason,
+        Urgency.PAST_DEADLINE if past else Urgency.AGED,
+        age.age,
+        deadline,
+    )
+
+
+def _condition_candidate(
+    policy: TerminationPolicy, node: NodeView, now: datetime, age: timedelta
+) -> Candidate | None:
+    for rule in policy.spec.rules.conditions:
+        held_for = parse_duration(rule.for_)
+        for condition in node.conditions:
+            if condition.type != rule.type or condition.status != rule.status:
+                continue
+            since = condition.last_transition or node.created
+            if now - since >= held_for:
+                reason = (
+                    f"condition: {rule.type}={rule.status} for "
+                    f"{format_duration(now - since)} >= {format_duration(held_for)}"
+                )
+                return _candidate(policy, node, "Condition", reason, Urgency.UNHEALTHY, age, None)
+    return None
+
+
+def _taint_candidate(
+    policy: TerminationPolicy, node: NodeView, now: datetime, age: timedelta
+) -> Candidate | None:
+    for rule in policy.spec.rules.taints:
+        held_for = parse_duration(rule.for_)
+        for taint in node.taints:
+            if taint.key != rule.key:
+                continue
+            if rule.value is not None and taint.value != rule.value:
+                continue
+            if rule.effect is not None and taint.effect != rule.effect:
+                continue
+            # Without a timestamp the taint's duration is unknown: only a zero "for" matches.
+            if taint.added is None and held_for > timedelta(0):
+                continue
+            carried = now - taint.added if taint.added else timedelta(0)
+            if carried >= held_for:
+                reason = f"taint: {taint.key}:{taint.effect} for {format_duration(carried)}"
+                return _candidate(policy, node, "Taint", reason, Urgency.TAINTED, age, None)
+    return None
+
+
+def _drift_candidate(
+    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, age: timedelta
+) -> Candidate | None:
+    if not policy.spec.rules.drift or node.group is None:
+        return None
+    group = snapshot.groups.get(node.group)
+    if group is None or group.current_revision is None or node.revision is None:
+        return None
+    if node.revision == group.current_revision:
+        return None
+    reason = f"drift: revision {node.revision} != current {group.current_revision}"
+    return _candidate(policy, node, "Drift", reason, Urgency.DRIFTED, age, None)
+
+
+def _label_candidate(policy: TerminationPolicy, node: NodeView, age: timedelta) -> Candidate | None:
+    selector = policy.spec.rules.labels
+    if selector is None or not matches_selector(node.labels, selector):
+        return None
+    return _candidate(
+        policy, node, "Label", "label: matches rules.labels", Urgency.LABELLED, age, None
+    )
+
+
+def _candidate(
+    policy: TerminationPolicy,
+    node: NodeView,
+    rule: str,
+    reason: str,
+    urgency: Urgency,
+    age: timedelta,
+    deadline: datetime | None,
+) -> Candidate:
+    return Candidate(
+        node=node.name,
+        policy=policy.metadata.name,
+        rule=rule,
+        reason=reason,
+        urgency=urgency,
+        age=age,
+        deadline=deadline,
+        group=node.group,
+        zone=node.zone,
+    )
+
+
+def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: datetime) -> Selection:
+    """Every node the policy selects, most urgent first, oldest first within a tier."""
+    candidates: list[Candidate] = []
+    problems: list[NodeProblem] = []
+    for node in snapshot.nodes:
+        if node.in_pipeline or not covers(policy, node):
+            continue
+        found: list[Candidate] = []
+        try:
+            aged = _max_age_candidate(policy, node, snapshot, now)
+            age = node_age(node, now).age
+        except MalformedLaunchTimeError as error:
+            problems.append(NodeProblem(node.name, str(error)))
+            continue
+        if aged is not None:
+            found.append(aged)
+        for maybe in (
+            _condition_candidate(policy, node, now, age),
+            _taint_candidate(policy, node, now, age),
+            _drift_candidate(policy, node, snapshot, age),
+            _label_candidate(policy, node, age),
+        ):
+            if maybe is not None:
+                found.append(maybe)
+        if found:
+            candidates.append(min(found, key=lambda c: c.urgency))
+    candidates.sort(key=lambda c: (c.urgency, -c.age, c.node))
+    return Selection(tuple(candidates), tuple(problems))

@@ -1,0 +1,102 @@
+"""The policy core's view of the world: slim, immutable projections of cluster objects.
+
+Adapters (the watch cache, the simulator, the CLI) build these; the core never sees a
+raw API object, which keeps it fast for thousands of nodes and free of I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# The public contract's labels and annotations (DESIGN.md).
+STATE_LABEL = "molt.dev/state"
+POLICY_ANNOTATION = "molt.dev/policy"
+REASON_ANNOTATION = "molt.dev/reason"
+SELECTED_AT_ANNOTATION = "molt.dev/selected-at"
+LAUNCHED_AT_ANNOTATION = "molt.dev/launched-at"
+DO_NOT_DISRUPT = "molt.dev/do-not-disrupt"
+GROUP_LABEL = "molt.dev/instance-group"
+REVISION_LABEL = "molt.dev/revision"
+CAPACITY_TYPE_LABEL = "molt.dev/capacity-type"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+@dataclass(frozen=True)
+class NodeCondition:
+    """A node condition and when it last changed."""
+
+    type: str
+    status: str
+    last_transition: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NodeTaint:
+    """A taint; ``added`` is only known for taints the API server timestamps."""
+
+    key: str
+    effect: str
+    value: str | None = None
+    added: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the policy needs of a Node."""
+
+    name: str
+    created: datetime
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    conditions: tuple[NodeCondition, ...] = ()
+    taints: tuple[NodeTaint, ...] = ()
+    unschedulable: bool = False
+    launched_at: datetime | None = None
+    """Launch time known to the provider (e.g. EC2 LaunchTime); beats the annotation."""
+
+    @property
+    def group(self) -> str | None:
+        return self.labels.get(GROUP_LABEL)
+
+    @property
+    def zone(self) -> str | None:
+        return self.labels.get(ZONE_LABEL)
+
+    @property
+    def revision(self) -> str | None:
+        return self.labels.get(REVISION_LABEL)
+
+    @property
+    def state(self) -> str | None:
+        return self.labels.get(STATE_LABEL)
+
+    @property
+    def in_pipeline(self) -> bool:
+        return self.state is not None
+
+    @property
+    def is_control_plane(self) -> bool:
+        return any(label in self.labels for label in CONTROL_PLANE_LABELS)
+
+    @property
+    def do_not_disrupt(self) -> bool:
+        return self.annotations.get(DO_NOT_DISRUPT) == "true"
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """What the policy needs of an InstanceGroup."""
+
+    name: str
+    current_revision: str | None = None
+    max_node_age_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a plan is computed from, at one instant."""
+
+    nodes: tuple[NodeView, ...]
+    groups: dict[str, GroupView] = field(default_factory=dict)
