@@ -40,7 +40,7 @@ def test_nodes_in_flight_use_up_the_budget() -> None:
 
     assert plan.admitted == ()
     assert plan.decisions[0].blocked_by == (
-        "budget maxInFlight 1 per Cluster is full in cluster: 1/1 in flight"
+        "budget full: 1/1 in flight in cluster (maxInFlight 1 per Cluster)"
     )
 
 

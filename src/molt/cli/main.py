@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from molt.cli import sandbox
+from molt.cli.demo import demo_command
+from molt.cli.plan import plan_command
 
 app = typer.Typer(
     name="molt",
@@ -15,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
+app.command("plan")(plan_command)
+app.command("demo")(demo_command)
 app.add_typer(sandbox.app, name="sandbox")
 
 

@@ -108,12 +108,12 @@ class BudgetLedger:
             if budget.reasons and candidate.rule not in budget.reasons:
                 continue
             if not self._open[index] and not candidate.bypasses_windows:
-                return f"outside the maintenance window of budget {_describe(budget)}"
+                return f"outside the maintenance window ({_describe(budget)})"
             key = scope_key(budget, candidate.group, candidate.zone)
             allowed = self._allowed(index, key)
             flying = self._in_flight[index].get(key, 0)
             if flying >= allowed:
-                return f"budget {_describe(budget)} is full in {key}: {flying}/{allowed} in flight"
+                return f"budget full: {flying}/{allowed} in flight in {key} ({_describe(budget)})"
         return None
 
     def admit(self, candidate: Candidate) -> None:

@@ -1,0 +1,76 @@
+"""Raw API JSON -> the policy core's slim views.
+
+Parsing dicts straight from the wire (no generated client models) keeps a snapshot of
+thousands of nodes cheap to build.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from molt.api.durations import InvalidDurationError, parse_duration
+from molt.policy.age import parse_rfc3339
+from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView
+
+Json = dict[str, Any]
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        return None
+
+
+def node_view(raw: Json) -> NodeView:
+    """Project a Node object."""
+    meta = raw.get("metadata", {})
+    spec = raw.get("spec", {})
+    status = raw.get("status", {})
+    created = _time(meta.get("creationTimestamp"))
+    if created is None:
+        raise ValueError(f"node {meta.get('name')!r} has no creationTimestamp")
+    return NodeView(
+        name=meta["name"],
+        created=created,
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        conditions=tuple(
+            NodeCondition(
+                type=c.get("type", ""),
+                status=c.get("status", "Unknown"),
+                last_transition=_time(c.get("lastTransitionTime")),
+            )
+            for c in status.get("conditions") or []
+        ),
+        taints=tuple(
+            NodeTaint(
+                key=t.get("key", ""),
+                effect=t.get("effect", ""),
+                value=t.get("value"),
+                added=_time(t.get("timeAdded")),
+            )
+            for t in spec.get("taints") or []
+        ),
+        unschedulable=bool(spec.get("unschedulable", False)),
+    )
+
+
+def group_view(raw: Json) -> GroupView:
+    """Project an InstanceGroup (tolerating a partly written status)."""
+    spec = raw.get("spec", {})
+    status = raw.get("status") or {}
+    max_age: float | None = None
+    if spec.get("maxNodeAge"):
+        try:
+            max_age = parse_duration(spec["maxNodeAge"]).total_seconds()
+        except InvalidDurationError:
+            max_age = None
+    return GroupView(
+        name=raw["metadata"]["name"],
+        current_revision=status.get("currentRevision"),
+        max_node_age_seconds=max_age,
+    )

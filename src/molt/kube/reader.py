@@ -1,0 +1,84 @@
+"""One-shot reads of the cluster for `molt plan`: paginated LISTs of nodes, instance
+groups and termination policies, parsed into a policy snapshot.
+
+The controller reads through watch caches instead; this path is for commands that run
+once and exit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client
+from pydantic import ValidationError
+
+from molt.api import GROUP, VERSION, TerminationPolicy
+from molt.kube.projections import group_view, node_view
+from molt.policy.snapshot import Snapshot
+
+PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class ClusterRead:
+    """A snapshot plus the policies, and any object that could not be used."""
+
+    snapshot: Snapshot
+    policies: list[TerminationPolicy]
+    problems: list[str]
+
+
+async def _paged(fetch: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        extra = {"_continue": token} if token else {}
+        response = await fetch(limit=PAGE_SIZE, _preload_content=False, **kwargs, **extra)
+        body = json.loads(await response.read())
+        items.extend(body.get("items", []))
+        token = body.get("metadata", {}).get("continue")
+        if not token:
+            return items
+
+
+async def read_cluster(api: client.ApiClient) -> ClusterRead:
+    """List nodes, InstanceGroups and TerminationPolicies into a snapshot."""
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    raw_nodes = await _paged(core.list_node)
+    raw_groups = await _paged(
+        custom.list_cluster_custom_object, group=GROUP, version=VERSION, plural="instancegroups"
+    )
+    raw_policies = await _paged(
+        custom.list_cluster_custom_object,
+        group=GROUP,
+        version=VERSION,
+        plural="terminationpolicies",
+    )
+    problems: list[str] = []
+    policies: list[TerminationPolicy] = []
+    for raw in raw_policies:
+        try:
+            policies.append(TerminationPolicy.model_validate(raw))
+        except ValidationError as error:
+            name = raw.get("metadata", {}).get("name")
+            problems.append(f"TerminationPolicy {name}: skipped, invalid: {error}")
+    groups = {g.name: g for g in (group_view(raw) for raw in raw_groups)}
+    nodes = tuple(node_view(raw) for raw in raw_nodes)
+    return ClusterRead(Snapshot(nodes, groups), policies, problems)
+
+
+async def connect(kubeconfig: str | None) -> client.ApiClient:
+    """An API client from a kubeconfig file (or the default locations / in-cluster)."""
+    from kubernetes_asyncio import config
+
+    configuration = client.Configuration()
+    try:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    except (config.ConfigException, FileNotFoundError, TypeError):
+        if kubeconfig:
+            raise
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)

@@ -1,0 +1,145 @@
+"""A small sample fleet for the demo and for trying Molt by hand: nine kwok nodes in
+three zones at assorted ages, one InstanceGroup, one TerminationPolicy.
+
+Until the instance-group controller exists, the group's ``status.currentRevision`` is
+written here directly, so drift has something to compare against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from molt.api import GROUP, VERSION
+from molt.policy.snapshot import (
+    CAPACITY_TYPE_LABEL,
+    GROUP_LABEL,
+    LAUNCHED_AT_ANNOTATION,
+    REVISION_LABEL,
+    ZONE_LABEL,
+)
+
+GROUP_NAME = "workers"
+CURRENT_REVISION = "b7e1c2"
+PREVIOUS_REVISION = "5a0f93"
+STUCK_TAINT = "example.com/volume-attach-stuck"
+
+# (zone, hours since launch, revision, stuck taint added this many minutes ago)
+FLEET: tuple[tuple[str, float, str, int | None], ...] = (
+    ("zone-a", 61.0, CURRENT_REVISION, None),
+    ("zone-a", 30.0, PREVIOUS_REVISION, None),
+    ("zone-a", 6.0, CURRENT_REVISION, None),
+    ("zone-b", 52.5, CURRENT_REVISION, None),
+    ("zone-b", 47.6, CURRENT_REVISION, None),
+    ("zone-b", 12.0, CURRENT_REVISION, 25),
+    ("zone-c", 40.0, PREVIOUS_REVISION, None),
+    ("zone-c", 20.0, CURRENT_REVISION, None),
+    ("zone-c", 1.0, CURRENT_REVISION, None),
+)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sample_nodes(now: datetime) -> list[dict[str, Any]]:
+    """The fleet's Node manifests (kwok-managed)."""
+    nodes = []
+    for index, (zone, hours, revision, taint_minutes) in enumerate(FLEET):
+        name = f"{GROUP_NAME}-{zone}-{index}"
+        spec: dict[str, Any] = {}
+        if taint_minutes is not None:
+            spec["taints"] = [
+                {
+                    "key": STUCK_TAINT,
+                    "effect": "NoExecute",
+                    "timeAdded": _rfc3339(now - timedelta(minutes=taint_minutes)),
+                }
+            ]
+        nodes.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "node.kubernetes.io/instance-type": "m5.large",
+                        GROUP_LABEL: GROUP_NAME,
+                        REVISION_LABEL: revision,
+                        ZONE_LABEL: zone,
+                        CAPACITY_TYPE_LABEL: "on-demand",
+                    },
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        LAUNCHED_AT_ANNOTATION: _rfc3339(now - timedelta(hours=hours)),
+                    },
+                },
+                "spec": spec,
+                "status": {
+                    "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+                    "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+                },
+            }
+        )
+    return nodes
+
+
+INSTANCE_GROUP: dict[str, Any] = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "InstanceGroup",
+    "metadata": {"name": GROUP_NAME},
+    "spec": {
+        "provider": "kwok",
+        "minSize": 6,
+        "maxSize": 12,
+        "replicas": 9,
+        "zones": ["zone-a", "zone-b", "zone-c"],
+        "template": {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "5s"}},
+        "maxNodeAge": "48h",
+        "strategy": {"type": "RollingReplace", "maxSurge": 1, "maxUnavailable": 0},
+    },
+}
+
+TERMINATION_POLICY: dict[str, Any] = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "TerminationPolicy",
+    "metadata": {"name": "rotate-48h"},
+    "spec": {
+        "nodeSelector": {"matchLabels": {GROUP_LABEL: GROUP_NAME}},
+        "rules": {
+            "maxAge": "48h",
+            "maxAgeJitter": "4h",
+            "drift": True,
+            "taints": [{"key": STUCK_TAINT, "for": "10m"}],
+        },
+        "budgets": [
+            {"maxInFlight": 2, "scope": "Cluster"},
+            {"maxInFlight": 1, "scope": "Zone"},
+        ],
+        "drain": {"timeout": "1h"},
+    },
+}
+
+
+async def install_sample_fleet(api: client.ApiClient, now: datetime) -> None:
+    """Create the fleet's nodes, group (with its current revision) and policy."""
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    for node in sample_nodes(now):
+        # The generated client accepts plain dicts at runtime; its hints say model objects.
+        await core.create_node(node)  # type: ignore[arg-type]
+    await custom.create_cluster_custom_object(GROUP, VERSION, "instancegroups", INSTANCE_GROUP)
+    await custom.patch_cluster_custom_object_status(
+        GROUP,
+        VERSION,
+        "instancegroups",
+        GROUP_NAME,
+        {"status": {"currentRevision": CURRENT_REVISION, "replicas": len(FLEET)}},
+        _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+    )
+    await custom.create_cluster_custom_object(
+        GROUP, VERSION, "terminationpolicies", TERMINATION_POLICY
+    )
