@@ -24,6 +24,13 @@ async def _all_ready(kube: client.ApiClient) -> bool:
     )
 
 
+async def _settled_versions(kube: client.ApiClient) -> dict[str, str]:
+    """Resource versions, once they have stayed the same for two seconds."""
+    first = await _resource_versions(kube)
+    await asyncio.sleep(2)
+    return first if await _resource_versions(kube) == first else {}
+
+
 async def _resource_versions(kube: client.ApiClient) -> dict[str, str]:
     nodes = await client.CoreV1Api(kube).list_node()
     return {n.metadata.name: n.metadata.resource_version for n in nodes.items}
@@ -40,9 +47,10 @@ async def test_plan_lists_the_sample_fleets_decisions_and_changes_nothing(
         annotations={"molt.dev/launched-at": "last tuesday"},
     )
     await client.CoreV1Api(kube).create_node(garbled)
-    # Let kwok finish marking the new nodes Ready, so only Molt could change them now.
+    # Let kwok (Ready) and the controller-manager (TTL annotation, taints) finish with the
+    # new nodes, so that from here on only Molt could change them.
     await eventually(lambda: _all_ready(kube), what="kwok to mark every node Ready")
-    before = await _resource_versions(kube)
+    before = await eventually(lambda: _settled_versions(kube), what="node writes to settle")
 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
