@@ -5,46 +5,12 @@ Each returns a plain manifest dict, so a test reads as the YAML a person would a
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from molt.sandbox.manifests import kwok_node
+
 Manifest = dict[str, Any]
-
-
-def kwok_node(
-    name: str,
-    *,
-    labels: dict[str, str] | None = None,
-    annotations: dict[str, str] | None = None,
-    launched_at: datetime | None = None,
-    cpu: str = "4",
-    memory: str = "16Gi",
-    pods: str = "110",
-) -> Manifest:
-    """A Node that kwok runs (annotation ``kwok.x-k8s.io/node: fake``)."""
-    notes = {"kwok.x-k8s.io/node": "fake", **(annotations or {})}
-    if launched_at is not None:
-        notes["molt.dev/launched-at"] = launched_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "type": "kwok",
-                **(labels or {}),
-            },
-            "annotations": notes,
-        },
-        "spec": {},
-        "status": {
-            "allocatable": {"cpu": cpu, "memory": memory, "pods": pods},
-            "capacity": {"cpu": cpu, "memory": memory, "pods": pods},
-        },
-    }
+__all__ = ["deployment", "instance_group", "kwok_node", "pdb", "termination_policy"]
 
 
 def deployment(

@@ -27,11 +27,12 @@ import yaml
 from molt.api.crd import GROUP, RESOURCES, committed_crds
 from molt.sandbox import pki as pki_module
 from molt.sandbox.binaries import Binaries, ensure_binaries
+from molt.sandbox.manifests import KWOK_NODE_ANNOTATION
 from molt.sandbox.processes import ProcessFailedError, Running, check_alive, is_alive, start, stop
 
 Report = Callable[[str], None]
 STATE_FILE = "sandbox.json"
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
 SERVICE_CIDR = "10.0.0.0/24"
 
 

@@ -16,10 +16,10 @@ from molt.api import GROUP, VERSION
 from molt.policy.snapshot import (
     CAPACITY_TYPE_LABEL,
     GROUP_LABEL,
-    LAUNCHED_AT_ANNOTATION,
     REVISION_LABEL,
     ZONE_LABEL,
 )
+from molt.sandbox.manifests import kwok_node, rfc3339
 
 GROUP_NAME = "workers"
 CURRENT_REVISION = "b7e1c2"
@@ -40,49 +40,27 @@ FLEET: tuple[tuple[str, float, str, int | None], ...] = (
 )
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def sample_nodes(now: datetime) -> list[dict[str, Any]]:
     """The fleet's Node manifests (kwok-managed)."""
     nodes = []
     for index, (zone, hours, revision, taint_minutes) in enumerate(FLEET):
         name = f"{GROUP_NAME}-{zone}-{index}"
-        spec: dict[str, Any] = {}
+        taints = None
         if taint_minutes is not None:
-            spec["taints"] = [
-                {
-                    "key": STUCK_TAINT,
-                    "effect": "NoExecute",
-                    "timeAdded": _rfc3339(now - timedelta(minutes=taint_minutes)),
-                }
-            ]
+            added = rfc3339(now - timedelta(minutes=taint_minutes))
+            taints = [{"key": STUCK_TAINT, "effect": "NoExecute", "timeAdded": added}]
+        labels = {
+            "node.kubernetes.io/instance-type": "m5.large",
+            GROUP_LABEL: GROUP_NAME,
+            REVISION_LABEL: revision,
+            ZONE_LABEL: zone,
+            CAPACITY_TYPE_LABEL: "on-demand",
+        }
+        launched = now - timedelta(hours=hours)
         nodes.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "labels": {
-                        "kubernetes.io/hostname": name,
-                        "node.kubernetes.io/instance-type": "m5.large",
-                        GROUP_LABEL: GROUP_NAME,
-                        REVISION_LABEL: revision,
-                        ZONE_LABEL: zone,
-                        CAPACITY_TYPE_LABEL: "on-demand",
-                    },
-                    "annotations": {
-                        "kwok.x-k8s.io/node": "fake",
-                        LAUNCHED_AT_ANNOTATION: _rfc3339(now - timedelta(hours=hours)),
-                    },
-                },
-                "spec": spec,
-                "status": {
-                    "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"},
-                    "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
-                },
-            }
+            kwok_node(
+                name, labels=labels, launched_at=launched, taints=taints, cpu="2", memory="8Gi"
+            )
         )
     return nodes
 
