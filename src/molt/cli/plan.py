@@ -99,6 +99,9 @@ def plan_command(
     if output not in ("table", "json"):
         errors.print(f"[red]error:[/red] --output must be table or json, not {output!r}")
         raise typer.Exit(2)
+    if kubeconfig is not None and not kubeconfig.is_file():
+        errors.print(f"[red]error:[/red] kubeconfig {kubeconfig} does not exist", highlight=False)
+        raise typer.Exit(2)
     try:
         plan, read, now = asyncio.run(_plan(str(kubeconfig) if kubeconfig else None))
     except Exception as error:  # the CLI reports, it does not dump a traceback
