@@ -34,7 +34,7 @@ def _say(message: str) -> None:
 def up(directory: Path = DirOption) -> None:
     """Start the control plane and write DIR/kubeconfig.
 
-    The first run builds the binaries with the Go toolchain (10-20 minutes on 2 cores) into
+    The first run builds the binaries with the Go toolchain (about 8 minutes on 2 cores) into
     ~/.cache/molt; later runs take seconds. Set KUBEBUILDER_ASSETS or TEST_ASSET_* to use
     binaries you already have.
     """

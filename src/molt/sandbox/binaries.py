@@ -162,7 +162,7 @@ def _wrapper_module(directory: Path, module: str, requires: list[str], replaces:
 
 def _build_kubernetes(report: Report) -> None:
     version = versions.KUBERNETES
-    report(f"Building Kubernetes {version} from Go modules (cold: 10-20 minutes on 2 cores)")
+    report(f"Building Kubernetes {version} from Go modules (cold: about 7 minutes on 2 cores)")
     target = _component_dirs()["kube-apiserver"]
     with tempfile.TemporaryDirectory(prefix="molt-k8s-build-") as tmp:
         work = Path(tmp)
