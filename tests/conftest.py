@@ -7,6 +7,7 @@ Tests under tests/unit are marked ``unit``; tests under tests/integration are ma
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -88,15 +89,9 @@ async def namespace(kube: client.ApiClient) -> AsyncIterator[str]:
         accounts = await core.list_namespaced_service_account(name)
         if any(a.metadata.name == "default" for a in accounts.items):
             break
-        await _sleep(0.1)
+        await asyncio.sleep(0.1)
     yield name
     await core.delete_namespace(name)
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def _free_port() -> int:

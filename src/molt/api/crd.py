@@ -29,9 +29,6 @@ RESOURCES: tuple[type[Resource], ...] = (InstanceGroup, TerminationPolicy, Watch
 
 Schema = dict[str, Any]
 
-# JSON-Schema keys that a structural schema either forbids or has no use for.
-_DROPPED_KEYS = {"title", "$defs", "discriminator"}
-
 
 def _resolve(schema: Schema, defs: dict[str, Schema]) -> Schema:
     """Inline ``$ref`` and merge its siblings (pydantic puts field extras beside it)."""

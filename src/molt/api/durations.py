@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 # Anchored for CEL's RE2 ``matches`` and Python's ``re`` alike.
 # "[.]" rather than "\." because CEL string literals reject unknown escapes.
@@ -24,6 +25,7 @@ class InvalidDurationError(ValueError):
     """A string that is not a Go-style duration."""
 
 
+@lru_cache(maxsize=1024)
 def parse_duration(text: str) -> timedelta:
     """Parse ``text`` (e.g. ``"1h30m"``) into a timedelta; raise InvalidDurationError otherwise."""
     if not _WHOLE.match(text):

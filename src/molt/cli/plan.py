@@ -21,7 +21,7 @@ console = Console(width=None if Console().is_terminal else 160)
 errors = Console(stderr=True)
 
 
-def plan_as_json(plan: Plan, now: datetime) -> list[dict[str, Any]]:
+def plan_as_json(plan: Plan) -> list[dict[str, Any]]:
     """The ``-o json`` contract: a list with at least node, policy, reason, action."""
     rows = []
     for decision in plan.decisions:
@@ -110,7 +110,7 @@ def plan_command(
     for problem in [*read.problems, *(f"node {p.node}: {p.message}" for p in plan.problems)]:
         errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
     if output == "json":
-        print(json.dumps(plan_as_json(plan, now), indent=2))
+        print(json.dumps(plan_as_json(plan), indent=2))
         return
     if not plan.decisions:
         console.print(

@@ -123,12 +123,3 @@ class BudgetLedger:
                 continue
             key = scope_key(budget, candidate.group, candidate.zone)
             self._in_flight[index][key] = self._in_flight[index].get(key, 0) + 1
-
-    def in_flight(self, index: int, key: str) -> int:
-        return self._in_flight[index].get(key, 0)
-
-    def allowed(self, index: int, key: str) -> int:
-        return self._allowed(index, key)
-
-    def buckets(self, index: int) -> list[str]:
-        return list(self._totals[index])

@@ -15,7 +15,7 @@ from enum import IntEnum
 from molt.api.durations import format_duration, parse_duration
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
-from molt.policy.age import MalformedLaunchTimeError, jitter_fraction, node_age
+from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
 from molt.policy.snapshot import NodeView, Snapshot
 
 
@@ -95,7 +95,7 @@ def covers(policy: TerminationPolicy, node: NodeView) -> bool:
 
 
 def _max_age_candidate(
-    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, now: datetime
+    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, age: NodeAge
 ) -> Candidate | None:
     rules = policy.spec.rules
     limits: list[timedelta] = []
@@ -107,7 +107,6 @@ def _max_age_candidate(
     if not limits:
         return None
     max_age = min(limits)
-    age = node_age(node, now)
     deadline = age.launched + max_age
     jitter = parse_duration(rules.max_age_jitter) if rules.max_age_jitter else timedelta(0)
     # Start early enough that the node is gone by its deadline even if the drain takes its
@@ -228,11 +227,12 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
             continue
         found: list[Candidate] = []
         try:
-            aged = _max_age_candidate(policy, node, snapshot, now)
-            age = node_age(node, now).age
+            measured = node_age(node, now)
         except MalformedLaunchTimeError as error:
             problems.append(NodeProblem(node.name, str(error)))
             continue
+        age = measured.age
+        aged = _max_age_candidate(policy, node, snapshot, measured)
         if aged is not None:
             found.append(aged)
         for maybe in (

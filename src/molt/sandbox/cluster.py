@@ -9,6 +9,7 @@ certificates and etcd's data.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -28,7 +29,15 @@ from molt.api.crd import GROUP, RESOURCES, committed_crds
 from molt.sandbox import pki as pki_module
 from molt.sandbox.binaries import Binaries, ensure_binaries
 from molt.sandbox.manifests import KWOK_NODE_ANNOTATION
-from molt.sandbox.processes import ProcessFailedError, Running, check_alive, is_alive, start, stop
+from molt.sandbox.processes import (
+    ProcessFailedError,
+    Running,
+    check_alive,
+    is_alive,
+    log_tail,
+    start,
+    stop,
+)
 
 Report = Callable[[str], None]
 STATE_FILE = "sandbox.json"
@@ -283,11 +292,8 @@ class Sandbox:
             time.sleep(0.2)
         check_alive(started)
         process = next((p for p in started if p.name == what), None)
-        tail = process and process.log.read_text(errors="replace").splitlines()[-20:]
-        raise SandboxError(
-            f"{what} did not become healthy within {timeout:.0f}s"
-            + (f"; last lines of {process.log}:\n" + "\n".join(tail) if process and tail else "")
-        )
+        detail = f"; last lines of {process.log}:\n{log_tail(process.log)}" if process else ""
+        raise SandboxError(f"{what} did not become healthy within {timeout:.0f}s{detail}")
 
     def _client_ssl(self, certs: pki_module.Pki) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
@@ -295,8 +301,6 @@ class Sandbox:
         return ctx
 
     def _write_kubeconfig(self, certs: pki_module.Pki, ports: Ports) -> None:
-        import base64
-
         def b64(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
 
