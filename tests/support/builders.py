@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from molt.sandbox.manifests import kwok_node
+from molt.cloud.kwok_nodes import kwok_node
 
 Manifest = dict[str, Any]
 __all__ = ["deployment", "instance_group", "kwok_node", "pdb", "termination_policy"]

@@ -6,7 +6,9 @@ import typer
 
 from molt.cli import sandbox
 from molt.cli.demo import demo_command
+from molt.cli.drain import drain_command
 from molt.cli.plan import plan_command
+from molt.cli.run import run_command
 
 app = typer.Typer(
     name="molt",
@@ -17,7 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
+app.command("run")(run_command)
 app.command("plan")(plan_command)
+app.command("drain")(drain_command)
 app.command("demo")(demo_command)
 app.add_typer(sandbox.app, name="sandbox")
 

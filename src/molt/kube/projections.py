@@ -11,7 +11,7 @@ from typing import Any
 
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.policy.age import parse_rfc3339
-from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView
+from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 
 Json = dict[str, Any]
 
@@ -56,6 +56,23 @@ def node_view(raw: Json) -> NodeView:
             for t in spec.get("taints") or []
         ),
         unschedulable=bool(spec.get("unschedulable", False)),
+        uid=str(meta.get("uid", "")),
+        provider_id=spec.get("providerID"),
+    )
+
+
+def pod_view(raw: Json) -> PodView:
+    """Project a Pod to what a drain needs."""
+    meta = raw.get("metadata", {})
+    return PodView(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=str(meta.get("uid", "")),
+        node=(raw.get("spec") or {}).get("nodeName"),
+        phase=(raw.get("status") or {}).get("phase", "Pending"),
+        owner_kinds=tuple(str(o.get("kind", "")) for o in meta.get("ownerReferences") or []),
+        annotations=dict(meta.get("annotations") or {}),
+        deleting=meta.get("deletionTimestamp") is not None,
     )
 
 

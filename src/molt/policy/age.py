@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION, NodeView
 
@@ -25,6 +25,11 @@ class NodeAge:
     launched: datetime
     age: timedelta
     source: str
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """A UTC timestamp as Kubernetes writes them (second precision, ``Z``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(text: str) -> datetime:

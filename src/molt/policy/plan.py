@@ -12,8 +12,8 @@ from typing import Literal
 
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.policy.budgets import BudgetLedger
-from molt.policy.selection import Candidate, NodeProblem, covers, select_candidates
-from molt.policy.snapshot import Snapshot
+from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
+from molt.policy.snapshot import DO_NOT_DISRUPT, Snapshot
 
 Action = Literal["terminate", "wait"]
 
@@ -69,11 +69,18 @@ def compute_plan(snapshot: Snapshot, policies: list[TerminationPolicy], now: dat
         )
         for policy in ordered
     }
+    held = {node.name for node in snapshot.nodes if node.do_not_disrupt}
     queue = sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))
     decisions: list[Decision] = []
     for candidate in queue:
         ledger = ledgers[candidate.policy]
         refusal = ledger.refusal(candidate)
+        if (
+            refusal is None
+            and candidate.node in held
+            and candidate.urgency != Urgency.PAST_DEADLINE
+        ):
+            refusal = f"node has {DO_NOT_DISRUPT}=true (held until its deadline)"
         if refusal is None:
             ledger.admit(candidate)
             decisions.append(Decision(candidate, "terminate"))

@@ -20,6 +20,7 @@ GROUP_LABEL = "molt.dev/instance-group"
 REVISION_LABEL = "molt.dev/revision"
 CAPACITY_TYPE_LABEL = "molt.dev/capacity-type"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
@@ -55,6 +56,8 @@ class NodeView:
     unschedulable: bool = False
     launched_at: datetime | None = None
     """Launch time known to the provider (e.g. EC2 LaunchTime); beats the annotation."""
+    uid: str = ""
+    provider_id: str | None = None
 
     @property
     def group(self) -> str | None:
@@ -79,6 +82,45 @@ class NodeView:
     @property
     def is_control_plane(self) -> bool:
         return any(label in self.labels for label in CONTROL_PLANE_LABELS)
+
+    @property
+    def do_not_disrupt(self) -> bool:
+        return self.annotations.get(DO_NOT_DISRUPT) == "true"
+
+    @property
+    def ready(self) -> bool:
+        return any(c.type == "Ready" and c.status == "True" for c in self.conditions)
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What a drain needs of a Pod."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: str | None
+    phase: str = "Pending"
+    owner_kinds: tuple[str, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
+    """The pod has a deletionTimestamp: it is on its way out."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def daemonset(self) -> bool:
+        return "DaemonSet" in self.owner_kinds
+
+    @property
+    def mirror(self) -> bool:
+        return MIRROR_ANNOTATION in self.annotations
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
 
     @property
     def do_not_disrupt(self) -> bool:

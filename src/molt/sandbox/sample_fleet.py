@@ -13,13 +13,14 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
+from molt.cloud.kwok_nodes import kwok_node
+from molt.policy.age import format_rfc3339
 from molt.policy.snapshot import (
     CAPACITY_TYPE_LABEL,
     GROUP_LABEL,
     REVISION_LABEL,
     ZONE_LABEL,
 )
-from molt.sandbox.manifests import kwok_node, rfc3339
 
 GROUP_NAME = "workers"
 CURRENT_REVISION = "b7e1c2"
@@ -47,7 +48,7 @@ def sample_nodes(now: datetime) -> list[dict[str, Any]]:
         name = f"{GROUP_NAME}-{zone}-{index}"
         taints = None
         if taint_minutes is not None:
-            added = rfc3339(now - timedelta(minutes=taint_minutes))
+            added = format_rfc3339(now - timedelta(minutes=taint_minutes))
             taints = [{"key": STUCK_TAINT, "effect": "NoExecute", "timeAdded": added}]
         labels = {
             "node.kubernetes.io/instance-type": "m5.large",

@@ -1,19 +1,15 @@
-"""Manifests for the sandbox: kwok-run Nodes with Molt's labels and a launch time."""
+"""Node manifests for kwok-run nodes: Molt's labels, taints and a launch time."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from molt.policy.age import format_rfc3339
 from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION
 
 Manifest = dict[str, Any]
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-
-
-def rfc3339(moment: datetime) -> str:
-    """A UTC timestamp as Kubernetes writes them."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def kwok_node(
@@ -30,7 +26,7 @@ def kwok_node(
     """A Node that kwok runs (annotation ``kwok.x-k8s.io/node: fake``)."""
     notes = {KWOK_NODE_ANNOTATION: "fake", **(annotations or {})}
     if launched_at is not None:
-        notes[LAUNCHED_AT_ANNOTATION] = rfc3339(launched_at)
+        notes[LAUNCHED_AT_ANNOTATION] = format_rfc3339(launched_at)
     resources = {"cpu": cpu, "memory": memory, "pods": pods}
     return {
         "apiVersion": "v1",

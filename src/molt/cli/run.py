@@ -1,0 +1,114 @@
+"""``molt run``: the controller."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from molt.api.durations import InvalidDurationError, parse_duration
+from molt.cli.logs import configure_logging
+from molt.controllers.app import RunOptions, run_controller
+
+errors = Console(stderr=True)
+
+
+def run_command(
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            "--kubeconfig",
+            envvar="KUBECONFIG",
+            help="Cluster to manage; in a pod, the in-cluster config is used when unset.",
+        ),
+    ] = None,
+    leader_elect: Annotated[
+        bool,
+        typer.Option(
+            "--leader-elect/--no-leader-elect",
+            help="Take part in leader election on a Lease; only the leader acts. Use it "
+            "whenever more than one replica runs.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Plan and log every decision, change nothing: no label, no cordon, "
+            "no eviction, no termination.",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Prometheus metrics port; 0 turns it off.")
+    ] = 8080,
+    metrics_address: Annotated[
+        str, typer.Option("--metrics-address", help="Address the metrics server binds.")
+    ] = "0.0.0.0",
+    lease_namespace: Annotated[
+        str, typer.Option("--lease-namespace", help="Namespace of the election Lease.")
+    ] = "kube-system",
+    lease_name: Annotated[str, typer.Option("--lease-name", help="Name of the Lease.")] = (
+        "molt-controller"
+    ),
+    lease_duration: Annotated[
+        str,
+        typer.Option(
+            "--lease-duration",
+            help="How long a silent leader keeps the Lease; a standby takes over after it.",
+        ),
+    ] = "15s",
+    identity: Annotated[
+        str | None,
+        typer.Option("--identity", help="This replica's name in the Lease (default: unique)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Nodes reconciled concurrently.")
+    ] = 4,
+    resync: Annotated[
+        str, typer.Option("--resync", help="How often selection runs with nothing changing.")
+    ] = "30s",
+    log_format: Annotated[str, typer.Option("--log-format", help="console or json.")] = "console",
+) -> None:
+    """Run the controller: select nodes under the TerminationPolicies and replace them.
+
+    Every selected node is cordoned, its pre-termination actions run, a replacement is
+    made ready where its group has room, its pods are evicted without breaking a
+    PodDisruptionBudget, and its instance is terminated. Progress is recorded on the node
+    (label molt.dev/state), so a restarted controller resumes where the last one stopped.
+
+    Exit codes: 0 after SIGTERM/SIGINT, 3 when leadership was lost (restart to rejoin).
+    """
+    if log_format not in ("console", "json"):
+        errors.print(f"[red]error:[/red] --log-format must be console or json, not {log_format!r}")
+        raise typer.Exit(2)
+    if kubeconfig is not None and not kubeconfig.is_file():
+        errors.print(f"[red]error:[/red] kubeconfig {kubeconfig} does not exist", highlight=False)
+        raise typer.Exit(2)
+    try:
+        lease_seconds = parse_duration(lease_duration).total_seconds()
+        resync_seconds = parse_duration(resync).total_seconds()
+    except InvalidDurationError as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    if lease_seconds < 3:
+        errors.print("[red]error:[/red] --lease-duration must be at least 3s")
+        raise typer.Exit(2)
+    configure_logging(log_format)
+    options = RunOptions(
+        kubeconfig=str(kubeconfig) if kubeconfig else None,
+        leader_elect=leader_elect,
+        lease_name=lease_name,
+        lease_namespace=lease_namespace,
+        lease_duration=lease_seconds,
+        identity=identity,
+        dry_run=dry_run,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+        workers=workers,
+        resync_seconds=max(1.0, resync_seconds),
+    )
+    code = asyncio.run(run_controller(options))
+    raise typer.Exit(code)

@@ -1,0 +1,177 @@
+"""``molt run``: wire the termination controller to a real cluster and run it.
+
+Starts the watch caches (a standby replica keeps them warm), joins leader election when
+asked, waits for the caches to sync and for leadership, then runs the workers. Losing
+the Lease stops every write at once (the fence) and ends the process with exit code 3,
+so the orchestrator restarts it as a fresh candidate, as client-go controllers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable
+from contextlib import suppress
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import start_http_server
+
+from molt.cloud.kwok import KwokProvider
+from molt.cloud.provider import Provider
+from molt.controllers.termination.controller import TerminationController
+from molt.kube.leader import Fence, LeaderElector
+from molt.kube.reader import connect
+from molt.kube.state import KubeClusterState
+from molt.kube.transport import RawApi
+from molt.kube.writes import DryRunWrites, KubeWrites
+from molt.observe.metrics import Metrics
+from molt.ports import ClusterWrites, SystemClock
+
+log = structlog.get_logger(__name__)
+
+EXIT_LOST_LEADERSHIP = 3
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``molt run`` can be told."""
+
+    kubeconfig: str | None = None
+    leader_elect: bool = False
+    lease_name: str = "molt-controller"
+    lease_namespace: str = "kube-system"
+    lease_duration: float = 15.0
+    identity: str | None = None
+    dry_run: bool = False
+    metrics_port: int = 8080
+    metrics_address: str = "0.0.0.0"
+    workers: int = 4
+    resync_seconds: float = 30.0
+    write_rate: float = 20.0
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def _publish_request_counts(raw: RawApi, metrics: Metrics, fence: Fence) -> None:
+    while True:
+        for verb, count in raw.requests.items():
+            metrics.api_requests.labels(verb=verb).set(count)
+        metrics.leader.set(1 if fence.is_leader else 0)
+        await asyncio.sleep(5)
+
+
+async def run_controller(options: RunOptions) -> int:
+    """Run until a signal (exit 0) or until leadership is lost (exit 3)."""
+    api = await connect(options.kubeconfig)
+    raw = RawApi(api)
+    metrics = Metrics()
+    if options.metrics_port:
+        start_http_server(options.metrics_port, options.metrics_address, metrics.registry)
+    identity = options.identity or default_identity()
+    elector: LeaderElector | None = None
+    if options.leader_elect:
+        elector = LeaderElector(
+            api,
+            name=options.lease_name,
+            namespace=options.lease_namespace,
+            identity=identity,
+            lease_duration=options.lease_duration,
+            renew_deadline=options.lease_duration * 2 / 3,
+            retry_period=max(0.5, options.lease_duration / 7.5),
+        )
+    fence = elector.fence if elector else Fence.always()
+
+    holder: list[TerminationController] = []
+    state = KubeClusterState(
+        raw,
+        on_node=lambda key, old, new: holder[0].node_changed(key, old, new) if holder else None,
+        on_pod=lambda node: holder[0].pods_changed(node) if holder else None,
+        on_policy_or_group=lambda: holder[0].config_changed() if holder else None,
+    )
+    writes: ClusterWrites
+    providers: dict[str, Provider] = {}
+    kwok: KwokProvider | None = None
+    if options.dry_run:
+        writes = DryRunWrites()
+    else:
+        writes = KubeWrites(
+            raw, check_fence=fence.check, nodes_cache=state.nodes_cache, rate=options.write_rate
+        )
+        kwok = KwokProvider(api, check_fence=fence.check)
+        providers["kwok"] = kwok
+    controller = TerminationController(
+        state,
+        writes,
+        SystemClock(),
+        metrics,
+        providers=providers,
+        workers=options.workers,
+        resync_seconds=options.resync_seconds,
+        pipeline=not options.dry_run,
+    )
+    holder.append(controller)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    background: list[asyncio.Task[None]] = [
+        asyncio.create_task(_publish_request_counts(raw, metrics, fence), name="metrics")
+    ]
+    if elector is not None:
+        background.append(asyncio.create_task(elector.run(), name="leader-election"))
+    exit_code = 0
+    try:
+        await state.start()
+        log.info("controller.starting", identity=identity, dry_run=options.dry_run)
+        if not await _until(stop, state.wait_synced()):
+            return 0
+        log.info("caches.synced", nodes=len(state.nodes()), policies=len(state.policies()))
+        if not await _until(stop, fence.wait_until_leader()):
+            return 0
+        log.info("controller.leading", identity=identity)
+        workers = asyncio.create_task(controller.run(), name="workers")
+        lost = asyncio.create_task(fence.lost.wait(), name="fence-lost")
+        stopped = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({workers, lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if lost in done:
+            log.error("leader.lost", identity=identity, action="exiting")
+            exit_code = EXIT_LOST_LEADERSHIP
+        elif workers in done and workers.exception() is not None:
+            # A worker only ends by raising; the fence (NotLeaderError) is the expected case.
+            log.error("controller.stopped", error=repr(workers.exception()))
+            exit_code = EXIT_LOST_LEADERSHIP
+        for task in (workers, lost, stopped):
+            task.cancel()
+        await asyncio.gather(workers, lost, stopped, return_exceptions=True)
+        return exit_code
+    finally:
+        controller.queue.shut_down()
+        if kwok is not None:
+            await kwok.close()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if elector is not None and exit_code == 0:
+            with suppress(Exception):
+                await elector.release()
+        await state.stop()
+        await api.close()
+        log.info("controller.stopped", exit_code=exit_code)
+
+
+async def _until(stop: asyncio.Event, awaitable: Awaitable[object]) -> bool:
+    """Await ``awaitable`` unless ``stop`` is set first; True when it finished."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stopper):
+        pending.cancel()
+    return task in done

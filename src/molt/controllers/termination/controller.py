@@ -1,0 +1,123 @@
+"""The termination controller: a work queue of keys and the workers that reconcile them.
+
+Keys are ``selection`` (plan and admit, for the whole cluster) and ``node/<name>`` (one
+node's pipeline). Cache changes enqueue keys; reconcilers return when to look again; a
+failing key backs off. It runs unchanged over any implementation of the ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from molt.actions.http import ActionRunner
+from molt.cloud.provider import Provider
+from molt.controllers.termination.pipeline import PipelineReconciler
+from molt.controllers.termination.selection import SelectionReconciler
+from molt.controllers.workqueue import QueueShutDown, WorkQueue
+from molt.observe.metrics import Metrics
+from molt.policy.snapshot import NodeView
+from molt.ports import Clock, ClusterReads, ClusterWrites, NotLeaderError
+
+log = structlog.get_logger(__name__)
+
+SELECTION = "selection"
+NODE_PREFIX = "node/"
+SELECTION_DEBOUNCE = 1.0
+"""Bursts of node changes are coalesced into one selection per second at most."""
+
+
+class TerminationController:
+    """Selection plus the per-node pipeline, fed by a work queue."""
+
+    def __init__(
+        self,
+        reads: ClusterReads,
+        writes: ClusterWrites,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        providers: dict[str, Provider],
+        actions: ActionRunner | None = None,
+        workers: int = 4,
+        queue: WorkQueue[str] | None = None,
+        resync_seconds: float = 30.0,
+        pipeline: bool = True,
+    ) -> None:
+        self.reads = reads
+        self.pipeline_enabled = pipeline
+        """Off in dry-run: nodes are planned and reported, never moved along."""
+        self.queue: WorkQueue[str] = queue or WorkQueue()
+        self.workers = workers
+        self.selection = SelectionReconciler(
+            reads,
+            writes,
+            clock,
+            metrics,
+            on_selected=self._selected,
+            resync_seconds=resync_seconds,
+        )
+        self.pipeline = PipelineReconciler(
+            reads, writes, clock, metrics, providers=providers, actions=actions
+        )
+
+    def _selected(self, name: str) -> None:
+        if self.pipeline_enabled:
+            self.queue.add(NODE_PREFIX + name)
+
+    # Change handlers, called by the caches.
+
+    def node_changed(self, key: str, old: NodeView | None, new: NodeView | None) -> None:
+        in_pipeline = (old is not None and old.in_pipeline) or (new is not None and new.in_pipeline)
+        if in_pipeline and self.pipeline_enabled:
+            self.queue.add(NODE_PREFIX + key)
+        self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+
+    def pods_changed(self, node: str) -> None:
+        if self.pipeline_enabled:
+            self.queue.add(NODE_PREFIX + node)
+
+    def config_changed(self) -> None:
+        self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+
+    def enqueue_all(self) -> None:
+        """Look at everything once: after the caches sync or leadership is won."""
+        self.queue.add(SELECTION)
+        for node in self.reads.nodes():
+            if node.in_pipeline and self.pipeline_enabled:
+                self.queue.add(NODE_PREFIX + node.name)
+
+    async def _dispatch(self, key: str) -> float | None:
+        if key == SELECTION:
+            return await self.selection.reconcile()
+        return await self.pipeline.reconcile(key.removeprefix(NODE_PREFIX))
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except QueueShutDown:
+                return
+            try:
+                after = await self._dispatch(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if isinstance(error, NotLeaderError):
+                    raise
+                delay = self.queue.add_rate_limited(key)
+                log.exception("reconcile.failed", key=key, retry_in=round(delay, 2))
+            else:
+                self.queue.forget(key)
+                if after is not None:
+                    self.queue.add_after(key, after)
+            finally:
+                self.queue.done(key)
+
+    async def run(self) -> None:
+        """Run the workers until cancelled, or until one raises (e.g. leadership lost)."""
+        self.enqueue_all()
+        async with asyncio.TaskGroup() as group:
+            for index in range(self.workers):
+                group.create_task(self._work(), name=f"worker-{index}")

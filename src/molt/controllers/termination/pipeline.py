@@ -1,0 +1,337 @@
+"""The per-node pipeline: cordon, pre-termination actions, replacement, drain, terminate.
+
+Each reconcile takes one node as far as it can without waiting and returns when to look
+again; every step first reads what earlier runs recorded on the node, so a controller
+killed at any point resumes without repeating a step (a launch is keyed by a token, a
+termination of a gone instance is a no-op). The drain evicts through the Eviction API
+for a bounded slice of time, backs off per pod on 429, reports pods it must not force
+(two PDBs, do-not-disrupt before the deadline) on the node, and learns of deleted pods
+from the node's pod watch rather than by polling.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+
+from molt.actions.http import ActionFailedError, ActionRunner
+from molt.api.durations import format_duration, parse_duration
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.cloud.provider import LaunchRequest, Provider, ProviderError
+from molt.controllers.termination.drain import (
+    EVICTION_SLICE_SECONDS,
+    Drainer,
+    blocked_message,
+)
+from molt.controllers.termination.progress import (
+    ACTION_FAILURES_ANNOTATION,
+    ACTIONS_DONE_ANNOTATION,
+    BLOCKED_ANNOTATION,
+    DRAIN_STARTED_ANNOTATION,
+    DRAINING,
+    NO_REPLACEMENT,
+    REPLACEMENT_ANNOTATION,
+    TERMINATING,
+    count_annotation,
+    deadline_of,
+    drain_settings,
+    read_time,
+)
+from molt.observe.metrics import Metrics
+from molt.policy.age import format_rfc3339
+from molt.policy.drain import classify_pods
+from molt.policy.snapshot import (
+    DO_NOT_DISRUPT,
+    POLICY_ANNOTATION,
+    REASON_ANNOTATION,
+    SELECTED_AT_ANNOTATION,
+    STATE_LABEL,
+    NodeTaint,
+    NodeView,
+)
+from molt.ports import Clock, ClusterReads, ClusterWrites
+
+log = structlog.get_logger(__name__)
+
+Requeue = float | None
+"""Seconds until the node should be looked at again; None: this step is done, go on."""
+
+ACTION_RETRY_MAX = 300.0
+REPLACEMENT_POLL = 2.0
+
+
+class PipelineReconciler:
+    """Moves one node at a time along the pipeline."""
+
+    def __init__(
+        self,
+        reads: ClusterReads,
+        writes: ClusterWrites,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        providers: dict[str, Provider],
+        actions: ActionRunner | None = None,
+        eviction_slice: float = EVICTION_SLICE_SECONDS,
+    ) -> None:
+        self.reads = reads
+        self.writes = writes
+        self.clock = clock
+        self.metrics = metrics
+        self.providers = providers
+        self.actions = actions or ActionRunner()
+        self.eviction_slice = eviction_slice
+        self.drainer = Drainer(writes, clock, metrics, slice_seconds=eviction_slice)
+        self._timeout_reported: set[str] = set()
+
+    async def reconcile(self, name: str) -> Requeue:
+        node = self.reads.node(name)
+        if node is None or not node.in_pipeline:
+            self.reads.release_pods(name)
+            self._timeout_reported.discard(name)
+            self.drainer.forget(name)
+            return None
+        policy = self.reads.policy(node.annotations.get(POLICY_ANNOTATION, ""))
+        steps = (self._cordon, self._pre_terminate, self._replace, self._drain, self._terminate)
+        for step in steps:
+            after = await step(node, policy)
+            if after is not None:
+                return after
+            node = self.reads.node(name) or node
+        return None
+
+    # Steps. Each returns None when its work is done and the next step may run.
+
+    async def _cordon(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        if node.unschedulable:
+            return None
+        await self.writes.patch_node(node.name, unschedulable=True)
+        await self.writes.record_event(node, "Cordoned", "cordoned: no new pods will land here")
+        return None
+
+    async def _pre_terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        actions = policy.spec.pre_termination if policy else []
+        done = count_annotation(node, ACTIONS_DONE_ANNOTATION)
+        for index in range(done, len(actions)):
+            action = actions[index]
+            label = action.name or f"#{index + 1}"
+            try:
+                await self.actions.run(
+                    action,
+                    node,
+                    node.annotations.get(REASON_ANNOTATION, ""),
+                    node.annotations.get(POLICY_ANNOTATION, ""),
+                )
+            except ActionFailedError as error:
+                failures = count_annotation(node, ACTION_FAILURES_ANNOTATION) + 1
+                exhausted = failures > action.retries
+                message = f"pre-termination action {label} failed ({failures}x): {error}"
+                if exhausted:
+                    message += "; retries exhausted, the node is held until it succeeds"
+                await self.writes.patch_node(
+                    node.name,
+                    annotations={
+                        ACTION_FAILURES_ANNOTATION: str(failures),
+                        BLOCKED_ANNOTATION: message if exhausted else None,
+                    },
+                )
+                await self.writes.record_event(node, "PreTerminationFailed", message, warning=True)
+                return min(ACTION_RETRY_MAX, 2.0**failures)
+            await self.writes.patch_node(
+                node.name,
+                annotations={
+                    ACTIONS_DONE_ANNOTATION: str(index + 1),
+                    ACTION_FAILURES_ANNOTATION: None,
+                    BLOCKED_ANNOTATION: None,
+                },
+            )
+            await self.writes.record_event(node, "PreTerminationDone", f"action {label} succeeded")
+        return None
+
+    def _launch_request(self, node: NodeView) -> tuple[Provider, LaunchRequest] | str:
+        """What to launch in place of ``node``, or why nothing is launched."""
+        if node.group is None:
+            return "the node belongs to no instance group"
+        group = self.reads.instance_group(node.group)
+        if group is None:
+            return f"instance group {node.group} not found"
+        provider = self.providers.get(group.spec.provider)
+        if provider is None:
+            return f"provider {group.spec.provider} is not enabled in this controller"
+        members = [n for n in self.reads.nodes() if n.group == node.group]
+        if len(members) >= group.spec.max_size:
+            return f"group {node.group} is at maxSize {group.spec.max_size}"
+        template = group.spec.template
+        boot = template.kwok.boot_delay if template.kwok else "0s"
+        revision = (group.status.current_revision if group.status else None) or node.revision
+        request = LaunchRequest(
+            group=node.group,
+            token=node.uid or node.name,
+            zone=node.zone,
+            capacity_type=node.labels.get("molt.dev/capacity-type"),
+            revision=revision,
+            labels=dict(template.labels),
+            taints=tuple(NodeTaint(t.key, t.effect, t.value) for t in template.taints),
+            boot_delay_seconds=parse_duration(boot).total_seconds(),
+        )
+        return provider, request
+
+    async def _replace(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        recorded = node.annotations.get(REPLACEMENT_ANNOTATION)
+        if recorded is not None and recorded.startswith(NO_REPLACEMENT):
+            return None
+        planned = self._launch_request(node)
+        if isinstance(planned, str):
+            if recorded is None:
+                await self.writes.patch_node(
+                    node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {planned}"}
+                )
+                await self.writes.record_event(node, "NoReplacement", f"no replacement: {planned}")
+            return None
+        provider, request = planned
+        if recorded is None:
+            try:
+                launched = await provider.launch(request)
+            except ProviderError as error:
+                await self.writes.record_event(
+                    node, "ReplacementFailed", f"launch failed: {error}", warning=True
+                )
+                return 30.0
+            await self.writes.patch_node(node.name, annotations={REPLACEMENT_ANNOTATION: launched})
+            await self.writes.record_event(
+                node, "ReplacementLaunched", f"launched {launched} to take this node's place"
+            )
+            return REPLACEMENT_POLL
+        replacement = self.reads.node(recorded)
+        if replacement is not None and replacement.ready:
+            return None
+        group = self.reads.instance_group(request.group)
+        ready_timeout = parse_duration(group.spec.health.ready_timeout if group else "10m")
+        selected = read_time(node, SELECTED_AT_ANNOTATION) or self.clock.now()
+        if self.clock.now() - selected > ready_timeout:
+            message = f"{recorded} not Ready within {format_duration(ready_timeout)}"
+            await self.writes.patch_node(
+                node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {message}"}
+            )
+            await self.writes.record_event(
+                node,
+                "ReplacementNotReady",
+                f"draining without a replacement: {message}",
+                warning=True,
+            )
+            return None
+        if replacement is None:
+            # Launch again: the same token names the same instance, so after a restart
+            # this re-arms a launch the previous process had not finished.
+            await provider.launch(request)
+        return REPLACEMENT_POLL
+
+    async def _drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        now = self.clock.now()
+        if node.state not in (DRAINING, TERMINATING):
+            await self.writes.patch_node(
+                node.name,
+                labels={STATE_LABEL: DRAINING},
+                annotations={DRAIN_STARTED_ANNOTATION: format_rfc3339(now)},
+            )
+            await self.writes.record_event(
+                node, "Draining", "evicting pods through the Eviction API"
+            )
+            node = self.reads.node(node.name) or node
+        if node.state == TERMINATING:
+            return None
+        pods = self.reads.pods_on(node.name)
+        if pods is None:
+            return 0.5  # the node's pod cache is still syncing
+        deadline = deadline_of(node, policy, now)
+        past_deadline = now >= deadline
+        if node.do_not_disrupt and not past_deadline:
+            return await self._report_blocked(
+                node,
+                f"the node has {DO_NOT_DISRUPT}=true (held until {format_rfc3339(deadline)})",
+                (deadline - now).total_seconds(),
+            )
+        view = classify_pods(pods, now, deadline)
+        if view.done:
+            return await self._finish_drain(node, now)
+        attempt = await self.drainer.evict_slice(node.name, view)
+        started = read_time(node, DRAIN_STARTED_ANNOTATION) or now
+        settings = drain_settings(policy)
+        timed_out = now - started > parse_duration(settings.timeout)
+        if timed_out and node.name not in self._timeout_reported:
+            self._timeout_reported.add(node.name)
+            await self.writes.record_event(
+                node,
+                "DrainTimeout",
+                f"drain still unfinished after {settings.timeout}: {view.remaining} pod(s) left "
+                f"({len(attempt.pdb_blocked)} refused by PDBs)",
+                warning=True,
+            )
+        if past_deadline and settings.delete_pods_after_deadline:
+            for pod in view.evict:
+                await self.writes.delete_pod(pod)
+            if view.evict:
+                await self.writes.record_event(
+                    node,
+                    "PodsDeleted",
+                    f"deleted {len(view.evict)} pod(s) the Eviction API refused, "
+                    "past the node's deadline (drain.deletePodsAfterDeadline)",
+                    warning=True,
+                )
+        if timed_out:
+            # The namespace is going, and its PDBs with it; once the drain has waited its
+            # timeout, delete such pods rather than wait on the namespace controller.
+            dying = set(attempt.namespace_terminating)
+            for pod in view.evict:
+                if pod.key in dying:
+                    await self.writes.delete_pod(pod)
+        message = blocked_message(view, attempt, deadline)
+        wait = self.drainer.next_try(node.name, view)
+        return await self._report_blocked(node, message, wait)
+
+    async def _report_blocked(self, node: NodeView, message: str | None, wait: float) -> Requeue:
+        current = node.annotations.get(BLOCKED_ANNOTATION)
+        if message != current:
+            await self.writes.patch_node(node.name, annotations={BLOCKED_ANNOTATION: message})
+            if message:
+                await self.writes.record_event(node, "DrainBlocked", message, warning=True)
+        return max(wait, 0.05)
+
+    async def _finish_drain(self, node: NodeView, now: datetime) -> Requeue:
+        started = read_time(node, DRAIN_STARTED_ANNOTATION)
+        if started is not None:
+            self.metrics.drain_duration.observe(max(0.0, (now - started).total_seconds()))
+        await self.writes.patch_node(
+            node.name, labels={STATE_LABEL: TERMINATING}, annotations={BLOCKED_ANNOTATION: None}
+        )
+        await self.writes.record_event(node, "Drained", "every evictable pod has left")
+        self.reads.release_pods(node.name)
+        return None
+
+    async def _terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        group = self.reads.instance_group(node.group) if node.group else None
+        provider = self.providers.get(group.spec.provider) if group else None
+        if provider is not None:
+            try:
+                await provider.terminate(node)
+            except ProviderError as error:
+                await self.writes.record_event(
+                    node, "TerminateFailed", f"instance not terminated: {error}", warning=True
+                )
+                return 30.0
+            await self.writes.record_event(
+                node, "InstanceTerminated", f"instance terminated by provider {provider.name}"
+            )
+        await self.writes.delete_node(node.name)
+        await self.writes.record_event(
+            node, "NodeDeleted", "node object deleted; pipeline complete"
+        )
+        policy_name = node.annotations.get(POLICY_ANNOTATION, "")
+        self.metrics.completed.labels(policy=policy_name).inc()
+        if policy is not None:
+            completed = (policy.status.completed if policy.status else 0) + 1
+            await self.writes.patch_policy_status(policy_name, {"completed": completed})
+        self.drainer.forget(node.name)
+        log.info("node.terminated", node=node.name, policy=policy_name)
+        return None

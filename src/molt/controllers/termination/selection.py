@@ -1,0 +1,187 @@
+"""Selection: turn the current plan into nodes entering the pipeline, and report it.
+
+Runs the policy core over the cached cluster, marks each admitted node (state label,
+policy, reason, selection time and deadline annotations, an Event), reports nodes whose
+metadata cannot be read, and keeps each TerminationPolicy's status counters current.
+Budgets hold across restarts because the in-flight count is read back from the nodes'
+state labels, and within one run because each write lands in the cache at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from molt.api.durations import parse_duration
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.controllers.termination.progress import (
+    BLOCKED_ANNOTATION,
+    DEADLINE_ANNOTATION,
+    SELECTED,
+)
+from molt.observe.metrics import Metrics
+from molt.policy.age import format_rfc3339
+from molt.policy.plan import Plan, compute_plan
+from molt.policy.snapshot import (
+    POLICY_ANNOTATION,
+    REASON_ANNOTATION,
+    SELECTED_AT_ANNOTATION,
+    STATE_LABEL,
+    NodeView,
+    Snapshot,
+)
+from molt.ports import Clock, ClusterReads, ClusterWrites
+
+log = structlog.get_logger(__name__)
+
+RESYNC_SECONDS = 30.0
+
+
+def _condition(
+    policy: TerminationPolicy, kind: str, status: bool, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """A condition whose transition time moves only when its status does."""
+    text = "True" if status else "False"
+    since = now
+    for existing in policy.status.conditions if policy.status else []:
+        if existing.type == kind and existing.status == text:
+            since = existing.last_transition_time
+    return {
+        "type": kind,
+        "status": text,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": format_rfc3339(since),
+        "observedGeneration": policy.metadata.generation,
+    }
+
+
+class SelectionReconciler:
+    """One step: plan, admit, report. Returns when to run again."""
+
+    def __init__(
+        self,
+        reads: ClusterReads,
+        writes: ClusterWrites,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        on_selected: Callable[[str], None] = lambda _: None,
+        resync_seconds: float = RESYNC_SECONDS,
+    ) -> None:
+        self.reads = reads
+        self.writes = writes
+        self.clock = clock
+        self.metrics = metrics
+        self.on_selected = on_selected
+        self.resync_seconds = resync_seconds
+        self._reported_problems: dict[str, str] = {}
+        self._written_status: dict[str, dict[str, Any]] = {}
+        self.last_plan: Plan | None = None
+
+    async def reconcile(self) -> float:
+        if not self.reads.synced():
+            return 1.0
+        now = self.clock.now()
+        policies = self.reads.policies()
+        nodes = self.reads.nodes()
+        plan = compute_plan(Snapshot(tuple(nodes), self.reads.groups()), policies, now)
+        self.last_plan = plan
+        by_name = {node.name: node for node in nodes}
+        await self._report_problems(plan, by_name)
+        by_policy = {p.metadata.name: p for p in policies}
+        for decision in plan.admitted:
+            candidate = decision.candidate
+            node = by_name[candidate.node]
+            policy = by_policy[candidate.policy]
+            deadline = candidate.deadline or now + parse_duration(policy.spec.drain.timeout)
+            marked = await self.writes.patch_node(
+                node.name,
+                labels={STATE_LABEL: SELECTED},
+                annotations={
+                    POLICY_ANNOTATION: candidate.policy,
+                    REASON_ANNOTATION: candidate.reason,
+                    SELECTED_AT_ANNOTATION: format_rfc3339(now),
+                    DEADLINE_ANNOTATION: format_rfc3339(deadline),
+                },
+            )
+            if not marked:
+                continue
+            self.metrics.decisions.labels(reason=candidate.rule).inc()
+            log.info(
+                "node.selected", node=node.name, policy=candidate.policy, reason=candidate.reason
+            )
+            await self.writes.record_event(
+                node, "Selected", f"selected by policy {candidate.policy}: {candidate.reason}"
+            )
+            self.on_selected(node.name)
+        await self._write_statuses(policies, plan, now)
+        # Waiting decisions are looked at again when the pipeline frees room (a node event
+        # enqueues selection); the resync catches nodes that simply grew older.
+        return self.resync_seconds
+
+    async def _report_problems(self, plan: Plan, nodes: dict[str, NodeView]) -> None:
+        current = {problem.node: problem.message for problem in plan.problems}
+        for name, message in current.items():
+            if self._reported_problems.get(name) == message or name not in nodes:
+                continue
+            self._reported_problems[name] = message
+            log.warning("node.skipped", node=name, problem=message)
+            await self.writes.record_event(
+                nodes[name], "InvalidMetadata", f"skipped by molt: {message}", warning=True
+            )
+        for name in [n for n in self._reported_problems if n not in current]:
+            del self._reported_problems[name]
+
+    async def _write_statuses(
+        self, policies: list[TerminationPolicy], plan: Plan, now: datetime
+    ) -> None:
+        waiting: dict[str, int] = {}
+        for decision in plan.decisions:
+            if decision.action == "wait":
+                waiting[decision.candidate.policy] = waiting.get(decision.candidate.policy, 0) + 1
+        nodes = self.reads.nodes()
+        for policy in policies:
+            name = policy.metadata.name
+            mine = [
+                n for n in nodes if n.in_pipeline and n.annotations.get(POLICY_ANNOTATION) == name
+            ]
+            selected = sum(1 for n in mine if n.state == SELECTED)
+            blocked = [n for n in mine if n.annotations.get(BLOCKED_ANNOTATION)]
+            self.metrics.in_flight.labels(policy=name).set(len(mine))
+            counts = {
+                "selected": selected,
+                "inFlight": len(mine),
+                "blocked": len(blocked),
+                "observedGeneration": policy.metadata.generation,
+            }
+            blocked_text = "; ".join(
+                f"{n.name}: {n.annotations[BLOCKED_ANNOTATION]}" for n in blocked[:5]
+            )
+            summary = (counts, blocked_text, waiting.get(name, 0))
+            if self._written_status.get(name) == {"summary": summary}:
+                continue
+            conditions = [
+                _condition(
+                    policy,
+                    "Progressing",
+                    bool(mine),
+                    "NodesInFlight" if mine else "Idle",
+                    f"{len(mine)} node(s) in the pipeline, "
+                    f"{waiting.get(name, 0)} waiting on budgets",
+                    now,
+                ),
+                _condition(
+                    policy,
+                    "Blocked",
+                    bool(blocked),
+                    "DrainBlocked" if blocked else "NotBlocked",
+                    blocked_text or "no node is blocked",
+                    now,
+                ),
+            ]
+            await self.writes.patch_policy_status(name, {**counts, "conditions": conditions})
+            self._written_status[name] = {"summary": summary}

@@ -1,0 +1,166 @@
+"""The controller's view of the cluster, served from watch caches.
+
+Implements the ``ClusterReads`` port: nodes, InstanceGroups and TerminationPolicies are
+cached cluster-wide; pods are cached only for nodes that are draining, through a watch
+narrowed by ``spec.nodeName`` that starts when a drain first asks and stops when the node
+leaves the pipeline. Every change is reported through ``on_change`` so the controller can
+enqueue work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from molt.api import GROUP, VERSION, InstanceGroup, TerminationPolicy
+from molt.kube.projections import group_view, node_view, pod_view
+from molt.kube.transport import Json, RawApi
+from molt.kube.watch import Reflector
+from molt.policy.snapshot import GroupView, NodeView, PodView
+
+log = structlog.get_logger(__name__)
+
+NODES = "/api/v1/nodes"
+PODS = "/api/v1/pods"
+GROUPS = f"/apis/{GROUP}/{VERSION}/instancegroups"
+POLICIES = f"/apis/{GROUP}/{VERSION}/terminationpolicies"
+
+
+class InvalidObject:
+    """A custom object that fails validation: kept out of the controller's way."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _policy(raw: Json) -> TerminationPolicy | InvalidObject:
+    try:
+        return TerminationPolicy.model_validate(raw)
+    except ValidationError as error:
+        return InvalidObject(str(error))
+
+
+def _group(raw: Json) -> tuple[GroupView, InstanceGroup | InvalidObject]:
+    try:
+        model: InstanceGroup | InvalidObject = InstanceGroup.model_validate(raw)
+    except ValidationError as error:
+        model = InvalidObject(str(error))
+    return group_view(raw), model
+
+
+class KubeClusterState:
+    """Watch-cached reads of the cluster (the ``ClusterReads`` port)."""
+
+    def __init__(
+        self,
+        raw: RawApi,
+        *,
+        on_node: Callable[[str, NodeView | None, NodeView | None], None] | None = None,
+        on_pod: Callable[[str], None] | None = None,
+        on_policy_or_group: Callable[[], None] | None = None,
+    ) -> None:
+        self.raw = raw
+        self._on_pod = on_pod
+        self.nodes_cache: Reflector[NodeView] = Reflector(
+            raw,
+            NODES,
+            node_view,
+            name="nodes",
+            on_change=(lambda key, old, new: on_node(key, old, new)) if on_node else None,
+        )
+        notify: Any = (lambda *_: on_policy_or_group()) if on_policy_or_group else None
+        self.groups_cache: Reflector[tuple[GroupView, InstanceGroup | InvalidObject]] = Reflector(
+            raw, GROUPS, _group, name="instancegroups", on_change=notify
+        )
+        self.policies_cache: Reflector[TerminationPolicy | InvalidObject] = Reflector(
+            raw, POLICIES, _policy, name="terminationpolicies", on_change=notify
+        )
+        self._pods: dict[str, tuple[Reflector[PodView], asyncio.Task[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the cluster-wide caches (they run until ``stop``)."""
+        for cache in (self.nodes_cache, self.groups_cache, self.policies_cache):
+            self._tasks.append(asyncio.create_task(cache.run(), name=f"cache-{cache.name}"))
+
+    async def wait_synced(self) -> None:
+        await asyncio.gather(
+            self.nodes_cache.synced.wait(),
+            self.groups_cache.synced.wait(),
+            self.policies_cache.synced.wait(),
+        )
+
+    async def stop(self) -> None:
+        tasks = self._tasks + [task for _, task in self._pods.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._pods.clear()
+
+    # The ClusterReads port.
+
+    def synced(self) -> bool:
+        return all(
+            c.synced.is_set() for c in (self.nodes_cache, self.groups_cache, self.policies_cache)
+        )
+
+    def nodes(self) -> list[NodeView]:
+        return self.nodes_cache.values()
+
+    def node(self, name: str) -> NodeView | None:
+        return self.nodes_cache.get(name)
+
+    def groups(self) -> dict[str, GroupView]:
+        return {view.name: view for view, _ in self.groups_cache.values()}
+
+    def instance_group(self, name: str) -> InstanceGroup | None:
+        found = self.groups_cache.get(name)
+        if found is None or isinstance(found[1], InvalidObject):
+            return None
+        return found[1]
+
+    def policies(self) -> list[TerminationPolicy]:
+        return [p for p in self.policies_cache.values() if isinstance(p, TerminationPolicy)]
+
+    def invalid_policies(self) -> dict[str, str]:
+        return {
+            key: entry.value.error
+            for key, entry in self.policies_cache.store.items()
+            if isinstance(entry.value, InvalidObject)
+        }
+
+    def policy(self, name: str) -> TerminationPolicy | None:
+        found = self.policies_cache.get(name)
+        return found if isinstance(found, TerminationPolicy) else None
+
+    def pods_on(self, node: str) -> list[PodView] | None:
+        watched = self._pods.get(node)
+        if watched is None:
+            notify = self._on_pod
+            cache: Reflector[PodView] = Reflector(
+                self.raw,
+                PODS,
+                pod_view,
+                name=f"pods@{node}",
+                field_selector=f"spec.nodeName={node}",
+                on_change=(lambda *_: notify(node)) if notify else None,
+            )
+            task = asyncio.create_task(cache.run(), name=f"cache-pods-{node}")
+            self._pods[node] = (cache, task)
+            return None
+        cache = watched[0]
+        return cache.values() if cache.synced.is_set() else None
+
+    def release_pods(self, node: str) -> None:
+        watched = self._pods.pop(node, None)
+        if watched is not None:
+            watched[1].cancel()
+
+    @property
+    def pod_watches(self) -> int:
+        return len(self._pods)

@@ -1,0 +1,233 @@
+"""The controller's writes to the API server (the ``ClusterWrites`` port).
+
+Every mutating call first checks the leadership fence, so a replica that lost its Lease
+writes nothing more, and waits its turn in a token bucket so a burst of work cannot flood
+the API server. A write's response goes straight into the node cache, so the next
+decision already counts it (a node just selected uses budget at once). ``DryRunWrites``
+logs what would be written and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from molt.kube.state import NODES, POLICIES
+from molt.kube.transport import ApiError, RawApi
+from molt.kube.watch import Reflector
+from molt.policy.age import format_rfc3339
+from molt.policy.snapshot import NodeView, PodView
+from molt.ports import EvictionOutcome, EvictionResult
+
+log = structlog.get_logger(__name__)
+
+EVENT_NAMESPACE = "default"
+COMPONENT = "molt"
+
+
+class TokenBucket:
+    """At most ``rate`` calls per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+                self._tokens = 1
+                self._stamp = time.monotonic()
+            self._tokens -= 1
+
+
+def classify_eviction_error(error: ApiError) -> EvictionResult:
+    """Map the Eviction API's answers (see REFERENCE: The Eviction API) to outcomes."""
+    if error.status in (404, 409):
+        # 404: the pod is gone; 409: the UID precondition failed, so this pod is gone and
+        # a new one of the same name is not ours to evict.
+        return EvictionResult(EvictionOutcome.GONE, error.message)
+    if error.status == 429:
+        # A PDB allows no disruption now (no Retry-After is sent; we back off ourselves).
+        return EvictionResult(EvictionOutcome.PDB_BLOCKED, error.message)
+    if error.status == 500 and "more than one" in error.message.lower():
+        return EvictionResult(EvictionOutcome.MULTIPLE_PDBS, error.message)
+    if error.status == 403 and "NamespaceTerminating" in [*error.causes, error.reason]:
+        return EvictionResult(EvictionOutcome.NAMESPACE_TERMINATING, error.message)
+    return EvictionResult(EvictionOutcome.FAILED, str(error))
+
+
+class KubeWrites:
+    """Fenced, rate-limited writes through the raw transport."""
+
+    def __init__(
+        self,
+        raw: RawApi,
+        *,
+        check_fence: Any,
+        nodes_cache: Reflector[NodeView] | None = None,
+        rate: float = 20.0,
+        burst: int = 40,
+    ) -> None:
+        self.raw = raw
+        self.check_fence = check_fence
+        self.nodes_cache = nodes_cache
+        self.bucket = TokenBucket(rate, burst)
+
+    async def _before_write(self) -> None:
+        await self.bucket.take()
+        # Checked after waiting for a token: the Lease may have been lost meanwhile.
+        self.check_fence()
+
+    async def patch_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> bool:
+        await self._before_write()
+        body: dict[str, Any] = {}
+        meta: dict[str, Any] = {}
+        if labels:
+            meta["labels"] = labels
+        if annotations:
+            meta["annotations"] = annotations
+        if meta:
+            body["metadata"] = meta
+        if unschedulable is not None:
+            body["spec"] = {"unschedulable": unschedulable}
+        try:
+            updated = await self.raw.merge_patch(f"{NODES}/{name}", body)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        if self.nodes_cache is not None:
+            self.nodes_cache.observe_write(updated)
+        return True
+
+    async def evict(self, pod: PodView) -> EvictionResult:
+        await self._before_write()
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+            "deleteOptions": {"preconditions": {"uid": pod.uid}},
+        }
+        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction"
+        try:
+            await self.raw.request("create", "POST", path, body=body)
+        except ApiError as error:
+            return classify_eviction_error(error)
+        return EvictionResult(EvictionOutcome.EVICTED)
+
+    async def delete_pod(self, pod: PodView) -> None:
+        await self._before_write()
+        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+        try:
+            await self.raw.delete(path, {"preconditions": {"uid": pod.uid}})
+        except ApiError as error:
+            if error.status not in (404, 409):
+                raise
+
+    async def delete_node(self, name: str) -> bool:
+        await self._before_write()
+        try:
+            await self.raw.delete(f"{NODES}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        if self.nodes_cache is not None:
+            self.nodes_cache.observe_delete(name)
+        return True
+
+    async def record_event(
+        self, node: NodeView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        await self._before_write()
+        stamp = format_rfc3339(datetime.now(UTC))
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{node.name}.{uuid.uuid4().hex[:12]}",
+                "namespace": EVENT_NAMESPACE,
+            },
+            "involvedObject": {"kind": "Node", "name": node.name, "uid": node.uid or node.name},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.raw.create(f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", event)
+        except ApiError as error:
+            # An Event is for people; failing to record one must not stop the pipeline.
+            log.warning("event.not_recorded", node=node.name, reason=reason, error=str(error))
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        await self._before_write()
+        try:
+            await self.raw.merge_patch(f"{POLICIES}/{name}/status", {"status": status})
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+
+class DryRunWrites:
+    """Logs each write it would make; changes nothing."""
+
+    def __init__(self) -> None:
+        self.would: list[str] = []
+
+    def _note(self, text: str) -> None:
+        self.would.append(text)
+        log.info("dry_run.would", action=text)
+
+    async def patch_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> bool:
+        self._note(f"patch node {name}: labels={labels} unschedulable={unschedulable}")
+        return True
+
+    async def evict(self, pod: PodView) -> EvictionResult:
+        self._note(f"evict pod {pod.key}")
+        return EvictionResult(EvictionOutcome.FAILED, "dry run")
+
+    async def delete_pod(self, pod: PodView) -> None:
+        self._note(f"delete pod {pod.key}")
+
+    async def delete_node(self, name: str) -> bool:
+        self._note(f"delete node {name}")
+        return True
+
+    async def record_event(
+        self, node: NodeView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self._note(f"event on node {node.name}: {reason}: {message}")
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        self._note(f"status of policy {name}: {status}")

@@ -1,0 +1,111 @@
+"""The ports the reconcilers run through: reads from caches, writes, a clock.
+
+Production binds them to the watch caches and the API server (``molt.kube``); the
+simulator binds them to its in-memory cluster. Reconcilers see only these protocols.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from molt.api.instancegroup import InstanceGroup
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.policy.snapshot import GroupView, NodeView, PodView
+
+
+class NotLeaderError(Exception):
+    """This replica does not hold a valid lease; it must not act."""
+
+
+class Clock(Protocol):
+    """Wall time for ages and deadlines; monotonic time for backoffs."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class EvictionOutcome(StrEnum):
+    """How the Eviction API answered, in the terms a drain acts on."""
+
+    EVICTED = "evicted"
+    GONE = "gone"
+    PDB_BLOCKED = "pdb-blocked"
+    MULTIPLE_PDBS = "multiple-pdbs"
+    NAMESPACE_TERMINATING = "namespace-terminating"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EvictionResult:
+    outcome: EvictionOutcome
+    message: str = ""
+
+
+class ClusterReads(Protocol):
+    """Cached reads; never a network call."""
+
+    def synced(self) -> bool: ...
+
+    def nodes(self) -> list[NodeView]: ...
+
+    def node(self, name: str) -> NodeView | None: ...
+
+    def groups(self) -> dict[str, GroupView]: ...
+
+    def instance_group(self, name: str) -> InstanceGroup | None: ...
+
+    def policies(self) -> list[TerminationPolicy]: ...
+
+    def policy(self, name: str) -> TerminationPolicy | None: ...
+
+    def pods_on(self, node: str) -> list[PodView] | None:
+        """The node's pods, or None until its pod cache has synced (it starts on demand)."""
+        ...
+
+    def release_pods(self, node: str) -> None:
+        """Stop caching the node's pods."""
+        ...
+
+
+class ClusterWrites(Protocol):
+    """Mutations; each is fenced by leadership and idempotent where the API allows."""
+
+    async def patch_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> bool:
+        """Merge-patch a node; False when the node no longer exists."""
+        ...
+
+    async def evict(self, pod: PodView) -> EvictionResult: ...
+
+    async def delete_pod(self, pod: PodView) -> None: ...
+
+    async def delete_node(self, name: str) -> bool:
+        """Delete a node; False when it was already gone."""
+        ...
+
+    async def record_event(
+        self, node: NodeView, reason: str, message: str, *, warning: bool = False
+    ) -> None: ...
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
