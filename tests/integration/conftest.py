@@ -1,0 +1,52 @@
+"""Fixtures for tests that run the controller: a cluster emptied of earlier tests' fleets,
+and ``molt run`` processes that are always stopped afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client
+
+from molt.api import GROUP, VERSION
+from tests.conftest import RunningSandbox
+from tests.support.controller import MoltProcess
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def empty_cluster(kube: client.ApiClient) -> AsyncIterator[None]:
+    """No TerminationPolicy, InstanceGroup or Node left over from another test."""
+    custom = client.CustomObjectsApi(kube)
+    core = client.CoreV1Api(kube)
+
+    async def clear() -> None:
+        for plural in ("terminationpolicies", "instancegroups"):
+            await custom.delete_collection_cluster_custom_object(GROUP, VERSION, plural)
+        await core.delete_collection_node()
+
+    async def cleared() -> bool:
+        nodes = await core.list_node()
+        policies = await custom.list_cluster_custom_object(GROUP, VERSION, "terminationpolicies")
+        return not nodes.items and not policies["items"]
+
+    await clear()
+    await eventually(cleared, what="an empty cluster")
+    yield
+    await clear()
+
+
+@pytest.fixture
+def run_molt(sandbox: RunningSandbox, tmp_path: Path) -> Iterator[Callable[..., MoltProcess]]:
+    """Start ``molt run`` processes; every one is stopped when the test ends."""
+    started: list[MoltProcess] = []
+
+    def start(*args: str, name: str = "molt") -> MoltProcess:
+        process = MoltProcess(sandbox.kubeconfig, tmp_path / f"{name}-{len(started)}.log", *args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

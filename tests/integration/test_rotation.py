@@ -1,0 +1,130 @@
+"""``molt run`` against the real control plane: every node past its max age is replaced,
+one at a time, without a PodDisruptionBudget ever being broken."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from kubernetes_asyncio import client
+
+from molt.api import GROUP, VERSION
+from tests.support.builders import deployment, instance_group, kwok_node, pdb, termination_policy
+from tests.support.controller import FleetWatch, MoltProcess
+from tests.support.waiting import eventually
+
+
+async def install_old_fleet(
+    kube: client.ApiClient, group: str, *, nodes: int, hours_old: float
+) -> list[str]:
+    """An InstanceGroup and ``nodes`` kwok nodes launched ``hours_old`` ago."""
+    custom = client.CustomObjectsApi(kube)
+    core = client.CoreV1Api(kube)
+    await custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "instancegroups",
+        instance_group(
+            group,
+            minSize=nodes,
+            maxSize=nodes + 1,
+            replicas=nodes,
+            zones=["zone-a"],
+            template={"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "1s"}},
+        ),
+    )
+    launched = datetime.now(UTC) - timedelta(hours=hours_old)
+    names = [f"{group}-old-{index}" for index in range(nodes)]
+    for name in names:
+        await core.create_node(
+            kwok_node(
+                name,
+                labels={
+                    "molt.dev/instance-group": group,
+                    "molt.dev/revision": "r1",
+                    "topology.kubernetes.io/zone": "zone-a",
+                },
+                launched_at=launched,
+            )
+        )
+    return names
+
+
+async def ready_nodes(kube: client.ApiClient, group: str) -> list[str]:
+    nodes = await client.CoreV1Api(kube).list_node(
+        label_selector=f"molt.dev/instance-group={group}"
+    )
+    return [
+        n.metadata.name
+        for n in nodes.items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    ]
+
+
+async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
+    kube: client.ApiClient,
+    namespace: str,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    group = f"rot-{uuid.uuid4().hex[:5]}"
+    old = await install_old_fleet(kube, group, nodes=6, hours_old=60)
+    await eventually(
+        lambda: _count_at_least(kube, group, 6), what="kwok to mark the six nodes Ready"
+    )
+    apps = client.AppsV1Api(kube)
+    await apps.create_namespaced_deployment(
+        namespace,
+        deployment("web", namespace, 12, node_selector={"molt.dev/instance-group": group}),
+    )
+    await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
+        namespace, pdb("web", namespace, "web", max_unavailable=1)
+    )
+    watch = FleetWatch()
+    await watch.start(kube, namespace, "web", 12, group)
+    try:
+        await eventually(lambda: _deployment_ready(apps, namespace, 12), what="12 ready replicas")
+        await client.CustomObjectsApi(kube).create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "terminationpolicies",
+            termination_policy(
+                f"{group}-48h",
+                nodeSelector={"matchLabels": {"molt.dev/instance-group": group}},
+                rules={"maxAge": "48h"},
+                budgets=[{"maxInFlight": 1}],
+                drain={"timeout": "10m"},
+            ),
+        )
+        molt = run_molt()
+
+        async def rotated() -> bool:
+            ready = await ready_nodes(kube, group)
+            return len(ready) == 6 and not set(ready) & set(old)
+
+        await eventually(rotated, within=240, interval=1, what="every old node replaced")
+        await eventually(lambda: _deployment_ready(apps, namespace, 12), what="12 ready again")
+        assert molt.alive(), molt.log()
+    finally:
+        await watch.stop()
+
+    assert watch.min_ready is not None
+    assert watch.min_ready >= 11, f"ready replicas fell to {watch.min_ready}"
+    assert watch.max_in_pipeline == 1, f"{watch.max_in_pipeline} nodes in flight at once"
+    assert set(old) <= watch.ever_in_pipeline
+    assert not watch.cordoned_without_reason
+    policy = await client.CustomObjectsApi(kube).get_cluster_custom_object_status(
+        GROUP, VERSION, "terminationpolicies", f"{group}-48h"
+    )
+    assert policy["status"]["completed"] == 6
+    assert policy["status"]["inFlight"] == 0
+
+
+async def _count_at_least(kube: client.ApiClient, group: str, count: int) -> bool:
+    return len(await ready_nodes(kube, group)) >= count
+
+
+async def _deployment_ready(apps: client.AppsV1Api, namespace: str, replicas: int) -> bool:
+    found = await apps.read_namespaced_deployment_status("web", namespace)
+    return (found.status.ready_replicas or 0) >= replicas

@@ -1,0 +1,142 @@
+"""Run ``molt run`` as a real process against the sandbox, and watch what it does.
+
+``MoltProcess`` starts the controller as a subprocess (so a test can ``kill -9`` it) and
+keeps its log. ``FleetWatch`` is an independent observer built on Molt's own reflector:
+it records, for the whole test, the fewest ready replicas a Deployment had and the most
+nodes that were ever in the pipeline at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from molt.kube.transport import RawApi
+from molt.kube.watch import Reflector
+
+
+class MoltProcess:
+    """One ``molt run`` subprocess with its log file."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+        self.log_path = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "molt.cli.main",
+                "run",
+                f"--kubeconfig={kubeconfig}",
+                "--metrics-port=0",
+                "--resync=2s",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            self.process.send_signal(sig)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return int(self.process.returncode)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _node_facts(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "state": (meta.get("labels") or {}).get("molt.dev/state"),
+        "reason": (meta.get("annotations") or {}).get("molt.dev/reason"),
+        "unschedulable": bool((obj.get("spec") or {}).get("unschedulable")),
+    }
+
+
+@dataclass
+class FleetWatch:
+    """Watches a Deployment's ready replicas and the nodes in Molt's pipeline."""
+
+    min_ready: int | None = None
+    max_in_pipeline: int = 0
+    in_pipeline_now: set[str] = field(default_factory=set)
+    ever_in_pipeline: set[str] = field(default_factory=set)
+    cordoned_without_reason: set[str] = field(default_factory=set)
+    armed: bool = False
+    """Ready replicas count only once the Deployment first reached full strength."""
+    replicas: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def _deployment(self, key: str, old: Any, new: Any) -> None:
+        if new is None:
+            return
+        ready = int(new.get("readyReplicas") or 0)
+        if ready >= self.replicas:
+            self.armed = True
+        if self.armed:
+            self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
+
+    def _node(self, key: str, old: Any, new: Any) -> None:
+        if new is not None and new["unschedulable"] and not new["reason"]:
+            self.cordoned_without_reason.add(key)
+        if new is not None and new["state"]:
+            self.in_pipeline_now.add(key)
+            self.ever_in_pipeline.add(key)
+        else:
+            self.in_pipeline_now.discard(key)
+        self.max_in_pipeline = max(self.max_in_pipeline, len(self.in_pipeline_now))
+
+    async def start(
+        self, kube: client.ApiClient, namespace: str, deployment: str, replicas: int, group: str
+    ) -> None:
+        raw = RawApi(kube)
+        self.replicas = replicas
+        deployments = Reflector(
+            raw,
+            f"/apis/apps/v1/namespaces/{namespace}/deployments",
+            lambda obj: obj.get("status") or {},
+            name="watch-deployments",
+            field_selector=f"metadata.name={deployment}",
+            on_change=self._deployment,
+        )
+        nodes = Reflector(
+            raw,
+            "/api/v1/nodes",
+            _node_facts,
+            name="watch-nodes",
+            label_selector=f"molt.dev/instance-group={group}",
+            on_change=self._node,
+        )
+        for reflector in (deployments, nodes):
+            self.tasks.append(asyncio.create_task(reflector.run()))
+        await asyncio.gather(deployments.synced.wait(), nodes.synced.wait())
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
