@@ -5,61 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
-from tests.support.builders import deployment, instance_group, kwok_node, pdb, termination_policy
+from tests.support.builders import deployment, pdb
 from tests.support.controller import FleetWatch, MoltProcess
+from tests.support.kube_fleet import install_old_fleet, install_policy, ready_nodes
 from tests.support.waiting import eventually
-
-
-async def install_old_fleet(
-    kube: client.ApiClient, group: str, *, nodes: int, hours_old: float
-) -> list[str]:
-    """An InstanceGroup and ``nodes`` kwok nodes launched ``hours_old`` ago."""
-    custom = client.CustomObjectsApi(kube)
-    core = client.CoreV1Api(kube)
-    await custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "instancegroups",
-        instance_group(
-            group,
-            minSize=nodes,
-            maxSize=nodes + 1,
-            replicas=nodes,
-            zones=["zone-a"],
-            template={"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "1s"}},
-        ),
-    )
-    launched = datetime.now(UTC) - timedelta(hours=hours_old)
-    names = [f"{group}-old-{index}" for index in range(nodes)]
-    for name in names:
-        await core.create_node(
-            kwok_node(
-                name,
-                labels={
-                    "molt.dev/instance-group": group,
-                    "molt.dev/revision": "r1",
-                    "topology.kubernetes.io/zone": "zone-a",
-                },
-                launched_at=launched,
-            )
-        )
-    return names
-
-
-async def ready_nodes(kube: client.ApiClient, group: str) -> list[str]:
-    nodes = await client.CoreV1Api(kube).list_node(
-        label_selector=f"molt.dev/instance-group={group}"
-    )
-    return [
-        n.metadata.name
-        for n in nodes.items
-        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-    ]
 
 
 async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
@@ -69,7 +23,7 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
     run_molt: Callable[..., MoltProcess],
 ) -> None:
     group = f"rot-{uuid.uuid4().hex[:5]}"
-    old = await install_old_fleet(kube, group, nodes=6, hours_old=60)
+    old = await install_old_fleet(kube, group, nodes=6, age=timedelta(hours=60))
     await eventually(
         lambda: _count_at_least(kube, group, 6), what="kwok to mark the six nodes Ready"
     )
@@ -85,17 +39,13 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
     await watch.start(kube, namespace, "web", 12, group)
     try:
         await eventually(lambda: _deployment_ready(apps, namespace, 12), what="12 ready replicas")
-        await client.CustomObjectsApi(kube).create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "terminationpolicies",
-            termination_policy(
-                f"{group}-48h",
-                nodeSelector={"matchLabels": {"molt.dev/instance-group": group}},
-                rules={"maxAge": "48h"},
-                budgets=[{"maxInFlight": 1}],
-                drain={"timeout": "10m"},
-            ),
+        await install_policy(
+            kube,
+            f"{group}-48h",
+            group,
+            rules={"maxAge": "48h"},
+            budgets=[{"maxInFlight": 1}],
+            drain={"timeout": "10m"},
         )
         molt = run_molt()
 

@@ -1,0 +1,85 @@
+"""Fleets installed in the sandbox for controller tests: groups of aged kwok nodes, and
+the reads tests make of them (ready nodes, Events on a node)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from molt.api import GROUP, VERSION
+from tests.support.builders import instance_group, kwok_node, termination_policy
+
+GROUP_LABEL = "molt.dev/instance-group"
+LAUNCHED_AT = "molt.dev/launched-at"
+
+
+async def install_old_fleet(
+    kube: client.ApiClient,
+    group: str,
+    *,
+    nodes: int,
+    age: timedelta,
+    annotations: dict[str, str] | None = None,
+) -> list[str]:
+    """An InstanceGroup (kwok, one spare slot) and ``nodes`` kwok nodes launched ``age`` ago."""
+    await client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "instancegroups",
+        instance_group(
+            group,
+            minSize=nodes,
+            maxSize=nodes + 1,
+            replicas=nodes,
+            zones=["zone-a"],
+            template={"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "1s"}},
+        ),
+    )
+    launched = datetime.now(UTC) - age
+    names = [f"{group}-old-{index}" for index in range(nodes)]
+    for name in names:
+        await client.CoreV1Api(kube).create_node(
+            kwok_node(
+                name,
+                labels={
+                    GROUP_LABEL: group,
+                    "molt.dev/revision": "r1",
+                    "topology.kubernetes.io/zone": "zone-a",
+                },
+                annotations=annotations,
+                # A launch time given in ``annotations`` (even a malformed one) wins.
+                launched_at=None if LAUNCHED_AT in (annotations or {}) else launched,
+            )
+        )
+    return names
+
+
+async def install_policy(kube: client.ApiClient, name: str, group: str, **spec: Any) -> None:
+    """A TerminationPolicy covering one group; ``spec`` replaces top-level spec fields."""
+    await client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "terminationpolicies",
+        termination_policy(name, nodeSelector={"matchLabels": {GROUP_LABEL: group}}, **spec),
+    )
+
+
+async def ready_nodes(kube: client.ApiClient, group: str) -> list[str]:
+    nodes = await client.CoreV1Api(kube).list_node(label_selector=f"{GROUP_LABEL}={group}")
+    return [
+        n.metadata.name
+        for n in nodes.items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    ]
+
+
+async def node_events(kube: client.ApiClient, node: str) -> list[tuple[str, str]]:
+    """(reason, message) of every Event Molt recorded on the node, oldest first."""
+    events = await client.CoreV1Api(kube).list_namespaced_event(
+        "default", field_selector=f"involvedObject.kind=Node,involvedObject.name={node}"
+    )
+    mine = [e for e in events.items if e.source and e.source.component == "molt"]
+    mine.sort(key=lambda e: e.first_timestamp or e.metadata.creation_timestamp)
+    return [(e.reason, e.message) for e in mine]
