@@ -1,6 +1,8 @@
 """Run every benchmark and print its figures."""
 
-from bench import plan_compute
+from bench import controller_steady_state, plan_compute
 
 if __name__ == "__main__":
     plan_compute.run()
+    plan_compute.run_pods()
+    controller_steady_state.run()

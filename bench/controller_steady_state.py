@@ -1,0 +1,156 @@
+"""The controller's footprint at steady state: RSS and API requests per minute.
+
+Starts a sandbox, registers 500 kwok nodes (young, so no policy selects them) with an
+InstanceGroup and a TerminationPolicy, runs ``molt run`` as a process with its metrics on
+loopback, lets it settle, then measures for a minute: resident memory from
+``/proc/<pid>/status`` and the request counters it exports, by verb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+from molt.api import GROUP, VERSION
+from molt.cloud.kwok_nodes import kwok_node
+from molt.sandbox.binaries import ensure_binaries
+from molt.sandbox.cluster import Sandbox
+
+NODES = 500
+MEASURE_SECONDS = 60
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def _requests(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        verb: float(value)
+        for verb, value in re.findall(r'molt_api_requests\{verb="(\w+)"\} ([0-9.e+]+)', text)
+    }
+
+
+async def _install(kubeconfig: Path) -> None:
+    configuration = client.Configuration()
+    await config.load_kube_config(str(kubeconfig), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        core = client.CoreV1Api(api)
+        custom = client.CustomObjectsApi(api)
+        launched = datetime.now(UTC) - timedelta(hours=1)
+        labels = {"molt.dev/instance-group": "steady", "topology.kubernetes.io/zone": "zone-a"}
+        semaphore = asyncio.Semaphore(16)
+
+        async def create(index: int) -> None:
+            async with semaphore:
+                await core.create_node(
+                    kwok_node(f"steady-{index:04d}", labels=labels, launched_at=launched)
+                )
+
+        await asyncio.gather(*(create(i) for i in range(NODES)))
+        await custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "instancegroups",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "InstanceGroup",
+                "metadata": {"name": "steady"},
+                "spec": {
+                    "provider": "kwok",
+                    "minSize": NODES,
+                    "maxSize": NODES + 10,
+                    "zones": ["zone-a"],
+                    "template": {"instanceTypes": ["m5.large"]},
+                },
+            },
+        )
+        await custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "terminationpolicies",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "TerminationPolicy",
+                "metadata": {"name": "steady-48h"},
+                "spec": {
+                    "nodeSelector": {"matchLabels": {"molt.dev/instance-group": "steady"}},
+                    "rules": {"maxAge": "48h"},
+                },
+            },
+        )
+
+
+def run() -> None:
+    binaries = ensure_binaries()
+    with tempfile.TemporaryDirectory(prefix="molt-bench-") as directory:
+        box = Sandbox(Path(directory))
+        box.up(report=lambda _: None, binaries=binaries)
+        molt: subprocess.Popen[bytes] | None = None
+        try:
+            started = time.monotonic()
+            asyncio.run(_install(box.kubeconfig))
+            print(f"registered {NODES} kwok nodes in {time.monotonic() - started:.1f}s")
+            port = _free_port()
+            molt = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "molt.cli.main",
+                    "run",
+                    f"--kubeconfig={box.kubeconfig}",
+                    f"--metrics-port={port}",
+                    "--metrics-address=127.0.0.1",
+                    "--log-format=json",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ},
+            )
+            time.sleep(20)  # sync the caches, write the policy status, settle
+            before = _requests(port)
+            rss_samples = []
+            for _ in range(MEASURE_SECONDS // 5):
+                time.sleep(5)
+                rss_samples.append(_rss_mib(molt.pid))
+            after = _requests(port)
+            delta = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
+            per_minute = sum(delta.values()) * 60 / MEASURE_SECONDS
+            detail = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(delta.items()))
+            startup = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(before.items()))
+            print(
+                f"controller at steady state with {NODES} kwok nodes: "
+                f"RSS {max(rss_samples):.0f} MiB (max of {len(rss_samples)} samples), "
+                f"{per_minute:.1f} API requests/min ({detail or 'none'}); "
+                f"start-up sent {startup} (watches reconnect every 5-10 min)"
+            )
+        finally:
+            if molt is not None:
+                molt.terminate()
+                molt.wait(timeout=30)
+            box.down()
+
+
+if __name__ == "__main__":
+    run()
