@@ -17,6 +17,7 @@ import structlog
 
 from molt.actions.http import ActionFailedError, ActionRunner
 from molt.api.durations import format_duration, parse_duration
+from molt.api.instancegroup import InstanceGroup
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.cloud.provider import LaunchRequest, Provider, ProviderError
 from molt.controllers.termination.drain import (
@@ -32,6 +33,7 @@ from molt.controllers.termination.progress import (
     DRAINING,
     NO_REPLACEMENT,
     REPLACEMENT_ANNOTATION,
+    REPLACEMENT_LAUNCHED_AT_ANNOTATION,
     TERMINATING,
     count_annotation,
     deadline_of,
@@ -42,6 +44,7 @@ from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.drain import classify_pods
 from molt.policy.snapshot import (
+    CAPACITY_TYPE_LABEL,
     DO_NOT_DISRUPT,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
@@ -83,6 +86,8 @@ class PipelineReconciler:
         self.actions = actions or ActionRunner()
         self.eviction_slice = eviction_slice
         self.drainer = Drainer(writes, clock, metrics, slice_seconds=eviction_slice)
+        self._launched_here: set[str] = set()
+        """Launch tokens this process has sent; others are re-sent once after a restart."""
         self._timeout_reported: set[str] = set()
 
     async def reconcile(self, name: str) -> Requeue:
@@ -149,8 +154,14 @@ class PipelineReconciler:
             await self.writes.record_event(node, "PreTerminationDone", f"action {label} succeeded")
         return None
 
-    def _launch_request(self, node: NodeView) -> tuple[Provider, LaunchRequest] | str:
-        """What to launch in place of ``node``, or why nothing is launched."""
+    def _launch_request(
+        self, node: NodeView, *, need_room: bool
+    ) -> tuple[Provider, LaunchRequest, InstanceGroup] | str:
+        """What to launch in place of ``node``, or why nothing is launched.
+
+        ``need_room`` checks ``maxSize``: only before the first launch, since the
+        replacement, once it joins, fills the very slot it was launched into.
+        """
         if node.group is None:
             return "the node belongs to no instance group"
         group = self.reads.instance_group(node.group)
@@ -160,7 +171,7 @@ class PipelineReconciler:
         if provider is None:
             return f"provider {group.spec.provider} is not enabled in this controller"
         members = [n for n in self.reads.nodes() if n.group == node.group]
-        if len(members) >= group.spec.max_size:
+        if need_room and len(members) >= group.spec.max_size:
             return f"group {node.group} is at maxSize {group.spec.max_size}"
         template = group.spec.template
         boot = template.kwok.boot_delay if template.kwok else "0s"
@@ -169,28 +180,30 @@ class PipelineReconciler:
             group=node.group,
             token=node.uid or node.name,
             zone=node.zone,
-            capacity_type=node.labels.get("molt.dev/capacity-type"),
+            capacity_type=node.labels.get(CAPACITY_TYPE_LABEL),
             revision=revision,
             labels=dict(template.labels),
             taints=tuple(NodeTaint(t.key, t.effect, t.value) for t in template.taints),
             boot_delay_seconds=parse_duration(boot).total_seconds(),
         )
-        return provider, request
+        return provider, request, group
 
     async def _replace(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
         recorded = node.annotations.get(REPLACEMENT_ANNOTATION)
         if recorded is not None and recorded.startswith(NO_REPLACEMENT):
             return None
-        planned = self._launch_request(node)
-        if isinstance(planned, str):
-            if recorded is None:
-                await self.writes.patch_node(
-                    node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {planned}"}
-                )
-                await self.writes.record_event(node, "NoReplacement", f"no replacement: {planned}")
+        planned = self._launch_request(node, need_room=recorded is None)
+        if isinstance(planned, str) and recorded is None:
+            await self.writes.patch_node(
+                node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {planned}"}
+            )
+            await self.writes.record_event(node, "NoReplacement", f"no replacement: {planned}")
             return None
-        provider, request = planned
+        # Past here with no plan, the group or provider went away after the launch: wait
+        # out the ready timeout below as if the replacement were still coming.
         if recorded is None:
+            assert not isinstance(planned, str)
+            provider, request, _ = planned
             try:
                 launched = await provider.launch(request)
             except ProviderError as error:
@@ -198,7 +211,14 @@ class PipelineReconciler:
                     node, "ReplacementFailed", f"launch failed: {error}", warning=True
                 )
                 return 30.0
-            await self.writes.patch_node(node.name, annotations={REPLACEMENT_ANNOTATION: launched})
+            self._launched_here.add(request.token)
+            await self.writes.patch_node(
+                node.name,
+                annotations={
+                    REPLACEMENT_ANNOTATION: launched,
+                    REPLACEMENT_LAUNCHED_AT_ANNOTATION: format_rfc3339(self.clock.now()),
+                },
+            )
             await self.writes.record_event(
                 node, "ReplacementLaunched", f"launched {launched} to take this node's place"
             )
@@ -206,10 +226,14 @@ class PipelineReconciler:
         replacement = self.reads.node(recorded)
         if replacement is not None and replacement.ready:
             return None
-        group = self.reads.instance_group(request.group)
+        group = planned[2] if not isinstance(planned, str) else None
         ready_timeout = parse_duration(group.spec.health.ready_timeout if group else "10m")
-        selected = read_time(node, SELECTED_AT_ANNOTATION) or self.clock.now()
-        if self.clock.now() - selected > ready_timeout:
+        launched_at = (
+            read_time(node, REPLACEMENT_LAUNCHED_AT_ANNOTATION)
+            or read_time(node, SELECTED_AT_ANNOTATION)
+            or self.clock.now()
+        )
+        if self.clock.now() - launched_at > ready_timeout:
             message = f"{recorded} not Ready within {format_duration(ready_timeout)}"
             await self.writes.patch_node(
                 node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {message}"}
@@ -221,10 +245,13 @@ class PipelineReconciler:
                 warning=True,
             )
             return None
-        if replacement is None:
-            # Launch again: the same token names the same instance, so after a restart
-            # this re-arms a launch the previous process had not finished.
-            await provider.launch(request)
+        if replacement is None and not isinstance(planned, str):
+            provider, request, _ = planned
+            if request.token not in self._launched_here:
+                # Launched by an earlier process, which may have died before the instance
+                # existed: ask again (the same token names the same instance).
+                await provider.launch(request)
+                self._launched_here.add(request.token)
         return REPLACEMENT_POLL
 
     async def _drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
@@ -269,13 +296,15 @@ class PipelineReconciler:
                 warning=True,
             )
         if past_deadline and settings.delete_pods_after_deadline:
-            for pod in view.evict:
+            refused = {*attempt.pdb_blocked, *attempt.multiple_pdbs, *attempt.namespace_terminating}
+            doomed = [pod for pod in view.evict if pod.key in refused]
+            for pod in doomed:
                 await self.writes.delete_pod(pod)
-            if view.evict:
+            if doomed:
                 await self.writes.record_event(
                     node,
                     "PodsDeleted",
-                    f"deleted {len(view.evict)} pod(s) the Eviction API refused, "
+                    f"deleted {len(doomed)} pod(s) the Eviction API refused, "
                     "past the node's deadline (drain.deletePodsAfterDeadline)",
                     warning=True,
                 )

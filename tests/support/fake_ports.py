@@ -1,0 +1,317 @@
+"""In-memory FAKES of Molt's ports, for unit tests only.
+
+``FakeClock``, ``FakeCluster`` (both ``ClusterReads`` and ``ClusterWrites``) and
+``FakeProvider`` let a test drive the reconcilers directly, one call at a time, as the
+work queue would, with no API server, no cloud and no real time. They hold real
+``NodeView``/``PodView`` projections and real pydantic ``InstanceGroup`` and
+``TerminationPolicy`` models, apply writes at once (as the production write path feeds
+its responses straight into the node cache), and record every call so a test can assert
+on what the reconciler did. None of this is used by production code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from molt.api import InstanceGroup, TerminationPolicy
+from molt.api.durations import parse_duration
+from molt.api.types import dump_manifest
+from molt.cloud.provider import LaunchRequest, Provider, ProviderError
+from molt.policy.snapshot import GroupView, NodeView, PodView
+from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionOutcome, EvictionResult
+
+__all__ = [
+    "FakeClock",
+    "FakeCluster",
+    "FakeProvider",
+    "RecordedEvent",
+    "pod",
+]
+
+
+def pod(
+    name: str,
+    *,
+    node: str = "old",
+    namespace: str = "default",
+    phase: str = "Running",
+    owner_kinds: tuple[str, ...] = ("ReplicaSet",),
+    annotations: dict[str, str] | None = None,
+    deleting: bool = False,
+) -> PodView:
+    """A running ReplicaSet pod on ``node`` unless told otherwise; uid is ``uid-<name>``."""
+    return PodView(
+        namespace=namespace,
+        name=name,
+        uid=f"uid-{name}",
+        node=node,
+        phase=phase,
+        owner_kinds=owner_kinds,
+        annotations=dict(annotations or {}),
+        deleting=deleting,
+    )
+
+
+class FakeClock:
+    """A clock that moves only when told: ``advance`` moves wall and monotonic time together."""
+
+    def __init__(self, now: datetime, monotonic: float = 1000.0) -> None:
+        self.wall = now
+        self.mono = monotonic
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    def set(self, *, now: datetime | None = None, monotonic: float | None = None) -> None:
+        if now is not None:
+            self.wall = now
+        if monotonic is not None:
+            self.mono = monotonic
+
+
+class RecordedEvent(NamedTuple):
+    """An Event the reconciler recorded on a node (compares equal to a plain tuple)."""
+
+    node: str
+    reason: str
+    message: str
+    warning: bool
+
+
+_EVICTION_MESSAGES = {
+    EvictionOutcome.EVICTED: "",
+    EvictionOutcome.GONE: "pod not found",
+    EvictionOutcome.PDB_BLOCKED: (
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    ),
+    EvictionOutcome.MULTIPLE_PDBS: (
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource "
+        "does not support."
+    ),
+    EvictionOutcome.NAMESPACE_TERMINATING: "namespace is being terminated",
+    EvictionOutcome.FAILED: "Internal error occurred",
+}
+
+
+def _merge(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str]:
+    """A JSON merge patch of a string map: None deletes a key."""
+    merged = dict(current)
+    for key, value in (patch or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+class FakeCluster:
+    """An in-memory cluster: the ``ClusterReads`` and ``ClusterWrites`` ports in one object.
+
+    State (mutate freely in a test): ``node_views`` by name, ``pods`` by node name,
+    ``instance_groups`` and ``termination_policies`` by name. Scripting:
+    ``eviction_answers`` maps a pod key (``namespace/name``) to the outcomes its next
+    evictions get, front first; once a pod's list is empty (or absent) it is EVICTED.
+    Records: ``evictions`` (pod keys, every call), ``deleted_pods``, ``deleted_nodes``
+    (every call), ``events``, ``policy_status_patches``, ``node_patches``, ``released``.
+    """
+
+    def __init__(
+        self,
+        *,
+        nodes: list[NodeView] | tuple[NodeView, ...] = (),
+        pods: list[PodView] | tuple[PodView, ...] = (),
+        groups: list[InstanceGroup] | tuple[InstanceGroup, ...] = (),
+        policies: list[TerminationPolicy] | tuple[TerminationPolicy, ...] = (),
+    ) -> None:
+        self.node_views: dict[str, NodeView] = {n.name: n for n in nodes}
+        self.pods: dict[str, list[PodView]] = {}
+        for one in pods:
+            self.add_pod(one)
+        self.instance_groups: dict[str, InstanceGroup] = {g.metadata.name: g for g in groups}
+        self.termination_policies: dict[str, TerminationPolicy] = {
+            p.metadata.name: p for p in policies
+        }
+        self.is_synced = True
+        self.pods_syncing: set[str] = set()
+        """Nodes whose pod cache has not synced yet: ``pods_on`` answers None for them."""
+        self.eviction_answers: dict[str, list[EvictionOutcome]] = {}
+
+        self.evictions: list[str] = []
+        self.deleted_pods: list[str] = []
+        self.deleted_nodes: list[str] = []
+        self.events: list[RecordedEvent] = []
+        self.policy_status_patches: list[tuple[str, dict[str, Any]]] = []
+        self.node_patches: list[tuple[str, dict[str, Any]]] = []
+        self.released: list[str] = []
+
+    # Test helpers.
+
+    def add_node(self, node: NodeView) -> None:
+        self.node_views[node.name] = node
+
+    def add_pod(self, one: PodView) -> None:
+        assert one.node is not None, "a fake pod must be bound to a node"
+        self.pods.setdefault(one.node, []).append(one)
+
+    def pod_keys(self, node: str) -> list[str]:
+        return sorted(p.key for p in self.pods.get(node, []))
+
+    def event_reasons(self, node: str | None = None) -> list[str]:
+        return [e.reason for e in self.events if node is None or e.node == node]
+
+    def _remove_pod(self, target: PodView) -> bool:
+        for name, listed in self.pods.items():
+            kept = [p for p in listed if p.key != target.key]
+            if len(kept) != len(listed):
+                self.pods[name] = kept
+                return True
+        return False
+
+    # ClusterReads.
+
+    def synced(self) -> bool:
+        return self.is_synced
+
+    def nodes(self) -> list[NodeView]:
+        return list(self.node_views.values())
+
+    def node(self, name: str) -> NodeView | None:
+        return self.node_views.get(name)
+
+    def groups(self) -> dict[str, GroupView]:
+        views: dict[str, GroupView] = {}
+        for name, group in self.instance_groups.items():
+            max_age = group.spec.max_node_age
+            views[name] = GroupView(
+                name=name,
+                current_revision=group.status.current_revision if group.status else None,
+                max_node_age_seconds=parse_duration(max_age).total_seconds() if max_age else None,
+            )
+        return views
+
+    def instance_group(self, name: str) -> InstanceGroup | None:
+        return self.instance_groups.get(name)
+
+    def policies(self) -> list[TerminationPolicy]:
+        return list(self.termination_policies.values())
+
+    def policy(self, name: str) -> TerminationPolicy | None:
+        return self.termination_policies.get(name)
+
+    def pods_on(self, node: str) -> list[PodView] | None:
+        if node in self.pods_syncing:
+            return None
+        return list(self.pods.get(node, []))
+
+    def release_pods(self, node: str) -> None:
+        self.released.append(node)
+
+    # ClusterWrites.
+
+    async def patch_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> bool:
+        current = self.node_views.get(name)
+        if current is None:
+            return False
+        self.node_patches.append(
+            (name, {"labels": labels, "annotations": annotations, "unschedulable": unschedulable})
+        )
+        self.node_views[name] = dataclasses.replace(
+            current,
+            labels=_merge(current.labels, labels),
+            annotations=_merge(current.annotations, annotations),
+            unschedulable=current.unschedulable if unschedulable is None else unschedulable,
+        )
+        return True
+
+    async def evict(self, pod: PodView) -> EvictionResult:
+        self.evictions.append(pod.key)
+        script = self.eviction_answers.get(pod.key)
+        outcome = script.pop(0) if script else EvictionOutcome.EVICTED
+        if outcome in (EvictionOutcome.EVICTED, EvictionOutcome.GONE):
+            self._remove_pod(pod)
+        return EvictionResult(outcome, _EVICTION_MESSAGES[outcome])
+
+    async def delete_pod(self, pod: PodView) -> None:
+        self.deleted_pods.append(pod.key)
+        self._remove_pod(pod)
+
+    async def delete_node(self, name: str) -> bool:
+        self.deleted_nodes.append(name)
+        return self.node_views.pop(name, None) is not None
+
+    async def record_event(
+        self, node: NodeView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.events.append(RecordedEvent(node.name, reason, message, warning))
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        """Record the patch and merge it into the stored policy (a missing one is ignored)."""
+        self.policy_status_patches.append((name, status))
+        current = self.termination_policies.get(name)
+        if current is None:
+            return
+        manifest = dump_manifest(current)
+        manifest["status"] = {**manifest.get("status", {}), **status}
+        self.termination_policies[name] = TerminationPolicy.model_validate(manifest)
+
+
+class FakeProvider:
+    """A cloud that launches by token and terminates by node name, recording both.
+
+    ``launch`` is idempotent like the real providers: the same token always answers the
+    same name, ``<group>-new-<n>``, n counting distinct tokens from 1. ``instances`` maps
+    each distinct token to its name (one entry per instance); ``launches`` holds every
+    call's request. ``terminate`` records the node and, given a ``FakeCluster``, removes
+    its Node as the kwok provider does. Set ``launch_error`` or ``terminate_error`` to make
+    the next calls fail.
+    """
+
+    name = "kwok"
+
+    def __init__(self, cluster: FakeCluster | None = None) -> None:
+        self.cluster = cluster
+        self.instances: dict[str, str] = {}
+        self.launches: list[LaunchRequest] = []
+        self.terminations: list[str] = []
+        self.launch_error: ProviderError | None = None
+        self.terminate_error: ProviderError | None = None
+
+    async def launch(self, request: LaunchRequest) -> str:
+        self.launches.append(request)
+        if self.launch_error is not None:
+            raise self.launch_error
+        if request.token not in self.instances:
+            self.instances[request.token] = f"{request.group}-new-{len(self.instances) + 1}"
+        return self.instances[request.token]
+
+    async def terminate(self, node: NodeView) -> None:
+        if self.terminate_error is not None:
+            raise self.terminate_error
+        self.terminations.append(node.name)
+        if self.cluster is not None:
+            self.cluster.node_views.pop(node.name, None)
+
+
+if TYPE_CHECKING:
+
+    def _fakes_implement_the_ports(
+        clock: FakeClock, cluster: FakeCluster, provider: FakeProvider
+    ) -> tuple[Clock, ClusterReads, ClusterWrites, Provider]:
+        """Type-checked only: each fake must satisfy its port's protocol."""
+        return clock, cluster, cluster, provider

@@ -1,0 +1,539 @@
+"""The per-node pipeline and selection, driven reconcile by reconcile over in-memory fakes.
+
+Each test calls ``reconcile`` as the work queue would, moving the fake clock and the fake
+cluster between calls; a "restart" is a new reconciler over the same cluster and cloud.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from molt.api import InstanceGroup, TerminationPolicy
+from molt.controllers.termination.pipeline import PipelineReconciler
+from molt.controllers.termination.selection import SelectionReconciler
+from molt.observe.metrics import Metrics
+from molt.policy.age import format_rfc3339
+from molt.policy.snapshot import NodeCondition, NodeView, PodView
+from molt.ports import EvictionOutcome
+from tests.support.builders import instance_group
+from tests.support.fake_ports import FakeClock, FakeCluster, FakeProvider, RecordedEvent, pod
+from tests.support.fleet import NOW, node, policy
+
+POLICY = "molt.dev/policy"
+REASON = "molt.dev/reason"
+SELECTED_AT = "molt.dev/selected-at"
+DEADLINE = "molt.dev/deadline"
+REPLACEMENT = "molt.dev/replacement"
+BLOCKED = "molt.dev/blocked"
+HOLD = {"molt.dev/do-not-disrupt": "true"}
+
+NEW = "workers-new-1"
+"""The name FakeProvider gives the first instance it launches into group workers."""
+READY = (NodeCondition("Ready", "True", NOW),)
+
+
+def _at(moment: datetime) -> str:
+    return format_rfc3339(moment)
+
+
+def selected_node(
+    name: str = "old",
+    *,
+    deadline: datetime = NOW + timedelta(hours=1),
+    selected_at: datetime = NOW,
+    state: str = "selected",
+    replacement: str | None = None,
+) -> NodeView:
+    """A 60-hour-old workers node as selection leaves it (policy rotate)."""
+    marks = {
+        POLICY: "rotate",
+        REASON: "max-age: 60h > 48h (past its deadline)",
+        SELECTED_AT: _at(selected_at),
+        DEADLINE: _at(deadline),
+    }
+    if replacement is not None:
+        marks[REPLACEMENT] = replacement
+    return node(name, age_hours=60, state=state, annotations=marks)
+
+
+def replacement_node(name: str = NEW, *, ready: bool = True) -> NodeView:
+    return node(name, age_hours=0, conditions=READY if ready else ())
+
+
+def _pipeline(cluster: FakeCluster, provider: FakeProvider, clock: FakeClock) -> PipelineReconciler:
+    return PipelineReconciler(cluster, cluster, clock, Metrics(), providers={"kwok": provider})
+
+
+@dataclass
+class World:
+    """One fake cluster, one fake cloud, one fake clock, and the reconcilers over them."""
+
+    cluster: FakeCluster
+    provider: FakeProvider
+    clock: FakeClock
+    pipeline: PipelineReconciler
+
+    def restart(self) -> PipelineReconciler:
+        """A new controller process: fresh in-memory state, same cluster and cloud."""
+        self.pipeline = _pipeline(self.cluster, self.provider, self.clock)
+        return self.pipeline
+
+    def selection(self) -> SelectionReconciler:
+        return SelectionReconciler(self.cluster, self.cluster, self.clock, Metrics())
+
+    async def reconcile(self, name: str = "old") -> float | None:
+        return await self.pipeline.reconcile(name)
+
+    def node(self, name: str = "old") -> NodeView:
+        found = self.cluster.node(name)
+        assert found is not None, f"node {name} is gone"
+        return found
+
+
+def world(
+    *nodes: NodeView,
+    pods: tuple[PodView, ...] = (),
+    group: InstanceGroup | None = None,
+    rotate: TerminationPolicy | None = None,
+) -> World:
+    cluster = FakeCluster(
+        nodes=nodes,
+        pods=pods,
+        groups=[group or InstanceGroup.model_validate(instance_group("workers"))],
+        policies=[rotate or policy("rotate")],
+    )
+    provider = FakeProvider(cluster)
+    clock = FakeClock(NOW)
+    return World(cluster, provider, clock, _pipeline(cluster, provider, clock))
+
+
+def draining_world(
+    *pods: PodView,
+    deadline: datetime = NOW + timedelta(hours=1),
+    rotate: TerminationPolicy | None = None,
+) -> World:
+    """A selected node whose Ready replacement is already recorded: reconcile goes to drain."""
+    return world(
+        selected_node(deadline=deadline, replacement=NEW),
+        replacement_node(),
+        pods=pods,
+        rotate=rotate,
+    )
+
+
+# Cordon and replacement.
+
+
+async def test_a_selected_node_is_cordoned_and_its_replacement_recorded() -> None:
+    fleet = world(selected_node())
+
+    after = await fleet.reconcile()
+
+    assert fleet.node().unschedulable is True
+    assert fleet.node().annotations[REPLACEMENT] == NEW
+    assert fleet.cluster.events == [
+        ("old", "Cordoned", "cordoned: no new pods will land here", False),
+        ("old", "ReplacementLaunched", f"launched {NEW} to take this node's place", False),
+    ]
+    assert after == 2.0
+
+
+async def test_the_replacement_is_launched_into_the_node_s_group_zone_and_revision() -> None:
+    fleet = world(selected_node())
+
+    await fleet.reconcile()
+
+    [request] = fleet.provider.launches
+    assert (request.group, request.token, request.zone, request.revision) == (
+        "workers",
+        "old",
+        "zone-a",
+        "rev1",
+    )
+    assert request.boot_delay_seconds == 5.0
+
+
+async def test_reconciling_again_never_launches_a_second_replacement() -> None:
+    fleet = world(selected_node())
+
+    for _ in range(4):
+        await fleet.reconcile()
+        fleet.clock.advance(2)
+
+    # The pipeline re-arms the launch while the node is absent, always with the same token.
+    assert {r.token for r in fleet.provider.launches} == {"old"}
+    assert fleet.provider.instances == {"old": NEW}
+    assert fleet.cluster.event_reasons().count("ReplacementLaunched") == 1
+    assert fleet.node().annotations[REPLACEMENT] == NEW
+
+
+async def test_a_restarted_pipeline_does_not_launch_a_second_replacement() -> None:
+    fleet = world(selected_node())
+    await fleet.reconcile()
+    fleet.cluster.add_node(replacement_node(ready=False))
+
+    fleet.restart()
+    await fleet.reconcile()
+    fleet.restart()
+    await fleet.reconcile()
+
+    assert len(fleet.provider.launches) == 1
+    assert fleet.cluster.event_reasons().count("ReplacementLaunched") == 1
+
+
+async def test_the_drain_waits_until_the_replacement_exists_and_is_ready() -> None:
+    fleet = world(selected_node(), pods=(pod("web"),))
+    await fleet.reconcile()
+
+    await fleet.reconcile()  # launched, no Node yet
+    assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])
+
+    fleet.cluster.add_node(replacement_node(ready=False))
+    await fleet.reconcile()
+    assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])
+
+    fleet.cluster.add_node(replacement_node(ready=True))
+    await fleet.reconcile()
+    assert (fleet.node().state, fleet.cluster.evictions) == ("draining", ["default/web"])
+
+
+async def test_a_node_whose_group_is_at_max_size_gets_no_replacement() -> None:
+    full = InstanceGroup.model_validate(instance_group("workers", minSize=1, maxSize=2, replicas=2))
+    fleet = world(selected_node(), node("peer", age_hours=5), pods=(pod("web"),), group=full)
+
+    await fleet.reconcile()
+
+    assert fleet.node().annotations[REPLACEMENT] == "none: group workers is at maxSize 2"
+    assert fleet.provider.launches == []
+    assert ("old", "NoReplacement", "no replacement: group workers is at maxSize 2", False) in (
+        fleet.cluster.events
+    )
+    assert fleet.node().state == "draining"
+
+
+async def test_a_replacement_that_fills_the_group_to_max_size_is_still_waited_for() -> None:
+    roomy = InstanceGroup.model_validate(
+        instance_group("workers", minSize=1, maxSize=3, replicas=2)
+    )
+    fleet = world(selected_node(), node("peer", age_hours=5), pods=(pod("web"),), group=roomy)
+    await fleet.reconcile()
+    assert fleet.node().annotations[REPLACEMENT] == NEW
+
+    fleet.cluster.add_node(replacement_node(ready=False))  # the group now has 3 = maxSize
+    await fleet.reconcile()
+
+    assert fleet.node().state == "selected"
+    assert fleet.cluster.evictions == []
+
+
+async def test_a_replacement_gets_its_full_ready_timeout_from_its_launch() -> None:
+    # Selected an hour ago (e.g. pre-termination actions took that long); readyTimeout 10m.
+    fleet = world(selected_node(selected_at=NOW - timedelta(hours=1)), pods=(pod("web"),))
+    await fleet.reconcile()
+    assert fleet.node().annotations[REPLACEMENT] == NEW
+
+    fleet.clock.advance(2)
+    await fleet.reconcile()
+
+    assert fleet.node().annotations[REPLACEMENT] == NEW
+    assert "ReplacementNotReady" not in fleet.cluster.event_reasons()
+
+
+async def test_a_replacement_not_ready_within_the_ready_timeout_is_given_up() -> None:
+    fleet = world(selected_node(), pods=(pod("web"),))
+    await fleet.reconcile()
+    fleet.cluster.add_node(replacement_node(ready=False))
+
+    fleet.clock.advance(10 * 60 + 1)
+    await fleet.reconcile()
+
+    assert fleet.node().annotations[REPLACEMENT] == f"none: {NEW} not Ready within 10m"
+    assert (
+        "old",
+        "ReplacementNotReady",
+        f"draining without a replacement: {NEW} not Ready within 10m",
+        True,
+    ) in fleet.cluster.events
+    assert fleet.cluster.evictions == ["default/web"]
+
+
+# Drain.
+
+
+async def test_a_pdb_refusal_backs_the_pod_off_for_five_seconds() -> None:
+    fleet = draining_world(pod("web"))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+
+    after = await fleet.reconcile()
+    assert (fleet.cluster.evictions, after) == (["default/web"], 5.0)
+
+    fleet.clock.advance(4.9)
+    await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/web"]
+
+    fleet.clock.advance(0.1)
+    await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/web", "default/web"]
+    assert fleet.cluster.pod_keys("old") == []
+
+
+async def test_a_second_pdb_refusal_doubles_the_backoff_to_ten_seconds() -> None:
+    fleet = draining_world(pod("web"))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 2
+    await fleet.reconcile()
+    fleet.clock.advance(5)
+
+    after = await fleet.reconcile()
+    fleet.clock.advance(9.9)
+    await fleet.reconcile()
+
+    assert after == 10.0
+    assert len(fleet.cluster.evictions) == 2
+
+
+async def test_a_pod_under_two_pdbs_is_reported_on_the_node_and_not_forced() -> None:
+    fleet = draining_world(pod("web"))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.MULTIPLE_PDBS] * 5
+
+    await fleet.reconcile()
+
+    blocked = fleet.node().annotations[BLOCKED]
+    assert "more than one PodDisruptionBudget" in blocked
+    assert blocked.endswith(": default/web")
+    assert fleet.cluster.events[-1] == ("old", "DrainBlocked", blocked, True)
+    assert fleet.provider.terminations == []
+    assert fleet.cluster.deleted_pods == []
+
+
+async def test_a_pod_under_two_pdbs_keeps_the_node_until_the_pdbs_are_fixed() -> None:
+    fleet = draining_world(pod("web"))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.MULTIPLE_PDBS] * 3
+
+    for _ in range(3):
+        await fleet.reconcile()
+        fleet.clock.advance(60)
+
+    assert fleet.provider.terminations == []
+    assert fleet.cluster.event_reasons().count("DrainBlocked") == 1
+    await fleet.reconcile()  # the PDBs were fixed: the fourth eviction succeeds
+    await fleet.reconcile()  # the pod's deletion arrives: the drain is done
+    assert fleet.provider.terminations == ["old"]
+
+
+async def test_a_do_not_disrupt_pod_holds_the_node_before_its_deadline() -> None:
+    deadline = NOW + timedelta(minutes=30)
+    fleet = draining_world(pod("precious", annotations=HOLD), deadline=deadline)
+
+    await fleet.reconcile()
+    fleet.clock.advance(30 * 60 - 1)
+    await fleet.reconcile()
+
+    assert fleet.cluster.evictions == []
+    assert fleet.node().annotations[DEADLINE] == "2026-11-23T12:30:00Z"
+    assert fleet.node().annotations[BLOCKED] == (
+        "do-not-disrupt pods hold the node until 2026-11-23T12:30:00Z: default/precious"
+    )
+
+
+async def test_a_do_not_disrupt_pod_is_evicted_once_its_deadline_passes() -> None:
+    fleet = draining_world(pod("precious", annotations=HOLD), deadline=NOW + timedelta(minutes=30))
+    await fleet.reconcile()
+
+    fleet.clock.advance(30 * 60)
+    await fleet.reconcile()
+
+    assert fleet.cluster.evictions == ["default/precious"]
+    assert BLOCKED not in fleet.node().annotations
+
+
+async def test_past_the_deadline_a_pdb_blocked_pod_is_deleted_when_the_policy_says_so() -> None:
+    rotate = policy("rotate", drain={"timeout": "1h", "deletePodsAfterDeadline": True})
+    fleet = draining_world(pod("web"), deadline=NOW + timedelta(minutes=30), rotate=rotate)
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 100
+
+    await fleet.reconcile()
+    fleet.clock.advance(30 * 60)
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == ["default/web"]
+    assert fleet.cluster.events[-1].reason == "PodsDeleted"
+    assert fleet.cluster.events[-1].warning is True
+
+
+async def test_before_the_deadline_a_pdb_blocked_pod_is_not_deleted() -> None:
+    rotate = policy("rotate", drain={"timeout": "1h", "deletePodsAfterDeadline": True})
+    fleet = draining_world(pod("web"), deadline=NOW + timedelta(minutes=30), rotate=rotate)
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 100
+
+    for _ in range(30):
+        await fleet.reconcile()
+        fleet.clock.advance(59.9)
+
+    assert fleet.clock.now() < NOW + timedelta(minutes=30)
+    assert len(fleet.cluster.evictions) > 1
+    assert fleet.cluster.deleted_pods == []
+    assert fleet.cluster.pod_keys("old") == ["default/web"]
+
+
+async def test_without_delete_pods_after_deadline_a_pdb_blocked_pod_is_never_deleted() -> None:
+    fleet = draining_world(pod("web"), deadline=NOW + timedelta(minutes=30))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 100
+
+    await fleet.reconcile()
+    fleet.clock.advance(2 * 3600)
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == []
+    assert fleet.provider.terminations == []
+
+
+async def test_past_the_deadline_only_pods_the_eviction_api_refused_are_deleted() -> None:
+    rotate = policy("rotate", drain={"timeout": "1h", "deletePodsAfterDeadline": True})
+    fleet = draining_world(
+        pod("stubborn"), pod("willing"), deadline=NOW - timedelta(minutes=1), rotate=rotate
+    )
+    fleet.cluster.eviction_answers["default/stubborn"] = [EvictionOutcome.PDB_BLOCKED]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == ["default/stubborn"]
+    assert fleet.cluster.events[-1].message.startswith("deleted 1 pod(s)")
+
+
+async def test_daemonset_pods_do_not_keep_a_node_from_terminating() -> None:
+    fleet = draining_world(pod("agent", owner_kinds=("DaemonSet",)))
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.evictions == []
+    assert fleet.provider.terminations == ["old"]
+
+
+# Termination.
+
+
+async def test_a_drained_node_is_terminated_once_deleted_and_counted() -> None:
+    fleet = world(node("old", age_hours=60), pods=(pod("web"), pod("api")))
+    await fleet.selection().reconcile()
+
+    for _ in range(3):
+        await fleet.reconcile()
+    fleet.cluster.add_node(replacement_node())
+    for _ in range(3):
+        await fleet.reconcile()
+
+    assert fleet.provider.terminations == ["old"]
+    assert fleet.cluster.node("old") is None
+    assert fleet.cluster.deleted_nodes == ["old"]
+    assert fleet.cluster.evictions == ["default/api", "default/web"]
+    assert fleet.cluster.event_reasons("old") == [
+        "Selected",
+        "Cordoned",
+        "ReplacementLaunched",
+        "Draining",
+        "Drained",
+        "InstanceTerminated",
+        "NodeDeleted",
+    ]
+    assert ("rotate", {"completed": 1}) in fleet.cluster.policy_status_patches
+    rotate = fleet.cluster.policy("rotate")
+    assert rotate is not None
+    assert rotate.status is not None
+    assert rotate.status.completed == 1
+
+
+async def test_restart_finishes_a_terminating_node_without_launching_or_evicting() -> None:
+    terminating = dataclasses.replace(
+        selected_node(state="terminating", replacement=NEW), unschedulable=True
+    )
+    fleet = world(
+        terminating,
+        replacement_node(),
+        pods=(pod("straggler"), pod("agent", owner_kinds=("DaemonSet",))),
+    )
+
+    fleet.restart()
+    after = await fleet.reconcile()
+
+    assert after is None
+    assert fleet.provider.launches == []
+    assert fleet.cluster.evictions == []
+    assert fleet.provider.terminations == ["old"]
+    assert fleet.cluster.event_reasons() == ["InstanceTerminated", "NodeDeleted"]
+
+
+async def test_a_node_that_left_the_pipeline_is_let_go() -> None:
+    fleet = world(node("old", age_hours=60))
+
+    after = await fleet.reconcile()
+
+    assert after is None
+    assert fleet.cluster.released == ["old"]
+    assert fleet.cluster.events == []
+    assert fleet.cluster.node_patches == []
+
+
+# Selection.
+
+
+async def test_selection_marks_an_admitted_node_and_records_an_event() -> None:
+    fleet = world(node("old", age_hours=60), node("young", age_hours=2))
+    selection = fleet.selection()
+
+    after = await selection.reconcile()
+
+    old = fleet.node("old")
+    assert old.state == "selected"
+    assert {k: old.annotations[k] for k in (POLICY, REASON, SELECTED_AT, DEADLINE)} == {
+        POLICY: "rotate",
+        REASON: "max-age: 60h > 48h (past its deadline)",
+        SELECTED_AT: "2026-11-23T12:00:00Z",
+        DEADLINE: "2026-11-23T00:00:00Z",  # launched 60h ago + 48h
+    }
+    assert fleet.cluster.events == [
+        RecordedEvent(
+            "old",
+            "Selected",
+            "selected by policy rotate: max-age: 60h > 48h (past its deadline)",
+            warning=False,
+        )
+    ]
+    assert fleet.node("young").state is None
+    assert after == 30.0
+
+
+async def test_with_max_in_flight_one_a_second_selection_admits_nothing_more() -> None:
+    rotate = policy("rotate", budgets=[{"maxInFlight": 1}])
+    fleet = world(node("a", age_hours=60), node("b", age_hours=55), rotate=rotate)
+    selection = fleet.selection()
+
+    await selection.reconcile()
+    fleet.clock.advance(30)
+    await selection.reconcile()
+
+    assert [n.name for n in fleet.cluster.nodes() if n.in_pipeline] == ["a"]
+    assert fleet.cluster.event_reasons() == ["Selected"]
+    assert selection.last_plan is not None
+    [waiting] = [d for d in selection.last_plan.decisions if d.action == "wait"]
+    assert waiting.node == "b"
+    assert waiting.blocked_by is not None
+    assert waiting.blocked_by.startswith("budget full: 1/1")
+
+
+async def test_a_malformed_launch_time_gets_one_invalid_metadata_warning() -> None:
+    garbled = node("garbled", age_hours=60, annotations={"molt.dev/launched-at": "yesterday"})
+    fleet = world(garbled)
+    selection = fleet.selection()
+
+    await selection.reconcile()
+    fleet.clock.advance(30)
+    await selection.reconcile()
+
+    warnings = [e for e in fleet.cluster.events if e.reason == "InvalidMetadata"]
+    assert len(warnings) == 1
+    assert warnings[0].node == "garbled"
+    assert warnings[0].warning is True
+    assert "'yesterday' is not an RFC 3339 time" in warnings[0].message
+    assert fleet.node("garbled").state is None
