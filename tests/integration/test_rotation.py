@@ -1,5 +1,6 @@
 """``molt run`` against the real control plane: every node past its max age is replaced,
-one at a time, without a PodDisruptionBudget ever being broken."""
+one at a time, after its pre-termination webhook, without a PodDisruptionBudget ever
+being broken."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
@@ -35,6 +37,8 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
     await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
         namespace, pdb("web", namespace, "web", max_unavailable=1)
     )
+    hooked: list[str] = []
+    hook_url, hook_runner = await _webhook(hooked)
     watch = FleetWatch()
     await watch.start(kube, namespace, "web", 12, group)
     try:
@@ -46,6 +50,7 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
             rules={"maxAge": "48h"},
             budgets=[{"maxInFlight": 1}],
             drain={"timeout": "10m"},
+            preTermination=[{"http": {"url": hook_url}, "timeout": "5s"}],
         )
         molt = run_molt()
 
@@ -58,17 +63,37 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
         assert molt.alive(), molt.log()
     finally:
         await watch.stop()
+        await hook_runner.cleanup()
 
     assert watch.min_ready is not None
     assert watch.min_ready >= 11, f"ready replicas fell to {watch.min_ready}"
     assert watch.max_in_pipeline == 1, f"{watch.max_in_pipeline} nodes in flight at once"
     assert set(old) <= watch.ever_in_pipeline
     assert not watch.cordoned_without_reason
+    # The pre-termination webhook was called once for every node, before it went.
+    assert sorted(hooked) == sorted(old)
     policy = await client.CustomObjectsApi(kube).get_cluster_custom_object_status(
         GROUP, VERSION, "terminationpolicies", f"{group}-48h"
     )
     assert policy["status"]["completed"] == 6
     assert policy["status"]["inFlight"] == 0
+
+
+async def _webhook(received: list[str]) -> tuple[str, web.AppRunner]:
+    """A pre-termination webhook on loopback that records the nodes it is told about."""
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append((await request.json())["node"])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/pre-stop", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return f"http://127.0.0.1:{port}/pre-stop", runner
 
 
 async def _count_at_least(kube: client.ApiClient, group: str, count: int) -> bool:
