@@ -444,6 +444,41 @@ async def test_a_drained_node_is_terminated_once_deleted_and_counted() -> None:
     assert rotate.status.completed == 1
 
 
+async def test_a_node_no_provider_owns_stays_drained_and_cordoned_and_is_reported() -> None:
+    orphan = dataclasses.replace(
+        selected_node(state="terminating", replacement="none: no group"),
+        labels={"molt.dev/state": "terminating"},
+        unschedulable=True,
+    )
+    fleet = world(orphan)
+
+    await fleet.reconcile()
+
+    assert fleet.provider.terminations == []
+    assert fleet.cluster.deleted_nodes == []
+    kept = fleet.node()
+    assert kept.unschedulable
+    assert "no provider can terminate" in kept.annotations[BLOCKED]
+    assert fleet.cluster.event_reasons("old") == ["DrainBlocked"]
+
+
+async def test_completed_counts_every_node_even_when_the_policy_cache_lags() -> None:
+    fleet = world(
+        selected_node("old", state="terminating", replacement="none: test"),
+        selected_node("older", state="terminating", replacement="none: test"),
+    )
+    stale = fleet.cluster.policy("rotate")
+    fleet.cluster.policy = lambda name: stale  # type: ignore[method-assign]
+
+    await fleet.reconcile("old")
+    await fleet.reconcile("older")
+
+    assert fleet.cluster.policy_status_patches[-2:] == [
+        ("rotate", {"completed": 1}),
+        ("rotate", {"completed": 2}),
+    ]
+
+
 async def test_restart_finishes_a_terminating_node_without_launching_or_evicting() -> None:
     terminating = dataclasses.replace(
         selected_node(state="terminating", replacement=NEW), unschedulable=True

@@ -11,6 +11,7 @@ from the node's pod watch rather than by polling.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import structlog
@@ -19,6 +20,7 @@ from molt.actions.http import ActionFailedError, ActionRunner
 from molt.api.durations import format_duration, parse_duration
 from molt.api.instancegroup import InstanceGroup
 from molt.api.terminationpolicy import TerminationPolicy
+from molt.cloud.kwok_nodes import KWOK_NODE_ANNOTATION
 from molt.cloud.provider import LaunchRequest, Provider, ProviderError
 from molt.controllers.termination.drain import (
     EVICTION_SLICE_SECONDS,
@@ -86,6 +88,8 @@ class PipelineReconciler:
         self.actions = actions or ActionRunner()
         self.eviction_slice = eviction_slice
         self.drainer = Drainer(writes, clock, metrics, slice_seconds=eviction_slice)
+        self._completed_written: dict[str, int] = {}
+        self._status_lock = asyncio.Lock()
         self._launched_here: set[str] = set()
         """Launch tokens this process has sent; others are re-sent once after a restart."""
         self._timeout_reported: set[str] = set()
@@ -338,20 +342,36 @@ class PipelineReconciler:
         self.reads.release_pods(node.name)
         return None
 
-    async def _terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+    def _provider_for(self, node: NodeView) -> Provider | None:
+        """The provider that owns the node's instance: its group's, or kwok for kwok nodes."""
         group = self.reads.instance_group(node.group) if node.group else None
-        provider = self.providers.get(group.spec.provider) if group else None
-        if provider is not None:
-            try:
-                await provider.terminate(node)
-            except ProviderError as error:
-                await self.writes.record_event(
-                    node, "TerminateFailed", f"instance not terminated: {error}", warning=True
-                )
-                return 30.0
-            await self.writes.record_event(
-                node, "InstanceTerminated", f"instance terminated by provider {provider.name}"
+        if group is not None:
+            return self.providers.get(group.spec.provider)
+        if node.annotations.get(KWOK_NODE_ANNOTATION) == "fake":
+            return self.providers.get("kwok")
+        return None
+
+    async def _terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        provider = self._provider_for(node)
+        if provider is None:
+            # Deleting only the Node object would let the kubelet register it again, young
+            # and schedulable: leave it drained and cordoned, and say so.
+            return await self._report_blocked(
+                node,
+                "no provider can terminate this node's instance (no InstanceGroup with an "
+                "enabled provider owns it); it stays drained and cordoned for a person to remove",
+                300.0,
             )
+        try:
+            await provider.terminate(node)
+        except ProviderError as error:
+            await self.writes.record_event(
+                node, "TerminateFailed", f"instance not terminated: {error}", warning=True
+            )
+            return 30.0
+        await self.writes.record_event(
+            node, "InstanceTerminated", f"instance terminated by provider {provider.name}"
+        )
         await self.writes.delete_node(node.name)
         await self.writes.record_event(
             node, "NodeDeleted", "node object deleted; pipeline complete"
@@ -359,8 +379,23 @@ class PipelineReconciler:
         policy_name = node.annotations.get(POLICY_ANNOTATION, "")
         self.metrics.completed.labels(policy=policy_name).inc()
         if policy is not None:
-            completed = (policy.status.completed if policy.status else 0) + 1
-            await self.writes.patch_policy_status(policy_name, {"completed": completed})
+            await self._count_completed(policy)
         self.drainer.forget(node.name)
         log.info("node.terminated", node=node.name, policy=policy_name)
         return None
+
+    async def _count_completed(self, policy: TerminationPolicy) -> None:
+        """Add one to the policy's completed count.
+
+        Two nodes can finish before the policy cache shows the first write, so the count
+        is the larger of the cached one and the last this process wrote, under a lock.
+        """
+        name = policy.metadata.name
+        async with self._status_lock:
+            cached = policy.status.completed if policy.status else 0
+            fresh = self.reads.policy(name)
+            if fresh is not None and fresh.status is not None:
+                cached = max(cached, fresh.status.completed)
+            completed = max(cached, self._completed_written.get(name, 0)) + 1
+            await self.writes.patch_policy_status(name, {"completed": completed})
+            self._completed_written[name] = completed
