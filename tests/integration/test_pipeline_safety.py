@@ -195,8 +195,11 @@ async def _versions(kube: client.ApiClient, namespace: str) -> dict[str, str]:
         found[f"node/{node.metadata.name}"] = node.metadata.resource_version
     for pod in (await core.list_namespaced_pod(namespace)).items:
         found[f"pod/{pod.metadata.name}"] = pod.metadata.resource_version
+    # Events: Molt's own. The controller-manager keeps recording its own node events
+    # (e.g. RemovingNode for an earlier test's nodes) on a schedule of its own.
     for event in (await core.list_namespaced_event("default")).items:
-        found[f"event/{event.metadata.name}"] = event.metadata.resource_version
+        if event.source and event.source.component == "molt":
+            found[f"event/{event.metadata.name}"] = event.metadata.resource_version
     for plural in ("terminationpolicies", "instancegroups"):
         for item in (await custom.list_cluster_custom_object(GROUP, VERSION, plural))["items"]:
             found[f"{plural}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
