@@ -21,7 +21,7 @@ from rich.table import Table
 
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.controllers.termination.drain import DrainAttempt, Drainer
-from molt.kube.reader import connect
+from molt.kube.reader import NoClusterError, connect
 from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
@@ -167,7 +167,7 @@ def drain_command(
         code = asyncio.run(
             drain_node(node, str(kubeconfig) if kubeconfig else None, seconds, dry_run)
         )
-    except DrainFailedError as error:
+    except (DrainFailedError, NoClusterError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
     raise typer.Exit(code)

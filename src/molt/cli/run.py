@@ -12,6 +12,7 @@ from rich.console import Console
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.cli.logs import configure_logging
 from molt.controllers.app import RunOptions, run_controller
+from molt.kube.reader import NoClusterError
 
 errors = Console(stderr=True)
 
@@ -110,5 +111,9 @@ def run_command(
         workers=workers,
         resync_seconds=max(1.0, resync_seconds),
     )
-    code = asyncio.run(run_controller(options))
+    try:
+        code = asyncio.run(run_controller(options))
+    except NoClusterError as error:
+        errors.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
     raise typer.Exit(code)

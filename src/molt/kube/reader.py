@@ -77,8 +77,18 @@ async def connect(kubeconfig: str | None) -> client.ApiClient:
     configuration = client.Configuration()
     try:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    except (config.ConfigException, FileNotFoundError, TypeError):
+    except (config.ConfigException, FileNotFoundError, TypeError) as error:
         if kubeconfig:
-            raise
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            raise NoClusterError(f"cannot use kubeconfig {kubeconfig}: {error}") from error
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException as in_cluster:
+            raise NoClusterError(
+                "no cluster to talk to: pass --kubeconfig or set KUBECONFIG "
+                "(or run inside a cluster)"
+            ) from in_cluster
     return client.ApiClient(configuration)
+
+
+class NoClusterError(Exception):
+    """No usable kubeconfig and not running in a cluster; the message says what to do."""
