@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes_asyncio import client
 
-from molt.sandbox.sample_fleet import install_sample_fleet
+from molt.sandbox.sample_fleet import CURRENT_REVISION, PREVIOUS_REVISION, install_sample_fleet
 from tests.conftest import RunningSandbox
 from tests.support.builders import kwok_node
 from tests.support.waiting import eventually
@@ -81,7 +81,7 @@ async def test_plan_lists_the_sample_fleets_decisions_and_changes_nothing(
     assert rows[0]["reason"] == "max-age: 61h > 48h (past its deadline)"
     assert rows[0]["policy"] == "rotate-48h"
     assert rows[2]["reason"].startswith("taint: example.com/volume-attach-stuck:NoExecute")
-    assert rows[3]["reason"] == "drift: revision 5a0f93 != current b7e1c2"
+    assert rows[3]["reason"] == f"drift: revision {PREVIOUS_REVISION} != current {CURRENT_REVISION}"
     assert "budget full: 2/2 in flight in cluster" in rows[2]["blockedBy"]
     assert "workers-garbled" not in {r["node"] for r in rows}
     assert "node workers-garbled" in stderr

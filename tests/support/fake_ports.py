@@ -137,6 +137,7 @@ class FakeCluster:
         for one in pods:
             self.add_pod(one)
         self.instance_groups: dict[str, InstanceGroup] = {g.metadata.name: g for g in groups}
+        self.group_status_patches: list[tuple[str, dict[str, Any]]] = []
         self.termination_policies: dict[str, TerminationPolicy] = {
             p.metadata.name: p for p in policies
         }
@@ -269,6 +270,16 @@ class FakeCluster:
         manifest = dump_manifest(current)
         manifest["status"] = {**manifest.get("status", {}), **status}
         self.termination_policies[name] = TerminationPolicy.model_validate(manifest)
+
+    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
+        """Record the patch and merge it into the stored group (a missing one is ignored)."""
+        self.group_status_patches.append((name, status))
+        current = self.instance_groups.get(name)
+        if current is None:
+            return
+        manifest = dump_manifest(current)
+        manifest["status"] = {**manifest.get("status", {}), **status}
+        self.instance_groups[name] = InstanceGroup.model_validate(manifest)
 
 
 class FakeProvider:

@@ -13,6 +13,7 @@ from tests.support.builders import instance_group, kwok_node, termination_policy
 
 GROUP_LABEL = "molt.dev/instance-group"
 LAUNCHED_AT = "molt.dev/launched-at"
+KWOK_TEMPLATE: dict[str, Any] = {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "1s"}}
 
 
 async def install_old_fleet(
@@ -22,6 +23,7 @@ async def install_old_fleet(
     nodes: int,
     age: timedelta,
     annotations: dict[str, str] | None = None,
+    revision: str = "r1",
 ) -> list[str]:
     """An InstanceGroup (kwok, one spare slot) and ``nodes`` kwok nodes launched ``age`` ago."""
     await client.CustomObjectsApi(kube).create_cluster_custom_object(
@@ -34,7 +36,7 @@ async def install_old_fleet(
             maxSize=nodes + 1,
             replicas=nodes,
             zones=["zone-a"],
-            template={"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "1s"}},
+            template=KWOK_TEMPLATE,
         ),
     )
     launched = datetime.now(UTC) - age
@@ -45,7 +47,7 @@ async def install_old_fleet(
                 name,
                 labels={
                     GROUP_LABEL: group,
-                    "molt.dev/revision": "r1",
+                    "molt.dev/revision": revision,
                     "topology.kubernetes.io/zone": "zone-a",
                 },
                 annotations=annotations,

@@ -19,7 +19,7 @@ from molt.policy.plan import compute_plan
 from molt.sandbox.binaries import BuildError
 from molt.sandbox.cluster import Sandbox, SandboxError
 from molt.sandbox.processes import ProcessFailedError
-from molt.sandbox.sample_fleet import FLEET, install_sample_fleet
+from molt.sandbox.sample_fleet import CURRENT_REVISION, FLEET, install_sample_fleet
 
 console = Console(width=None if Console().is_terminal else 160)
 
@@ -30,7 +30,7 @@ async def _install_and_plan(kubeconfig: Path) -> None:
         await install_sample_fleet(api, datetime.now(UTC))
         console.print(
             f"Installed the sample fleet: {len(FLEET)} kwok nodes in 3 zones aged 1h to 61h, "
-            "InstanceGroup [bold]workers[/bold] (current revision b7e1c2), and "
+            f"InstanceGroup [bold]workers[/bold] (current revision {CURRENT_REVISION}), and "
             "TerminationPolicy [bold]rotate-48h[/bold] (max age 48h with 4h jitter, drift, "
             "a stuck-volume taint held 10m; at most 2 nodes in flight, 1 per zone).\n"
         )

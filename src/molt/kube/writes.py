@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from molt.kube.state import NODES, POLICIES
+from molt.kube.state import GROUPS, NODES, POLICIES
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import format_rfc3339
@@ -184,11 +184,17 @@ class KubeWrites:
             log.warning("event.not_recorded", node=node.name, reason=reason, error=str(error))
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        await self._patch_status(POLICIES, name, status)
+
+    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
+        await self._patch_status(GROUPS, name, status)
+
+    async def _patch_status(self, collection: str, name: str, status: dict[str, Any]) -> None:
         await self._before_write()
         try:
-            await self.raw.merge_patch(f"{POLICIES}/{name}/status", {"status": status})
+            await self.raw.merge_patch(f"{collection}/{name}/status", {"status": status})
         except ApiError as error:
-            if error.status != 404:
+            if error.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
 
@@ -231,3 +237,6 @@ class DryRunWrites:
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self._note(f"status of policy {name}: {status}")
+
+    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
+        self._note(f"status of instance group {name}: revision {status.get('currentRevision')}")

@@ -1,8 +1,9 @@
 """A small sample fleet for the demo and for trying Molt by hand: nine kwok nodes in
 three zones at assorted ages, one InstanceGroup, one TerminationPolicy.
 
-Until the instance-group controller exists, the group's ``status.currentRevision`` is
-written here directly, so drift has something to compare against.
+The current nodes carry the revision of the group's template (its hash); two carry the
+revision of an earlier template, so they have drifted. The group's status is written here
+too, so ``molt plan`` sees the current revision before any controller has run.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
+from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
 from molt.policy.age import format_rfc3339
+from molt.policy.cells import template_revision
 from molt.policy.snapshot import (
     CAPACITY_TYPE_LABEL,
     GROUP_LABEL,
@@ -23,8 +26,10 @@ from molt.policy.snapshot import (
 )
 
 GROUP_NAME = "workers"
-CURRENT_REVISION = "b7e1c2"
-PREVIOUS_REVISION = "5a0f93"
+TEMPLATE: dict[str, Any] = {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "5s"}}
+PREVIOUS_TEMPLATE: dict[str, Any] = {"instanceTypes": ["m4.large"], "kwok": {"bootDelay": "5s"}}
+CURRENT_REVISION = template_revision(Template.model_validate(TEMPLATE))
+PREVIOUS_REVISION = template_revision(Template.model_validate(PREVIOUS_TEMPLATE))
 STUCK_TAINT = "example.com/volume-attach-stuck"
 
 # (zone, hours since launch, revision, stuck taint added this many minutes ago)
@@ -76,7 +81,7 @@ INSTANCE_GROUP: dict[str, Any] = {
         "maxSize": 12,
         "replicas": 9,
         "zones": ["zone-a", "zone-b", "zone-c"],
-        "template": {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "5s"}},
+        "template": TEMPLATE,
         "maxNodeAge": "48h",
         "strategy": {"type": "RollingReplace", "maxSurge": 1, "maxUnavailable": 0},
     },

@@ -1,0 +1,1 @@
+"""Instance groups: revisions, status and (to come) cells, rollouts and rollback."""
