@@ -72,11 +72,17 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
     assert not watch.cordoned_without_reason
     # The pre-termination webhook was called once for every node, before it went.
     assert sorted(hooked) == sorted(old)
-    policy = await client.CustomObjectsApi(kube).get_cluster_custom_object_status(
-        GROUP, VERSION, "terminationpolicies", f"{group}-48h"
-    )
-    assert policy["status"]["completed"] == 6
-    assert policy["status"]["inFlight"] == 0
+
+    # The policy's status catches up on the next selection pass (within a second or two).
+    async def status_settled() -> dict[str, int] | None:
+        policy = await client.CustomObjectsApi(kube).get_cluster_custom_object_status(
+            GROUP, VERSION, "terminationpolicies", f"{group}-48h"
+        )
+        status = policy.get("status") or {}
+        return status if status.get("inFlight") == 0 else None
+
+    status = await eventually(status_settled, within=15, what="inFlight back to 0")
+    assert status["completed"] == 6
 
 
 async def _webhook(received: list[str]) -> tuple[str, web.AppRunner]:
