@@ -112,8 +112,16 @@ async def test_two_replicas_only_the_leader_acts_and_a_standby_takes_over_within
     await eventually(lambda: _rotated(kube, group, old, 4), within=120, interval=1, what="rotation")
     before_kill = b.log().split("controller.leading")[0]
     assert "node.selected" not in before_kill, "the standby acted before it led"
-    acted_by_a = set(re.findall(r"node\.terminated\s+node=(\S+)", a.log()))
-    acted_by_b = set(re.findall(r"node\.terminated\s+node=(\S+)", b.log()))
+
+    def terminated_by(process: MoltProcess) -> set[str]:
+        return set(re.findall(r"node\.terminated\s+node=(\S+)", process.log()))
+
+    async def all_logged() -> bool:
+        # The log line follows the node's deletion by a status write: let it land.
+        return terminated_by(a) | terminated_by(b) == set(old)
+
+    await eventually(all_logged, within=15, what="every termination in a log")
+    acted_by_a, acted_by_b = terminated_by(a), terminated_by(b)
     assert acted_by_a
     assert acted_by_b
     assert acted_by_a | acted_by_b == set(old)
