@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from molt.kube.transport import RawApi
 from molt.kube.watch import Reflector
 
 
@@ -18,10 +19,14 @@ def _node(name: str, version: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "resourceVersion": version}}
 
 
-class ScriptedApi:
-    """A fake transport: LISTs answer from ``lists`` in turn, WATCHes from ``watches``."""
+class ScriptedApi(RawApi):
+    """A fake transport: LISTs answer from ``lists`` in turn, WATCHes from ``watches``.
+
+    Only the two calls that reach the network are replaced; paging is RawApi's own.
+    """
 
     def __init__(self, lists: list[list[dict[str, Any]]], watches: list[list[dict[str, Any]]]):
+        super().__init__(None)  # type: ignore[arg-type]
         self.lists = lists
         self.watches = watches
         self.watch_versions: list[str] = []
@@ -63,7 +68,7 @@ async def test_a_410_from_the_watch_is_answered_by_a_fresh_list() -> None:
         watches=[[gone]],
     )
     reflector: Reflector[str] = Reflector(
-        api,  # type: ignore[arg-type]
+        api,
         "/api/v1/nodes",
         lambda raw: raw["metadata"]["name"],
         name="nodes",
@@ -78,7 +83,7 @@ async def test_the_watch_resumes_from_the_last_bookmark() -> None:
     added = {"type": "ADDED", "object": _node("c", "43")}
     api = ScriptedApi(lists=[[_node("a", "5")]], watches=[[bookmark], [added]])
     reflector: Reflector[str] = Reflector(
-        api,  # type: ignore[arg-type]
+        api,
         "/api/v1/nodes",
         lambda raw: raw["metadata"]["name"],
         name="nodes",
@@ -91,7 +96,7 @@ async def test_the_watch_resumes_from_the_last_bookmark() -> None:
 async def test_an_older_event_does_not_undo_our_own_newer_write() -> None:
     api = ScriptedApi(lists=[[]], watches=[])
     reflector: Reflector[dict[str, Any]] = Reflector(
-        api,  # type: ignore[arg-type]
+        api,
         "/api/v1/nodes",
         lambda raw: raw,
         name="nodes",

@@ -7,18 +7,16 @@ once and exit.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from kubernetes_asyncio import client
 from pydantic import ValidationError
 
-from molt.api import GROUP, VERSION, TerminationPolicy
+from molt.api import TerminationPolicy
 from molt.kube.projections import group_view, node_view
+from molt.kube.state import GROUPS, NODES, POLICIES
+from molt.kube.transport import RawApi
 from molt.policy.snapshot import Snapshot
-
-PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -30,43 +28,22 @@ class ClusterRead:
     problems: list[str]
 
 
-async def _paged(fetch: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token: str | None = None
-    while True:
-        extra = {"_continue": token} if token else {}
-        response = await fetch(limit=PAGE_SIZE, _preload_content=False, **kwargs, **extra)
-        body = json.loads(await response.read())
-        items.extend(body.get("items", []))
-        token = body.get("metadata", {}).get("continue")
-        if not token:
-            return items
-
-
 async def read_cluster(api: client.ApiClient) -> ClusterRead:
     """List nodes, InstanceGroups and TerminationPolicies into a snapshot."""
-    core = client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
-    raw_nodes = await _paged(core.list_node)
-    raw_groups = await _paged(
-        custom.list_cluster_custom_object, group=GROUP, version=VERSION, plural="instancegroups"
-    )
-    raw_policies = await _paged(
-        custom.list_cluster_custom_object,
-        group=GROUP,
-        version=VERSION,
-        plural="terminationpolicies",
-    )
+    raw = RawApi(api)
+    raw_nodes, _ = await raw.list_all(NODES)
+    raw_groups, _ = await raw.list_all(GROUPS)
+    raw_policies, _ = await raw.list_all(POLICIES)
     problems: list[str] = []
     policies: list[TerminationPolicy] = []
-    for raw in raw_policies:
+    for item in raw_policies:
         try:
-            policies.append(TerminationPolicy.model_validate(raw))
+            policies.append(TerminationPolicy.model_validate(item))
         except ValidationError as error:
-            name = raw.get("metadata", {}).get("name")
+            name = item.get("metadata", {}).get("name")
             problems.append(f"TerminationPolicy {name}: skipped, invalid: {error}")
-    groups = {g.name: g for g in (group_view(raw) for raw in raw_groups)}
-    nodes = tuple(node_view(raw) for raw in raw_nodes)
+    groups = {g.name: g for g in (group_view(item) for item in raw_groups)}
+    nodes = tuple(node_view(item) for item in raw_nodes)
     return ClusterRead(Snapshot(nodes, groups), policies, problems)
 
 

@@ -115,6 +115,25 @@ class RawApi:
     async def list_page(self, path: str, query: list[tuple[str, str]]) -> Json:
         return await self.request("list", "GET", path, query=query)
 
+    async def list_all(
+        self, path: str, query: list[tuple[str, str]] | None = None, page_size: int = 500
+    ) -> tuple[list[Json], str]:
+        """Every item of a collection, page by page; and the list's resourceVersion."""
+        items: list[Json] = []
+        token = ""
+        version = ""
+        while True:
+            page_query = [*(query or []), ("limit", str(page_size))]
+            if token:
+                page_query.append(("continue", token))
+            page = await self.list_page(path, page_query)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or ""
+            version = meta.get("resourceVersion") or version
+            if not token:
+                return items, version
+
     async def create(self, path: str, body: Json) -> Json:
         return await self.request("create", "POST", path, body=body)
 

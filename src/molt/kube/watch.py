@@ -147,20 +147,7 @@ class Reflector(Generic[T]):
         self._remove(key)
 
     async def _list(self) -> None:
-        items: list[Json] = []
-        token = ""
-        version = ""
-        while True:
-            query = [*self._selectors(), ("limit", str(self.page_size))]
-            if token:
-                query.append(("continue", token))
-            page = await self.raw.list_page(self.path, query)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            token = meta.get("continue") or ""
-            version = meta.get("resourceVersion") or version
-            if not token:
-                break
+        items, version = await self.raw.list_all(self.path, self._selectors(), self.page_size)
         seen = set()
         for item in items:
             seen.add(object_key(item))
