@@ -52,8 +52,6 @@ class KwokProvider:
         self.check_fence = check_fence
         self.now = now
         self._booting: dict[str, asyncio.Task[None]] = {}
-        self.launches = 0
-        self.terminations = 0
 
     def _manifest(self, request: LaunchRequest) -> dict[str, object]:
         labels = dict(request.labels)
@@ -78,7 +76,6 @@ class KwokProvider:
                 await asyncio.sleep(request.boot_delay_seconds)
             self.check_fence()
             await self.core.create_node(self._manifest(request))  # type: ignore[arg-type]
-            self.launches += 1
             log.info("kwok.launched", node=name, group=request.group)
         except ApiException as error:
             if error.status != 409:  # 409: it already exists, which is what we wanted
@@ -104,7 +101,6 @@ class KwokProvider:
         self.check_fence()
         try:
             await self.core.delete_node(node.name)
-            self.terminations += 1
         except ApiException as error:
             if error.status != 404:
                 raise ProviderError(f"cannot delete node {node.name}: {error.reason}") from error

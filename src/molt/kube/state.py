@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from molt.api import GROUP, VERSION, InstanceGroup, TerminationPolicy
 from molt.kube.projections import group_view, node_view, pod_view
@@ -30,26 +29,10 @@ GROUPS = f"/apis/{GROUP}/{VERSION}/instancegroups"
 POLICIES = f"/apis/{GROUP}/{VERSION}/terminationpolicies"
 
 
-class InvalidObject:
-    """A custom object that fails validation: kept out of the controller's way."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _policy(raw: Json) -> TerminationPolicy | InvalidObject:
-    try:
-        return TerminationPolicy.model_validate(raw)
-    except ValidationError as error:
-        return InvalidObject(str(error))
-
-
-def _group(raw: Json) -> tuple[GroupView, InstanceGroup | InvalidObject]:
-    try:
-        model: InstanceGroup | InvalidObject = InstanceGroup.model_validate(raw)
-    except ValidationError as error:
-        model = InvalidObject(str(error))
-    return group_view(raw), model
+def _group(raw: Json) -> tuple[GroupView, InstanceGroup]:
+    # An invalid object raises ValidationError (a ValueError): the reflector reports it
+    # once and leaves it out of the cache.
+    return group_view(raw), InstanceGroup.model_validate(raw)
 
 
 class KubeClusterState:
@@ -73,11 +56,15 @@ class KubeClusterState:
             on_change=(lambda key, old, new: on_node(key, old, new)) if on_node else None,
         )
         notify: Any = (lambda *_: on_policy_or_group()) if on_policy_or_group else None
-        self.groups_cache: Reflector[tuple[GroupView, InstanceGroup | InvalidObject]] = Reflector(
+        self.groups_cache: Reflector[tuple[GroupView, InstanceGroup]] = Reflector(
             raw, GROUPS, _group, name="instancegroups", on_change=notify
         )
-        self.policies_cache: Reflector[TerminationPolicy | InvalidObject] = Reflector(
-            raw, POLICIES, _policy, name="terminationpolicies", on_change=notify
+        self.policies_cache: Reflector[TerminationPolicy] = Reflector(
+            raw,
+            POLICIES,
+            TerminationPolicy.model_validate,
+            name="terminationpolicies",
+            on_change=notify,
         )
         self._pods: dict[str, tuple[Reflector[PodView], asyncio.Task[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,23 +107,13 @@ class KubeClusterState:
 
     def instance_group(self, name: str) -> InstanceGroup | None:
         found = self.groups_cache.get(name)
-        if found is None or isinstance(found[1], InvalidObject):
-            return None
-        return found[1]
+        return found[1] if found else None
 
     def policies(self) -> list[TerminationPolicy]:
-        return [p for p in self.policies_cache.values() if isinstance(p, TerminationPolicy)]
-
-    def invalid_policies(self) -> dict[str, str]:
-        return {
-            key: entry.value.error
-            for key, entry in self.policies_cache.store.items()
-            if isinstance(entry.value, InvalidObject)
-        }
+        return self.policies_cache.values()
 
     def policy(self, name: str) -> TerminationPolicy | None:
-        found = self.policies_cache.get(name)
-        return found if isinstance(found, TerminationPolicy) else None
+        return self.policies_cache.get(name)
 
     def pods_on(self, node: str) -> list[PodView] | None:
         watched = self._pods.get(node)
@@ -160,7 +137,3 @@ class KubeClusterState:
         watched = self._pods.pop(node, None)
         if watched is not None:
             watched[1].cancel()
-
-    @property
-    def pod_watches(self) -> int:
-        return len(self._pods)

@@ -7,7 +7,7 @@ runs once.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from molt.api.durations import parse_duration
 from molt.api.terminationpolicy import Drain, TerminationPolicy
@@ -58,7 +58,3 @@ def count_annotation(node: NodeView, annotation: str) -> int:
         return max(0, int(node.annotations.get(annotation, "0")))
     except ValueError:
         return 0
-
-
-def timeout_of(policy: TerminationPolicy | None) -> timedelta:
-    return parse_duration(drain_settings(policy).timeout)

@@ -79,8 +79,10 @@ class SelectionReconciler:
         self.on_selected = on_selected
         self.resync_seconds = resync_seconds
         self._reported_problems: dict[str, str] = {}
-        self._written_status: dict[str, dict[str, Any]] = {}
         self.last_plan: Plan | None = None
+        """The plan of the latest pass, for inspection."""
+        self._written_status: dict[str, tuple[object, ...]] = {}
+        """What each policy's status last said, so an unchanged status is not rewritten."""
 
     async def reconcile(self) -> float:
         if not self.reads.synced():
@@ -118,7 +120,7 @@ class SelectionReconciler:
                 node, "Selected", f"selected by policy {candidate.policy}: {candidate.reason}"
             )
             self.on_selected(node.name)
-        await self._write_statuses(policies, plan, now)
+        await self._write_statuses(policies, self.reads.nodes(), plan, now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
         return self.resync_seconds
@@ -137,13 +139,13 @@ class SelectionReconciler:
             del self._reported_problems[name]
 
     async def _write_statuses(
-        self, policies: list[TerminationPolicy], plan: Plan, now: datetime
+        self, policies: list[TerminationPolicy], nodes: list[NodeView], plan: Plan, now: datetime
     ) -> None:
+        """Counters and conditions per policy, from the nodes as they are after admission."""
         waiting: dict[str, int] = {}
         for decision in plan.decisions:
             if decision.action == "wait":
                 waiting[decision.candidate.policy] = waiting.get(decision.candidate.policy, 0) + 1
-        nodes = self.reads.nodes()
         for policy in policies:
             name = policy.metadata.name
             mine = [
@@ -162,7 +164,7 @@ class SelectionReconciler:
                 f"{n.name}: {n.annotations[BLOCKED_ANNOTATION]}" for n in blocked[:5]
             )
             summary = (counts, blocked_text, waiting.get(name, 0))
-            if self._written_status.get(name) == {"summary": summary}:
+            if self._written_status.get(name) == summary:
                 continue
             conditions = [
                 _condition(
@@ -184,4 +186,4 @@ class SelectionReconciler:
                 ),
             ]
             await self.writes.patch_policy_status(name, {**counts, "conditions": conditions})
-            self._written_status[name] = {"summary": summary}
+            self._written_status[name] = summary
