@@ -16,7 +16,12 @@ from molt.api import GROUP, VERSION
 from molt.policy.age import parse_rfc3339
 from tests.support.builders import deployment, pdb
 from tests.support.controller import MoltProcess
-from tests.support.kube_fleet import install_old_fleet, install_policy, node_events, ready_nodes
+from tests.support.kube_fleet import (
+    has_ready_nodes,
+    install_old_fleet,
+    install_policy,
+    node_events,
+)
 from tests.support.waiting import eventually
 
 
@@ -56,7 +61,7 @@ async def test_do_not_disrupt_holds_until_the_deadline_and_two_pdbs_are_reported
     held, doubled = await install_old_fleet(
         kube, group, nodes=2, age=timedelta(minutes=59, seconds=10)
     )
-    await eventually(lambda: _count(kube, group, 2), what="two Ready nodes")
+    await eventually(lambda: has_ready_nodes(kube, group, 2), what="two Ready nodes")
     apps = client.AppsV1Api(kube)
     await apps.create_namespaced_deployment(
         namespace,
@@ -134,7 +139,7 @@ async def test_dry_run_changes_nothing_and_a_malformed_launch_time_is_reported(
         age=timedelta(hours=60),
         annotations={"molt.dev/launched-at": "last tuesday"},
     )
-    await eventually(lambda: _count(kube, group, 3), what="three Ready nodes")
+    await eventually(lambda: has_ready_nodes(kube, group, 3), what="three Ready nodes")
     await client.AppsV1Api(kube).create_namespaced_deployment(
         namespace, deployment("web", namespace, 3, node_selector={"molt.dev/revision": "r1"})
     )
@@ -144,7 +149,7 @@ async def test_dry_run_changes_nothing_and_a_malformed_launch_time_is_reported(
     before = await eventually(lambda: _settled(kube, namespace), what="writes to settle")
 
     dry = run_molt("--dry-run", name="dry")
-    await eventually(lambda: _logged(dry, "dry_run.would"), within=30, what="dry-run decisions")
+    await eventually(lambda: dry.logged("dry_run.would"), within=30, what="dry-run decisions")
     await asyncio.sleep(3)  # a few more selection passes (resync is 2 s in tests)
     assert dry.stop() == 0
     log = dry.log()
@@ -164,10 +169,6 @@ async def test_dry_run_changes_nothing_and_a_malformed_launch_time_is_reported(
     assert real.alive()
 
 
-async def _count(kube: client.ApiClient, group: str, count: int) -> bool:
-    return len(await ready_nodes(kube, group)) >= count
-
-
 async def _running(kube: client.ApiClient, namespace: str, node: str, count: int) -> bool:
     pods = await _pods_on(kube, namespace, node)
     return len(pods) == count and all(p.status.phase == "Running" for p in pods)
@@ -176,10 +177,6 @@ async def _running(kube: client.ApiClient, namespace: str, node: str, count: int
 async def _all_pods_ready(kube: client.ApiClient, namespace: str, count: int) -> bool:
     pods = await client.CoreV1Api(kube).list_namespaced_pod(namespace)
     return sum(1 for p in pods.items if p.status.phase == "Running") >= count
-
-
-async def _logged(process: MoltProcess, text: str) -> bool:
-    return text in process.log()
 
 
 async def _reasons(kube: client.ApiClient, node: str) -> list[str]:

@@ -16,7 +16,14 @@ from kubernetes_asyncio import client
 
 from tests.support.builders import deployment, pdb
 from tests.support.controller import FleetWatch, MoltProcess
-from tests.support.kube_fleet import install_old_fleet, install_policy, node_events, ready_nodes
+from tests.support.kube_fleet import (
+    has_ready_nodes,
+    has_ready_replicas,
+    install_old_fleet,
+    install_policy,
+    node_events,
+    ready_nodes,
+)
 from tests.support.waiting import eventually
 
 
@@ -40,7 +47,7 @@ async def test_kill_9_mid_drain_resumes_and_finishes_each_node_exactly_once(
 ) -> None:
     group = f"kill-{uuid.uuid4().hex[:5]}"
     old = await install_old_fleet(kube, group, nodes=3, age=timedelta(hours=60))
-    await eventually(lambda: _count(kube, group, 3), what="three Ready nodes")
+    await eventually(lambda: has_ready_nodes(kube, group, 3), what="three Ready nodes")
     apps = client.AppsV1Api(kube)
     await apps.create_namespaced_deployment(
         namespace, deployment("web", namespace, 6, node_selector={"molt.dev/instance-group": group})
@@ -51,7 +58,7 @@ async def test_kill_9_mid_drain_resumes_and_finishes_each_node_exactly_once(
     watch = FleetWatch()
     await watch.start(kube, namespace, "web", 6, group)
     try:
-        await eventually(lambda: _ready_replicas(apps, namespace, 6), what="six ready replicas")
+        await eventually(lambda: has_ready_replicas(kube, namespace, 6), what="six ready replicas")
         await install_policy(
             kube, group, group, rules={"maxAge": "48h"}, budgets=[{"maxInFlight": 1}]
         )
@@ -93,18 +100,18 @@ async def test_two_replicas_only_the_leader_acts_and_a_standby_takes_over_within
 ) -> None:
     group = f"lead-{uuid.uuid4().hex[:5]}"
     old = await install_old_fleet(kube, group, nodes=4, age=timedelta(hours=60))
-    await eventually(lambda: _count(kube, group, 4), what="four Ready nodes")
+    await eventually(lambda: has_ready_nodes(kube, group, 4), what="four Ready nodes")
     lease = f"molt-{group}"
     a = run_molt("--leader-elect", f"--lease-name={lease}", "--identity=replica-a", name="a")
-    await eventually(lambda: _logged(a, "controller.leading"), within=30, what="a leads")
+    await eventually(lambda: a.logged("controller.leading"), within=30, what="a leads")
     b = run_molt("--leader-elect", f"--lease-name={lease}", "--identity=replica-b", name="b")
-    await eventually(lambda: _logged(b, "caches.synced"), within=30, what="b's caches")
+    await eventually(lambda: b.logged("caches.synced"), within=30, what="b's caches")
     await install_policy(kube, group, group, rules={"maxAge": "48h"}, budgets=[{"maxInFlight": 1}])
-    await eventually(lambda: _logged(a, "node.terminated"), within=60, what="a's first node")
+    await eventually(lambda: a.logged("node.terminated"), within=60, what="a's first node")
 
     a.kill(signal.SIGKILL)
     killed_at = time.monotonic()
-    await eventually(lambda: _logged(b, "controller.leading"), within=40, interval=0.1, what="b")
+    await eventually(lambda: b.logged("controller.leading"), within=40, interval=0.1, what="b")
     handover = time.monotonic() - killed_at
     assert handover <= 20, f"handover took {handover:.1f}s"
     print(f"handover after kill -9: {handover:.1f}s")
@@ -126,16 +133,3 @@ async def test_two_replicas_only_the_leader_acts_and_a_standby_takes_over_within
     assert acted_by_b
     assert acted_by_a | acted_by_b == set(old)
     assert not acted_by_a & acted_by_b
-
-
-async def _count(kube: client.ApiClient, group: str, count: int) -> bool:
-    return len(await ready_nodes(kube, group)) >= count
-
-
-async def _ready_replicas(apps: client.AppsV1Api, namespace: str, replicas: int) -> bool:
-    found = await apps.read_namespaced_deployment_status("web", namespace)
-    return (found.status.ready_replicas or 0) >= replicas
-
-
-async def _logged(process: MoltProcess, text: str) -> bool:
-    return text in process.log()

@@ -14,7 +14,13 @@ from kubernetes_asyncio import client
 from molt.api import GROUP, VERSION
 from tests.support.builders import deployment, pdb
 from tests.support.controller import FleetWatch, MoltProcess
-from tests.support.kube_fleet import install_old_fleet, install_policy, ready_nodes
+from tests.support.kube_fleet import (
+    has_ready_nodes,
+    has_ready_replicas,
+    install_old_fleet,
+    install_policy,
+    ready_nodes,
+)
 from tests.support.waiting import eventually
 
 
@@ -27,7 +33,7 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
     group = f"rot-{uuid.uuid4().hex[:5]}"
     old = await install_old_fleet(kube, group, nodes=6, age=timedelta(hours=60))
     await eventually(
-        lambda: _count_at_least(kube, group, 6), what="kwok to mark the six nodes Ready"
+        lambda: has_ready_nodes(kube, group, 6), what="kwok to mark the six nodes Ready"
     )
     apps = client.AppsV1Api(kube)
     await apps.create_namespaced_deployment(
@@ -42,7 +48,7 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
     watch = FleetWatch()
     await watch.start(kube, namespace, "web", 12, group)
     try:
-        await eventually(lambda: _deployment_ready(apps, namespace, 12), what="12 ready replicas")
+        await eventually(lambda: has_ready_replicas(kube, namespace, 12), what="12 ready replicas")
         await install_policy(
             kube,
             f"{group}-48h",
@@ -59,7 +65,7 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
             return len(ready) == 6 and not set(ready) & set(old)
 
         await eventually(rotated, within=240, interval=1, what="every old node replaced")
-        await eventually(lambda: _deployment_ready(apps, namespace, 12), what="12 ready again")
+        await eventually(lambda: has_ready_replicas(kube, namespace, 12), what="12 ready again")
         assert molt.alive(), molt.log()
     finally:
         await watch.stop()
@@ -100,12 +106,3 @@ async def _webhook(received: list[str]) -> tuple[str, web.AppRunner]:
     await site.start()
     port = runner.addresses[0][1]
     return f"http://127.0.0.1:{port}/pre-stop", runner
-
-
-async def _count_at_least(kube: client.ApiClient, group: str, count: int) -> bool:
-    return len(await ready_nodes(kube, group)) >= count
-
-
-async def _deployment_ready(apps: client.AppsV1Api, namespace: str, replicas: int) -> bool:
-    found = await apps.read_namespaced_deployment_status("web", namespace)
-    return (found.status.ready_replicas or 0) >= replicas

@@ -68,6 +68,10 @@ class MoltProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    async def logged(self, text: str) -> bool:
+        """Whether the log has ``text`` yet (an ``eventually`` probe)."""
+        return text in self.log()
+
 
 def _node_facts(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]

@@ -77,6 +77,17 @@ async def ready_nodes(kube: client.ApiClient, group: str) -> list[str]:
     ]
 
 
+async def has_ready_nodes(kube: client.ApiClient, group: str, count: int) -> bool:
+    return len(await ready_nodes(kube, group)) >= count
+
+
+async def has_ready_replicas(
+    kube: client.ApiClient, namespace: str, replicas: int, name: str = "web"
+) -> bool:
+    found = await client.AppsV1Api(kube).read_namespaced_deployment_status(name, namespace)
+    return (found.status.ready_replicas or 0) >= replicas
+
+
 async def node_events(kube: client.ApiClient, node: str) -> list[tuple[str, str]]:
     """(reason, message) of every Event Molt recorded on the node, oldest first."""
     events = await client.CoreV1Api(kube).list_namespaced_event(
