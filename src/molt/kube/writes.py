@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,7 +76,7 @@ class KubeWrites:
         self,
         raw: RawApi,
         *,
-        check_fence: Any,
+        check_fence: Callable[[], None],
         nodes_cache: Reflector[NodeView] | None = None,
         rate: float = 20.0,
         burst: int = 40,
