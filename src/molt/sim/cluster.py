@@ -1,0 +1,449 @@
+"""The simulated cluster: the ``ClusterReads`` and ``ClusterWrites`` ports over memory.
+
+It plays the API server and the controllers Molt relies on: nodes (joined by the
+simulated cloud, Ready after a delay), the ReplicaSet controller (an evicted or orphaned
+pod is replaced at once), the scheduler (requests, node selectors, taints and
+tolerations; like kube-scheduler it looks at a bounded sample of feasible nodes from a
+rotating start and binds to the least allocated), kubelets (a bound pod runs and turns
+Ready after its start-up delay) and the eviction subresource with PDB semantics (see
+``molt.sim.workloads``). Writes land at once, as the production write path feeds its
+responses into the cache. Reads are cheap: the node list is built once per change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from molt.api.durations import parse_duration
+from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
+from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
+from molt.policy.snapshot import GroupView, NodeCondition, NodeView, PodView
+from molt.ports import EvictionOutcome, EvictionResult
+from molt.sim.clock import EventHeap
+from molt.sim.workloads import Budget, Deployment, SimPod
+
+FEASIBLE_SAMPLE = 50
+"""Feasible nodes the scheduler scores per pod (kube-scheduler samples, too)."""
+SCHEDULE_DELAY = 0.2
+"""From a pod appearing to the scheduler looking at it."""
+NodeListener = Callable[[str, NodeView | None, NodeView | None], None]
+
+
+@dataclass
+class SimNode:
+    """A node with its allocatable resources and the pods bound to it."""
+
+    view: NodeView
+    cpu_millis: int
+    memory_mib: int
+    used_cpu: int = 0
+    used_memory: int = 0
+    pods: dict[str, SimPod] = field(default_factory=dict)
+
+    def fits(self, deployment: Deployment) -> bool:
+        return (
+            self.used_cpu + deployment.cpu_millis <= self.cpu_millis
+            and self.used_memory + deployment.memory_mib <= self.memory_mib
+        )
+
+    def load(self) -> float:
+        return max(self.used_cpu / max(self.cpu_millis, 1), self.used_memory / self.memory_mib)
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """A Kubernetes Event Molt recorded, at a simulated second."""
+
+    at: float
+    node: str
+    reason: str
+    message: str
+    warning: bool
+
+
+def _merge(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str]:
+    merged = dict(current)
+    for key, value in (patch or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _group_view(group: InstanceGroup) -> GroupView:
+    max_age = group.spec.max_node_age
+    return GroupView(
+        name=group.metadata.name,
+        current_revision=group.status.current_revision if group.status else None,
+        max_node_age_seconds=parse_duration(max_age).total_seconds() if max_age else None,
+    )
+
+
+class SimCluster:
+    """Nodes, workloads, budgets, Molt's resources, and the controllers that move them."""
+
+    def __init__(self, events: EventHeap) -> None:
+        self.events = events
+        self.clock = events.clock
+        self._nodes: dict[str, SimNode] = {}
+        self._node_list: list[NodeView] | None = None
+        self._groups: dict[str, InstanceGroup] = {}
+        self._group_views: dict[str, GroupView] | None = None
+        self._policies: dict[str, TerminationPolicy] = {}
+        self._pods: dict[str, SimPod] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self.budgets: dict[str, Budget] = {}
+        self._pending: dict[str, SimPod] = {}
+        self._feasible: dict[tuple[object, ...], list[str]] = {}
+        self._rotation = 0
+        self._uid = 0
+        self.node_listeners: list[NodeListener] = []
+        self.pod_listeners: list[Callable[[str], None]] = []
+        self.group_listeners: list[Callable[[str, InstanceGroup], None]] = []
+        self.recorded: list[RecordedEvent] = []
+        self.evictions: dict[str, int] = {}
+        self.pods_lost = 0
+        """Pods that went with their node rather than through an eviction."""
+
+    # Building the world.
+
+    def add_group(self, group: InstanceGroup) -> None:
+        self._groups[group.metadata.name] = group
+        self._group_views = None
+        for listener in self.group_listeners:
+            listener(group.metadata.name, group)
+
+    def add_policy(self, policy: TerminationPolicy) -> None:
+        self._policies[policy.metadata.name] = policy
+
+    def add_deployment(self, deployment: Deployment) -> None:
+        self.deployments[deployment.key] = deployment
+        for budget in self.budgets.values():
+            if budget.selects(deployment):
+                budget.deployments.append(deployment)
+                deployment.budgets.append(budget)
+        for _ in range(deployment.replicas):
+            self._new_pod(deployment)
+
+    def add_budget(self, budget: Budget) -> None:
+        self.budgets[budget.key] = budget
+        for deployment in self.deployments.values():
+            if budget.selects(deployment):
+                budget.deployments.append(deployment)
+                deployment.budgets.append(budget)
+
+    def add_node(self, view: NodeView, *, cpu_millis: int, memory_mib: int) -> None:
+        self._nodes[view.name] = SimNode(view, cpu_millis, memory_mib)
+        self._node_changed(view.name, None, view, placement=True)
+
+    def set_ready(self, name: str, ready: bool) -> None:
+        node = self._nodes.get(name)
+        if node is None or node.view.ready == ready:
+            return
+        condition = NodeCondition("Ready", "True" if ready else "False", self.clock.now())
+        others = tuple(c for c in node.view.conditions if c.type != "Ready")
+        self._replace_view(node, dataclasses.replace(node.view, conditions=(condition, *others)))
+
+    def remove_node(self, name: str) -> bool:
+        """The node goes (its instance died or was deleted); its pods go with it."""
+        node = self._nodes.pop(name, None)
+        if node is None:
+            return False
+        for pod in list(node.pods.values()):
+            self.pods_lost += 0 if pod.deleting else 1
+            self._remove_pod(pod, replace=not pod.deleting)
+        self._node_changed(name, node.view, None, placement=True)
+        return True
+
+    def update_group(self, group: InstanceGroup) -> None:
+        """A person edited the group (a timeline event)."""
+        self.add_group(group)
+
+    # Reads (ClusterReads).
+
+    def synced(self) -> bool:
+        return True
+
+    def nodes(self) -> list[NodeView]:
+        if self._node_list is None:
+            self._node_list = [n.view for n in self._nodes.values()]
+        return list(self._node_list)
+
+    def node(self, name: str) -> NodeView | None:
+        found = self._nodes.get(name)
+        return found.view if found else None
+
+    def groups(self) -> dict[str, GroupView]:
+        if self._group_views is None:
+            self._group_views = {name: _group_view(g) for name, g in self._groups.items()}
+        return dict(self._group_views)
+
+    def instance_group(self, name: str) -> InstanceGroup | None:
+        return self._groups.get(name)
+
+    def policies(self) -> list[TerminationPolicy]:
+        return list(self._policies.values())
+
+    def policy(self, name: str) -> TerminationPolicy | None:
+        return self._policies.get(name)
+
+    def pods_on(self, node: str) -> list[PodView] | None:
+        found = self._nodes.get(node)
+        if found is None:
+            return []
+        return [pod.project() for pod in found.pods.values()]
+
+    def release_pods(self, node: str) -> None:
+        return None
+
+    def node_count(self) -> int:
+        return len(self._nodes)
+
+    def sim_nodes(self) -> list[SimNode]:
+        return list(self._nodes.values())
+
+    # Writes (ClusterWrites).
+
+    async def patch_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> bool:
+        node = self._nodes.get(name)
+        if node is None:
+            return False
+        current = node.view
+        view = dataclasses.replace(
+            current,
+            labels=_merge(current.labels, labels) if labels else current.labels,
+            annotations=_merge(current.annotations, annotations)
+            if annotations
+            else current.annotations,
+            unschedulable=current.unschedulable if unschedulable is None else unschedulable,
+        )
+        self._replace_view(node, view)
+        return True
+
+    async def evict(self, pod: PodView) -> EvictionResult:
+        found = self._pods.get(pod.uid)
+        if found is None or found.deleting:
+            return self._count(EvictionResult(EvictionOutcome.GONE, "pod not found"))
+        owner = found.deployment
+        if len(owner.budgets) > 1:
+            return self._count(
+                EvictionResult(
+                    EvictionOutcome.MULTIPLE_PDBS,
+                    "This pod has more than one PodDisruptionBudget, which the eviction "
+                    "subresource does not support.",
+                )
+            )
+        if owner.budgets and found.running:
+            budget = owner.budgets[0]
+            # A Ready pod uses up a disruption; an unready one may go while the budget holds
+            # (the default unhealthyPodEvictionPolicy, IfHealthyBudget).
+            if found.ready and budget.disruptions_allowed <= 0:
+                return self._count(self._refusal(budget))
+            if not found.ready and budget.healthy < budget.desired_healthy:
+                return self._count(self._refusal(budget))
+        self._begin_deletion(found)
+        for budget in owner.budgets:
+            if budget.healthy < budget.desired_healthy:
+                budget.violations.append(
+                    f"{self.clock.seconds:.0f}s: eviction of {pod.key} left "
+                    f"{budget.healthy} healthy < {budget.desired_healthy}"
+                )
+        return self._count(EvictionResult(EvictionOutcome.EVICTED))
+
+    async def delete_pod(self, pod: PodView) -> None:
+        found = self._pods.get(pod.uid)
+        if found is not None and not found.deleting:
+            self._begin_deletion(found)
+
+    async def delete_node(self, name: str) -> bool:
+        return self.remove_node(name)
+
+    async def record_event(
+        self, node: NodeView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.recorded.append(RecordedEvent(self.clock.seconds, node.name, reason, message, warning))
+
+    async def record_group_event(
+        self, group: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.recorded.append(
+            RecordedEvent(self.clock.seconds, f"ig/{group}", reason, message, warning)
+        )
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        current = self._policies.get(name)
+        if current is None:
+            return
+        old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
+        merged = TerminationPolicyStatus.model_validate({**old, **status})
+        self._policies[name] = current.model_copy(update={"status": merged})
+
+    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
+        current = self._groups.get(name)
+        if current is None:
+            return
+        old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
+        merged = InstanceGroupStatus.model_validate({**old, **status})
+        updated = current.model_copy(update={"status": merged})
+        self._groups[name] = updated
+        self._group_views = None
+        for listener in self.group_listeners:
+            listener(name, updated)
+
+    # The ReplicaSet controller, the scheduler and the kubelets.
+
+    def _count(self, result: EvictionResult) -> EvictionResult:
+        key = result.outcome.value
+        self.evictions[key] = self.evictions.get(key, 0) + 1
+        return result
+
+    @staticmethod
+    def _refusal(budget: Budget) -> EvictionResult:
+        return EvictionResult(
+            EvictionOutcome.PDB_BLOCKED,
+            "Cannot evict pod as it would violate the pod's disruption budget. "
+            f"The disruption budget {budget.name} needs {budget.desired_healthy} healthy "
+            f"pods and has {budget.healthy}.",
+        )
+
+    def _new_pod(self, deployment: Deployment) -> SimPod:
+        self._uid += 1
+        deployment.serial += 1
+        pod = SimPod(deployment, f"{deployment.name}-{deployment.serial:05d}", f"pod-{self._uid}")
+        deployment.pods[pod.uid] = pod
+        self._pods[pod.uid] = pod
+        self._pending[pod.uid] = pod
+        self.events.keyed("scheduler", SCHEDULE_DELAY, self.schedule_pending)
+        return pod
+
+    def _set_ready(self, pod: SimPod, ready: bool) -> None:
+        if pod.ready == ready:
+            return
+        pod.ready = ready
+        pod.deployment.ready += 1 if ready else -1
+        for budget in pod.deployment.budgets:
+            budget.observe(self.clock.seconds)
+
+    def _begin_deletion(self, pod: SimPod) -> None:
+        """Evicted or deleted: not healthy from now, gone after its grace period."""
+        pod.deleting = True
+        pod.changed()
+        self._set_ready(pod, False)
+        self._new_pod(pod.deployment)  # the ReplicaSet does not count terminating pods
+        if pod.node is not None:
+            self._pods_changed(pod.node)
+        self.events.after(
+            pod.deployment.grace_seconds, lambda: self._remove_pod(pod, replace=False)
+        )
+
+    def _remove_pod(self, pod: SimPod, *, replace: bool) -> None:
+        if self._pods.pop(pod.uid, None) is None:
+            return
+        self._pending.pop(pod.uid, None)
+        pod.deployment.pods.pop(pod.uid, None)
+        self._set_ready(pod, False)
+        node = self._nodes.get(pod.node) if pod.node else None
+        if node is not None and node.pods.pop(pod.uid, None) is not None:
+            node.used_cpu -= pod.deployment.cpu_millis
+            node.used_memory -= pod.deployment.memory_mib
+            self._pods_changed(node.view.name)
+            if self._pending:
+                self.events.keyed("scheduler", SCHEDULE_DELAY, self.schedule_pending)
+        if replace:
+            self._new_pod(pod.deployment)
+
+    def _schedulable(self, node: SimNode, deployment: Deployment) -> bool:
+        view = node.view
+        if view.unschedulable or not view.ready:
+            return False
+        for key, value in deployment.node_selector.items():
+            if view.labels.get(key) != value:
+                return False
+        return all(
+            deployment.tolerates(t.key, t.value, t.effect)
+            for t in view.taints
+            if t.effect in ("NoSchedule", "NoExecute")
+        )
+
+    def _candidates(self, deployment: Deployment) -> list[str]:
+        key = deployment.placement_key()
+        names = self._feasible.get(key)
+        if names is None:
+            names = [n.view.name for n in self._nodes.values() if self._schedulable(n, deployment)]
+            self._feasible[key] = names
+        return names
+
+    def schedule_pending(self) -> None:
+        """Bind every pending pod that fits somewhere; the rest wait for a node change."""
+        for pod in list(self._pending.values()):
+            owner = pod.deployment
+            names = self._candidates(owner)
+            if not names:
+                continue
+            best: SimNode | None = None
+            seen = 0
+            start = self._rotation % len(names)
+            for offset in range(len(names)):
+                node = self._nodes.get(names[(start + offset) % len(names)])
+                if node is None or not node.fits(owner):
+                    continue
+                if best is None or node.load() < best.load():
+                    best = node
+                seen += 1
+                if seen >= FEASIBLE_SAMPLE:
+                    break
+            self._rotation += 1
+            if best is None:
+                continue
+            del self._pending[pod.uid]
+            pod.node = best.view.name
+            pod.changed()
+            best.pods[pod.uid] = pod
+            best.used_cpu += owner.cpu_millis
+            best.used_memory += owner.memory_mib
+            self.events.after(owner.startup_seconds, lambda p=pod: self._start(p))  # type: ignore[misc]
+
+    def _start(self, pod: SimPod) -> None:
+        if pod.uid not in self._pods or pod.deleting:
+            return
+        pod.running = True
+        pod.changed()
+        self._set_ready(pod, True)
+        if pod.node is not None:
+            self._pods_changed(pod.node)
+
+    def _pods_changed(self, node: str) -> None:
+        for listener in self.pod_listeners:
+            listener(node)
+
+    def _replace_view(self, node: SimNode, view: NodeView) -> None:
+        old = node.view
+        node.view = view
+        placement = (
+            old.unschedulable != view.unschedulable
+            or old.ready != view.ready
+            or old.taints != view.taints
+        )
+        self._node_changed(view.name, old, view, placement=placement)
+
+    def _node_changed(
+        self, name: str, old: NodeView | None, new: NodeView | None, *, placement: bool
+    ) -> None:
+        self._node_list = None
+        if placement:
+            self._feasible.clear()
+            if self._pending:
+                self.events.keyed("scheduler", SCHEDULE_DELAY, self.schedule_pending)
+        for listener in self.node_listeners:
+            listener(name, old, new)

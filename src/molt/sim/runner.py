@@ -1,0 +1,323 @@
+"""A simulation: the production termination controller over the simulated cluster and cloud.
+
+``Simulation`` builds the world a scenario describes, then runs Molt's own
+``TerminationController`` (selection, the per-node pipeline, the instance-group
+controller) unchanged. Only its work queue is the simulator's: ``VirtualWorkQueue``
+turns "reconcile this key after X seconds" into events on the virtual clock, and each
+reconcile is run to completion at once (``molt.sim.drive``). The cluster notifies the
+controller of node, pod and resource changes exactly as the watch caches do.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from molt.api.instancegroup import InstanceGroup, Template
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.api.types import ObjectMeta
+from molt.cloud.provider import CellRef, Provider
+from molt.controllers.termination.controller import SELECTION, TerminationController
+from molt.controllers.workqueue import WorkQueue
+from molt.observe.metrics import Metrics
+from molt.policy.cells import CellKey, split_capacity, template_revision
+from molt.sim.clock import EventHeap, VirtualClock
+from molt.sim.cloud import CloudSettings, Outage, SimCloud
+from molt.sim.cluster import SimCluster
+from molt.sim.drive import complete
+from molt.sim.record import Recorder
+from molt.sim.scenario import Scenario, cpu_millis, memory_mib, seconds
+from molt.sim.workloads import Budget, Deployment, Toleration
+
+log = structlog.get_logger(__name__)
+
+ERRORS_KEPT = 20
+
+
+class VirtualWorkQueue(WorkQueue[str]):
+    """The controller's work queue on the virtual clock: keys become heap events.
+
+    Deduplication and "the earlier due time wins" are the heap's keyed events. Selection
+    passes are spaced at least ``selection_floor`` apart (the production debounce is 1 s;
+    a large fleet may be simulated with a coarser one, which the report states).
+    """
+
+    def __init__(self, events: EventHeap, *, selection_floor: float = 1.0) -> None:
+        super().__init__(clock=events.clock.monotonic)
+        self.events = events
+        self.selection_floor = selection_floor
+        self.run_key: Callable[[str], None] = lambda key: None
+
+    def add(self, key: str) -> None:
+        self.add_after(key, 0.0)
+
+    def add_after(self, key: str, delay: float) -> None:
+        if key == SELECTION:
+            delay = max(delay, self.selection_floor)
+        self.events.keyed(key, delay, lambda: self.run_key(key))
+
+    def done(self, key: str) -> None:
+        return None
+
+    def __bool__(self) -> bool:
+        # WorkQueue has __len__, so an empty one is falsy, and the controller takes
+        # ``queue or WorkQueue()``: without this it would quietly build its own.
+        return True
+
+
+@dataclass
+class SimulationStats:
+    reconciles: int = 0
+    errors: int = 0
+    error_messages: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    events: int = 0
+
+
+class Simulation:
+    """One run of a scenario; ``run`` returns when its duration has passed."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.clock = VirtualClock(scenario.start)
+        self.events = EventHeap(self.clock)
+        self.cluster = SimCluster(self.events)
+        cloud_spec = scenario.cloud
+        self.cloud = SimCloud(
+            self.events,
+            self.cluster,
+            CloudSettings(
+                launch_delay=seconds(cloud_spec.launch_delay),
+                launch_jitter=seconds(cloud_spec.launch_jitter),
+                ready_delay=seconds(cloud_spec.ready_delay),
+                failure_rate=cloud_spec.launch_failure_rate,
+                retry_seconds=seconds(cloud_spec.retry_after),
+                bad_images=frozenset(cloud_spec.bad_images),
+                shapes={
+                    name: (cpu_millis(shape.cpu), memory_mib(shape.memory))
+                    for name, shape in cloud_spec.instance_types.items()
+                },
+            ),
+            seed=scenario.seed,
+        )
+        self.rng = random.Random(scenario.seed)
+        self.recorder = Recorder(self.cluster)
+        self.stats = SimulationStats()
+        self.metrics = Metrics()
+        self.queue = VirtualWorkQueue(
+            self.events, selection_floor=seconds(scenario.controller.selection_debounce)
+        )
+        providers: dict[str, Provider] = {"kwok": self.cloud, "aws": self.cloud}
+        self.controller = TerminationController(
+            self.cluster,
+            self.cluster,
+            self.clock,
+            self.metrics,
+            providers=providers,
+            queue=self.queue,
+            resync_seconds=seconds(scenario.controller.resync),
+        )
+        self.queue.run_key = self._reconcile
+        self._build()
+
+    # The world.
+
+    def _build(self) -> None:
+        scenario = self.scenario
+        for policy_entry in scenario.policies:
+            self.cluster.add_policy(
+                TerminationPolicy(
+                    metadata=ObjectMeta(name=policy_entry.name, generation=1),
+                    spec=policy_entry.spec,
+                )
+            )
+        for entry in scenario.fleet:
+            revision = template_revision(entry.spec.template)
+            group = InstanceGroup.model_validate(
+                {
+                    "metadata": {"name": entry.name, "generation": 1},
+                    "spec": entry.spec.model_dump(by_alias=True, exclude_none=True),
+                    "status": {"currentRevision": revision},
+                }
+            )
+            self.cluster.add_group(group)
+            plan = split_capacity(
+                entry.spec.desired_replicas, entry.spec.zones, entry.spec.capacity
+            )
+            # Deal the nodes (oldest first) round the cells, so each cell gets old and young.
+            remaining = dict(plan.cells)
+            slots: list[CellKey] = []
+            while len(slots) < plan.total:
+                for key in sorted(remaining):
+                    if remaining[key] > 0:
+                        slots.append(key)
+                        remaining[key] -= 1
+            for index, age in enumerate(entry.node_ages()):
+                if not slots:
+                    break
+                key = slots[index % len(slots)]
+                cell = CellRef(entry.name, revision, key.zone, key.capacity_type)
+                self.cloud.seed_instance(cell, entry.spec.template, age)
+        for pdb in scenario.pdbs:
+            self.cluster.add_budget(
+                Budget(
+                    pdb.namespace, pdb.name, pdb.selector, pdb.min_available, pdb.max_unavailable
+                )
+            )
+        for workload in scenario.workloads:
+            if workload.pdb is not None:
+                self.cluster.add_budget(
+                    Budget(
+                        workload.namespace,
+                        workload.name,
+                        workload.pod_labels,
+                        workload.pdb.min_available,
+                        workload.pdb.max_unavailable,
+                    )
+                )
+            self.cluster.add_deployment(
+                Deployment(
+                    namespace=workload.namespace,
+                    name=workload.name,
+                    replicas=workload.replicas,
+                    cpu_millis=cpu_millis(workload.requests.cpu),
+                    memory_mib=memory_mib(workload.requests.memory),
+                    labels=workload.pod_labels,
+                    node_selector=dict(workload.node_selector),
+                    tolerations=tuple(
+                        Toleration(t.key, t.operator, t.value, t.effect)
+                        for t in workload.tolerations
+                    ),
+                    startup_seconds=seconds(workload.startup),
+                    grace_seconds=seconds(workload.grace),
+                    do_not_disrupt=workload.do_not_disrupt,
+                )
+            )
+        # Pods start Running at once at the start: the fleet was already serving.
+        self.cluster.schedule_pending()
+        self._settle_initial_pods()
+        self.cluster.node_listeners.append(self.recorder.node_changed)
+        for view in self.cluster.nodes():
+            self.recorder.node_changed(view.name, None, view)
+        self.cluster.node_listeners.append(self.controller.node_changed)
+        self.cluster.pod_listeners.append(self._pods_changed)
+        self.cluster.group_listeners.append(lambda *_: self.controller.config_changed())
+        self._timeline()
+        every = seconds(scenario.sample_every)
+        self._sample_every = every
+        self.events.at(0.0, self._sample)
+
+    def _settle_initial_pods(self) -> None:
+        """Pods placed at the start are Running and Ready already."""
+        for deployment in self.cluster.deployments.values():
+            for pod in deployment.pods.values():
+                if pod.node is not None:
+                    pod.running = True
+                    pod.changed()
+                    if not pod.ready:
+                        pod.ready = True
+                        deployment.ready += 1
+        for budget in self.cluster.budgets.values():
+            budget.observe(0.0)
+
+    def _pods_changed(self, node: str) -> None:
+        view = self.cluster.node(node)
+        if view is not None and view.in_pipeline:
+            self.controller.pods_changed(node)
+
+    def _sample(self) -> None:
+        self.recorder.sample()
+        self.events.after(self._sample_every, self._sample)
+
+    def _timeline(self) -> None:
+        for event in self.scenario.timeline:
+            at = seconds(event.at)
+            if event.template_change is not None:
+                change = event.template_change
+                self.events.at(at, lambda c=change: self._change_template(c.group, c.template))  # type: ignore[misc]
+            if event.zone_outage is not None:
+                spec = event.zone_outage
+                outage = Outage(spec.zone, spec.capacity_type, spec.nodes_not_ready)
+                self.events.at(at, lambda o=outage: self.cloud.begin_outage(o))  # type: ignore[misc]
+                self.events.at(seconds(spec.until), lambda o=outage: self.cloud.end_outage(o))  # type: ignore[misc]
+            if event.spot_interruptions is not None:
+                rate = event.spot_interruptions.per_hour / 3600.0
+                until = (
+                    seconds(event.spot_interruptions.until)
+                    if event.spot_interruptions.until
+                    else math.inf
+                )
+                self._next_interruption(at, rate, until)
+
+    def _next_interruption(self, after: float, rate: float, until: float) -> None:
+        when = after + self.rng.expovariate(rate)
+        if when >= until:
+            return
+
+        def interrupt() -> None:
+            self.cloud.interrupt_spot()
+            self._next_interruption(when, rate, until)
+
+        self.events.at(when, interrupt)
+
+    def _change_template(self, name: str, patch: dict[str, Any]) -> None:
+        group = self.cluster.instance_group(name)
+        if group is None:
+            return
+        template = group.spec.template.model_dump(by_alias=True, exclude_none=True)
+        template.update(patch)
+        spec = group.spec.model_copy(update={"template": Template.model_validate(template)})
+        generation = (group.metadata.generation or 1) + 1
+        metadata = group.metadata.model_copy(update={"generation": generation})
+        self.cluster.update_group(group.model_copy(update={"spec": spec, "metadata": metadata}))
+        self.cloud.log.append(
+            (self.clock.seconds, "template", f"group {name}: template changed ({patch})")
+        )
+
+    # Driving the controller.
+
+    def _reconcile(self, key: str) -> None:
+        self.stats.reconciles += 1
+        try:
+            after = complete(self.controller._dispatch(key))
+        except Exception as error:
+            self.stats.errors += 1
+            if len(self.stats.error_messages) < ERRORS_KEPT:
+                self.stats.error_messages.append(
+                    f"{self.clock.seconds:.0f}s {key}: {type(error).__name__}: {error}"
+                )
+            self.queue.add_rate_limited(key)
+            return
+        self.queue.forget(key)
+        if after is not None:
+            self.queue.add_after(key, after)
+
+    def run(
+        self, progress: Callable[[float], None] | None = None, *, steps: int = 200
+    ) -> SimulationStats:
+        """Run the scenario's duration; ``progress`` hears the simulated seconds passed."""
+        started = time.perf_counter()
+        self.controller.enqueue_all()
+        end = self.scenario.duration_seconds
+        for step in range(1, steps + 1):
+            self.events.run_until(end * step / steps)
+            if progress is not None:
+                progress(self.clock.seconds)
+        self.recorder.sample()
+        self.stats.wall_seconds = time.perf_counter() - started
+        self.stats.events = self.events.processed
+        return self.stats
+
+    def node_hours(self) -> float:
+        """Simulated node-hours: every node's time alive within the run."""
+        end = self.clock.seconds
+        total = 0.0
+        for life in self.recorder.lifetimes.values():
+            total += ((life.ended if life.ended is not None else end) - life.joined) / 3600
+        return total

@@ -1,0 +1,335 @@
+"""Simulation scenarios: the YAML a person writes, its models, and errors that name the line.
+
+A scenario holds the fleet (InstanceGroups as in the CRD, with the ages of the nodes
+already running), workloads (Deployments with requests and PDBs), TerminationPolicies,
+the cloud's behaviour, timeline events (a template change, a zone outage, spot
+interruptions) and a duration. ``load_scenario`` parses and validates the whole file
+before anything runs; every problem is reported as ``file:line: field: message``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from molt.api.durations import parse_duration
+from molt.api.instancegroup import InstanceGroupSpec
+from molt.api.terminationpolicy import TerminationPolicySpec
+from molt.api.types import ApiModel, CountOrPercent, Duration, LabelSelector, Name
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_BINARY = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "Ti": 1024.0**2}
+_DECIMAL = {"k": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20, "T": 1e12 / 2**20}
+
+
+def cpu_millis(quantity: str | int | float) -> int:
+    """A Kubernetes CPU quantity (``500m``, ``2``) in millicores."""
+    match = _QUANTITY.match(str(quantity))
+    if match is None or match.group(2) not in (None, "m"):
+        raise ValueError(f"{quantity!r} is not a CPU quantity such as 500m or 2")
+    value = float(match.group(1))
+    return int(value if match.group(2) == "m" else value * 1000)
+
+
+def memory_mib(quantity: str | int | float) -> int:
+    """A Kubernetes memory quantity (``512Mi``, ``2Gi``, ``1G``, bytes) in MiB."""
+    match = _QUANTITY.match(str(quantity))
+    if match is None or match.group(2) == "m":
+        raise ValueError(f"{quantity!r} is not a memory quantity such as 512Mi or 2Gi")
+    value, unit = float(match.group(1)), match.group(2)
+    if unit is None:
+        return max(1, int(value / 2**20))
+    return max(1, int(value * (_BINARY.get(unit) or _DECIMAL[unit])))
+
+
+def seconds(duration: str) -> float:
+    return parse_duration(duration).total_seconds()
+
+
+class Requests(ApiModel):
+    """What the scheduler places a pod by."""
+
+    cpu: str = "100m"
+    memory: str = "128Mi"
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        cpu_millis(value)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        memory_mib(value)
+        return value
+
+
+class TolerationSpec(ApiModel):
+    key: str | None = None
+    operator: str = "Equal"
+    value: str | None = None
+    effect: str | None = None
+
+
+class BudgetSpec(ApiModel):
+    """A PodDisruptionBudget: exactly one of minAvailable and maxUnavailable."""
+
+    min_available: CountOrPercent | None = None
+    max_unavailable: CountOrPercent | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetSpec:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError("set exactly one of minAvailable and maxUnavailable")
+        return self
+
+
+class Workload(ApiModel):
+    """A Deployment and, optionally, the PDB over its pods."""
+
+    name: Name
+    namespace: Name = "default"
+    replicas: Annotated[int, Field(ge=0, le=100000)]
+    requests: Requests = Field(default_factory=Requests)
+    labels: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationSpec] = Field(default_factory=list)
+    startup: Duration = "10s"
+    grace: Duration = "5s"
+    do_not_disrupt: bool = False
+    pdb: BudgetSpec | None = None
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        return self.labels or {"app": self.name}
+
+
+class PdbEntry(BudgetSpec):
+    """A PodDisruptionBudget declared on its own (e.g. two over the same pods)."""
+
+    name: Name
+    namespace: Name = "default"
+    selector: dict[str, str]
+
+
+class Ages(ApiModel):
+    """Ages of the nodes running at the start, spread evenly from youngest to oldest."""
+
+    youngest: Duration = "0h"
+    oldest: Duration = "0h"
+
+    def spread(self, count: int) -> list[timedelta]:
+        young, old = parse_duration(self.youngest), parse_duration(self.oldest)
+        if count <= 1:
+            return [old] * count
+        step = (old - young) / (count - 1)
+        return [old - step * index for index in range(count)]
+
+
+class GroupEntry(ApiModel):
+    """An InstanceGroup as in the CRD, plus the ages of its nodes at the start."""
+
+    name: Name
+    spec: InstanceGroupSpec
+    ages: Ages | list[Duration] = Field(default_factory=Ages)
+
+    def node_ages(self) -> list[timedelta]:
+        count = self.spec.desired_replicas
+        if isinstance(self.ages, Ages):
+            return self.ages.spread(count)
+        listed = [parse_duration(a) for a in self.ages]
+        return [listed[i % len(listed)] for i in range(count)] if listed else []
+
+
+class PolicyEntry(ApiModel):
+    """A TerminationPolicy as in the CRD."""
+
+    name: Name
+    spec: TerminationPolicySpec
+
+    @field_validator("spec")
+    @classmethod
+    def _no_actions(cls, spec: TerminationPolicySpec) -> TerminationPolicySpec:
+        if spec.pre_termination:
+            raise ValueError(
+                "preTermination actions call real endpoints and are not simulated; "
+                "remove them from the scenario"
+            )
+        return spec
+
+
+class InstanceShape(ApiModel):
+    cpu: str
+    memory: str
+
+
+class CloudSpec(ApiModel):
+    """How the simulated cloud behaves."""
+
+    launch_delay: Duration = "90s"
+    launch_jitter: Duration = "30s"
+    ready_delay: Duration = "20s"
+    launch_failure_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    retry_after: Duration = "30s"
+    bad_images: list[str] = Field(
+        default_factory=list, description="Images whose instances never become Ready."
+    )
+    instance_types: dict[str, InstanceShape] = Field(default_factory=dict)
+
+
+class ControllerSpec(ApiModel):
+    """The controller's own settings, as ``molt run`` takes them."""
+
+    resync: Duration = "30s"
+    selection_debounce: Duration = "1s"
+    """Bursts of node changes coalesce into one selection pass per this much time."""
+
+
+class TemplateChange(ApiModel):
+    group: Name
+    template: dict[str, Any] = Field(description="Fields merged into the group's template.")
+
+
+class ZoneOutage(ApiModel):
+    zone: str
+    until: Duration
+    capacity_type: str | None = None
+    nodes_not_ready: bool = False
+
+
+class SpotInterruptions(ApiModel):
+    per_hour: Annotated[float, Field(gt=0, le=10000)]
+    until: Duration | None = None
+
+
+class TimelineEvent(ApiModel):
+    """Something that happens at ``at``: exactly one kind is set."""
+
+    at: Duration
+    template_change: TemplateChange | None = None
+    zone_outage: ZoneOutage | None = None
+    spot_interruptions: SpotInterruptions | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TimelineEvent:
+        kinds = [self.template_change, self.zone_outage, self.spot_interruptions]
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("set exactly one of templateChange, zoneOutage, spotInterruptions")
+        if self.zone_outage is not None and seconds(self.zone_outage.until) <= seconds(self.at):
+            raise ValueError("zoneOutage.until must come after at")
+        return self
+
+
+class Scenario(ApiModel):
+    """Everything a simulation starts from."""
+
+    name: str = "scenario"
+    start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
+    duration: Duration
+    seed: int = 1
+    sample_every: Duration = "10m"
+    controller: ControllerSpec = Field(default_factory=ControllerSpec)
+    cloud: CloudSpec = Field(default_factory=CloudSpec)
+    fleet: list[GroupEntry] = Field(min_length=1)
+    workloads: list[Workload] = Field(default_factory=list)
+    pdbs: list[PdbEntry] = Field(default_factory=list)
+    policies: list[PolicyEntry] = Field(default_factory=list)
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        groups = {g.name for g in self.fleet}
+        for event in self.timeline:
+            if event.template_change and event.template_change.group not in groups:
+                raise ValueError(
+                    f"timeline: templateChange names group {event.template_change.group!r}, "
+                    f"which the fleet does not have"
+                )
+        return self
+
+    @property
+    def duration_seconds(self) -> float:
+        return seconds(self.duration)
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot run; ``problems`` name the file, line and field of each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node on ``loc`` that exists."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if k.value == part), None)
+            key = next((k for k, _ in node.value if k.value == part), None)
+            if found is None:
+                break
+            line = (key or found).start_mark.line + 1
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue  # pydantic's internal validator steps
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    """Validate a scenario's YAML text; raise ``ScenarioError`` naming every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = str(mark.line + 1) if mark is not None else "?"
+        raise ScenarioError([f"{source}:{where}: not valid YAML: {error.problem}"]) from error
+    if not isinstance(data, dict):
+        raise ScenarioError([f"{source}:1: a scenario is a mapping with fleet, duration, ..."])
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            loc = tuple(item["loc"])
+            line = _line_of(root, loc)
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{source}:{line}: {_field_path(loc)}: {message}")
+        raise ScenarioError(problems) from error
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ScenarioError([f"{path}: cannot read: {error.strerror}"]) from error
+    return parse_scenario(text, str(path))
+
+
+def selector_of(labels: dict[str, str]) -> LabelSelector:
+    return LabelSelector(match_labels=labels)
