@@ -1,46 +1,134 @@
-"""The AWS provider: one Auto Scaling group per cell, each with its own launch template.
+"""The AWS provider: one Auto Scaling group per cell, pinned to its revision's template.
 
-A cell (zone x capacity type x revision) is an ASG named
-``molt-<group>-<revision>-<zone>-<capacity type>`` whose launch template
-``molt-<group>-<revision>`` holds the revision's template; tags tie both to the group and
-revision (moto, like AWS, propagates ASG tags to instances). Nodes map to instances
-through the providerID ``aws:///<zone>/<instance-id>``; an instance's LaunchTime is the
-node's age. Every mutating call carries a client token or is idempotent by name, and
-boto3 retries throttling with its standard mode. Credentials, region and endpoint come
-from the standard boto3 chain (``AWS_ENDPOINT_URL`` overrides the endpoint). The
-instance-group controller that sets each cell's size is still to come; this module is
-the adapter it will drive.
+Each revision of an InstanceGroup is one launch template ``molt-<group>-<revision>``
+(its version 1 holds the revision's template, so "the revision's version" is always
+that template's ``1``). A cell (zone x capacity type x revision) is an Auto Scaling
+group ``molt-<group>-<revision>-<zone>-<capacity type>`` in the zone's subnet, pinned to
+that template and version number (never ``$Latest``), with a mixed instances policy that
+lists the template's instance types and buys the cell's capacity type (spot cells ask
+for 0 % on-demand). Tags on the group (propagated to its instances) and on the launch
+template tie them to the InstanceGroup and revision. A launch template per revision,
+rather than one template with a version per revision, keeps a revision's launch
+configuration immutable and removable as a whole (and is what moto emulates faithfully:
+it launches from versions after the first with their UserData undecoded, and crashes).
+
+New instances are protected from scale-in, so lowering a cell's desired size never
+terminates one: instances leave only through ``terminate``/``terminate_instance``, after
+the pipeline drained their node, and each of those takes one off the cell's desired size.
+
+Nodes map to instances through the providerID ``aws:///<zone>/<instance-id>``; an
+instance's LaunchTime is the node's age. Failed scaling activities are the cell's launch
+failures; those that name a capacity shortage are marked as such.
+
+boto3 is synchronous: every call runs in a worker thread (``asyncio.to_thread``). Clients
+use botocore's standard retry mode (throttling and transient 5xx are retried with
+backoff); credentials, region and endpoint come from the standard chain
+(``AWS_ENDPOINT_URL`` overrides the endpoint). Creations are idempotent by name and
+sizes are absolute, so a retried request never makes a second group or template.
+``check_fence`` runs before every mutating call, so a controller that lost its Lease
+writes nothing more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
 import re
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
+import structlog
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from molt.api.instancegroup import Template
-from molt.cloud.provider import ProviderError
-from molt.policy.cells import CellKey
-from molt.policy.snapshot import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, NodeView
+from molt.cloud.provider import (
+    CapacityError,
+    CellObservation,
+    CellRef,
+    Instance,
+    LaunchFailure,
+    Provider,
+    ProviderError,
+)
+from molt.policy.snapshot import (
+    CAPACITY_TYPE_LABEL,
+    GROUP_LABEL,
+    REVISION_LABEL,
+    ZONE_LABEL,
+    NodeView,
+)
 
-PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[^/]+)/(?P<instance>i-[0-9a-f]+)$")
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+PROVIDER_ID = re.compile(r"^aws:///(?P<zone>[^/]+)/(?P<instance>i-[0-9a-zA-Z]+)$")
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 8})
 CELL_MAX_SIZE = 1000
+FAILURE_TAIL = 20
+"""How many recent failed launches ``observe`` reports per cell."""
+DESCRIBE_CHUNK = 100
+
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "MaxSpotInstanceCountExceeded",
+        "SpotMaxPriceTooLow",
+        "UnfulfillableCapacity",
+        "InsufficientFreeAddressesInSubnet",
+    }
+)
+CAPACITY_MESSAGE = re.compile(
+    "|".join(
+        [
+            *sorted(CAPACITY_CODES),
+            r"capacity[- ]not[- ]available",
+            r"capacity-oversubscribed",
+            r"price[- ]too[- ]low",
+            r"no spot capacity",
+            r"insufficient capacity",
+            r"do(?:es)? not have sufficient [\w.-]* ?capacity",
+            r"spot (?:instance )?(?:request )?count exceeded",
+        ]
+    ),
+    re.IGNORECASE,
+)
+GONE_INSTANCE_STATES = frozenset({"shutting-down", "terminated"})
+LEAVING_LIFECYCLE = ("Terminating", "Terminated", "Detaching", "Detached")
 
 
-def cell_group_name(group: str, revision: str, cell: CellKey) -> str:
-    return f"molt-{group}-{revision}-{cell.zone}-{cell.capacity_type}"
+def is_capacity_shortage(text: str) -> bool:
+    """Whether an AWS error code or activity message says capacity ran out."""
+    return bool(CAPACITY_MESSAGE.search(text))
+
+
+def asg_name(cell: CellRef) -> str:
+    """The Auto Scaling group that backs ``cell``."""
+    return f"molt-{cell.group}-{cell.revision}-{cell.zone}-{cell.capacity_type}"
 
 
 def launch_template_name(group: str, revision: str) -> str:
+    """The launch template of one revision of an InstanceGroup."""
     return f"molt-{group}-{revision}"
+
+
+def cell_tags(cell: CellRef) -> dict[str, str]:
+    """The tags that tie a cell's Auto Scaling group (and its instances) to the cell."""
+    return {
+        GROUP_LABEL: cell.group,
+        REVISION_LABEL: cell.revision,
+        ZONE_LABEL: cell.zone,
+        CAPACITY_TYPE_LABEL: cell.capacity_type,
+    }
+
+
+def provider_id(zone: str, instance_id: str) -> str:
+    return f"aws:///{zone}/{instance_id}"
 
 
 def instance_of(node: NodeView) -> tuple[str, str] | None:
@@ -49,162 +137,455 @@ def instance_of(node: NodeView) -> tuple[str, str] | None:
     return (match["zone"], match["instance"]) if match else None
 
 
-def client_token(*parts: str) -> str:
-    """An idempotency token: the same parts always give the same token (max 64 chars)."""
-    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:64]
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
-@dataclass(frozen=True)
-class Instance:
-    """An instance in a cell, as Auto Scaling and EC2 report it."""
-
-    instance_id: str
-    zone: str
-    lifecycle_state: str
-    launched: datetime | None
-
-    @property
-    def provider_id(self) -> str:
-        return f"aws:///{self.zone}/{self.instance_id}"
+def _message(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Message", ""))
 
 
-class AwsCells:
-    """Auto Scaling groups per cell (synchronous boto3; ``AwsProvider`` wraps it)."""
+def _is_capacity_error(error: ClientError) -> bool:
+    return _code(error) in CAPACITY_CODES or is_capacity_shortage(_message(error))
 
-    def __init__(self, session: boto3.session.Session | None = None) -> None:
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _tags(described: dict[str, Any]) -> dict[str, str]:
+    return {str(t["Key"]): str(t.get("Value", "")) for t in described.get("Tags") or []}
+
+
+def _launch_template_of(described: dict[str, Any]) -> str | None:
+    """The launch template (ID) an Auto Scaling group launches from."""
+    spec = described.get("LaunchTemplate")
+    if spec is None:
+        policy = described.get("MixedInstancesPolicy") or {}
+        spec = (policy.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
+    found = (spec or {}).get("LaunchTemplateId")
+    return str(found) if found is not None else None
+
+
+def _cell_of(described: dict[str, Any]) -> CellRef | None:
+    tags = _tags(described)
+    try:
+        return CellRef(
+            tags[GROUP_LABEL], tags[REVISION_LABEL], tags[ZONE_LABEL], tags[CAPACITY_TYPE_LABEL]
+        )
+    except KeyError:
+        return None
+
+
+def _failure(activity: dict[str, Any]) -> LaunchFailure:
+    parts = [activity.get("StatusMessage"), activity.get("Description"), activity.get("Cause")]
+    message = " | ".join(str(p) for p in parts if p)
+    at = _utc(activity.get("EndTime")) or _utc(activity.get("StartTime")) or datetime.now(UTC)
+    return LaunchFailure(
+        at=at,
+        message=message or str(activity.get("StatusCode")),
+        capacity=is_capacity_shortage(message),
+    )
+
+
+class AwsProvider:
+    """Cells as Auto Scaling groups (the ``Provider`` protocol over boto3)."""
+
+    name = "aws"
+
+    def __init__(
+        self,
+        session: boto3.session.Session | None = None,
+        *,
+        check_fence: Callable[[], None] = lambda: None,
+        failure_tail: int = FAILURE_TAIL,
+        delete_launch_templates: bool = True,
+    ) -> None:
         session = session or boto3.session.Session()
         self.ec2: Any = session.client("ec2", config=RETRIES)
         self.autoscaling: Any = session.client("autoscaling", config=RETRIES)
+        self.check_fence = check_fence
+        self.failure_tail = failure_tail
+        self.delete_launch_templates = delete_launch_templates
 
-    def _tags(self, group: str, revision: str, cell: CellKey) -> dict[str, str]:
+    # -- reads -------------------------------------------------------------------------
+
+    async def observe(self, group: str) -> list[CellObservation]:
+        return await self._run(f"observe group {group}", self._observe, group)
+
+    def _observe(self, group: str) -> list[CellObservation]:
+        observations = []
+        described = self._group_asgs(group)
+        launched = self._launch_times(
+            [
+                member["InstanceId"]
+                for asg in described
+                for member in asg.get("Instances") or []
+                if not str(member.get("LifecycleState", "")).startswith(LEAVING_LIFECYCLE)
+            ]
+        )
+        for asg in described:
+            cell = _cell_of(asg)
+            if cell is None:
+                continue
+            instances = tuple(
+                Instance(
+                    instance_id=member["InstanceId"],
+                    launched_at=launched.get(member["InstanceId"]),
+                    provider_id=provider_id(member["AvailabilityZone"], member["InstanceId"]),
+                )
+                for member in asg.get("Instances") or []
+                if not str(member.get("LifecycleState", "")).startswith(LEAVING_LIFECYCLE)
+            )
+            observations.append(
+                CellObservation(
+                    cell=cell,
+                    desired=int(asg.get("DesiredCapacity", 0)),
+                    instances=instances,
+                    failures=self._failures(asg["AutoScalingGroupName"]),
+                )
+            )
+        return sorted(observations, key=lambda o: o.cell)
+
+    def _group_asgs(self, group: str) -> list[dict[str, Any]]:
+        pages = self.autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
+            Filters=[{"Name": f"tag:{GROUP_LABEL}", "Values": [group]}]
+        )
+        found = [asg for page in pages for asg in page.get("AutoScalingGroups") or []]
+        # Filter again: an endpoint that ignores Filters must not hand us other groups.
+        return [asg for asg in found if _tags(asg).get(GROUP_LABEL) == group]
+
+    def _describe_asg(self, name: str) -> dict[str, Any] | None:
+        found = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        groups = found.get("AutoScalingGroups") or []
+        return groups[0] if groups else None
+
+    def _describe_instances(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """EC2's view of instances; an unknown id is left out rather than an error."""
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(set(ids)), DESCRIBE_CHUNK):
+            pages = self.ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-id", "Values": chunk}]
+            )
+            for page in pages:
+                for reservation in page.get("Reservations") or []:
+                    found.extend(reservation.get("Instances") or [])
+        return found
+
+    def _launch_times(self, ids: list[str]) -> dict[str, datetime | None]:
+        return {i["InstanceId"]: _utc(i.get("LaunchTime")) for i in self._describe_instances(ids)}
+
+    def _failures(self, name: str) -> tuple[LaunchFailure, ...]:
+        activities = (
+            self.autoscaling.describe_scaling_activities(
+                AutoScalingGroupName=name, MaxRecords=100
+            ).get("Activities")
+            or []
+        )
+        failed = [_failure(a) for a in activities if a.get("StatusCode") in ("Failed", "Cancelled")]
+        failed.sort(key=lambda f: f.at)
+        return tuple(failed[-self.failure_tail :]) if self.failure_tail else ()
+
+    # -- scale -------------------------------------------------------------------------
+
+    async def scale(self, cell: CellRef, template: Template, desired: int) -> None:
+        if desired < 0:
+            raise ProviderError(f"cannot scale {cell} to {desired}")
+        name = asg_name(cell)
+        described = await self._run(f"describe {name}", self._describe_asg, name)
+        if described is None:
+            await self._create_cell(cell, template)
+        elif int(described.get("DesiredCapacity", 0)) == desired:
+            return
+        self.check_fence()
+        await self._run(
+            f"scale {name} to {desired}",
+            lambda: self.autoscaling.set_desired_capacity(
+                AutoScalingGroupName=name, DesiredCapacity=desired, HonorCooldown=False
+            ),
+        )
+        log.info("aws.scaled", cell=str(cell), asg=name, desired=desired)
+
+    async def _create_cell(self, cell: CellRef, template: Template) -> None:
+        subnets = template.aws.subnets if template.aws else {}
+        subnet = subnets.get(cell.zone)
+        if subnet is None:
+            raise ProviderError(
+                f"cell {cell}: template.aws.subnets has no subnet for zone {cell.zone}"
+            )
+        if not template.image:
+            raise ProviderError(f"cell {cell}: an aws template needs an image (AMI ID)")
+        template_id, version = await self._ensure_template(cell.group, cell.revision, template)
+        name = asg_name(cell)
+        arguments = {
+            "AutoScalingGroupName": name,
+            "MixedInstancesPolicy": self._mixed_instances_policy(
+                cell, template, template_id, version
+            ),
+            "MinSize": 0,
+            "MaxSize": CELL_MAX_SIZE,
+            "DesiredCapacity": 0,
+            "VPCZoneIdentifier": subnet,
+            "NewInstancesProtectedFromScaleIn": True,
+            "Tags": [
+                {"Key": key, "Value": value, "PropagateAtLaunch": True}
+                for key, value in cell_tags(cell).items()
+            ],
+        }
+        self.check_fence()
+        try:
+            await asyncio.to_thread(lambda: self.autoscaling.create_auto_scaling_group(**arguments))
+        except ClientError as error:
+            # AlreadyExists: an earlier attempt (or a retried request) made it: the same name
+            # is the same cell.
+            if _code(error) != "AlreadyExists":
+                raise self._error(f"create {name}", error) from error
+        except BotoCoreError as error:
+            raise ProviderError(f"cannot create {name}: {error}") from error
+        log.info("aws.cell_created", cell=str(cell), asg=name, launch_template_version=version)
+
+    @staticmethod
+    def _mixed_instances_policy(
+        cell: CellRef, template: Template, template_id: str, version: int
+    ) -> dict[str, Any]:
+        if cell.capacity_type == "spot":
+            distribution: dict[str, Any] = {
+                "OnDemandBaseCapacity": 0,
+                "OnDemandPercentageAboveBaseCapacity": 0,
+                "SpotAllocationStrategy": "price-capacity-optimized",
+            }
+        else:
+            distribution = {
+                "OnDemandAllocationStrategy": "prioritized",
+                "OnDemandBaseCapacity": 0,
+                "OnDemandPercentageAboveBaseCapacity": 100,
+            }
         return {
-            GROUP_LABEL: group,
-            REVISION_LABEL: revision,
-            "topology.kubernetes.io/zone": cell.zone,
-            CAPACITY_TYPE_LABEL: cell.capacity_type,
+            "LaunchTemplate": {
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateId": template_id,
+                    "Version": str(version),
+                },
+                "Overrides": [{"InstanceType": t} for t in template.instance_types],
+            },
+            "InstancesDistribution": distribution,
         }
 
-    def ensure_launch_template(self, group: str, revision: str, template: Template) -> str:
-        """The revision's launch template, created once; returns its ID."""
-        name = launch_template_name(group, revision)
-        try:
-            found = self.ec2.describe_launch_templates(LaunchTemplateNames=[name])
-            return str(found["LaunchTemplates"][0]["LaunchTemplateId"])
-        except ClientError as error:
-            if "NotFound" not in error.response["Error"]["Code"]:
-                raise ProviderError(f"cannot read launch template {name}: {error}") from error
-        aws = template.aws
+    @staticmethod
+    def _launch_template_data(template: Template) -> dict[str, Any]:
         data: dict[str, Any] = {
             "ImageId": template.image,
             "InstanceType": template.instance_types[0],
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
         }
+        aws = template.aws
         if aws is not None:
             if aws.security_groups:
                 data["SecurityGroupIds"] = list(aws.security_groups)
             if aws.user_data:
                 data["UserData"] = base64.b64encode(aws.user_data.encode()).decode()
             if aws.iam_instance_profile:
-                data["IamInstanceProfile"] = {"Name": aws.iam_instance_profile}
+                key = "Arn" if aws.iam_instance_profile.startswith("arn:") else "Name"
+                data["IamInstanceProfile"] = {key: aws.iam_instance_profile}
             if aws.key_name:
                 data["KeyName"] = aws.key_name
-        created = self.ec2.create_launch_template(
-            LaunchTemplateName=name,
-            LaunchTemplateData=data,
-            ClientToken=client_token("lt", group, revision),
-            TagSpecifications=[
-                {
-                    "ResourceType": "launch-template",
-                    "Tags": [
-                        {"Key": GROUP_LABEL, "Value": group},
-                        {"Key": REVISION_LABEL, "Value": revision},
-                    ],
-                }
-            ],
-        )
-        return str(created["LaunchTemplate"]["LaunchTemplateId"])
+        return data
 
-    def ensure_cell(self, group: str, revision: str, cell: CellKey, template: Template) -> str:
-        """The cell's Auto Scaling group, created empty once; returns its name."""
-        name = cell_group_name(group, revision, cell)
-        if self._describe(name) is not None:
-            return name
-        subnet = (template.aws.subnets if template.aws else {}).get(cell.zone)
-        if subnet is None:
-            raise ProviderError(f"template.aws.subnets has no subnet for zone {cell.zone}")
-        template_id = self.ensure_launch_template(group, revision, template)
+    async def _ensure_template(
+        self, group: str, revision: str, template: Template
+    ) -> tuple[str, int]:
+        """The revision's launch template (created once) and the version that holds it."""
+        name = launch_template_name(group, revision)
+        existing = await self._run(f"describe {name}", self._describe_template, name)
+        if existing is None:
+            data = self._launch_template_data(template)
+            tags = [
+                {"Key": GROUP_LABEL, "Value": group},
+                {"Key": REVISION_LABEL, "Value": revision},
+            ]
+            self.check_fence()
+            try:
+                created = await asyncio.to_thread(
+                    lambda: self.ec2.create_launch_template(
+                        LaunchTemplateName=name,
+                        VersionDescription=revision,
+                        LaunchTemplateData=data,
+                        TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags}],
+                    )
+                )
+                return str(created["LaunchTemplate"]["LaunchTemplateId"]), 1
+            except ClientError as error:
+                # Idempotent by name: an earlier attempt (or a retried request) made it.
+                if "AlreadyExists" not in _code(error):
+                    raise self._error(f"create launch template {name}", error) from error
+            except BotoCoreError as error:
+                raise ProviderError(f"cannot create launch template {name}: {error}") from error
+            existing = await self._run(f"describe {name}", self._describe_template, name)
+            if existing is None:
+                raise ProviderError(f"launch template {name} exists but cannot be read")
+        return str(existing["LaunchTemplateId"]), 1
+
+    def _describe_template(self, name: str) -> dict[str, Any] | None:
         try:
-            self.autoscaling.create_auto_scaling_group(
-                AutoScalingGroupName=name,
-                LaunchTemplate={"LaunchTemplateId": template_id, "Version": "$Latest"},
-                MinSize=0,
-                MaxSize=CELL_MAX_SIZE,
-                DesiredCapacity=0,
-                VPCZoneIdentifier=subnet,
-                Tags=[
-                    {"Key": key, "Value": value, "PropagateAtLaunch": True}
-                    for key, value in self._tags(group, revision, cell).items()
-                ],
+            found = self.ec2.describe_launch_templates(LaunchTemplateNames=[name])
+        except ClientError as error:
+            if "NotFound" in _code(error):
+                return None
+            raise
+        templates = found.get("LaunchTemplates") or []
+        return templates[0] if templates else None
+
+    # -- terminate ---------------------------------------------------------------------
+
+    async def terminate(self, node: NodeView) -> None:
+        found = instance_of(node)
+        if found is None:
+            raise ProviderError(
+                f"node {node.name} has no AWS providerID (aws:///<zone>/<instance-id>): "
+                f"{node.provider_id!r}"
+            )
+        await self._terminate(found[1], expected_asg=None)
+
+    async def terminate_instance(self, cell: CellRef, instance_id: str) -> None:
+        await self._terminate(instance_id, expected_asg=asg_name(cell))
+
+    async def _terminate(self, instance_id: str, *, expected_asg: str | None) -> None:
+        membership = await self._run(
+            f"find the group of {instance_id}",
+            lambda: self.autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id]),
+        )
+        members = membership.get("AutoScalingInstances") or []
+        if not members:
+            await self._require_gone(instance_id)
+            return
+        member = members[0]
+        group = str(member["AutoScalingGroupName"])
+        if expected_asg is not None and group != expected_asg:
+            raise ProviderError(f"instance {instance_id} is in {group}, not in {expected_asg}")
+        if str(member.get("LifecycleState", "")).startswith(LEAVING_LIFECYCLE):
+            return  # already on its way out
+        described = await self._run(f"describe {group}", self._describe_asg, group)
+        # Decrement unless that would go below the group's minimum (AWS refuses it); an
+        # instance that is not replaced because desired <= what remains is as good.
+        decrement = described is not None and int(described.get("DesiredCapacity", 0)) > int(
+            described.get("MinSize", 0)
+        )
+        self.check_fence()
+        try:
+            await asyncio.to_thread(
+                lambda: self.autoscaling.terminate_instance_in_auto_scaling_group(
+                    InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
+                )
             )
         except ClientError as error:
-            if error.response["Error"]["Code"] != "AlreadyExists":
-                raise ProviderError(f"cannot create {name}: {error}") from error
-        return name
-
-    def _describe(self, name: str) -> dict[str, Any] | None:
-        found = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
-        groups = found.get("AutoScalingGroups") or []
-        return groups[0] if groups else None
-
-    def desired(self, name: str) -> int:
-        described = self._describe(name)
-        return int(described["DesiredCapacity"]) if described else 0
-
-    def set_desired(self, name: str, count: int) -> None:
-        """Idempotent: setting the same capacity twice is one outcome."""
-        self.autoscaling.set_desired_capacity(
-            AutoScalingGroupName=name, DesiredCapacity=count, HonorCooldown=False
-        )
-
-    def instances(self, name: str) -> list[Instance]:
-        described = self._describe(name)
-        if described is None:
-            return []
-        members = described.get("Instances") or []
-        ids = [m["InstanceId"] for m in members]
-        launched: dict[str, datetime] = {}
-        if ids:
-            reservations = self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
-            for reservation in reservations:
-                for instance in reservation["Instances"]:
-                    launched[instance["InstanceId"]] = instance.get("LaunchTime")
-        return [
-            Instance(
-                m["InstanceId"],
-                m["AvailabilityZone"],
-                m["LifecycleState"],
-                launched.get(m["InstanceId"]),
-            )
-            for m in members
-        ]
-
-    def terminate(self, instance_id: str) -> bool:
-        """Terminate one instance and shrink its group by one; False if it was gone."""
-        try:
-            self.autoscaling.terminate_instance_in_auto_scaling_group(
-                InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
-            )
-        except ClientError as error:
-            message = str(error)
-            if "not found" in message.lower() or "ValidationError" in message:
-                return False
+            message = _message(error).lower()
+            if "not found" in message or "no managed instance" in message:
+                await self._require_gone(instance_id)
+                return
+            raise self._error(f"terminate {instance_id}", error) from error
+        except BotoCoreError as error:
             raise ProviderError(f"cannot terminate {instance_id}: {error}") from error
-        return True
+        log.info("aws.terminated", instance=instance_id, asg=group, decremented=decrement)
 
-    def delete_cell_if_empty(self, name: str) -> bool:
-        described = self._describe(name)
-        if described is None:
-            return True
-        if described.get("Instances") or described["DesiredCapacity"]:
-            return False
-        self.autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=False)
-        return True
+    async def _require_gone(self, instance_id: str) -> None:
+        """Succeed if the instance is gone; refuse one that runs outside any group."""
+        found = await self._run(f"describe {instance_id}", self._describe_instances, [instance_id])
+        states = {str((i.get("State") or {}).get("Name")) for i in found}
+        if states - GONE_INSTANCE_STATES:
+            raise ProviderError(
+                f"instance {instance_id} is not in an Auto Scaling group; Molt only "
+                "terminates instances of its cells"
+            )
+
+    # -- delete ------------------------------------------------------------------------
+
+    async def delete_cell(self, cell: CellRef) -> None:
+        name = asg_name(cell)
+        described = await self._run(f"describe {name}", self._describe_asg, name)
+        if described is not None:
+            members = described.get("Instances") or []
+            desired = int(described.get("DesiredCapacity", 0))
+            if members or desired:
+                raise ProviderError(
+                    f"cell {cell} is not empty: {len(members)} instances, desired {desired}"
+                )
+            if described.get("Status") != "Delete in progress":
+                self.check_fence()
+                try:
+                    await asyncio.to_thread(
+                        lambda: self.autoscaling.delete_auto_scaling_group(
+                            AutoScalingGroupName=name, ForceDelete=False
+                        )
+                    )
+                except ClientError as error:
+                    if "not found" not in _message(error).lower():
+                        raise self._error(f"delete {name}", error) from error
+                except BotoCoreError as error:
+                    raise ProviderError(f"cannot delete {name}: {error}") from error
+                log.info("aws.cell_deleted", cell=str(cell), asg=name)
+        if self.delete_launch_templates:
+            await self._delete_template(cell, exclude=name)
+
+    async def _delete_template(self, cell: CellRef, *, exclude: str) -> None:
+        """Delete the revision's launch template once no other cell launches from it.
+
+        Best effort: a template left behind costs nothing but clutter, so failures are
+        logged, not raised (the next ``delete_cell`` of the revision tries again).
+        """
+        name = launch_template_name(cell.group, cell.revision)
+        try:
+            existing = await asyncio.to_thread(self._describe_template, name)
+            if existing is None:
+                return
+            template_id = str(existing["LaunchTemplateId"])
+            others = await asyncio.to_thread(self._group_asgs, cell.group)
+            if any(
+                asg["AutoScalingGroupName"] != exclude
+                and asg.get("Status") != "Delete in progress"
+                and (
+                    _launch_template_of(asg) == template_id
+                    or _tags(asg).get(REVISION_LABEL) == cell.revision
+                )
+                for asg in others
+            ):
+                return
+            self.check_fence()
+            await asyncio.to_thread(
+                lambda: self.ec2.delete_launch_template(LaunchTemplateId=template_id)
+            )
+            log.info("aws.launch_template_deleted", launch_template=name)
+        except (ClientError, BotoCoreError) as error:
+            log.warning("aws.launch_template_delete_failed", launch_template=name, error=str(error))
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _run(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """Run a boto3 call in a worker thread; AWS errors become ProviderError."""
+        try:
+            return await asyncio.to_thread(call, *args)
+        except ClientError as error:
+            raise self._error(what, error) from error
+        except BotoCoreError as error:
+            raise ProviderError(f"cannot {what}: {error}") from error
+
+    @staticmethod
+    def _error(what: str, error: ClientError) -> ProviderError:
+        kind = CapacityError if _is_capacity_error(error) else ProviderError
+        return kind(f"cannot {what}: {_code(error)}: {_message(error)}")
+
+
+def aws_provider_from_environment(check_fence: Callable[[], None]) -> AwsProvider:
+    """An AwsProvider with credentials, region and endpoint from the standard boto3 chain
+    (environment, shared config, instance role; ``AWS_ENDPOINT_URL`` for the endpoint)."""
+    return AwsProvider(boto3.session.Session(), check_fence=check_fence)
+
+
+if TYPE_CHECKING:
+    _conforms: Provider = AwsProvider()  # mypy: AwsProvider implements the Provider protocol
