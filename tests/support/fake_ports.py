@@ -12,14 +12,32 @@ on what the reconciler did. None of this is used by production code.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from molt.api import InstanceGroup, TerminationPolicy
 from molt.api.durations import parse_duration
+from molt.api.instancegroup import Template
 from molt.api.types import dump_manifest
-from molt.cloud.provider import LaunchRequest, Provider, ProviderError
-from molt.policy.snapshot import GroupView, NodeView, PodView
+from molt.cloud.provider import (
+    CapacityError,
+    CellObservation,
+    CellRef,
+    Instance,
+    LaunchFailure,
+    Provider,
+    ProviderError,
+)
+from molt.policy.snapshot import (
+    CAPACITY_TYPE_LABEL,
+    GROUP_LABEL,
+    REVISION_LABEL,
+    ZONE_LABEL,
+    GroupView,
+    NodeCondition,
+    NodeView,
+    PodView,
+)
 from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionOutcome, EvictionResult
 
 __all__ = [
@@ -261,6 +279,11 @@ class FakeCluster:
     ) -> None:
         self.events.append(RecordedEvent(node.name, reason, message, warning))
 
+    async def record_group_event(
+        self, group: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.events.append(RecordedEvent(f"instancegroup/{group}", reason, message, warning))
+
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         """Record the patch and merge it into the stored policy (a missing one is ignored)."""
         self.policy_status_patches.append((name, status))
@@ -283,40 +306,131 @@ class FakeCluster:
 
 
 class FakeProvider:
-    """A cloud that launches by token and terminates by node name, recording both.
+    """A FAKE cloud of cells: instances appear the moment a cell is scaled up.
 
-    ``launch`` is idempotent like the real providers: the same token always answers the
-    same name, ``<group>-new-<n>``, n counting distinct tokens from 1. ``instances`` maps
-    each distinct token to its name (one entry per instance); ``launches`` holds every
-    call's request. ``terminate`` records the node and, given a ``FakeCluster``, removes
-    its Node as the kwok provider does. Set ``launch_error`` or ``terminate_error`` to make
-    the next calls fail.
+    ``scale`` creates instances named ``<group>-<revision>-<n>`` (n counting every
+    instance ever launched, from 1). With ``join`` set (the default) each becomes a Ready
+    Node in the ``FakeCluster`` at once, labelled with its group, revision, zone and
+    capacity type; ``join=False`` leaves instances unjoined (a bad template), and
+    ``join_ready=False`` makes them join NotReady. ``capacity_errors`` holds
+    ``(zone, capacity type)`` cells that raise ``CapacityError``; ``scale_error`` and
+    ``terminate_error`` make the next calls fail. ``terminate`` removes the instance and
+    its Node and shrinks the cell, as the real providers do. Every call is recorded.
     """
 
     name = "kwok"
 
-    def __init__(self, cluster: FakeCluster | None = None) -> None:
+    def __init__(self, cluster: FakeCluster | None = None, now: datetime | None = None) -> None:
         self.cluster = cluster
-        self.instances: dict[str, str] = {}
-        self.launches: list[LaunchRequest] = []
+        self.now = now or datetime(2026, 1, 1, tzinfo=UTC)
+        self.desired: dict[CellRef, int] = {}
+        self.instances: dict[CellRef, list[Instance]] = {}
+        self.failures: dict[CellRef, list[LaunchFailure]] = {}
+        self.launched = 0
+        self.scales: list[tuple[CellRef, int]] = []
         self.terminations: list[str] = []
-        self.launch_error: ProviderError | None = None
+        self.deleted_cells: list[CellRef] = []
+        self.capacity_errors: set[tuple[str, str]] = set()
+        self.join = True
+        self.join_ready = True
+        self.scale_error: ProviderError | None = None
         self.terminate_error: ProviderError | None = None
 
-    async def launch(self, request: LaunchRequest) -> str:
-        self.launches.append(request)
-        if self.launch_error is not None:
-            raise self.launch_error
-        if request.token not in self.instances:
-            self.instances[request.token] = f"{request.group}-new-{len(self.instances) + 1}"
-        return self.instances[request.token]
+    def adopt(self, node: NodeView) -> None:
+        """Record an existing node as an instance of its cell (a fleet that predates us)."""
+        cell = self._cell_of(node)
+        self.instances.setdefault(cell, []).append(
+            Instance(node.name, node.launched_at or node.created, node_name=node.name)
+        )
+        self.desired[cell] = len(self.instances[cell])
+
+    @staticmethod
+    def _cell_of(node: NodeView) -> CellRef:
+        return CellRef(
+            node.group or "",
+            node.revision or "unknown",
+            node.zone or "unknown",
+            node.labels.get(CAPACITY_TYPE_LABEL, "on-demand"),
+        )
+
+    def nodes_in(self, revision: str) -> list[str]:
+        return sorted(
+            i.instance_id
+            for c, found in self.instances.items()
+            if c.revision == revision
+            for i in found
+        )
+
+    async def observe(self, group: str) -> list[CellObservation]:
+        return [
+            CellObservation(
+                cell,
+                self.desired.get(cell, 0),
+                tuple(self.instances.get(cell, [])),
+                tuple(self.failures.get(cell, [])),
+            )
+            for cell in sorted(set(self.desired) | set(self.instances))
+            if cell.group == group
+        ]
+
+    async def scale(self, cell: CellRef, template: Template, desired: int) -> None:
+        self.scales.append((cell, desired))
+        if self.scale_error is not None:
+            raise self.scale_error
+        have = self.instances.setdefault(cell, [])
+        if desired > len(have) and (cell.zone, cell.capacity_type) in self.capacity_errors:
+            self.failures.setdefault(cell, []).append(
+                LaunchFailure(self.now, "InsufficientInstanceCapacity", capacity=True)
+            )
+            raise CapacityError(f"InsufficientInstanceCapacity in {cell.zone}")
+        self.desired[cell] = desired
+        while len(have) < desired:
+            self.launched += 1
+            name = f"{cell.group}-{cell.revision}-{self.launched}"
+            have.append(Instance(name, self.now, node_name=name))
+            if self.join and self.cluster is not None:
+                self.cluster.add_node(
+                    NodeView(
+                        name=name,
+                        created=self.now,
+                        labels={
+                            GROUP_LABEL: cell.group,
+                            REVISION_LABEL: cell.revision,
+                            ZONE_LABEL: cell.zone,
+                            CAPACITY_TYPE_LABEL: cell.capacity_type,
+                        },
+                        conditions=(NodeCondition("Ready", "True", self.now),)
+                        if self.join_ready
+                        else (),
+                        launched_at=self.now,
+                    )
+                )
+
+    def _remove(self, instance_id: str) -> None:
+        for cell, found in self.instances.items():
+            kept = [i for i in found if i.instance_id != instance_id]
+            if len(kept) != len(found):
+                self.instances[cell] = kept
+                self.desired[cell] = max(0, self.desired.get(cell, 0) - 1)
+        if self.cluster is not None:
+            self.cluster.node_views.pop(instance_id, None)
 
     async def terminate(self, node: NodeView) -> None:
         if self.terminate_error is not None:
             raise self.terminate_error
         self.terminations.append(node.name)
-        if self.cluster is not None:
-            self.cluster.node_views.pop(node.name, None)
+        self._remove(node.name)
+
+    async def terminate_instance(self, cell: CellRef, instance_id: str) -> None:
+        self.terminations.append(instance_id)
+        self._remove(instance_id)
+
+    async def delete_cell(self, cell: CellRef) -> None:
+        if self.instances.get(cell):
+            raise ProviderError(f"cell {cell} is not empty")
+        self.deleted_cells.append(cell)
+        self.instances.pop(cell, None)
+        self.desired.pop(cell, None)
 
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ def selected_node(
     selected_at: datetime = NOW,
     state: str = "selected",
     replacement: str | None = None,
+    conditions: tuple[NodeCondition, ...] = (),
 ) -> NodeView:
     """A 60-hour-old workers node as selection leaves it (policy rotate)."""
     marks = {
@@ -55,7 +56,7 @@ def selected_node(
     }
     if replacement is not None:
         marks[REPLACEMENT] = replacement
-    return node(name, age_hours=60, state=state, annotations=marks)
+    return node(name, age_hours=60, state=state, annotations=marks, conditions=conditions)
 
 
 def replacement_node(name: str = NEW, *, ready: bool = True) -> NodeView:
@@ -123,72 +124,28 @@ def draining_world(
     )
 
 
-# Cordon and replacement.
+# Cordon, and the group's capacity gate.
+
+ONE = InstanceGroup.model_validate(instance_group("workers", minSize=1, maxSize=3, replicas=1))
 
 
-async def test_a_selected_node_is_cordoned_and_its_replacement_recorded() -> None:
-    fleet = world(selected_node())
+async def test_a_selected_node_is_cordoned_and_waits_while_its_group_cannot_spare_it() -> None:
+    fleet = world(selected_node(conditions=READY), pods=(pod("web"),), group=ONE)
 
     after = await fleet.reconcile()
 
     assert fleet.node().unschedulable is True
-    assert fleet.node().annotations[REPLACEMENT] == NEW
+    assert REPLACEMENT not in fleet.node().annotations
+    assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])
     assert fleet.cluster.events == [
-        ("old", "Cordoned", "cordoned: no new pods will land here", False),
-        ("old", "ReplacementLaunched", f"launched {NEW} to take this node's place", False),
+        ("old", "Cordoned", "cordoned: no new pods will land here", False)
     ]
     assert after == 2.0
 
 
-async def test_the_replacement_is_launched_into_the_node_s_group_zone_and_revision() -> None:
-    fleet = world(selected_node())
-
+async def test_the_drain_starts_once_a_ready_replacement_keeps_the_group_at_size() -> None:
+    fleet = world(selected_node(conditions=READY), pods=(pod("web"),), group=ONE)
     await fleet.reconcile()
-
-    [request] = fleet.provider.launches
-    assert (request.group, request.token, request.zone, request.revision) == (
-        "workers",
-        "old",
-        "zone-a",
-        "rev1",
-    )
-    assert request.boot_delay_seconds == 5.0
-
-
-async def test_reconciling_again_never_launches_a_second_replacement() -> None:
-    fleet = world(selected_node())
-
-    for _ in range(4):
-        await fleet.reconcile()
-        fleet.clock.advance(2)
-
-    # The pipeline re-arms the launch while the node is absent, always with the same token.
-    assert {r.token for r in fleet.provider.launches} == {"old"}
-    assert fleet.provider.instances == {"old": NEW}
-    assert fleet.cluster.event_reasons().count("ReplacementLaunched") == 1
-    assert fleet.node().annotations[REPLACEMENT] == NEW
-
-
-async def test_a_restarted_pipeline_does_not_launch_a_second_replacement() -> None:
-    fleet = world(selected_node())
-    await fleet.reconcile()
-    fleet.cluster.add_node(replacement_node(ready=False))
-
-    fleet.restart()
-    await fleet.reconcile()
-    fleet.restart()
-    await fleet.reconcile()
-
-    assert len(fleet.provider.launches) == 1
-    assert fleet.cluster.event_reasons().count("ReplacementLaunched") == 1
-
-
-async def test_the_drain_waits_until_the_replacement_exists_and_is_ready() -> None:
-    fleet = world(selected_node(), pods=(pod("web"),))
-    await fleet.reconcile()
-
-    await fleet.reconcile()  # launched, no Node yet
-    assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])
 
     fleet.cluster.add_node(replacement_node(ready=False))
     await fleet.reconcile()
@@ -196,67 +153,80 @@ async def test_the_drain_waits_until_the_replacement_exists_and_is_ready() -> No
 
     fleet.cluster.add_node(replacement_node(ready=True))
     await fleet.reconcile()
+    assert fleet.node().annotations[REPLACEMENT] == "group capacity: 1 Ready without it"
+    assert (fleet.node().state, fleet.cluster.evictions) == ("draining", ["default/web"])
+    assert "CapacityReady" in fleet.cluster.event_reasons()
+
+
+async def test_one_spare_node_lets_only_one_of_two_selected_nodes_drain() -> None:
+    two = InstanceGroup.model_validate(instance_group("workers", minSize=1, maxSize=4, replicas=2))
+    fleet = world(
+        selected_node("old", conditions=READY),
+        selected_node("old-2", conditions=READY),
+        replacement_node(),
+        pods=(pod("web"), pod("api", node="old-2")),
+        group=two,
+    )
+
+    await fleet.reconcile("old")
+    await fleet.reconcile("old-2")
+
+    passed = [n for n in ("old", "old-2") if REPLACEMENT in fleet.node(n).annotations]
+    assert passed == ["old"]
+
+
+async def test_a_restarted_pipeline_does_not_hold_a_node_that_already_passed_the_gate() -> None:
+    fleet = world(
+        selected_node(replacement="group capacity: 1 Ready without it"),
+        pods=(pod("web"),),
+        group=ONE,
+    )
+
+    fleet.restart()
+    await fleet.reconcile()
+
     assert (fleet.node().state, fleet.cluster.evictions) == ("draining", ["default/web"])
 
 
-async def test_a_node_whose_group_is_at_max_size_gets_no_replacement() -> None:
-    full = InstanceGroup.model_validate(instance_group("workers", minSize=1, maxSize=2, replicas=2))
-    fleet = world(selected_node(), node("peer", age_hours=5), pods=(pod("web"),), group=full)
-
+async def test_past_its_deadline_a_policy_selected_node_drains_without_a_replacement() -> None:
+    fleet = world(
+        selected_node(deadline=NOW + timedelta(minutes=5), conditions=READY),
+        pods=(pod("web"),),
+        group=ONE,
+    )
     await fleet.reconcile()
 
-    assert fleet.node().annotations[REPLACEMENT] == "none: group workers is at maxSize 2"
-    assert fleet.provider.launches == []
-    assert ("old", "NoReplacement", "no replacement: group workers is at maxSize 2", False) in (
+    fleet.clock.advance(5 * 60 + 1)
+    await fleet.reconcile()
+    assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])  # 10m not up
+
+    fleet.clock.advance(5 * 60)
+    await fleet.reconcile()
+
+    message = "group workers has had no spare Ready node for 10m and the node's deadline has passed"
+    assert fleet.node().annotations[REPLACEMENT] == f"none: {message}"
+    assert ("old", "ReplacementNotReady", f"draining without a replacement: {message}", True) in (
         fleet.cluster.events
     )
-    assert fleet.node().state == "draining"
-
-
-async def test_a_replacement_that_fills_the_group_to_max_size_is_still_waited_for() -> None:
-    roomy = InstanceGroup.model_validate(
-        instance_group("workers", minSize=1, maxSize=3, replicas=2)
-    )
-    fleet = world(selected_node(), node("peer", age_hours=5), pods=(pod("web"),), group=roomy)
-    await fleet.reconcile()
-    assert fleet.node().annotations[REPLACEMENT] == NEW
-
-    fleet.cluster.add_node(replacement_node(ready=False))  # the group now has 3 = maxSize
-    await fleet.reconcile()
-
-    assert fleet.node().state == "selected"
-    assert fleet.cluster.evictions == []
-
-
-async def test_a_replacement_gets_its_full_ready_timeout_from_its_launch() -> None:
-    # Selected an hour ago (e.g. pre-termination actions took that long); readyTimeout 10m.
-    fleet = world(selected_node(selected_at=NOW - timedelta(hours=1)), pods=(pod("web"),))
-    await fleet.reconcile()
-    assert fleet.node().annotations[REPLACEMENT] == NEW
-
-    fleet.clock.advance(2)
-    await fleet.reconcile()
-
-    assert fleet.node().annotations[REPLACEMENT] == NEW
-    assert "ReplacementNotReady" not in fleet.cluster.event_reasons()
-
-
-async def test_a_replacement_not_ready_within_the_ready_timeout_is_given_up() -> None:
-    fleet = world(selected_node(), pods=(pod("web"),))
-    await fleet.reconcile()
-    fleet.cluster.add_node(replacement_node(ready=False))
-
-    fleet.clock.advance(10 * 60 + 1)
-    await fleet.reconcile()
-
-    assert fleet.node().annotations[REPLACEMENT] == f"none: {NEW} not Ready within 10m"
-    assert (
-        "old",
-        "ReplacementNotReady",
-        f"draining without a replacement: {NEW} not Ready within 10m",
-        True,
-    ) in fleet.cluster.events
     assert fleet.cluster.evictions == ["default/web"]
+
+
+async def test_a_node_of_a_group_whose_provider_is_not_enabled_gets_no_replacement() -> None:
+    aws = InstanceGroup.model_validate(
+        instance_group(
+            "workers",
+            provider="aws",
+            template={"instanceTypes": ["m5.large"], "image": "ami-1", "aws": {}},
+        )
+    )
+    fleet = world(selected_node(), pods=(pod("web"),), group=aws)
+
+    await fleet.reconcile()
+
+    why = "provider aws is not enabled in this controller"
+    assert fleet.node().annotations[REPLACEMENT] == f"none: {why}"
+    assert ("old", "NoReplacement", f"no replacement: {why}", False) in fleet.cluster.events
+    assert fleet.node().state == "draining"
 
 
 # Drain.
@@ -415,7 +385,9 @@ async def test_daemonset_pods_do_not_keep_a_node_from_terminating() -> None:
 
 
 async def test_a_drained_node_is_terminated_once_deleted_and_counted() -> None:
-    fleet = world(node("old", age_hours=60), pods=(pod("web"), pod("api")))
+    fleet = world(
+        node("old", age_hours=60, conditions=READY), pods=(pod("web"), pod("api")), group=ONE
+    )
     await fleet.selection().reconcile()
 
     for _ in range(3):
@@ -431,7 +403,7 @@ async def test_a_drained_node_is_terminated_once_deleted_and_counted() -> None:
     assert fleet.cluster.event_reasons("old") == [
         "Selected",
         "Cordoned",
-        "ReplacementLaunched",
+        "CapacityReady",
         "Draining",
         "Drained",
         "InstanceTerminated",
@@ -493,7 +465,7 @@ async def test_restart_finishes_a_terminating_node_without_launching_or_evicting
     after = await fleet.reconcile()
 
     assert after is None
-    assert fleet.provider.launches == []
+    assert fleet.provider.scales == []
     assert fleet.cluster.evictions == []
     assert fleet.provider.terminations == ["old"]
     assert fleet.cluster.event_reasons() == ["InstanceTerminated", "NodeDeleted"]

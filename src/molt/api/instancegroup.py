@@ -46,6 +46,10 @@ class KwokTemplate(ApiModel):
     """kwok specifics: simulated nodes in a local cluster."""
 
     boot_delay: Duration = Field(default="0s", description="Time from launch to the Node object.")
+    never_ready: bool = Field(
+        default=False,
+        description="Fault injection for tests and demos: nodes join but never become Ready.",
+    )
 
 
 class Template(ApiModel):
@@ -181,6 +185,12 @@ class RevisionStatus(ApiModel):
     ready: int = 0
     launch_failures: int = 0
     state: Literal["Current", "Previous", "Outdated", "Degraded"] = "Current"
+    message: Annotated[str, Field(max_length=1024)] | None = None
+    template: Template | None = Field(
+        default=None,
+        description="Kept for the current and previous revisions, so a rollback can launch "
+        "the previous template in any cell.",
+    )
 
 
 class CellStatus(ApiModel):

@@ -1,46 +1,103 @@
-"""The provider port: how the pipeline launches and terminates instances.
+"""The provider port: cells of instances that the controllers size, launch and terminate.
 
-Adapters (kwok, aws, the simulator's cloud) implement ``Provider``. Both calls are
-idempotent: ``launch`` is keyed by a client token, so a controller that restarts mid-way
-asks again and gets the same instance; ``terminate`` of a gone instance succeeds.
+A provider (kwok, aws, the simulator's cloud) backs each cell of an InstanceGroup (zone x
+capacity type x revision) with one provider group that converges on a desired size, as an
+Auto Scaling group does. The instance-group controller sizes cells and collects what
+failed; the termination pipeline terminates the instance behind a drained node (taking
+one off its cell's desired size, so nothing relaunches it).
+
+Every call is idempotent: ``scale`` sets an absolute size, ``terminate`` of a gone
+instance succeeds, ``delete_cell`` of a gone cell succeeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from molt.policy.snapshot import NodeTaint, NodeView
+from molt.api.instancegroup import Template
+from molt.policy.snapshot import NodeView
+
+
+@dataclass(frozen=True, order=True)
+class CellRef:
+    """One cell of one group: where a revision's instances run."""
+
+    group: str
+    revision: str
+    zone: str
+    capacity_type: str
+
+    def __str__(self) -> str:
+        return f"{self.group}/{self.revision}/{self.zone}/{self.capacity_type}"
 
 
 @dataclass(frozen=True)
-class LaunchRequest:
-    """One instance to launch into a group's cell."""
+class Instance:
+    """An instance in a cell, and how to find its Node once it joins."""
 
-    group: str
-    token: str
-    """Idempotency key: the same token always means the same instance."""
-    zone: str | None = None
-    capacity_type: str | None = None
-    revision: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: tuple[NodeTaint, ...] = ()
-    boot_delay_seconds: float = 0.0
+    instance_id: str
+    launched_at: datetime | None
+    node_name: str | None = None
+    """The Node's name when the provider chooses it (kwok); else match by provider_id."""
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchFailure:
+    """A launch the provider attempted and could not complete."""
+
+    at: datetime
+    message: str
+    capacity: bool
+    """Out of capacity (zone, instance type or spot pool): route around the cell."""
+
+
+@dataclass(frozen=True)
+class CellObservation:
+    """What the provider holds for a cell right now."""
+
+    cell: CellRef
+    desired: int
+    instances: tuple[Instance, ...] = ()
+    failures: tuple[LaunchFailure, ...] = ()
+    """Recent failed launch attempts, oldest first (the provider keeps a bounded tail)."""
 
 
 class ProviderError(Exception):
     """The provider refused or failed a call; the message says why."""
 
 
+class CapacityError(ProviderError):
+    """The cell cannot get capacity now (e.g. ``InsufficientInstanceCapacity``)."""
+
+
 class Provider(Protocol):
-    """Launches and terminates the instances behind nodes."""
+    """Sizes a group's cells and terminates the instances behind nodes."""
 
     name: str
 
-    async def launch(self, request: LaunchRequest) -> str:
-        """Ensure the instance for ``request.token`` exists; return its future node name."""
+    async def observe(self, group: str) -> list[CellObservation]:
+        """Every cell the provider holds for ``group``, with instances and failures."""
+        ...
+
+    async def scale(self, cell: CellRef, template: Template, desired: int) -> None:
+        """Create the cell from ``template`` if it is missing, then set its desired size.
+
+        Raises ``CapacityError`` when the provider says at once that the cell has no
+        capacity, ``ProviderError`` for other refusals.
+        """
         ...
 
     async def terminate(self, node: NodeView) -> None:
-        """Terminate the instance behind ``node``; a gone instance is not an error."""
+        """Terminate the instance behind ``node`` and shrink its cell by one."""
+        ...
+
+    async def terminate_instance(self, cell: CellRef, instance_id: str) -> None:
+        """Terminate an instance that never became a node, shrinking its cell by one."""
+        ...
+
+    async def delete_cell(self, cell: CellRef) -> None:
+        """Remove an empty cell (its provider group and launch configuration)."""
         ...

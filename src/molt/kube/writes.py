@@ -18,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from molt.api import GROUP as API_GROUP
+from molt.api import VERSION as API_VERSION
 from molt.kube.state import GROUPS, NODES, POLICIES
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
@@ -159,16 +161,32 @@ class KubeWrites:
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
+        involved = {"kind": "Node", "name": node.name, "uid": node.uid or node.name}
+        await self._record(involved, reason, message, warning=warning)
+
+    async def record_group_event(
+        self, group: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        involved = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "InstanceGroup",
+            "name": group,
+        }
+        await self._record(involved, reason, message, warning=warning)
+
+    async def _record(
+        self, involved: dict[str, str], reason: str, message: str, *, warning: bool
+    ) -> None:
         await self._before_write()
         stamp = format_rfc3339(datetime.now(UTC))
         event = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{node.name}.{uuid.uuid4().hex[:12]}",
+                "name": f"{involved['name']}.{uuid.uuid4().hex[:12]}",
                 "namespace": EVENT_NAMESPACE,
             },
-            "involvedObject": {"kind": "Node", "name": node.name, "uid": node.uid or node.name},
+            "involvedObject": involved,
             "reason": reason,
             "message": message[:1024],
             "type": "Warning" if warning else "Normal",
@@ -181,8 +199,8 @@ class KubeWrites:
         try:
             await self.raw.create(f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", event)
         except ApiError as error:
-            # An Event is for people; failing to record one must not stop the pipeline.
-            log.warning("event.not_recorded", node=node.name, reason=reason, error=str(error))
+            # An Event is for people; failing to record one must not stop the controller.
+            log.warning("event.not_recorded", on=involved["name"], reason=reason, error=str(error))
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         await self._patch_status(POLICIES, name, status)
@@ -235,6 +253,11 @@ class DryRunWrites:
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self._note(f"event on node {node.name}: {reason}: {message}")
+
+    async def record_group_event(
+        self, group: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self._note(f"event on instance group {group}: {reason}: {message}")
 
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self._note(f"status of policy {name}: {status}")

@@ -1,125 +1,181 @@
-"""Each InstanceGroup's revision and status, computed from its template and its nodes.
+"""An InstanceGroup's status: revisions, cells, counts and the Ready, Progressing and
+Degraded conditions, computed from what the controller knows and the group's nodes.
 
-The current revision is the hash of the template, so editing the template makes every
-node of an older revision drift, and a TerminationPolicy with ``drift: true`` replaces
-them through the pipeline (whose replacements carry the new revision). The status says
-how many nodes each revision has, how many are Ready, and whether the group is Ready or
-still Progressing; it is written only when it changes.
+``currentRevision`` is the revision capacity belongs to: the template's hash, or the
+previous revision while a degraded template is rolled back.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import structlog
-
 from molt.api.instancegroup import InstanceGroup
+from molt.controllers.instancegroup.memory import GroupMemory
 from molt.policy.age import format_rfc3339
-from molt.policy.cells import template_revision
-from molt.policy.snapshot import NodeView
-from molt.ports import Clock, ClusterReads, ClusterWrites
+from molt.policy.cells import CellKey
+from molt.policy.snapshot import CAPACITY_TYPE_LABEL, NodeView
 
-log = structlog.get_logger(__name__)
+MAX_REVISIONS = 64
 
 
-def group_status(group: InstanceGroup, nodes: list[NodeView], now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CellFigures:
+    """A target cell's desired size, as last set."""
+
+    key: CellKey
+    desired: int
+
+
+def node_cell(node: NodeView) -> CellKey:
+    return CellKey(node.zone or "unknown", node.labels.get(CAPACITY_TYPE_LABEL, "on-demand"))
+
+
+def _condition(
+    group: InstanceGroup, kind: str, status: bool, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """A condition whose transition time moves only when its status does."""
+    text = "True" if status else "False"
+    since = now
+    for existing in group.status.conditions if group.status else []:
+        if existing.type == kind and existing.status == text:
+            since = existing.last_transition_time
+    return {
+        "type": kind,
+        "status": text,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": format_rfc3339(since),
+        "observedGeneration": group.metadata.generation,
+    }
+
+
+def group_status(
+    group: InstanceGroup,
+    nodes: list[NodeView],
+    memory: GroupMemory,
+    template_revision: str,
+    cells: list[CellFigures],
+    now: datetime,
+) -> dict[str, Any]:
     """The status subresource for ``group`` over its ``nodes``."""
-    current = template_revision(group.spec.template)
+    target = memory.current or template_revision
     desired = group.spec.desired_replicas
     by_revision: dict[str, list[NodeView]] = {}
     for node in nodes:
         by_revision.setdefault(node.revision or "unknown", []).append(node)
-    updated = [n for n in by_revision.get(current, []) if n.ready and not n.in_pipeline]
-    outdated = sum(len(v) for k, v in by_revision.items() if k != current)
-    ready = sum(1 for n in nodes if n.ready)
+    updated = [n for n in by_revision.get(target, []) if n.ready and not n.in_pipeline]
+    outdated = sum(len(v) for k, v in by_revision.items() if k != target)
     settled = len(updated) >= desired and outdated == 0
-    revisions = [
-        {
+    degraded = template_revision in memory.degraded
+    rolled_back = degraded and target != template_revision
+
+    def state_of(name: str) -> str:
+        if name in memory.degraded:
+            return "Degraded"
+        if name == target:
+            return "Current"
+        return "Previous" if name == memory.previous else "Outdated"
+
+    names = [target, template_revision]
+    if memory.previous is not None:
+        names.append(memory.previous)
+    names += sorted(by_revision)
+    revisions = []
+    for name in dict.fromkeys(names):
+        members = by_revision.get(name, [])
+        state = state_of(name)
+        entry: dict[str, Any] = {
             "name": name,
             "replicas": len(members),
             "ready": sum(1 for n in members if n.ready),
-            "state": "Current" if name == current else "Outdated",
+            "launchFailures": memory.failure_totals.get(name, 0),
+            "state": state,
         }
-        for name, members in sorted(by_revision.items(), key=lambda kv: kv[0] != current)
+        if name in memory.degraded:
+            entry["message"] = memory.degraded[name][:1024]
+        template = memory.templates.get(name)
+        if template is not None and state in ("Current", "Previous", "Degraded"):
+            entry["template"] = template.model_dump(mode="json", by_alias=True, exclude_none=True)
+        revisions.append(entry)
+    ready_by_cell = Counter(node_cell(n) for n in updated)
+    resting = memory.resting
+    cell_entries = [
+        {
+            "zone": figures.key.zone,
+            "capacityType": figures.key.capacity_type,
+            "revision": target,
+            "desired": figures.desired,
+            "ready": ready_by_cell[figures.key],
+            "available": figures.key not in resting,
+            **(
+                {"unavailableUntil": format_rfc3339(resting[figures.key])}
+                if figures.key in resting
+                else {}
+            ),
+        }
+        for figures in sorted(cells, key=lambda f: f.key)
     ]
-    if current not in by_revision:
-        revisions.insert(0, {"name": current, "replicas": 0, "ready": 0, "state": "Current"})
-    message = f"{len(updated)}/{desired} nodes Ready at revision {current}" + (
-        f", {outdated} of older revisions to replace" if outdated else ""
+    message = f"{len(updated)}/{desired} nodes Ready at revision {target}" + (
+        f", {outdated} of other revisions to replace" if outdated else ""
     )
-    stamp = format_rfc3339(now)
-    generation = group.metadata.generation
+    if rolled_back:
+        why = memory.degraded[template_revision]
+        degraded_message = (
+            f"revision {template_revision} is degraded ({why}); capacity returned to {target}"
+        )
+    elif degraded:
+        degraded_message = (
+            f"revision {template_revision} is degraded ({memory.degraded[template_revision]}) "
+            "and there is no previous revision to return to: the rollout is stopped"
+        )
+    else:
+        degraded_message = "no revision is failing"
+    state = "Degraded" if degraded else "Ready" if settled else "Progressing"
     return {
-        "observedGeneration": generation,
-        "currentRevision": current,
-        "state": "Ready" if settled else "Progressing",
+        "observedGeneration": group.metadata.generation,
+        "currentRevision": target,
+        "state": state,
         "replicas": len(nodes),
-        "readyReplicas": ready,
+        "readyReplicas": sum(1 for n in nodes if n.ready),
         "updatedReplicas": len(updated),
-        "revisions": revisions[:64],
+        "revisions": revisions[:MAX_REVISIONS],
+        "cells": cell_entries[:512],
         "conditions": [
-            {
-                "type": "Ready",
-                "status": "True" if settled else "False",
-                "reason": "AllNodesCurrent" if settled else "NotAllNodesCurrent",
-                "message": message,
-                "lastTransitionTime": stamp,
-                "observedGeneration": generation,
-            },
-            {
-                "type": "Progressing",
-                "status": "False" if settled else "True",
-                "reason": "Settled" if settled else "ReplacingNodes",
-                "message": message,
-                "lastTransitionTime": stamp,
-                "observedGeneration": generation,
-            },
+            _condition(
+                group,
+                "Ready",
+                settled,
+                "AllNodesCurrent" if settled else "NotAllNodesCurrent",
+                message,
+                now,
+            ),
+            _condition(
+                group,
+                "Progressing",
+                not settled and not (degraded and not rolled_back),
+                "Settled" if settled else ("RollingBack" if rolled_back else "ReplacingNodes"),
+                message,
+                now,
+            ),
+            _condition(
+                group,
+                "Degraded",
+                degraded,
+                ("RolledBack" if rolled_back else "RolloutStopped") if degraded else "Healthy",
+                degraded_message,
+                now,
+            ),
         ],
     }
 
 
-def _without_times(status: dict[str, Any]) -> dict[str, Any]:
+def without_times(status: dict[str, Any]) -> dict[str, Any]:
+    """The status with transition times dropped, to tell whether anything changed."""
     comparable = dict(status)
     comparable["conditions"] = [
         {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
     ]
     return comparable
-
-
-class GroupStatusReconciler:
-    """Writes every InstanceGroup's revision and counts; returns when to look again."""
-
-    def __init__(self, reads: ClusterReads, writes: ClusterWrites, clock: Clock) -> None:
-        self.reads = reads
-        self.writes = writes
-        self.clock = clock
-        self._written: dict[str, dict[str, Any]] = {}
-
-    async def reconcile(self) -> float:
-        if not self.reads.synced():
-            return 1.0
-        now = self.clock.now()
-        nodes = self.reads.nodes()
-        for name in sorted(self.reads.groups()):
-            group = self.reads.instance_group(name)
-            if group is None:
-                continue
-            members = [n for n in nodes if n.group == name]
-            status = group_status(group, members, now)
-            comparable = _without_times(status)
-            if self._written.get(name) == comparable:
-                continue
-            if (
-                group.status is not None
-                and group.status.current_revision != status["currentRevision"]
-            ):
-                log.info(
-                    "group.new_revision",
-                    group=name,
-                    revision=status["currentRevision"],
-                    previous=group.status.current_revision,
-                )
-            await self.writes.patch_group_status(name, status)
-            self._written[name] = comparable
-        return 30.0

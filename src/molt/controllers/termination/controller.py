@@ -1,9 +1,10 @@
 """The termination controller: a work queue of keys and the workers that reconcile them.
 
-Keys are ``selection`` (plan and admit, for the whole cluster), ``groups`` (every
-InstanceGroup's revision and status, which drift is judged against) and ``node/<name>``
-(one node's pipeline). Cache changes enqueue keys; reconcilers return when to look again; a
-failing key backs off. It runs unchanged over any implementation of the ports.
+Keys are ``selection`` (plan and admit, for the whole cluster), ``group/<name>`` (one
+InstanceGroup's cells, rollout and status; its current revision is what drift is judged
+against) and ``node/<name>`` (one node's pipeline). Cache changes enqueue keys;
+reconcilers return when to look again; a failing key backs off. It runs unchanged over any
+implementation of the ports.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import structlog
 
 from molt.actions.http import ActionRunner
 from molt.cloud.provider import Provider
-from molt.controllers.instancegroup.status import GroupStatusReconciler
+from molt.controllers.instancegroup.cells import CellReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
@@ -25,7 +26,7 @@ from molt.ports import Clock, ClusterReads, ClusterWrites, NotLeaderError
 log = structlog.get_logger(__name__)
 
 SELECTION = "selection"
-GROUPS = "groups"
+GROUP_PREFIX = "group/"
 NODE_PREFIX = "node/"
 SELECTION_DEBOUNCE = 1.0
 """Bursts of node changes are coalesced into one selection per second at most."""
@@ -61,7 +62,7 @@ class TerminationController:
             on_selected=self._selected,
             resync_seconds=resync_seconds,
         )
-        self.groups = GroupStatusReconciler(reads, writes, clock)
+        self.groups = CellReconciler(reads, writes, clock, providers if pipeline else {})
         self.pipeline = PipelineReconciler(
             reads, writes, clock, metrics, providers=providers, actions=actions
         )
@@ -77,20 +78,26 @@ class TerminationController:
         if in_pipeline and self.pipeline_enabled:
             self.queue.add(NODE_PREFIX + key)
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
-        self.queue.add_after(GROUPS, SELECTION_DEBOUNCE)
+        for node in (old, new):
+            if node is not None and node.group is not None:
+                self.queue.add_after(GROUP_PREFIX + node.group, SELECTION_DEBOUNCE)
 
     def pods_changed(self, node: str) -> None:
         if self.pipeline_enabled:
             self.queue.add(NODE_PREFIX + node)
 
     def config_changed(self) -> None:
-        # Group status first: a template change makes a new revision, which drift reads.
-        self.queue.add(GROUPS)
+        # Groups first: a template change makes a new revision, which drift reads.
+        self._enqueue_groups()
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+
+    def _enqueue_groups(self) -> None:
+        for name in self.reads.groups():
+            self.queue.add(GROUP_PREFIX + name)
 
     def enqueue_all(self) -> None:
         """Look at everything once: after the caches sync or leadership is won."""
-        self.queue.add(GROUPS)
+        self._enqueue_groups()
         self.queue.add(SELECTION)
         for node in self.reads.nodes():
             if node.in_pipeline and self.pipeline_enabled:
@@ -99,8 +106,8 @@ class TerminationController:
     async def _dispatch(self, key: str) -> float | None:
         if key == SELECTION:
             return await self.selection.reconcile()
-        if key == GROUPS:
-            return await self.groups.reconcile()
+        if key.startswith(GROUP_PREFIX):
+            return await self.groups.reconcile(key.removeprefix(GROUP_PREFIX))
         return await self.pipeline.reconcile(key.removeprefix(NODE_PREFIX))
 
     async def _work(self) -> None:

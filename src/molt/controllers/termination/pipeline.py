@@ -17,11 +17,10 @@ from datetime import datetime
 import structlog
 
 from molt.actions.http import ActionFailedError, ActionRunner
-from molt.api.durations import format_duration, parse_duration
-from molt.api.instancegroup import InstanceGroup
+from molt.api.durations import parse_duration
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.cloud.kwok_nodes import KWOK_NODE_ANNOTATION
-from molt.cloud.provider import LaunchRequest, Provider, ProviderError
+from molt.cloud.provider import Provider, ProviderError
 from molt.controllers.termination.drain import (
     EVICTION_SLICE_SECONDS,
     Drainer,
@@ -33,9 +32,9 @@ from molt.controllers.termination.progress import (
     BLOCKED_ANNOTATION,
     DRAIN_STARTED_ANNOTATION,
     DRAINING,
+    GROUP_CAPACITY,
     NO_REPLACEMENT,
     REPLACEMENT_ANNOTATION,
-    REPLACEMENT_LAUNCHED_AT_ANNOTATION,
     TERMINATING,
     count_annotation,
     deadline_of,
@@ -45,14 +44,13 @@ from molt.controllers.termination.progress import (
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.drain import classify_pods
+from molt.policy.rollout import may_leave, strategy_of
 from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
     DO_NOT_DISRUPT,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
     SELECTED_AT_ANNOTATION,
     STATE_LABEL,
-    NodeTaint,
     NodeView,
 )
 from molt.ports import Clock, ClusterReads, ClusterWrites
@@ -90,14 +88,16 @@ class PipelineReconciler:
         self.drainer = Drainer(writes, clock, metrics, slice_seconds=eviction_slice)
         self._completed_written: dict[str, int] = {}
         self._status_lock = asyncio.Lock()
-        self._launched_here: set[str] = set()
-        """Launch tokens this process has sent; others are re-sent once after a restart."""
+        self._gate_lock = asyncio.Lock()
+        self._passed: set[str] = set()
+        """Nodes this process let drain, until the cache shows their annotation."""
         self._timeout_reported: set[str] = set()
 
     async def reconcile(self, name: str) -> Requeue:
         node = self.reads.node(name)
         if node is None or not node.in_pipeline:
             self.reads.release_pods(name)
+            self._passed.discard(name)
             self._timeout_reported.discard(name)
             self.drainer.forget(name)
             return None
@@ -158,87 +158,69 @@ class PipelineReconciler:
             await self.writes.record_event(node, "PreTerminationDone", f"action {label} succeeded")
         return None
 
-    def _launch_request(
-        self, node: NodeView, *, need_room: bool
-    ) -> tuple[Provider, LaunchRequest, InstanceGroup] | str:
-        """What to launch in place of ``node``, or why nothing is launched.
-
-        ``need_room`` checks ``maxSize``: only before the first launch, since the
-        replacement, once it joins, fills the very slot it was launched into.
-        """
+    def _no_replacement(self, node: NodeView) -> str | None:
+        """Why no instance group will stand in for ``node``, or None when one will."""
         if node.group is None:
             return "the node belongs to no instance group"
         group = self.reads.instance_group(node.group)
         if group is None:
             return f"instance group {node.group} not found"
-        provider = self.providers.get(group.spec.provider)
-        if provider is None:
+        if group.spec.provider not in self.providers:
             return f"provider {group.spec.provider} is not enabled in this controller"
-        members = [n for n in self.reads.nodes() if n.group == node.group]
-        if need_room and len(members) >= group.spec.max_size:
-            return f"group {node.group} is at maxSize {group.spec.max_size}"
-        template = group.spec.template
-        boot = template.kwok.boot_delay if template.kwok else "0s"
-        revision = (group.status.current_revision if group.status else None) or node.revision
-        request = LaunchRequest(
-            group=node.group,
-            token=node.uid or node.name,
-            zone=node.zone,
-            capacity_type=node.labels.get(CAPACITY_TYPE_LABEL),
-            revision=revision,
-            labels=dict(template.labels),
-            taints=tuple(NodeTaint(t.key, t.effect, t.value) for t in template.taints),
-            boot_delay_seconds=parse_duration(boot).total_seconds(),
-        )
-        return provider, request, group
+        return None
 
     async def _replace(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
-        recorded = node.annotations.get(REPLACEMENT_ANNOTATION)
-        if recorded is not None and recorded.startswith(NO_REPLACEMENT):
-            return None
-        planned = self._launch_request(node, need_room=recorded is None)
-        if isinstance(planned, str) and recorded is None:
+        """Wait until the node's group can spare it; its instance-group controller launches
+        the replacement (the node in the pipeline makes room for one more instance)."""
+        if node.annotations.get(REPLACEMENT_ANNOTATION) is not None:
+            return None  # passed this gate before
+        why_not = self._no_replacement(node)
+        if why_not is not None:
             await self.writes.patch_node(
-                node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {planned}"}
+                node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {why_not}"}
             )
-            await self.writes.record_event(node, "NoReplacement", f"no replacement: {planned}")
+            await self.writes.record_event(node, "NoReplacement", f"no replacement: {why_not}")
             return None
-        # Past here with no plan, the group or provider went away after the launch: wait
-        # out the ready timeout below as if the replacement were still coming.
-        if recorded is None:
-            assert not isinstance(planned, str)
-            provider, request, _ = planned
-            try:
-                launched = await provider.launch(request)
-            except ProviderError as error:
-                await self.writes.record_event(
-                    node, "ReplacementFailed", f"launch failed: {error}", warning=True
+        assert node.group is not None
+        group = self.reads.instance_group(node.group)
+        assert group is not None
+        desired = group.spec.desired_replicas
+        unavailable = strategy_of(group).max_unavailable
+        async with self._gate_lock:
+            members = [n for n in self.reads.nodes() if n.group == node.group]
+            gone = self._passed | {
+                n.name for n in members if REPLACEMENT_ANNOTATION in n.annotations
+            }
+            if may_leave(node, members, desired, unavailable, gone):
+                self._passed.add(node.name)
+                spare = sum(1 for n in members if n.ready and n.name not in gone) - node.ready
+                await self.writes.patch_node(
+                    node.name,
+                    annotations={
+                        REPLACEMENT_ANNOTATION: f"{GROUP_CAPACITY}: {spare} Ready without it"
+                    },
                 )
-                return 30.0
-            self._launched_here.add(request.token)
-            await self.writes.patch_node(
-                node.name,
-                annotations={
-                    REPLACEMENT_ANNOTATION: launched,
-                    REPLACEMENT_LAUNCHED_AT_ANNOTATION: format_rfc3339(self.clock.now()),
-                },
+                await self.writes.record_event(
+                    node,
+                    "CapacityReady",
+                    f"group {node.group} keeps {spare} Ready node(s) without this one "
+                    f"(needs {desired - unavailable}): draining",
+                )
+                return None
+        # A node a policy must retire (its deadline has passed) waits for a replacement at
+        # most the group's readyTimeout from its selection, then drains without one.
+        now = self.clock.now()
+        patience = parse_duration(group.spec.health.ready_timeout)
+        selected = read_time(node, SELECTED_AT_ANNOTATION) or now
+        if (
+            policy is not None
+            and now >= deadline_of(node, policy, now)
+            and (now - selected >= patience)
+        ):
+            message = (
+                f"group {node.group} has had no spare Ready node for "
+                f"{group.spec.health.ready_timeout} and the node's deadline has passed"
             )
-            await self.writes.record_event(
-                node, "ReplacementLaunched", f"launched {launched} to take this node's place"
-            )
-            return REPLACEMENT_POLL
-        replacement = self.reads.node(recorded)
-        if replacement is not None and replacement.ready:
-            return None
-        group = planned[2] if not isinstance(planned, str) else None
-        ready_timeout = parse_duration(group.spec.health.ready_timeout if group else "10m")
-        launched_at = (
-            read_time(node, REPLACEMENT_LAUNCHED_AT_ANNOTATION)
-            or read_time(node, SELECTED_AT_ANNOTATION)
-            or self.clock.now()
-        )
-        if self.clock.now() - launched_at > ready_timeout:
-            message = f"{recorded} not Ready within {format_duration(ready_timeout)}"
             await self.writes.patch_node(
                 node.name, annotations={REPLACEMENT_ANNOTATION: f"{NO_REPLACEMENT}: {message}"}
             )
@@ -249,13 +231,6 @@ class PipelineReconciler:
                 warning=True,
             )
             return None
-        if replacement is None and not isinstance(planned, str):
-            provider, request, _ = planned
-            if request.token not in self._launched_here:
-                # Launched by an earlier process, which may have died before the instance
-                # existed: ask again (the same token names the same instance).
-                await provider.launch(request)
-                self._launched_here.add(request.token)
         return REPLACEMENT_POLL
 
     async def _drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:

@@ -22,11 +22,12 @@ DEADLINE_ANNOTATION = "molt.dev/deadline"
 ACTIONS_DONE_ANNOTATION = "molt.dev/actions-done"
 ACTION_FAILURES_ANNOTATION = "molt.dev/action-failures"
 REPLACEMENT_ANNOTATION = "molt.dev/replacement"
-REPLACEMENT_LAUNCHED_AT_ANNOTATION = "molt.dev/replacement-launched-at"
 DRAIN_STARTED_ANNOTATION = "molt.dev/drain-started-at"
 BLOCKED_ANNOTATION = "molt.dev/blocked"
 
 NO_REPLACEMENT = "none"
+GROUP_CAPACITY = "group capacity"
+"""The replacement annotation's prefix once the group can spare the node."""
 
 
 def read_time(node: NodeView, annotation: str) -> datetime | None:

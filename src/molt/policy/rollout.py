@@ -1,0 +1,173 @@
+"""Rollout arithmetic: how many nodes a revision may have, which old nodes go next, and
+when a node in the pipeline may leave its group.
+
+The rules are Kubernetes' rolling-update rules applied to nodes. A group wants ``desired``
+nodes at its target revision that are not leaving. While it gets there it may run at most
+``desired + maxSurge`` instances (BlueGreen: a full second set), and a node may start to
+drain only while the group keeps ``desired - maxUnavailable`` Ready nodes without it.
+Nodes in the pipeline still hold an instance until they are terminated, so they count
+against the surge; nodes that have passed the gate no longer count as available.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from molt.api.instancegroup import InstanceGroup
+from molt.api.types import resolve_count_or_percent
+from molt.policy.cells import CapacityPlan, CellKey
+from molt.policy.snapshot import NodeView
+
+BLUE_GREEN = "BlueGreen"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A group's rollout strategy with its counts resolved against the desired size."""
+
+    kind: str
+    max_surge: int
+    max_unavailable: int
+
+    @property
+    def surge(self) -> int:
+        """Extra instances allowed during a rollout; at least one when none may be lost."""
+        return max(self.max_surge, 0 if self.max_unavailable > 0 else 1)
+
+
+def strategy_of(group: InstanceGroup) -> Strategy:
+    """The group's strategy, percentages resolved (surge up, unavailable down)."""
+    desired = group.spec.desired_replicas
+    spec = group.spec.strategy
+    return Strategy(
+        spec.type,
+        resolve_count_or_percent(spec.max_surge, desired, round_up=True),
+        resolve_count_or_percent(spec.max_unavailable, desired, round_up=False),
+    )
+
+
+def target_staying(
+    desired: int, strategy: Strategy, other_instances: int, leaving_at_target: int
+) -> int:
+    """How many non-leaving nodes the target revision may have now.
+
+    ``other_instances`` are the instances of every other revision still standing (they
+    hold capacity until terminated); ``leaving_at_target`` are target nodes in the pipeline.
+    """
+    surge = desired if strategy.kind == BLUE_GREEN else strategy.surge
+    room = desired + surge - other_instances - leaving_at_target
+    return max(0, min(desired, room))
+
+
+def cell_targets(
+    plan: CapacityPlan, leaving_by_cell: Counter[CellKey], instances_by_cell: Counter[CellKey]
+) -> dict[CellKey, int]:
+    """Desired instances per target cell: the plan's share, plus the cell's leaving nodes,
+    and never fewer than the instances it holds (nodes leave through the pipeline, never
+    by shrinking a cell under them)."""
+    keys = set(plan.cells) | set(instances_by_cell)
+    return {
+        key: max(plan.cells.get(key, 0) + leaving_by_cell[key], instances_by_cell[key])
+        for key in keys
+    }
+
+
+def may_leave(
+    node: NodeView,
+    members: list[NodeView],
+    desired: int,
+    max_unavailable: int,
+    gone: set[str],
+) -> bool:
+    """Whether ``node`` may drain now without the group dropping below its floor.
+
+    ``gone`` names the members that have already passed this gate (draining or about to);
+    they no longer count as available, so two nodes can never pass on the same spare.
+    """
+    available = sum(1 for n in members if n.ready and n.name not in gone and n.name != node.name)
+    return available >= desired - max_unavailable
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A node the group controller puts into the pipeline, and why."""
+
+    node: NodeView
+    reason: str
+    """A human reason, e.g. ``drift: revision a1 != current b2``."""
+
+
+def rollout_replacements(
+    members: list[NodeView],
+    target: str,
+    desired: int,
+    strategy: Strategy,
+    cell_plan: dict[CellKey, int],
+    degraded: frozenset[str] = frozenset(),
+) -> list[Replacement]:
+    """The nodes to put into the pipeline now: old revisions, then surplus at the target.
+
+    ``cell_plan`` is the full-size split of ``desired`` over the available cells; once no
+    old node is left, target nodes beyond it are replaced (scale-down, rebalance).
+
+    At most ``surge + maxUnavailable`` nodes of the group are in the pipeline at once, and
+    only as many as the Ready nodes outside the pipeline exceed ``desired -
+    maxUnavailable`` (so a node is never cordoned before its replacement stands).
+    Under BlueGreen no old node goes until the target revision has ``desired`` Ready
+    nodes; then all of them go. Oldest revisions' nodes go first, NotReady before Ready.
+    """
+    leaving = [n for n in members if n.in_pipeline]
+    staying = [n for n in members if not n.in_pipeline]
+    old = [n for n in staying if n.revision != target]
+    current = [n for n in staying if n.revision == target]
+    ready_current = sum(1 for n in current if n.ready)
+    if strategy.kind == BLUE_GREEN:
+        room = len(old) if ready_current >= desired else 0
+    else:
+        # Like a Deployment: old nodes go only as fast as Ready ones stand above the floor.
+        available = sum(1 for n in staying if n.ready)
+        above_floor = available - (desired - strategy.max_unavailable)
+        in_flight_room = max(1, strategy.surge + strategy.max_unavailable) - len(leaving)
+        room = min(in_flight_room, above_floor)
+    if room <= 0:
+        return []
+    picked: list[Replacement] = []
+    old.sort(key=lambda n: (n.ready, n.launched_at or n.created, n.name))
+    for node in old:
+        if node.revision in degraded:
+            reason = f"rollback: revision {node.revision} is degraded"
+        else:
+            reason = f"drift: revision {node.revision} != current {target}"
+        picked.append(Replacement(node, reason))
+    if not old:
+        picked.extend(_surplus(current, desired, cell_plan))
+    return picked[:room]
+
+
+def _cell(node: NodeView) -> CellKey:
+    return CellKey(node.zone or "", node.labels.get("molt.dev/capacity-type", "on-demand"))
+
+
+def _surplus(
+    current: list[NodeView], desired: int, cell_plan: dict[CellKey, int]
+) -> list[Replacement]:
+    """Target nodes beyond the desired size (scale-down) or beyond their cell's share
+    while another cell is short (rebalance, e.g. after a zone comes back)."""
+    by_cell: dict[CellKey, list[NodeView]] = {}
+    for node in current:
+        by_cell.setdefault(_cell(node), []).append(node)
+    short = sum(max(0, want - len(by_cell.get(key, []))) for key, want in cell_plan.items())
+    excess_total = max(0, len(current) - desired)
+    picked: list[Replacement] = []
+    for key in sorted(by_cell):
+        nodes = sorted(by_cell[key], key=lambda n: (n.ready, n.launched_at or n.created))
+        over = len(nodes) - cell_plan.get(key, 0)
+        for node in nodes[: max(0, over)]:
+            if excess_total > 0:
+                excess_total -= 1
+                picked.append(Replacement(node, f"scale-down: group has more than {desired}"))
+            elif short > 0:
+                short -= 1
+                picked.append(Replacement(node, f"rebalance: cell {key} has more than its share"))
+    return picked
