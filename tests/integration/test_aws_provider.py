@@ -14,6 +14,7 @@ DescribeScalingActivities in AWS's place where a test needs failures.
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -110,6 +111,12 @@ class Aws:
 def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     with FaultProxy(moto_endpoint) as running:
         yield running
+    leftover = [
+        t.name
+        for t in threading.enumerate()
+        if t.name == "fault-proxy" or "process_request_thread" in t.name
+    ]
+    assert leftover == [], "the fault proxy left threads running"
 
 
 @pytest.fixture
