@@ -27,7 +27,7 @@ venv: $(STAMP)
 binaries: venv
 	$(BIN)/python -m molt.sandbox.binaries
 
-demo: venv binaries
+demo: venv
 	$(BIN)/molt demo
 
 lint: venv

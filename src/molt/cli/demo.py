@@ -1,81 +1,112 @@
-"""``molt demo``: start a sandbox, install a sample fleet, and show Molt's plan for it."""
+"""``molt demo``: four simulated days of a 60-node fleet, told as a short story.
+
+Needs no cluster and no Go: it runs Molt's own controller over the built-in scenario in
+``molt.sim.builtin`` on a virtual clock (48 h rotation, a bad template rolled back, a
+zone outage routed around, spot interruptions), prints what happened and writes the
+report and plots.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from molt.cli.plan import render_table
-from molt.kube.reader import connect, read_cluster
-from molt.policy.plan import compute_plan
-from molt.sandbox.binaries import BuildError
-from molt.sandbox.cluster import Sandbox, SandboxError
-from molt.sandbox.processes import ProcessFailedError
-from molt.sandbox.sample_fleet import CURRENT_REVISION, FLEET, install_sample_fleet
+from molt.cli.simulate import run_with_progress, write_outputs
+from molt.sim.builtin import demo_scenario
+from molt.sim.report import build_report
 
-console = Console(width=None if Console().is_terminal else 160)
+console = Console(width=None if Console().is_terminal else 110)
 
 
-async def _install_and_plan(kubeconfig: Path) -> None:
-    api = await connect(str(kubeconfig))
-    async with api:
-        await install_sample_fleet(api, datetime.now(UTC))
-        console.print(
-            f"Installed the sample fleet: {len(FLEET)} kwok nodes in 3 zones aged 1h to 61h, "
-            f"InstanceGroup [bold]workers[/bold] (current revision {CURRENT_REVISION}), and "
-            "TerminationPolicy [bold]rotate-48h[/bold] (max age 48h with 4h jitter, drift, "
-            "a stuck-volume taint held 10m; at most 2 nodes in flight, 1 per zone).\n"
+def _first(events: list[dict[str, Any]], reason: str) -> dict[str, Any] | None:
+    return next((e for e in events if e["reason"] == reason), None)
+
+
+def tell_story(report: dict[str, Any]) -> list[str]:
+    """The report as a few sentences, in the order things happened."""
+    lines = [
+        f"Molt ran its own controller over {report['nodesAtStart']} simulated nodes in 3 zones "
+        f"for {report['durationHours']:g} simulated hours "
+        f"({report['wallSeconds']:g} s on this machine)."
+    ]
+    rotation = report["fullRotationHours"]
+    limit = report["policyMaxAgeHours"]
+    if rotation is not None:
+        lines.append(
+            f"[bold]Rotation[/bold]: every node running at the start was replaced within "
+            f"{rotation:g} h; the oldest node ever reached {report['maxNodeAgeHours']:g} h "
+            f"(policy maximum {limit:g} h). Nodes replaced: "
+            + ", ".join(f"{n} by {k}" for k, n in report["replacedByReason"].items())
+            + "."
         )
-        read = await read_cluster(api)
-    now = datetime.now(UTC)
-    plan = compute_plan(read.snapshot, read.policies, now)
-    console.print(render_table(plan, read, now))
-    console.print(
-        "\nHow to read it: past-deadline nodes go first, then unhealthy, tainted and drifted "
-        "ones, then the oldest. Budgets admit at most 2 at once and 1 per zone, so the rest "
-        "wait; as each replacement finishes, the next one starts. Nothing was changed: "
-        "planning is read-only."
+    events = report["groupEvents"]
+    degraded = _first(events, "RevisionDegraded")
+    if degraded is not None:
+        lines.append(
+            f"[bold]Bad template[/bold] (t=6h, image ami-broken): its first instances never "
+            f"became Ready; at t={degraded['at_hours']:g}h the group said: "
+            f"\u201c{degraded['message']}\u201d"
+        )
+    if report["routing"]:
+        first = report["routing"][0]
+        lows: dict[str, int] = {}
+        for sample in report["capacityByZone"]:
+            if 20 <= sample["atHours"] <= 26:
+                for zone, ready in sample["ready"].items():
+                    lows[zone] = min(lows.get(zone, ready), ready)
+        lines.append(
+            f"[bold]Zone outage[/bold] (zone-b out of capacity from t=20h to t=26h): "
+            f"{len(report['routing'])} routing decisions, the first at "
+            f"t={first['at_hours']:g}h: \u201c{first['message']}\u201d Ready nodes per zone "
+            "stayed at least " + ", ".join(f"{z} {n}" for z, n in sorted(lows.items())) + "."
+        )
+    drift = report["replacedByReason"].get("drift", 0)
+    if drift:
+        lines.append(
+            f"[bold]Good template[/bold] (t=30h, image ami-v2): {drift} nodes replaced by "
+            "drift, a few at a time within the group's surge."
+        )
+    pdbs = "; ".join(
+        f"{p['name']} lowest {p['lowestHealthy']}/{p['expected']} (needs {p['desiredHealthy']})"
+        for p in report["pdbs"]
     )
+    violations = sum(len(p["violations"]) for p in report["pdbs"])
+    evictions = report["evictions"]
+    lines.append(
+        f"[bold]Workloads[/bold]: {evictions.get('evicted', 0)} evictions, "
+        f"{evictions.get('pdb-blocked', 0)} refused by a PDB and retried; "
+        f"{violations} PDB violations. {pdbs}."
+    )
+    if report["errorCount"]:
+        lines.append(f"[red]{report['errorCount']} reconcile errors[/red]: {report['errors'][:3]}")
+    return lines
 
 
 def demo_command(
-    keep: Annotated[
-        Path | None,
-        typer.Option("--keep", help="Leave the sandbox running in this directory to explore it."),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write report.json and the plots.")
     ] = None,
 ) -> None:
-    """Start a local control plane, install a sample fleet and print Molt's plan for it.
+    """Simulate four days of a 60-node fleet with Molt's controller and tell what happened.
 
-    Needs no cluster: it runs etcd, kube-apiserver, kube-controller-manager,
-    kube-scheduler and kwok on loopback (built once with the Go toolchain, then cached).
+    Needs no cluster: the same reconcilers that run in production drive an in-memory
+    cluster and cloud on a virtual clock.
     """
     started = time.monotonic()
-    workdir = keep or Path(tempfile.mkdtemp(prefix="molt-demo-"))
-    sandbox = Sandbox(workdir)
-    console.print("[bold]Molt demo[/bold]: starting a local control plane ...")
-    try:
-        sandbox.up(report=lambda line: console.print(line, highlight=False))
-    except (SandboxError, BuildError, ProcessFailedError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
-        raise typer.Exit(1) from error
-    try:
-        asyncio.run(_install_and_plan(sandbox.kubeconfig))
-    finally:
-        if keep is None:
-            sandbox.down(report=lambda _: None)
-            shutil.rmtree(workdir, ignore_errors=True)
-    console.print(f"\nDemo finished in {time.monotonic() - started:.1f}s.")
-    if keep is not None:
-        console.print(
-            f"The sandbox is still running: export KUBECONFIG={sandbox.kubeconfig}; "
-            f"molt plan; kubectl get nodes,ig,tp. Stop it with "
-            f"`molt sandbox down --dir {keep}`."
-        )
+    target = out or Path(tempfile.mkdtemp(prefix="molt-demo-"))
+    console.print("[bold]Molt demo[/bold]: 60 nodes, 3 zones, 4 simulated days\n")
+    sim = run_with_progress(demo_scenario())
+    report = build_report(sim)
+    for line in tell_story(report):
+        console.print(line + "\n")
+    paths = write_outputs(sim, report, target)
+    console.print("Plots and report: " + ", ".join(str(p) for p in paths))
+    console.print(
+        f"Demo finished in {time.monotonic() - started:.1f}s. "
+        "Try your own fleet: molt simulate SCENARIO --out DIR."
+    )

@@ -79,6 +79,21 @@ class SimCell:
     instances: dict[str, SimInstance] = field(default_factory=dict)
     failures: deque[LaunchFailure] = field(default_factory=lambda: deque(maxlen=FAILURE_TAIL))
     launches: int = 0
+    observation: CellObservation | None = None
+    """What ``observe`` answered last, until the cell changes (observe runs very often)."""
+
+    def observe(self) -> CellObservation:
+        if self.observation is None:
+            self.observation = CellObservation(
+                cell=self.ref,
+                desired=self.desired,
+                instances=tuple(
+                    Instance(i.instance_id, i.launched_at, node_name=i.node_name)
+                    for i in self.instances.values()
+                ),
+                failures=tuple(self.failures),
+            )
+        return self.observation
 
 
 @dataclass(frozen=True)
@@ -119,19 +134,7 @@ class SimCloud:
     # The Provider port.
 
     async def observe(self, group: str) -> list[CellObservation]:
-        return [
-            CellObservation(
-                cell=cell.ref,
-                desired=cell.desired,
-                instances=tuple(
-                    Instance(i.instance_id, i.launched_at, node_name=i.node_name)
-                    for i in cell.instances.values()
-                ),
-                failures=tuple(cell.failures),
-            )
-            for ref, cell in sorted(self.cells.items())
-            if ref.group == group
-        ]
+        return [cell.observe() for ref, cell in sorted(self.cells.items()) if ref.group == group]
 
     async def scale(self, cell: CellRef, template: Template, desired: int) -> None:
         if desired < 0:
@@ -141,6 +144,7 @@ class SimCloud:
             found = self.cells[cell] = SimCell(cell, template)
         if found.desired != desired:
             found.desired = desired
+            found.observation = None
             self._converge_soon(found)
 
     async def terminate(self, node: NodeView) -> None:
@@ -151,6 +155,7 @@ class SimCloud:
         cell = self.cells.get(instance.cell)
         if cell is not None:
             cell.desired = max(0, cell.desired - 1)
+            cell.observation = None
         self._end(instance, None)
 
     async def terminate_instance(self, cell: CellRef, instance_id: str) -> None:
@@ -158,6 +163,7 @@ class SimCloud:
         if found is None or instance_id not in found.instances:
             return
         found.desired = max(0, found.desired - 1)
+        found.observation = None
         self._end(found.instances[instance_id], "never-joined")
 
     async def delete_cell(self, cell: CellRef) -> None:
@@ -176,6 +182,7 @@ class SimCloud:
         if found is None:
             found = self.cells[cell] = SimCell(cell, template)
         found.desired += 1
+        found.observation = None
         instance = self._new_instance(found, self.cluster.clock.now() - age)
         self._join(instance, ready=True)
         return instance.node_name
@@ -263,6 +270,7 @@ class SimCloud:
             if message is not None:
                 capacity = message.startswith("InsufficientInstanceCapacity")
                 cell.failures.append(LaunchFailure(now, message, capacity))
+                cell.observation = None
                 self.log.append((self.events.clock.seconds, "launch-failed", f"{ref}: {message}"))
                 self._converge_soon(cell, self.settings.retry_seconds)
                 return
@@ -295,6 +303,7 @@ class SimCloud:
             instance_type=template.instance_types[0],
         )
         cell.instances[instance.instance_id] = instance
+        cell.observation = None
         cell.launches += 1
         self._by_node[name] = instance
         return instance
@@ -348,6 +357,7 @@ class SimCloud:
         cell = self.cells.get(instance.cell)
         if cell is not None:
             cell.instances.pop(instance.instance_id, None)
+            cell.observation = None
         self._by_node.pop(instance.node_name, None)
         if cause is not None:
             self.ended[instance.node_name] = cause

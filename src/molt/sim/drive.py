@@ -26,7 +26,7 @@ def complete(coroutine: Coroutine[Any, Any, T]) -> T:
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coroutine.close()
+    name = getattr(coroutine, "__qualname__", repr(coroutine))
     raise SuspendedError(
-        f"{getattr(coroutine, '__qualname__', coroutine)} awaited {awaited!r}: a simulated reconcile must not "
-        "wait on real I/O or real time"
+        f"{name} awaited {awaited!r}: a simulated reconcile must not wait on real I/O or real time"
     )

@@ -23,7 +23,11 @@ from molt.api.instancegroup import InstanceGroup, Template
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import ObjectMeta
 from molt.cloud.provider import CellRef, Provider
-from molt.controllers.termination.controller import SELECTION, TerminationController
+from molt.controllers.termination.controller import (
+    GROUP_PREFIX,
+    SELECTION,
+    TerminationController,
+)
 from molt.controllers.workqueue import WorkQueue
 from molt.observe.metrics import Metrics
 from molt.policy.cells import CellKey, split_capacity, template_revision
@@ -44,14 +48,19 @@ class VirtualWorkQueue(WorkQueue[str]):
     """The controller's work queue on the virtual clock: keys become heap events.
 
     Deduplication and "the earlier due time wins" are the heap's keyed events. Selection
-    passes are spaced at least ``selection_floor`` apart (the production debounce is 1 s;
-    a large fleet may be simulated with a coarser one, which the report states).
+    passes and group reconciles may be spaced at least ``selection_floor`` and
+    ``group_floor`` apart. With floors of 0 the timing is production's exactly (selection
+    debounced by 1 s, a busy group every 2 s); a large fleet is simulated faster with
+    coarser floors, and the scenario's ``controller`` block says which were used.
     """
 
-    def __init__(self, events: EventHeap, *, selection_floor: float = 1.0) -> None:
+    def __init__(
+        self, events: EventHeap, *, selection_floor: float = 0.0, group_floor: float = 0.0
+    ) -> None:
         super().__init__(clock=events.clock.monotonic)
         self.events = events
         self.selection_floor = selection_floor
+        self.group_floor = group_floor
         self.run_key: Callable[[str], None] = lambda key: None
 
     def add(self, key: str) -> None:
@@ -60,6 +69,8 @@ class VirtualWorkQueue(WorkQueue[str]):
     def add_after(self, key: str, delay: float) -> None:
         if key == SELECTION:
             delay = max(delay, self.selection_floor)
+        elif key.startswith(GROUP_PREFIX):
+            delay = max(delay, self.group_floor)
         self.events.keyed(key, delay, lambda: self.run_key(key))
 
     def done(self, key: str) -> None:
@@ -111,7 +122,9 @@ class Simulation:
         self.stats = SimulationStats()
         self.metrics = Metrics()
         self.queue = VirtualWorkQueue(
-            self.events, selection_floor=seconds(scenario.controller.selection_debounce)
+            self.events,
+            selection_floor=seconds(scenario.controller.selection_interval),
+            group_floor=seconds(scenario.controller.group_interval),
         )
         providers: dict[str, Provider] = {"kwok": self.cloud, "aws": self.cloud}
         self.controller = TerminationController(

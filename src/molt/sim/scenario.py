@@ -184,11 +184,17 @@ class CloudSpec(ApiModel):
 
 
 class ControllerSpec(ApiModel):
-    """The controller's own settings, as ``molt run`` takes them."""
+    """The controller's settings, and how finely the simulator times its reconciles."""
 
-    resync: Duration = "30s"
-    selection_debounce: Duration = "1s"
-    """Bursts of node changes coalesce into one selection pass per this much time."""
+    resync: Duration = Field(default="30s", description="As ``molt run --resync``.")
+    selection_interval: Duration = Field(
+        default="0s",
+        description="Least time between selection passes; 0s: production's (1 s debounce).",
+    )
+    group_interval: Duration = Field(
+        default="0s",
+        description="Least time between reconciles of a group; 0s: production's timing.",
+    )
 
 
 class TemplateChange(ApiModel):

@@ -1,0 +1,134 @@
+"""``molt simulate SCENARIO``: run Molt's controller over a simulated fleet and report.
+
+The scenario is validated whole before anything runs (errors name the line and field).
+A progress bar follows simulated time; the report then says how long a full rotation
+took, why nodes were replaced, what the PDBs went through and what the instance-group
+controller did. ``--out DIR`` also writes ``report.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from molt.cli.logs import configure_logging
+from molt.sim.report import build_report, write_json
+from molt.sim.runner import Simulation
+from molt.sim.scenario import Scenario, ScenarioError, load_scenario
+
+console = Console(width=None if Console().is_terminal else 120)
+
+
+def run_with_progress(scenario: Scenario, *, show: bool = True) -> Simulation:
+    """Run a scenario under a progress bar over simulated hours."""
+    configure_logging(level="error")
+    sim = Simulation(scenario)
+    total_hours = scenario.duration_seconds / 3600
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} simulated h"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    ) as progress:
+        task = progress.add_task(f"simulating {scenario.name}", total=total_hours)
+        sim.run(lambda seconds: progress.update(task, completed=seconds / 3600))
+    return sim
+
+
+def render_report(report: dict[str, Any]) -> None:
+    """The report as a person reads it."""
+    table = Table(title=f"Simulation of {report['scenario']}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rotation = report["fullRotationHours"]
+    table.add_row(
+        "simulated",
+        f"{report['durationHours']:g} h in {report['wallSeconds']:g} s wall "
+        f"({report['nodeHoursPerWallSecond']:g} node-hours per second)",
+    )
+    table.add_row("nodes", f"{report['nodesAtStart']} at start, {report['nodesAtEnd']} at end")
+    table.add_row(
+        "full rotation",
+        f"{rotation:g} h"
+        if rotation is not None
+        else f"not finished ({report['initialNodesRemaining']} original node(s) left)",
+    )
+    reasons = ", ".join(f"{k} {v}" for k, v in report["replacedByReason"].items()) or "none"
+    table.add_row("nodes replaced", reasons)
+    evictions = ", ".join(f"{k} {v}" for k, v in report["evictions"].items()) or "none"
+    table.add_row("evictions", evictions)
+    table.add_row("max in pipeline", str(report["maxInPipeline"]))
+    limit = report["policyMaxAgeHours"]
+    table.add_row(
+        "oldest node",
+        f"{report['maxNodeAgeHours']:g} h" + (f" (policy max {limit:g} h)" if limit else ""),
+    )
+    for pdb in report["pdbs"]:
+        broken = f", [red]{len(pdb['violations'])} violation(s)[/red]" if pdb["violations"] else ""
+        table.add_row(
+            f"PDB {pdb['name']}",
+            f"lowest {pdb['lowestHealthy']} healthy of {pdb['expected']} "
+            f"(needs {pdb['desiredHealthy']}){broken}",
+        )
+    cloud = report["cloud"]
+    table.add_row(
+        "cloud",
+        f"{cloud['launchFailures']} failed launches, {cloud['spotInterruptions']} spot "
+        f"interruptions, {cloud['scaleIns']} scale-ins",
+    )
+    for row in cloud["timeline"]:
+        table.add_row(f"  t={row['atHours']:g}h", row["message"])
+    for event in report["rollbacks"] + report["routing"]:
+        table.add_row(f"  t={event['at_hours']:g}h {event['kind']}", event["message"][:110])
+    if report["errorCount"]:
+        table.add_row("[red]reconcile errors[/red]", str(report["errorCount"]))
+        for message in report["errors"][:5]:
+            table.add_row("", message[:140])
+    console.print(table)
+    zones = report["capacityByZone"]
+    if zones:
+        lows: dict[str, int] = {}
+        for sample in zones:
+            for zone, ready in sample["ready"].items():
+                lows[zone] = min(lows.get(zone, ready), ready)
+        console.print(
+            "fewest Ready nodes per zone: "
+            + ", ".join(f"{zone} {count}" for zone, count in sorted(lows.items()))
+        )
+
+
+def write_outputs(sim: Simulation, report: dict[str, Any], out: Path) -> list[Path]:
+    from molt.sim.plots import write_plots  # matplotlib only when plots are asked for
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "report.json")
+    return [out / "report.json", *write_plots(sim, out)]
+
+
+def simulate_command(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write report.json and PNG plots here.")
+    ] = None,
+) -> None:
+    """Simulate a scenario on a virtual clock with Molt's own controller, then report."""
+    try:
+        loaded = load_scenario(scenario)
+    except ScenarioError as error:
+        for problem in error.problems:
+            console.print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(2) from error
+    sim = run_with_progress(loaded)
+    report = build_report(sim)
+    render_report(report)
+    if out is not None:
+        for path in write_outputs(sim, report, out):
+            console.print(f"wrote {path}")

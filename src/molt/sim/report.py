@@ -1,0 +1,148 @@
+"""The answer a simulation gives: figures a person reads, and the JSON ``--out`` writes.
+
+Full-rotation time (when the last node that was running at the start had gone), nodes
+replaced by reason, evictions by answer, the fewest healthy pods each PDB kept (and any
+eviction that broke one, which would be a bug), the oldest node against the policy's
+limit, ready capacity by zone over time, and the instance-group controller's rollbacks
+and routing decisions as it recorded them in Events.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from molt.api.durations import parse_duration
+from molt.sim.runner import Simulation
+
+ROLLBACK_WORDS = ("degraded", "rollback", "rolledback", "rolled")
+ROUTING_WORDS = ("capacity", "unavailable", "rest", "route", "cooldown", "recovered")
+
+
+@dataclass(frozen=True)
+class GroupEvent:
+    at_hours: float
+    group: str
+    reason: str
+    message: str
+    kind: str
+
+
+def _hours(value: float | None) -> float | None:
+    return None if value is None else round(value / 3600, 2)
+
+
+def policy_max_age_hours(sim: Simulation) -> float | None:
+    limits = [
+        parse_duration(p.spec.rules.max_age).total_seconds() / 3600
+        for p in sim.cluster.policies()
+        if p.spec.rules.max_age
+    ]
+    for name in sim.cluster.groups():
+        group = sim.cluster.instance_group(name)
+        if group is not None and group.spec.max_node_age:
+            limits.append(parse_duration(group.spec.max_node_age).total_seconds() / 3600)
+    return min(limits) if limits else None
+
+
+def group_events(sim: Simulation) -> list[GroupEvent]:
+    found = []
+    for event in sim.cluster.recorded:
+        if not event.node.startswith("ig/"):
+            continue
+        text = f"{event.reason} {event.message}".lower()
+        if any(word in event.reason.lower() for word in ROLLBACK_WORDS):
+            kind = "rollback"
+        elif any(word in text for word in ROUTING_WORDS):
+            kind = "routing"
+        else:
+            kind = "other"
+        found.append(
+            GroupEvent(round(event.at / 3600, 2), event.node[3:], event.reason, event.message, kind)
+        )
+    return found
+
+
+def build_report(sim: Simulation) -> dict[str, Any]:
+    """Everything the report says, as plain data."""
+    end = sim.clock.seconds
+    lives = list(sim.recorder.lifetimes.values())
+    initial = [life for life in lives if life.initial]
+    rotated = all(life.ended is not None for life in initial) and bool(initial)
+    full_rotation = max((life.ended or 0.0) for life in initial) if rotated else None
+    replaced: dict[str, int] = {}
+    for life in lives:
+        if life.ended is None:
+            continue
+        cause = life.cause or sim.cloud.ended.get(life.name)
+        if life.selected is not None and cause is None:
+            cause = life.reason.split(":", 1)[0] if life.reason else "selected"
+        replaced[cause or "deleted"] = replaced.get(cause or "deleted", 0) + 1
+    max_age = max(
+        (
+            ((life.ended if life.ended is not None else end) - life.launched) / 3600
+            for life in lives
+        ),
+        default=0.0,
+    )
+    budgets = [
+        {
+            "name": b.key,
+            "expected": b.expected,
+            "desiredHealthy": b.desired_healthy,
+            "lowestHealthy": b.lowest_healthy,
+            "lowestAtHours": _hours(b.lowest_at),
+            "violations": b.violations,
+        }
+        for b in sim.cluster.budgets.values()
+    ]
+    events = group_events(sim)
+    stats = sim.stats
+    node_hours = sim.node_hours()
+    cloud_log = sim.cloud.log
+    return {
+        "scenario": sim.scenario.name,
+        "durationHours": round(end / 3600, 2),
+        "wallSeconds": round(stats.wall_seconds, 2),
+        "reconciles": stats.reconciles,
+        "events": stats.events,
+        "nodeHours": round(node_hours, 1),
+        "nodeHoursPerWallSecond": round(node_hours / max(stats.wall_seconds, 1e-9), 1),
+        "nodesAtStart": len(initial),
+        "nodesAtEnd": sim.cluster.node_count(),
+        "fullRotationHours": _hours(full_rotation),
+        "initialNodesRemaining": sum(1 for life in initial if life.ended is None),
+        "replacedByReason": dict(sorted(replaced.items())),
+        "decisions": len(sim.recorder.decisions),
+        "maxInPipeline": sim.recorder.max_in_pipeline,
+        "evictions": dict(sorted(sim.cluster.evictions.items())),
+        "podsLostWithNodes": sim.cluster.pods_lost,
+        "pdbs": budgets,
+        "maxNodeAgeHours": round(max_age, 2),
+        "policyMaxAgeHours": policy_max_age_hours(sim),
+        "capacityByZone": [
+            {"atHours": round(s.at / 3600, 2), "ready": s.ready_by_zone, "nodes": s.nodes_by_zone}
+            for s in sim.recorder.samples
+        ],
+        "groupEvents": [e.__dict__ for e in events],
+        "rollbacks": [e.__dict__ for e in events if e.kind == "rollback"],
+        "routing": [e.__dict__ for e in events if e.kind == "routing"],
+        "cloud": {
+            "launchFailures": sum(1 for _, kind, _ in cloud_log if kind == "launch-failed"),
+            "spotInterruptions": sum(1 for _, kind, _ in cloud_log if kind == "spot-interruption"),
+            "scaleIns": sum(1 for _, kind, _ in cloud_log if kind == "scale-in"),
+            "timeline": [
+                {"atHours": round(at / 3600, 2), "kind": kind, "message": message}
+                for at, kind, message in cloud_log
+                if kind in ("outage", "template")
+            ],
+        },
+        "errors": stats.error_messages,
+        "errorCount": stats.errors,
+    }
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
