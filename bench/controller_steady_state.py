@@ -23,7 +23,9 @@ from pathlib import Path
 from kubernetes_asyncio import client, config
 
 from molt.api import GROUP, VERSION
+from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
+from molt.policy.cells import template_revision
 from molt.sandbox.binaries import ensure_binaries
 from molt.sandbox.cluster import Sandbox
 
@@ -59,7 +61,12 @@ async def _install(kubeconfig: Path) -> None:
         core = client.CoreV1Api(api)
         custom = client.CustomObjectsApi(api)
         launched = datetime.now(UTC) - timedelta(hours=1)
-        labels = {"molt.dev/instance-group": "steady", "topology.kubernetes.io/zone": "zone-a"}
+        revision = template_revision(Template.model_validate({"instanceTypes": ["m5.large"]}))
+        labels = {
+            "molt.dev/instance-group": "steady",
+            "molt.dev/revision": revision,  # current: nothing to roll
+            "topology.kubernetes.io/zone": "zone-a",
+        }
         semaphore = asyncio.Semaphore(16)
 
         async def create(index: int) -> None:

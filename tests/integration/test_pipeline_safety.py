@@ -58,8 +58,9 @@ async def test_do_not_disrupt_holds_until_the_deadline_and_two_pdbs_are_reported
 ) -> None:
     group = f"safe-{uuid.uuid4().hex[:5]}"
     # maxAge 1h, drain lead 1m: nodes 59m10s old are selected now, deadline ~50 s away.
+    # maxSurge 2: each node gets its replacement at once, so both reach their drain.
     held, doubled = await install_old_fleet(
-        kube, group, nodes=2, age=timedelta(minutes=59, seconds=10)
+        kube, group, nodes=2, age=timedelta(minutes=59, seconds=10), surge=2
     )
     await eventually(lambda: has_ready_nodes(kube, group, 2), what="two Ready nodes")
     apps = client.AppsV1Api(kube)

@@ -9,11 +9,15 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
+from molt.api.instancegroup import Template
+from molt.policy.cells import template_revision
 from tests.support.builders import instance_group, kwok_node, termination_policy
 
 GROUP_LABEL = "molt.dev/instance-group"
 LAUNCHED_AT = "molt.dev/launched-at"
 KWOK_TEMPLATE: dict[str, Any] = {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "1s"}}
+KWOK_REVISION = template_revision(Template.model_validate(KWOK_TEMPLATE))
+"""The revision of KWOK_TEMPLATE: a fleet at it is current, so only age moves it."""
 
 
 async def install_old_fleet(
@@ -23,9 +27,11 @@ async def install_old_fleet(
     nodes: int,
     age: timedelta,
     annotations: dict[str, str] | None = None,
-    revision: str = "r1",
+    revision: str = KWOK_REVISION,
+    surge: int = 1,
 ) -> list[str]:
-    """An InstanceGroup (kwok, one spare slot) and ``nodes`` kwok nodes launched ``age`` ago."""
+    """An InstanceGroup (kwok, ``surge`` spare slots, RollingReplace with that maxSurge)
+    and ``nodes`` kwok nodes launched ``age`` ago."""
     await client.CustomObjectsApi(kube).create_cluster_custom_object(
         GROUP,
         VERSION,
@@ -33,8 +39,9 @@ async def install_old_fleet(
         instance_group(
             group,
             minSize=nodes,
-            maxSize=nodes + 1,
+            maxSize=nodes + surge,
             replicas=nodes,
+            strategy={"type": "RollingReplace", "maxSurge": surge, "maxUnavailable": 0},
             zones=["zone-a"],
             template=KWOK_TEMPLATE,
         ),

@@ -72,12 +72,23 @@ def run_command(
         str, typer.Option("--resync", help="How often selection runs with nothing changing.")
     ] = "30s",
     log_format: Annotated[str, typer.Option("--log-format", help="console or json.")] = "console",
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--provider",
+            help="A cloud to manage InstanceGroups in; repeat for more (kwok, aws). AWS "
+            "credentials, region and endpoint (AWS_ENDPOINT_URL) come from the usual "
+            "boto3 chain. Default: kwok.",
+        ),
+    ] = None,
 ) -> None:
     """Run the controller: select nodes under the TerminationPolicies and replace them.
 
-    Every selected node is cordoned, its pre-termination actions run, a replacement is
-    made ready where its group has room, its pods are evicted without breaking a
-    PodDisruptionBudget, and its instance is terminated. Progress is recorded on the node
+    Every InstanceGroup is kept at its size, spread over its zones, at its template's
+    revision (RollingReplace or BlueGreen), rolled back when a revision fails, and routed
+    around cells out of capacity. Every selected node is cordoned, its pre-termination
+    actions run, it waits until its group can spare it, its pods are evicted without
+    breaking a PodDisruptionBudget, and its instance is terminated. Progress is recorded on the node
     (label molt.dev/state), so a restarted controller resumes where the last one stopped.
 
     Exit codes: 0 after SIGTERM/SIGINT, 3 when leadership was lost (restart to rejoin).
@@ -97,8 +108,14 @@ def run_command(
     if lease_seconds < 3:
         errors.print("[red]error:[/red] --lease-duration must be at least 3s")
         raise typer.Exit(2)
+    providers = tuple(dict.fromkeys(provider or ["kwok"]))
+    unknown = [name for name in providers if name not in ("kwok", "aws")]
+    if unknown:
+        errors.print(f"[red]error:[/red] unknown --provider {unknown[0]!r} (use kwok or aws)")
+        raise typer.Exit(2)
     configure_logging(log_format)
     options = RunOptions(
+        providers=providers,
         kubeconfig=str(kubeconfig) if kubeconfig else None,
         leader_elect=leader_elect,
         lease_name=lease_name,

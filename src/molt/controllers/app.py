@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import start_http_server
 
+from molt.cloud.aws import aws_provider_from_environment
 from molt.cloud.kwok import KwokProvider
 from molt.cloud.provider import Provider
 from molt.controllers.termination.controller import TerminationController
@@ -52,6 +53,8 @@ class RunOptions:
     workers: int = 4
     resync_seconds: float = 30.0
     write_rate: float = 20.0
+    providers: tuple[str, ...] = ("kwok",)
+    """Clouds this controller may launch into and terminate in: kwok, aws."""
 
 
 def default_identity() -> str:
@@ -103,8 +106,12 @@ async def run_controller(options: RunOptions) -> int:
         writes = KubeWrites(
             raw, check_fence=fence.check, nodes_cache=state.nodes_cache, rate=options.write_rate
         )
-        kwok = KwokProvider(api, check_fence=fence.check)
-        providers["kwok"] = kwok
+        if "kwok" in options.providers:
+            kwok = KwokProvider(api, check_fence=fence.check)
+            providers["kwok"] = kwok
+        if "aws" in options.providers:
+            # Credentials, region and endpoint (AWS_ENDPOINT_URL) from boto3's usual chain.
+            providers["aws"] = aws_provider_from_environment(fence.check)
     controller = TerminationController(
         state,
         writes,

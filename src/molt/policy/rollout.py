@@ -48,15 +48,21 @@ def strategy_of(group: InstanceGroup) -> Strategy:
 
 
 def target_staying(
-    desired: int, strategy: Strategy, other_instances: int, leaving_at_target: int
+    desired: int,
+    strategy: Strategy,
+    other_instances: int,
+    leaving_at_target: int,
+    max_size: int | None = None,
 ) -> int:
     """How many non-leaving nodes the target revision may have now.
 
     ``other_instances`` are the instances of every other revision still standing (they
     hold capacity until terminated); ``leaving_at_target`` are target nodes in the pipeline.
+    The group never holds more than ``max_size`` instances, surge or not.
     """
     surge = desired if strategy.kind == BLUE_GREEN else strategy.surge
-    room = desired + surge - other_instances - leaving_at_target
+    ceiling = desired + surge if max_size is None else min(desired + surge, max_size)
+    room = ceiling - other_instances - leaving_at_target
     return max(0, min(desired, room))
 
 

@@ -338,7 +338,9 @@ class CellReconciler:
                 other_instances += 1
         leaving = Counter((n.revision or "unknown", node_cell(n)) for n in members if n.in_pipeline)
         leaving_at_target = sum(c for (rev, _), c in leaving.items() if rev == target)
-        staying = target_staying(desired, strategy, other_instances, leaving_at_target)
+        staying = target_staying(
+            desired, strategy, other_instances, leaving_at_target, spec.max_size
+        )
         frozen = target in memory.degraded  # nothing healthy to return to: stop growing
         # Shrink the pending launches of other revisions; terminate a degraded revision's
         # instances that never joined.
