@@ -1,8 +1,9 @@
 """Run every benchmark and print its figures."""
 
-from bench import controller_steady_state, plan_compute
+from bench import controller_steady_state, plan_compute, rollout
 
 if __name__ == "__main__":
     plan_compute.run()
     plan_compute.run_pods()
     controller_steady_state.run()
+    rollout.run()
