@@ -1,9 +1,10 @@
 """Run every benchmark and print its figures."""
 
-from bench import controller_steady_state, plan_compute, rollout
+from bench import controller_steady_state, plan_compute, rollout, sim_speed
 
 if __name__ == "__main__":
     plan_compute.run()
     plan_compute.run_pods()
     controller_steady_state.run()
+    sim_speed.run()
     rollout.run()
