@@ -10,6 +10,7 @@ from molt.cli.drain import drain_command
 from molt.cli.plan import plan_command
 from molt.cli.run import run_command
 from molt.cli.simulate import simulate_command
+from molt.cli.snapshot import snapshot_command
 
 app = typer.Typer(
     name="molt",
@@ -24,6 +25,7 @@ app.command("run")(run_command)
 app.command("plan")(plan_command)
 app.command("drain")(drain_command)
 app.command("simulate")(simulate_command)
+app.command("snapshot")(snapshot_command)
 app.command("demo")(demo_command)
 app.add_typer(sandbox.app, name="sandbox")
 
