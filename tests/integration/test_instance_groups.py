@@ -168,7 +168,16 @@ async def test_a_template_whose_nodes_never_become_ready_is_rolled_back(
     await eventually(bad_scaled_down, within=30, what="no node of the bad revision")
     assert await _ready_by(kube, group, "molt.dev/revision") == Counter({good: 3})
 
-    fixed = await _set_template(kube, group, {**KWOK_TEMPLATE, "instanceTypes": ["m5.xlarge"]})
+    # A merge patch keeps fields it does not name: unset neverReady explicitly.
+    fixed = await _set_template(
+        kube,
+        group,
+        {
+            **KWOK_TEMPLATE,
+            "instanceTypes": ["m5.xlarge"],
+            "kwok": {"bootDelay": "1s", "neverReady": False},
+        },
+    )
 
     async def rolled_forward() -> bool:
         status = await _status(kube, group)

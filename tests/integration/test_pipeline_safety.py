@@ -142,7 +142,7 @@ async def test_dry_run_changes_nothing_and_a_malformed_launch_time_is_reported(
     )
     await eventually(lambda: has_ready_nodes(kube, group, 3), what="three Ready nodes")
     await client.AppsV1Api(kube).create_namespaced_deployment(
-        namespace, deployment("web", namespace, 3, node_selector={"molt.dev/revision": "r1"})
+        namespace, deployment("web", namespace, 3, node_selector={"molt.dev/instance-group": group})
     )
     await eventually(lambda: _all_pods_ready(kube, namespace, 3), what="three ready pods")
     await install_policy(kube, f"{group}-48h", group, rules={"maxAge": "48h"})

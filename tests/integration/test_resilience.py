@@ -84,7 +84,7 @@ async def test_kill_9_mid_drain_resumes_and_finishes_each_node_exactly_once(
     for name in old:
         reasons = Counter(reason for reason, _ in await node_events(kube, name))
         assert reasons["Selected"] == 1, (name, reasons)
-        assert reasons["ReplacementLaunched"] == 1, (name, reasons)
+        assert reasons["CapacityReady"] == 1, (name, reasons)  # let go once, after a restart too
         assert reasons["InstanceTerminated"] <= 1, (name, reasons)
     # No double launch: exactly three nodes in the group, all new.
     nodes = await client.CoreV1Api(kube).list_node(

@@ -279,3 +279,21 @@ async def test_a_node_whose_instance_is_gone_is_deleted() -> None:
 
     assert workers.cluster.node("stray") is None
     assert "stray" in workers.cluster.deleted_nodes
+
+
+async def test_a_zone_that_cannot_launch_keeps_its_nodes_and_the_others_make_up_the_loss() -> None:
+    # maxUnavailable 1 leaves room to drain a node: none must be, for the outage alone.
+    workers = fleet(strategy={"type": "RollingReplace", "maxSurge": 1, "maxUnavailable": 1})
+    await workers.rounds(2)
+    [lost, *_] = [n for n in workers.cluster.nodes() if n.zone == "zone-b"]
+    workers.provider.capacity_errors.add(("zone-b", "on-demand"))
+    await workers.provider.terminate(lost)  # e.g. reclaimed, and zone-b cannot replace it
+
+    await workers.rounds(25)  # 50 s, within the 3 m cool-down
+
+    zone_b = [n.name for n in workers.cluster.nodes() if n.zone == "zone-b"]
+    assert len(zone_b) == 1
+    drained = [e.node for e in workers.cluster.events if e.reason == "Selected"]
+    assert drained == [], "nothing needed replacing, yet nodes were drained"
+    assert sorted(by_zone(workers.cluster.nodes()).values()) == [1, 2, 3]
+    assert workers.instances() == 6

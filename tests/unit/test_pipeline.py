@@ -140,7 +140,7 @@ async def test_a_selected_node_is_cordoned_and_waits_while_its_group_cannot_spar
     assert fleet.cluster.events == [
         ("old", "Cordoned", "cordoned: no new pods will land here", False)
     ]
-    assert after == 2.0
+    assert after == 10.0
 
 
 async def test_the_drain_starts_once_a_ready_replacement_keeps_the_group_at_size() -> None:

@@ -111,11 +111,15 @@ def rollout_replacements(
     strategy: Strategy,
     cell_plan: dict[CellKey, int],
     degraded: frozenset[str] = frozenset(),
+    resting: frozenset[CellKey] = frozenset(),
 ) -> list[Replacement]:
     """The nodes to put into the pipeline now: old revisions, then surplus at the target.
 
-    ``cell_plan`` is the full-size split of ``desired`` over the available cells; once no
-    old node is left, target nodes beyond it are replaced (scale-down, rebalance).
+    ``cell_plan`` is the full-size split of ``desired`` over every cell, as if all had
+    capacity; once no old node is left, target nodes beyond it are replaced (scale-down),
+    and so are nodes beyond their cell's share while a cell that can launch is short
+    (rebalance). A ``resting`` cell (out of capacity) is never counted short, so an outage
+    that only stops launches never drains the healthy nodes elsewhere or in it.
 
     At most ``surge + maxUnavailable`` nodes of the group are in the pipeline at once, and
     only as many as the Ready nodes outside the pipeline exceed ``desired -
@@ -147,7 +151,7 @@ def rollout_replacements(
             reason = f"drift: revision {node.revision} != current {target}"
         picked.append(Replacement(node, reason))
     if not old:
-        picked.extend(_surplus(current, desired, cell_plan))
+        picked.extend(_surplus(current, desired, cell_plan, resting))
     return picked[:room]
 
 
@@ -156,14 +160,21 @@ def _cell(node: NodeView) -> CellKey:
 
 
 def _surplus(
-    current: list[NodeView], desired: int, cell_plan: dict[CellKey, int]
+    current: list[NodeView],
+    desired: int,
+    cell_plan: dict[CellKey, int],
+    resting: frozenset[CellKey],
 ) -> list[Replacement]:
     """Target nodes beyond the desired size (scale-down) or beyond their cell's share
     while another cell is short (rebalance, e.g. after a zone comes back)."""
     by_cell: dict[CellKey, list[NodeView]] = {}
     for node in current:
         by_cell.setdefault(_cell(node), []).append(node)
-    short = sum(max(0, want - len(by_cell.get(key, []))) for key, want in cell_plan.items())
+    short = sum(
+        max(0, want - len(by_cell.get(key, [])))
+        for key, want in cell_plan.items()
+        if key not in resting
+    )
     excess_total = max(0, len(current) - desired)
     picked: list[Replacement] = []
     for key in sorted(by_cell):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 # The public contract's labels and annotations (DESIGN.md).
 STATE_LABEL = "molt.dev/state"
@@ -87,8 +88,9 @@ class NodeView:
     def do_not_disrupt(self) -> bool:
         return self.annotations.get(DO_NOT_DISRUPT) == "true"
 
-    @property
+    @cached_property
     def ready(self) -> bool:
+        # Cached: group gates and cell sizing ask it of every node in a group, often.
         return any(c.type == "Ready" and c.status == "True" for c in self.conditions)
 
 

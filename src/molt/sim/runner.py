@@ -298,7 +298,7 @@ class Simulation:
     def _reconcile(self, key: str) -> None:
         self.stats.reconciles += 1
         try:
-            after = complete(self.controller._dispatch(key))
+            after = complete(self.controller.dispatch(key))
         except Exception as error:
             self.stats.errors += 1
             if len(self.stats.error_messages) < ERRORS_KEPT:

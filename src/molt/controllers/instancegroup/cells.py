@@ -58,7 +58,8 @@ from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)
 
-BUSY_REQUEUE = 2.0
+BUSY_REQUEUE = 5.0
+"""Node changes in the group requeue it sooner; this is the backstop."""
 IDLE_REQUEUE = 30.0
 MIN_FAILURES_FOR_RATE = 2
 """A percentage threshold needs at least this many failures: one bad launch is noise."""
@@ -363,9 +364,15 @@ class CellReconciler:
         by_cell = {o.cell: o for o in observations if o.cell.revision == target}
         figures: list[CellFigures] = []
         for _ in range(8):  # each pass rests at least one more cell, or finishes
-            plan = split_capacity(
-                staying, list(spec.zones), spec.capacity, memory.resting_cells(now)
+            resting = memory.resting_cells(now)
+            # Nodes that stay in a resting cell keep their place: the other cells are
+            # planned for the rest only, so an outage neither overshoots nor oscillates.
+            held = sum(
+                max(0, count - leaving[(target, key)])
+                for (rev, key), count in instances.items()
+                if rev == target and key in resting
             )
+            plan = split_capacity(max(0, staying - held), list(spec.zones), spec.capacity, resting)
             targets = cell_targets(
                 plan,
                 Counter({key: c for (rev, key), c in leaving.items() if rev == target}),
@@ -429,16 +436,17 @@ class CellReconciler:
         spec = group.spec
         if target in memory.degraded:
             return False  # frozen: replacing nodes now would only lose capacity
-        full_plan = split_capacity(
-            spec.desired_replicas, list(spec.zones), spec.capacity, memory.resting_cells(now)
-        )
+        # The share every cell would have with capacity everywhere: a resting cell's nodes
+        # are never drained for being there, only moved back once it can launch again.
+        ideal = split_capacity(spec.desired_replicas, list(spec.zones), spec.capacity)
         picks = rollout_replacements(
             members,
             target,
             spec.desired_replicas,
             strategy_of(group),
-            full_plan.cells,
+            ideal.cells,
             frozenset(memory.degraded),
+            memory.resting_cells(now),
         )
         stamp = format_rfc3339(now)
         for pick in picks:

@@ -52,7 +52,7 @@ class TerminationController:
         self.reads = reads
         self.pipeline_enabled = pipeline
         """Off in dry-run: nodes are planned and reported, never moved along."""
-        self.queue: WorkQueue[str] = queue or WorkQueue()
+        self.queue: WorkQueue[str] = queue if queue is not None else WorkQueue()
         self.workers = workers
         self.selection = SelectionReconciler(
             reads,
@@ -77,6 +77,12 @@ class TerminationController:
         in_pipeline = (old is not None and old.in_pipeline) or (new is not None and new.in_pipeline)
         if in_pipeline and self.pipeline_enabled:
             self.queue.add(NODE_PREFIX + key)
+        became_ready = new is not None and new.ready and (old is None or not old.ready)
+        if became_ready and self.pipeline_enabled and new is not None and new.group is not None:
+            # A node that can stand in for others: wake the group's nodes waiting to leave.
+            for waiting in self.reads.nodes():
+                if waiting.in_pipeline and waiting.group == new.group:
+                    self.queue.add(NODE_PREFIX + waiting.name)
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
         for node in (old, new):
             if node is not None and node.group is not None:
@@ -103,7 +109,8 @@ class TerminationController:
             if node.in_pipeline and self.pipeline_enabled:
                 self.queue.add(NODE_PREFIX + node.name)
 
-    async def _dispatch(self, key: str) -> float | None:
+    async def dispatch(self, key: str) -> float | None:
+        """Reconcile one key; returns when to look at it again (None: when it changes)."""
         if key == SELECTION:
             return await self.selection.reconcile()
         if key.startswith(GROUP_PREFIX):
@@ -117,7 +124,7 @@ class TerminationController:
             except QueueShutDown:
                 return
             try:
-                after = await self._dispatch(key)
+                after = await self.dispatch(key)
             except asyncio.CancelledError:
                 raise
             except Exception as error:

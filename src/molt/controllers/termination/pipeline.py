@@ -61,7 +61,9 @@ Requeue = float | None
 """Seconds until the node should be looked at again; None: this step is done, go on."""
 
 ACTION_RETRY_MAX = 300.0
-REPLACEMENT_POLL = 2.0
+REPLACEMENT_POLL = 10.0
+"""A node waiting for its group's capacity is woken when a group node turns Ready;
+this is the backstop poll."""
 
 
 class PipelineReconciler:
