@@ -67,16 +67,32 @@ def target_staying(
 
 
 def cell_targets(
-    plan: CapacityPlan, leaving_by_cell: Counter[CellKey], instances_by_cell: Counter[CellKey]
+    plan: CapacityPlan,
+    leaving_by_cell: Counter[CellKey],
+    instances_by_cell: Counter[CellKey],
+    resting: frozenset[CellKey] = frozenset(),
 ) -> dict[CellKey, int]:
-    """Desired instances per target cell: the plan's share, plus the cell's leaving nodes,
-    and never fewer than the instances it holds (nodes leave through the pipeline, never
-    by shrinking a cell under them)."""
-    keys = set(plan.cells) | set(instances_by_cell)
-    return {
-        key: max(plan.cells.get(key, 0) + leaving_by_cell[key], instances_by_cell[key])
-        for key in keys
-    }
+    """Desired instances per target cell.
+
+    A cell never gets fewer than the instances it holds (nodes leave through the
+    pipeline, never by shrinking a cell under them), and the revision never more in all
+    than the plan's total plus its nodes in the pipeline: the missing instances go, one
+    at a time, to the open cell furthest below its share. So an uneven spread (after an
+    outage, a spot shortage) is never "fixed" by launching more; rebalancing is a
+    replacement, through the pipeline.
+    """
+    targets = {key: instances_by_cell[key] for key in set(plan.cells) | set(instances_by_cell)}
+    missing = plan.total + sum(leaving_by_cell.values()) - sum(instances_by_cell.values())
+    open_cells = sorted(key for key in plan.cells if key not in resting)
+    for _ in range(max(0, missing)):
+        if not open_cells:
+            break
+        best = min(
+            open_cells,
+            key=lambda k: (targets[k] - leaving_by_cell[k] - plan.cells[k], k),
+        )
+        targets[best] += 1
+    return targets
 
 
 def may_leave(
@@ -132,13 +148,17 @@ def rollout_replacements(
     old = [n for n in staying if n.revision != target]
     current = [n for n in staying if n.revision == target]
     ready_current = sum(1 for n in current if n.ready)
+    in_flight_room = max(1, strategy.surge + strategy.max_unavailable) - len(leaving)
+    if not old:
+        # Surplus and misplaced nodes: their replacements are launched because they are
+        # in the pipeline, so only the in-flight bound applies (the gate keeps the floor).
+        return _surplus(current, desired, cell_plan, resting)[: max(0, in_flight_room)]
     if strategy.kind == BLUE_GREEN:
         room = len(old) if ready_current >= desired else 0
     else:
         # Like a Deployment: old nodes go only as fast as Ready ones stand above the floor.
         available = sum(1 for n in staying if n.ready)
         above_floor = available - (desired - strategy.max_unavailable)
-        in_flight_room = max(1, strategy.surge + strategy.max_unavailable) - len(leaving)
         room = min(in_flight_room, above_floor)
     if room <= 0:
         return []
@@ -150,8 +170,6 @@ def rollout_replacements(
         else:
             reason = f"drift: revision {node.revision} != current {target}"
         picked.append(Replacement(node, reason))
-    if not old:
-        picked.extend(_surplus(current, desired, cell_plan, resting))
     return picked[:room]
 
 

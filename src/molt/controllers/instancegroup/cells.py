@@ -365,18 +365,12 @@ class CellReconciler:
         figures: list[CellFigures] = []
         for _ in range(8):  # each pass rests at least one more cell, or finishes
             resting = memory.resting_cells(now)
-            # Nodes that stay in a resting cell keep their place: the other cells are
-            # planned for the rest only, so an outage neither overshoots nor oscillates.
-            held = sum(
-                max(0, count - leaving[(target, key)])
-                for (rev, key), count in instances.items()
-                if rev == target and key in resting
-            )
-            plan = split_capacity(max(0, staying - held), list(spec.zones), spec.capacity, resting)
+            plan = split_capacity(staying, list(spec.zones), spec.capacity, resting)
             targets = cell_targets(
                 plan,
                 Counter({key: c for (rev, key), c in leaving.items() if rev == target}),
                 Counter({key: c for (rev, key), c in instances.items() if rev == target}),
+                resting,
             )
             figures = []
             retry = False
