@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from kubernetes_asyncio import client, config
 from rich.console import Console
 
 from molt.sandbox.binaries import BuildError, locate
 from molt.sandbox.cluster import Sandbox, SandboxError
 from molt.sandbox.processes import ProcessFailedError
+from molt.sandbox.sample_fleet import install_sample_fleet
 
 app = typer.Typer(
     help=(
@@ -30,8 +34,23 @@ def _say(message: str) -> None:
     console.print(message, highlight=False)
 
 
+async def _install_sample(kubeconfig: Path) -> None:
+    configuration = client.Configuration()
+    await config.load_kube_config(str(kubeconfig), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        await install_sample_fleet(api, datetime.now(UTC))
+
+
 @app.command()
-def up(directory: Path = DirOption) -> None:
+def up(
+    directory: Path = DirOption,
+    sample_fleet: bool = typer.Option(
+        False,
+        "--sample-fleet",
+        help="Also install nine kwok nodes aged 1 h to 61 h, an InstanceGroup and a "
+        "TerminationPolicy, for `molt plan` and `molt run` to act on.",
+    ),
+) -> None:
     """Start the control plane and write DIR/kubeconfig.
 
     The first run builds the binaries with the Go toolchain (about 8 minutes on 2 cores) into
@@ -46,6 +65,9 @@ def up(directory: Path = DirOption) -> None:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(1) from error
     kubeconfig = sandbox.kubeconfig
+    if sample_fleet:
+        asyncio.run(_install_sample(kubeconfig))
+        console.print("Installed the sample fleet (group workers, policy rotate-48h).")
     console.print(
         f"\n[green]Sandbox up[/green] in {time.monotonic() - started:.1f}s.\n"
         f"  export KUBECONFIG={kubeconfig}\n"
