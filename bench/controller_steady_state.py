@@ -9,12 +9,8 @@ loopback, lets it settle, then measures for a minute: resident memory from
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -22,12 +18,11 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
+from bench.support import controller, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
 from molt.policy.cells import template_revision
-from molt.sandbox.binaries import ensure_binaries
-from molt.sandbox.cluster import Sandbox
 
 NODES = 500
 MEASURE_SECONDS = 60
@@ -110,31 +105,14 @@ async def _install(kubeconfig: Path) -> None:
 
 
 def run() -> None:
-    binaries = ensure_binaries()
-    with tempfile.TemporaryDirectory(prefix="molt-bench-") as directory:
-        box = Sandbox(Path(directory))
-        box.up(report=lambda _: None, binaries=binaries)
-        molt: subprocess.Popen[bytes] | None = None
-        try:
-            started = time.monotonic()
-            asyncio.run(_install(box.kubeconfig))
-            print(f"registered {NODES} kwok nodes in {time.monotonic() - started:.1f}s")
-            port = _free_port()
-            molt = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "molt.cli.main",
-                    "run",
-                    f"--kubeconfig={box.kubeconfig}",
-                    f"--metrics-port={port}",
-                    "--metrics-address=127.0.0.1",
-                    "--log-format=json",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ},
-            )
+    with sandbox() as box:
+        started = time.monotonic()
+        asyncio.run(_install(box.kubeconfig))
+        print(f"registered {NODES} kwok nodes in {time.monotonic() - started:.1f}s")
+        port = _free_port()
+        with controller(
+            box.kubeconfig, f"--metrics-port={port}", "--metrics-address=127.0.0.1"
+        ) as molt:
             time.sleep(20)  # sync the caches, write the policy status, settle
             before = _requests(port)
             rss_samples = []
@@ -142,21 +120,16 @@ def run() -> None:
                 time.sleep(5)
                 rss_samples.append(_rss_mib(molt.pid))
             after = _requests(port)
-            delta = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
-            per_minute = sum(delta.values()) * 60 / MEASURE_SECONDS
-            detail = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(delta.items()))
-            startup = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(before.items()))
-            print(
-                f"controller at steady state with {NODES} kwok nodes: "
-                f"RSS {max(rss_samples):.0f} MiB (max of {len(rss_samples)} samples), "
-                f"{per_minute:.1f} API requests/min ({detail or 'none'}); "
-                f"start-up sent {startup} (watches reconnect every 5-10 min)"
-            )
-        finally:
-            if molt is not None:
-                molt.terminate()
-                molt.wait(timeout=30)
-            box.down()
+        delta = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
+        per_minute = sum(delta.values()) * 60 / MEASURE_SECONDS
+        detail = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(delta.items()))
+        startup = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(before.items()))
+        print(
+            f"controller at steady state with {NODES} kwok nodes: "
+            f"RSS {max(rss_samples):.0f} MiB (max of {len(rss_samples)} samples), "
+            f"{per_minute:.1f} API requests/min ({detail or 'none'}); "
+            f"start-up sent {startup} (watches reconnect every 5-10 min)"
+        )
 
 
 if __name__ == "__main__":

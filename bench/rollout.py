@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from bench.support import controller, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.policy.cells import template_revision
-from molt.sandbox.binaries import ensure_binaries
-from molt.sandbox.cluster import Sandbox
 
 NODES = 30
 SURGE = 3
@@ -93,39 +88,15 @@ async def _measure(kubeconfig: Path) -> tuple[float, float]:
 
 
 def run() -> None:
-    binaries = ensure_binaries()
-    with tempfile.TemporaryDirectory(prefix="molt-bench-") as directory:
-        box = Sandbox(Path(directory))
-        box.up(report=lambda _: None, binaries=binaries)
-        molt: subprocess.Popen[bytes] | None = None
-        try:
-            molt = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "molt.cli.main",
-                    "run",
-                    f"--kubeconfig={box.kubeconfig}",
-                    "--metrics-port=0",
-                    "--log-format=json",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ},
-            )
-            up, rolled = asyncio.run(_measure(box.kubeconfig))
-            waves = math.ceil(NODES / SURGE)
-            bound = waves * BOOT_SECONDS
-            print(
-                f"rollout of {NODES} nodes, RollingReplace maxSurge {SURGE}, boot {BOOT_SECONDS}s: "
-                f"{rolled:.1f}s vs lower bound {bound}s ({waves} waves x {BOOT_SECONDS}s launch, "
-                f"drains empty) = {rolled / bound:.2f}x; first bring-up of {NODES} nodes {up:.1f}s"
-            )
-        finally:
-            if molt is not None:
-                molt.terminate()
-                molt.wait(timeout=30)
-            box.down()
+    with sandbox() as box, controller(box.kubeconfig, "--metrics-port=0"):
+        up, rolled = asyncio.run(_measure(box.kubeconfig))
+    waves = math.ceil(NODES / SURGE)
+    bound = waves * BOOT_SECONDS
+    print(
+        f"rollout of {NODES} nodes, RollingReplace maxSurge {SURGE}, boot {BOOT_SECONDS}s: "
+        f"{rolled:.1f}s vs lower bound {bound}s ({waves} waves x {BOOT_SECONDS}s launch, "
+        f"drains empty) = {rolled / bound:.2f}x; first bring-up of {NODES} nodes {up:.1f}s"
+    )
 
 
 if __name__ == "__main__":

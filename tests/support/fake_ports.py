@@ -11,7 +11,6 @@ on what the reconciler did. None of this is used by production code.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -118,17 +117,6 @@ _EVICTION_MESSAGES = {
     EvictionOutcome.NAMESPACE_TERMINATING: "namespace is being terminated",
     EvictionOutcome.FAILED: "Internal error occurred",
 }
-
-
-def _merge(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str]:
-    """A JSON merge patch of a string map: None deletes a key."""
-    merged = dict(current)
-    for key, value in (patch or {}).items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
 
 
 class FakeCluster:
@@ -250,11 +238,8 @@ class FakeCluster:
         self.node_patches.append(
             (name, {"labels": labels, "annotations": annotations, "unschedulable": unschedulable})
         )
-        self.node_views[name] = dataclasses.replace(
-            current,
-            labels=_merge(current.labels, labels),
-            annotations=_merge(current.annotations, annotations),
-            unschedulable=current.unschedulable if unschedulable is None else unschedulable,
+        self.node_views[name] = current.patched(
+            labels=labels, annotations=annotations, unschedulable=unschedulable
         )
         return True
 

@@ -6,7 +6,7 @@ raw API object, which keeps it fast for thousands of nodes and free of I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 
@@ -23,6 +23,21 @@ CAPACITY_TYPE_LABEL = "molt.dev/capacity-type"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def merge_string_map(
+    current: dict[str, str], patch: dict[str, str | None] | None
+) -> dict[str, str]:
+    """A JSON merge patch of a string map (labels, annotations): None deletes a key."""
+    if not patch:
+        return current
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,21 @@ class NodeView:
     @property
     def do_not_disrupt(self) -> bool:
         return self.annotations.get(DO_NOT_DISRUPT) == "true"
+
+    def patched(
+        self,
+        *,
+        labels: dict[str, str | None] | None = None,
+        annotations: dict[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> NodeView:
+        """This node after a merge patch: None deletes a label or annotation."""
+        return replace(
+            self,
+            labels=merge_string_map(self.labels, labels),
+            annotations=merge_string_map(self.annotations, annotations),
+            unschedulable=self.unschedulable if unschedulable is None else unschedulable,
+        )
 
     @cached_property
     def ready(self) -> bool:

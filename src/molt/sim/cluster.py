@@ -64,16 +64,6 @@ class RecordedEvent:
     warning: bool
 
 
-def _merge(current: dict[str, str], patch: dict[str, str | None] | None) -> dict[str, str]:
-    merged = dict(current)
-    for key, value in (patch or {}).items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _group_view(group: InstanceGroup) -> GroupView:
     max_age = group.spec.max_node_age
     return GroupView(
@@ -219,14 +209,8 @@ class SimCluster:
         node = self._nodes.get(name)
         if node is None:
             return False
-        current = node.view
-        view = dataclasses.replace(
-            current,
-            labels=_merge(current.labels, labels) if labels else current.labels,
-            annotations=_merge(current.annotations, annotations)
-            if annotations
-            else current.annotations,
-            unschedulable=current.unschedulable if unschedulable is None else unschedulable,
+        view = node.view.patched(
+            labels=labels, annotations=annotations, unschedulable=unschedulable
         )
         self._replace_view(node, view)
         return True

@@ -31,7 +31,14 @@ import structlog
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, Template
-from molt.cloud.provider import CapacityError, CellObservation, CellRef, Provider, ProviderError
+from molt.cloud.provider import (
+    CapacityError,
+    CellObservation,
+    CellRef,
+    Instance,
+    Provider,
+    ProviderError,
+)
 from molt.controllers.instancegroup.memory import GroupMemory
 from molt.controllers.instancegroup.status import (
     CellFigures,
@@ -63,6 +70,23 @@ BUSY_REQUEUE = 5.0
 IDLE_REQUEUE = 30.0
 MIN_FAILURES_FOR_RATE = 2
 """A percentage threshold needs at least this many failures: one bad launch is noise."""
+
+
+class NodeIndex:
+    """Finds the Node an instance became: by providerID, else by the name it was given."""
+
+    def __init__(self, members: list[NodeView]) -> None:
+        self.by_name = {n.name: n for n in members}
+        self.by_provider_id = {n.provider_id: n for n in members if n.provider_id}
+
+    def node_for(self, instance: Instance) -> NodeView | None:
+        if instance.provider_id and instance.provider_id in self.by_provider_id:
+            return self.by_provider_id[instance.provider_id]
+        return self.by_name.get(instance.node_name) if instance.node_name else None
+
+    def ready(self, instance: Instance) -> bool:
+        node = self.node_for(instance)
+        return node is not None and node.ready
 
 
 class CellReconciler:
@@ -112,11 +136,17 @@ class CellReconciler:
                 )
                 return IDLE_REQUEUE
             await self._count_failures(group, memory, observations, now)
-            await self._collect_instances(group, provider, memory, observations, members, now)
+            collected = await self._collect_instances(
+                group, provider, memory, observations, members, now
+            )
             await self._judge(group, memory, observations, now)
             target = memory.follow_template(template_rev, group.spec.template)
-            members = [n for n in self.reads.nodes() if n.group == name]
-            cells, busy = await self._scale(group, provider, memory, target, members, now)
+            if collected:  # instances or nodes went: look again before sizing
+                observations = await provider.observe(name)
+                members = [n for n in self.reads.nodes() if n.group == name]
+            cells, busy = await self._scale(
+                group, provider, memory, target, members, observations, now
+            )
             busy = await self._select(group, memory, target, members, now) or busy
             await self._remove_empty_cells(provider, memory, target, observations)
         else:
@@ -188,24 +218,22 @@ class CellReconciler:
         observations: list[CellObservation],
         members: list[NodeView],
         now: datetime,
-    ) -> None:
+    ) -> bool:
         """Terminate instances that never became Ready nodes; delete nodes whose instance is
-        gone; note young nodes that went NotReady."""
+        gone; note young nodes that went NotReady. True when an instance or node went."""
         name = group.metadata.name
         health = group.spec.health
         ready_timeout = parse_duration(health.ready_timeout)
         window = parse_duration(health.window)
-        by_name = {n.name: n for n in members}
-        by_provider_id = {n.provider_id: n for n in members if n.provider_id}
+        index = NodeIndex(members)
         matched: set[str] = set()
+        collected = False
         for member in members:
             if member.ready:
                 memory.seen_ready.add(member.name)
         for observation in observations:
             for instance in observation.instances:
-                node: NodeView | None = (
-                    by_provider_id.get(instance.provider_id) if instance.provider_id else None
-                ) or (by_name.get(instance.node_name) if instance.node_name else None)
+                node = index.node_for(instance)
                 if node is not None:
                     matched.add(node.name)
                     if node.in_pipeline or node.ready:
@@ -230,6 +258,7 @@ class CellReconciler:
                 await provider.terminate_instance(observation.cell, instance.instance_id)
                 if node is not None:
                     await self.writes.delete_node(node.name)
+                collected = True
                 memory.record_failure(observation.cell.revision, now)
                 await self.writes.record_group_event(
                     name,
@@ -247,6 +276,7 @@ class CellReconciler:
             if memory.missing[node.name] >= 2:
                 # Listed by no cell twice running: the instance is gone (e.g. reclaimed).
                 if await self.writes.delete_node(node.name):
+                    collected = True
                     await self.writes.record_group_event(
                         name,
                         "InstanceGone",
@@ -254,6 +284,7 @@ class CellReconciler:
                         warning=True,
                     )
                 memory.missing.pop(node.name, None)
+        return collected
 
     async def _judge(
         self,
@@ -309,6 +340,7 @@ class CellReconciler:
         memory: GroupMemory,
         target: str,
         members: list[NodeView],
+        observations: list[CellObservation],
         now: datetime,
     ) -> tuple[list[CellFigures], bool]:
         """Set every cell's desired size; returns the target cells and whether work is pending."""
@@ -317,11 +349,7 @@ class CellReconciler:
         desired = spec.desired_replicas
         strategy = strategy_of(group)
         template = memory.templates.get(target, spec.template)
-        observations = await provider.observe(name)
-        ready_nodes = {n.name for n in members if n.ready}
-        ready_ids = {n.provider_id for n in members if n.ready and n.provider_id}
-        joined_names = {n.name for n in members}
-        joined_ids = {n.provider_id for n in members if n.provider_id}
+        index = NodeIndex(members)
         instances: Counter[tuple[str, CellKey]] = Counter()
         other_instances = 0
         pending = False
@@ -330,7 +358,7 @@ class CellReconciler:
             key = CellKey(cell.zone, cell.capacity_type)
             instances[(cell.revision, key)] += len(observation.instances)
             for instance in observation.instances:
-                ready = instance.node_name in ready_nodes or instance.provider_id in ready_ids
+                ready = index.ready(instance)
                 pending = pending or not ready
                 if cell.revision == target:
                     continue
@@ -351,16 +379,14 @@ class CellReconciler:
                 continue
             if cell.revision in memory.degraded:
                 for instance in observation.instances:
-                    ready = instance.node_name in ready_nodes or instance.provider_id in ready_ids
-                    joined = (
-                        instance.node_name in joined_names or instance.provider_id in joined_ids
-                    )
-                    if not ready and not joined:
+                    if index.node_for(instance) is None:  # never joined, never will
                         await provider.terminate_instance(cell, instance.instance_id)
                         instances[(cell.revision, CellKey(cell.zone, cell.capacity_type))] -= 1
             have = instances[(cell.revision, CellKey(cell.zone, cell.capacity_type))]
             if observation.desired > have:
-                await self._set(provider, cell, template, have, memory, name, now)
+                await self._shrink(
+                    provider, cell, memory.templates.get(cell.revision, template), have
+                )
         by_cell = {o.cell: o for o in observations if o.cell.revision == target}
         figures: list[CellFigures] = []
         for _ in range(8):  # each pass rests at least one more cell, or finishes
@@ -401,20 +427,14 @@ class CellReconciler:
                 break
         return figures, pending
 
-    async def _set(
-        self,
-        provider: Provider,
-        cell: CellRef,
-        template: Template,
-        size: int,
-        memory: GroupMemory,
-        name: str,
-        now: datetime,
+    async def _shrink(
+        self, provider: Provider, cell: CellRef, template: Template, size: int
     ) -> None:
+        """Drop a cell's launches still to come (never below the instances it holds)."""
         try:
-            await provider.scale(cell, memory.templates.get(cell.revision, template), size)
+            await provider.scale(cell, template, size)
         except ProviderError as error:
-            log.warning("group.shrink_failed", group=name, cell=str(cell), error=str(error))
+            log.warning("group.shrink_failed", cell=str(cell), error=str(error))
 
     # Replacement.
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from molt.api.instancegroup import InstanceGroup
+from molt.controllers.conditions import ConditionWriter
 from molt.controllers.instancegroup.memory import GroupMemory
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey
@@ -31,25 +32,6 @@ class CellFigures:
 
 def node_cell(node: NodeView) -> CellKey:
     return CellKey(node.zone or "unknown", node.labels.get(CAPACITY_TYPE_LABEL, "on-demand"))
-
-
-def _condition(
-    group: InstanceGroup, kind: str, status: bool, reason: str, message: str, now: datetime
-) -> dict[str, Any]:
-    """A condition whose transition time moves only when its status does."""
-    text = "True" if status else "False"
-    since = now
-    for existing in group.status.conditions if group.status else []:
-        if existing.type == kind and existing.status == text:
-            since = existing.last_transition_time
-    return {
-        "type": kind,
-        "status": text,
-        "reason": reason,
-        "message": message[:1024],
-        "lastTransitionTime": format_rfc3339(since),
-        "observedGeneration": group.metadata.generation,
-    }
 
 
 def group_status(
@@ -133,6 +115,9 @@ def group_status(
         )
     else:
         degraded_message = "no revision is failing"
+    condition = ConditionWriter(
+        group.status.conditions if group.status else [], group.metadata.generation, now
+    )
     state = "Degraded" if degraded else "Ready" if settled else "Progressing"
     return {
         "observedGeneration": group.metadata.generation,
@@ -144,29 +129,23 @@ def group_status(
         "revisions": revisions[:MAX_REVISIONS],
         "cells": cell_entries[:512],
         "conditions": [
-            _condition(
-                group,
+            condition(
                 "Ready",
                 settled,
                 "AllNodesCurrent" if settled else "NotAllNodesCurrent",
                 message,
-                now,
             ),
-            _condition(
-                group,
+            condition(
                 "Progressing",
                 not settled and not (degraded and not rolled_back),
                 "Settled" if settled else ("RollingBack" if rolled_back else "ReplacingNodes"),
                 message,
-                now,
             ),
-            _condition(
-                group,
+            condition(
                 "Degraded",
                 degraded,
                 ("RolledBack" if rolled_back else "RolloutStopped") if degraded else "Healthy",
                 degraded_message,
-                now,
             ),
         ],
     }

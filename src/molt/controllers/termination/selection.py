@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import structlog
 
 from molt.api.durations import parse_duration
 from molt.api.terminationpolicy import TerminationPolicy
+from molt.controllers.conditions import ConditionWriter
 from molt.controllers.termination.progress import (
     BLOCKED_ANNOTATION,
     DEADLINE_ANNOTATION,
@@ -38,25 +38,6 @@ from molt.ports import Clock, ClusterReads, ClusterWrites
 log = structlog.get_logger(__name__)
 
 RESYNC_SECONDS = 30.0
-
-
-def _condition(
-    policy: TerminationPolicy, kind: str, status: bool, reason: str, message: str, now: datetime
-) -> dict[str, Any]:
-    """A condition whose transition time moves only when its status does."""
-    text = "True" if status else "False"
-    since = now
-    for existing in policy.status.conditions if policy.status else []:
-        if existing.type == kind and existing.status == text:
-            since = existing.last_transition_time
-    return {
-        "type": kind,
-        "status": text,
-        "reason": reason,
-        "message": message[:1024],
-        "lastTransitionTime": format_rfc3339(since),
-        "observedGeneration": policy.metadata.generation,
-    }
 
 
 class SelectionReconciler:
@@ -166,23 +147,22 @@ class SelectionReconciler:
             summary = (counts, blocked_text, waiting.get(name, 0))
             if self._written_status.get(name) == summary:
                 continue
+            condition = ConditionWriter(
+                policy.status.conditions if policy.status else [], policy.metadata.generation, now
+            )
             conditions = [
-                _condition(
-                    policy,
+                condition(
                     "Progressing",
                     bool(mine),
                     "NodesInFlight" if mine else "Idle",
                     f"{len(mine)} node(s) in the pipeline, "
                     f"{waiting.get(name, 0)} waiting on budgets",
-                    now,
                 ),
-                _condition(
-                    policy,
+                condition(
                     "Blocked",
                     bool(blocked),
                     "DrainBlocked" if blocked else "NotBlocked",
                     blocked_text or "no node is blocked",
-                    now,
                 ),
             ]
             await self.writes.patch_policy_status(name, {**counts, "conditions": conditions})
