@@ -16,12 +16,13 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from bench.support import controller, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
+from molt.kube.reader import connect
 from molt.policy.cells import template_revision
 
 NODES = 500
@@ -50,9 +51,7 @@ def _requests(port: int) -> dict[str, float]:
 
 
 async def _install(kubeconfig: Path) -> None:
-    configuration = client.Configuration()
-    await config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with await connect(str(kubeconfig)) as api:
         core = client.CoreV1Api(api)
         custom = client.CustomObjectsApi(api)
         launched = datetime.now(UTC) - timedelta(hours=1)

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from bench.support import controller, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
+from molt.kube.reader import connect
 from molt.policy.cells import template_revision
 
 NODES = 30
@@ -51,9 +52,7 @@ async def _wait_for(core: client.CoreV1Api, revision: str, limit: float) -> floa
 
 
 async def _measure(kubeconfig: Path) -> tuple[float, float]:
-    configuration = client.Configuration()
-    await config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with await connect(str(kubeconfig)) as api:
         core = client.CoreV1Api(api)
         custom = client.CustomObjectsApi(api)
         await custom.create_cluster_custom_object(

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from kubernetes_asyncio import client, config
 from rich.console import Console
 
+from molt.kube.reader import connect
 from molt.sandbox.binaries import BuildError, locate
 from molt.sandbox.cluster import Sandbox, SandboxError
 from molt.sandbox.processes import ProcessFailedError
@@ -35,9 +35,7 @@ def _say(message: str) -> None:
 
 
 async def _install_sample(kubeconfig: Path) -> None:
-    configuration = client.Configuration()
-    await config.load_kube_config(str(kubeconfig), client_configuration=configuration)
-    async with client.ApiClient(configuration) as api:
+    async with await connect(str(kubeconfig)) as api:
         await install_sample_fleet(api, datetime.now(UTC))
 
 
