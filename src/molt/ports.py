@@ -7,6 +7,7 @@ simulator binds them to its in-memory cluster. Reconcilers see only these protoc
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -64,6 +65,14 @@ class ClusterReads(Protocol):
     def nodes(self) -> list[NodeView]: ...
 
     def node(self, name: str) -> NodeView | None: ...
+
+    def group_nodes(self, group: str) -> Sequence[NodeView]:
+        """The nodes labelled as members of instance group ``group``.
+
+        The same object comes back until one of them changes, so a caller may keep what
+        it derived from the members for as long as ``group_nodes`` returns that object.
+        """
+        ...
 
     def groups(self) -> dict[str, GroupView]: ...
 

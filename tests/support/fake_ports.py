@@ -194,6 +194,9 @@ class FakeCluster:
     def node(self, name: str) -> NodeView | None:
         return self.node_views.get(name)
 
+    def group_nodes(self, group: str) -> tuple[NodeView, ...]:
+        return tuple(n for n in self.node_views.values() if n.group == group)
+
     def groups(self) -> dict[str, GroupView]:
         views: dict[str, GroupView] = {}
         for name, group in self.instance_groups.items():

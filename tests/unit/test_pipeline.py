@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from molt.api import InstanceGroup, TerminationPolicy
-from molt.controllers.termination.pipeline import PipelineReconciler
+from molt.controllers.termination.pipeline import REPLACEMENT_POLL, PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
@@ -140,7 +140,7 @@ async def test_a_selected_node_is_cordoned_and_waits_while_its_group_cannot_spar
     assert fleet.cluster.events == [
         ("old", "Cordoned", "cordoned: no new pods will land here", False)
     ]
-    assert after == 10.0
+    assert after == REPLACEMENT_POLL  # a backstop: a group node turning Ready wakes it
 
 
 async def test_the_drain_starts_once_a_ready_replacement_keeps_the_group_at_size() -> None:
@@ -200,7 +200,10 @@ async def test_past_its_deadline_a_policy_selected_node_drains_without_a_replace
     await fleet.reconcile()
     assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])  # 10m not up
 
-    fleet.clock.advance(5 * 60)
+    fleet.clock.advance(4 * 60 + 44)
+    assert await fleet.reconcile() == 15  # woken when its patience runs out, not later
+
+    fleet.clock.advance(15)
     await fleet.reconcile()
 
     message = "group workers has had no spare Ready node for 10m and the node's deadline has passed"

@@ -53,6 +53,7 @@ class KubeClusterState:
             NODES,
             node_view,
             name="nodes",
+            index=lambda node: node.group,
             on_change=(lambda key, old, new: on_node(key, old, new)) if on_node else None,
         )
         notify: Any = (lambda *_: on_policy_or_group()) if on_policy_or_group else None
@@ -101,6 +102,9 @@ class KubeClusterState:
 
     def node(self, name: str) -> NodeView | None:
         return self.nodes_cache.get(name)
+
+    def group_nodes(self, group: str) -> tuple[NodeView, ...]:
+        return self.nodes_cache.by_index(group)
 
     def groups(self) -> dict[str, GroupView]:
         return {view.name: view for view, _ in self.groups_cache.values()}

@@ -75,6 +75,7 @@ class Reflector(Generic[T]):
         page_size: int = 500,
         on_change: ChangeHandler | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
+        index: Callable[[T], str | None] | None = None,
     ) -> None:
         self.raw = raw
         self.path = path
@@ -86,6 +87,12 @@ class Reflector(Generic[T]):
         self.on_change = on_change
         self.watch_timeout = watch_timeout
         self.store: dict[str, Entry[T]] = {}
+        self.index = index
+        self.indexed: dict[str, dict[str, T]] = {}
+        """Objects by ``index(object)`` (client-go's Indexer): e.g. nodes by group, so a
+        group's reconcile reads its own members, not every node of the cluster."""
+        self._indexed_tuples: dict[str, tuple[T, ...]] = {}
+        """Each bucket as handed out, kept until the bucket changes (see ``by_index``)."""
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.relists = 0
@@ -102,6 +109,13 @@ class Reflector(Generic[T]):
 
     def values(self) -> list[T]:
         return [entry.value for entry in self.store.values()]
+
+    def by_index(self, value: str) -> tuple[T, ...]:
+        """The objects whose index is ``value``: the same tuple until one of them changes."""
+        found = self._indexed_tuples.get(value)
+        if found is None:
+            found = self._indexed_tuples[value] = tuple(self.indexed.get(value, {}).values())
+        return found
 
     def get(self, key: str) -> T | None:
         entry = self.store.get(key)
@@ -130,13 +144,32 @@ class Reflector(Generic[T]):
             self._remove(key)
             return
         self.store[key] = Entry(version, value)
+        self._reindex(key, old.value if old else None, value)
         if self.on_change:
             self.on_change(key, old.value if old else None, value)
 
     def _remove(self, key: str) -> None:
         old = self.store.pop(key, None)
+        if old is not None:
+            self._reindex(key, old.value, None)
         if old is not None and self.on_change:
             self.on_change(key, old.value, None)
+
+    def _reindex(self, key: str, old: T | None, new: T | None) -> None:
+        if self.index is None:
+            return
+        before = self.index(old) if old is not None else None
+        after = self.index(new) if new is not None else None
+        for bucket in (before, after):
+            if bucket is not None:
+                self._indexed_tuples.pop(bucket, None)
+        if before is not None and before != after:
+            members = self.indexed.get(before, {})
+            members.pop(key, None)
+            if not members:
+                self.indexed.pop(before, None)
+        if after is not None and new is not None:
+            self.indexed.setdefault(after, {})[key] = new
 
     def observe_write(self, raw: Json) -> None:
         """Take an object returned by our own write, so the next read already sees it."""

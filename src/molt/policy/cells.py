@@ -10,6 +10,7 @@ and spot that cannot be had anywhere falls back to on-demand.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ class CellKey:
 
     def __str__(self) -> str:
         return f"{self.zone}/{self.capacity_type}"
+
+
+@functools.lru_cache(maxsize=1024)
+def cell_key(zone: str, capacity_type: str) -> CellKey:
+    """One shared ``CellKey`` per cell: thousands of nodes share a handful of cells."""
+    return CellKey(zone, capacity_type)
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,29 @@ def split_capacity(
     that capacity type, then the zone name), so zone totals differ by at most one when
     every cell is available. Spot with no available spot cell falls back to on-demand.
     """
-    ordered_zones = sorted(set(zones))
+    plan = _split(
+        total,
+        tuple(sorted(set(zones))),
+        tuple(capacity.types),
+        capacity.on_demand_base,
+        capacity.spot_percent,
+        unavailable,
+    )
+    return CapacityPlan(dict(plan.cells), plan.unplaced, plan.notes)
+
+
+@functools.lru_cache(maxsize=256)
+def _split(
+    total: int,
+    ordered_zones: tuple[str, ...],
+    types: tuple[str, ...],
+    on_demand_base: int,
+    spot_percent: int,
+    unavailable: frozenset[CellKey],
+) -> CapacityPlan:
+    # Cached: a group reconcile asks for the same split several times, and a split places
+    # node by node (a few milliseconds for thousands of nodes).
+    capacity = Capacity(types=list(types), on_demand_base=on_demand_base, spot_percent=spot_percent)
     cells = {
         CellKey(zone, kind): 0
         for zone in ordered_zones

@@ -12,6 +12,7 @@ against the surge; nodes that have passed the gate no longer count as available.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from molt.api.instancegroup import InstanceGroup
@@ -95,20 +96,12 @@ def cell_targets(
     return targets
 
 
-def may_leave(
-    node: NodeView,
-    members: list[NodeView],
-    desired: int,
-    max_unavailable: int,
-    gone: set[str],
-) -> bool:
-    """Whether ``node`` may drain now without the group dropping below its floor.
-
-    ``gone`` names the members that have already passed this gate (draining or about to);
-    they no longer count as available, so two nodes can never pass on the same spare.
-    """
-    available = sum(1 for n in members if n.ready and n.name not in gone and n.name != node.name)
-    return available >= desired - max_unavailable
+def ready_staying(members: Sequence[NodeView], gone: set[str]) -> frozenset[str]:
+    """The Ready members that stay: not in ``gone``, the members that have already passed
+    the drain gate (draining or about to). A node may leave while the others among these
+    number at least ``desired - maxUnavailable``; a node that passed leaves this set, so
+    two nodes can never pass on one spare."""
+    return frozenset(n.name for n in members if n.ready and n.name not in gone)
 
 
 @dataclass(frozen=True)
@@ -121,7 +114,7 @@ class Replacement:
 
 
 def rollout_replacements(
-    members: list[NodeView],
+    members: Sequence[NodeView],
     target: str,
     desired: int,
     strategy: Strategy,
@@ -173,10 +166,6 @@ def rollout_replacements(
     return picked[:room]
 
 
-def _cell(node: NodeView) -> CellKey:
-    return CellKey(node.zone or "", node.labels.get("molt.dev/capacity-type", "on-demand"))
-
-
 def _surplus(
     current: list[NodeView],
     desired: int,
@@ -187,7 +176,7 @@ def _surplus(
     while another cell is short (rebalance, e.g. after a zone comes back)."""
     by_cell: dict[CellKey, list[NodeView]] = {}
     for node in current:
-        by_cell.setdefault(_cell(node), []).append(node)
+        by_cell.setdefault(node.cell, []).append(node)
     short = sum(
         max(0, want - len(by_cell.get(key, [])))
         for key, want in cell_plan.items()
@@ -195,10 +184,14 @@ def _surplus(
     )
     excess_total = max(0, len(current) - desired)
     picked: list[Replacement] = []
+    if excess_total == 0 and short == 0:
+        return []
     for key in sorted(by_cell):
+        over = len(by_cell[key]) - cell_plan.get(key, 0)
+        if over <= 0:
+            continue
         nodes = sorted(by_cell[key], key=lambda n: (n.ready, n.launched_at or n.created))
-        over = len(nodes) - cell_plan.get(key, 0)
-        for node in nodes[: max(0, over)]:
+        for node in nodes[:over]:
             if excess_total > 0:
                 excess_total -= 1
                 picked.append(Replacement(node, f"scale-down: group has more than {desired}"))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 
+from molt.policy.cells import ON_DEMAND, CellKey, cell_key
+
 # The public contract's labels and annotations (DESIGN.md).
 STATE_LABEL = "molt.dev/state"
 POLICY_ANNOTATION = "molt.dev/policy"
@@ -75,31 +77,36 @@ class NodeView:
     uid: str = ""
     provider_id: str | None = None
 
-    @property
+    @cached_property
     def group(self) -> str | None:
         return self.labels.get(GROUP_LABEL)
 
-    @property
+    @cached_property
     def zone(self) -> str | None:
         return self.labels.get(ZONE_LABEL)
 
-    @property
+    @cached_property
+    def cell(self) -> CellKey:
+        """The zone and capacity type the node runs in (``unknown`` / on-demand if unlabelled)."""
+        return cell_key(self.zone or "unknown", self.labels.get(CAPACITY_TYPE_LABEL, ON_DEMAND))
+
+    @cached_property
     def revision(self) -> str | None:
         return self.labels.get(REVISION_LABEL)
 
-    @property
+    @cached_property
     def state(self) -> str | None:
         return self.labels.get(STATE_LABEL)
 
-    @property
+    @cached_property
     def in_pipeline(self) -> bool:
         return self.state is not None
 
-    @property
+    @cached_property
     def is_control_plane(self) -> bool:
         return any(label in self.labels for label in CONTROL_PLANE_LABELS)
 
-    @property
+    @cached_property
     def do_not_disrupt(self) -> bool:
         return self.annotations.get(DO_NOT_DISRUPT) == "true"
 
@@ -154,7 +161,7 @@ class PodView:
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
 
-    @property
+    @cached_property
     def do_not_disrupt(self) -> bool:
         return self.annotations.get(DO_NOT_DISRUPT) == "true"
 

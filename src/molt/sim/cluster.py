@@ -81,6 +81,8 @@ class SimCluster:
         self.clock = events.clock
         self._nodes: dict[str, SimNode] = {}
         self._node_list: list[NodeView] | None = None
+        self._by_group: dict[str, dict[str, SimNode]] = {}
+        self._group_tuples: dict[str, tuple[NodeView, ...]] = {}
         self._groups: dict[str, InstanceGroup] = {}
         self._group_views: dict[str, GroupView] | None = None
         self._policies: dict[str, TerminationPolicy] = {}
@@ -127,7 +129,9 @@ class SimCluster:
                 deployment.budgets.append(budget)
 
     def add_node(self, view: NodeView, *, cpu_millis: int, memory_mib: int) -> None:
-        self._nodes[view.name] = SimNode(view, cpu_millis, memory_mib)
+        node = self._nodes[view.name] = SimNode(view, cpu_millis, memory_mib)
+        if view.group is not None:
+            self._by_group.setdefault(view.group, {})[view.name] = node
         self._node_changed(view.name, None, view, placement=True)
 
     def set_ready(self, name: str, ready: bool) -> None:
@@ -143,6 +147,8 @@ class SimCluster:
         node = self._nodes.pop(name, None)
         if node is None:
             return False
+        if node.view.group is not None:
+            self._by_group.get(node.view.group, {}).pop(name, None)
         for pod in list(node.pods.values()):
             self.pods_lost += 0 if pod.deleting else 1
             self._remove_pod(pod, replace=not pod.deleting)
@@ -166,6 +172,13 @@ class SimCluster:
     def node(self, name: str) -> NodeView | None:
         found = self._nodes.get(name)
         return found.view if found else None
+
+    def group_nodes(self, group: str) -> tuple[NodeView, ...]:
+        found = self._group_tuples.get(group)
+        if found is None:
+            members = self._by_group.get(group, {}).values()
+            found = self._group_tuples[group] = tuple(n.view for n in members)
+        return found
 
     def groups(self) -> dict[str, GroupView]:
         if self._group_views is None:
@@ -414,6 +427,11 @@ class SimCluster:
     def _replace_view(self, node: SimNode, view: NodeView) -> None:
         old = node.view
         node.view = view
+        if old.group != view.group:
+            if old.group is not None:
+                self._by_group.get(old.group, {}).pop(view.name, None)
+            if view.group is not None:
+                self._by_group.setdefault(view.group, {})[view.name] = node
         placement = (
             old.unschedulable != view.unschedulable
             or old.ready != view.ready
@@ -425,6 +443,9 @@ class SimCluster:
         self, name: str, old: NodeView | None, new: NodeView | None, *, placement: bool
     ) -> None:
         self._node_list = None
+        for view in (old, new):
+            if view is not None and view.group is not None:
+                self._group_tuples.pop(view.group, None)
         if placement:
             self._feasible.clear()
             if self._pending:

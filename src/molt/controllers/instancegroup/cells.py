@@ -16,7 +16,7 @@ One reconcile of a group:
    never grow; a degraded revision's instances that never joined are terminated.
 4. **Select** the nodes to replace (other revisions, surplus) into the termination
    pipeline, at the pace the strategy allows; the pipeline drains them once the group
-   can spare them (``PipelineReconciler`` asks ``may_leave``).
+   can spare them (``PipelineReconciler`` asks ``available_without``).
 5. **Collect**: nodes whose instance is gone are deleted; empty cells of other revisions
    are removed.
 6. **Report** the status (written only when it changes).
@@ -25,6 +25,7 @@ One reconcile of a group:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -43,7 +44,6 @@ from molt.controllers.instancegroup.memory import GroupMemory
 from molt.controllers.instancegroup.status import (
     CellFigures,
     group_status,
-    node_cell,
     without_times,
 )
 from molt.controllers.termination.progress import SELECTED
@@ -75,7 +75,7 @@ MIN_FAILURES_FOR_RATE = 2
 class NodeIndex:
     """Finds the Node an instance became: by providerID, else by the name it was given."""
 
-    def __init__(self, members: list[NodeView]) -> None:
+    def __init__(self, members: Sequence[NodeView]) -> None:
         self.by_name = {n.name: n for n in members}
         self.by_provider_id = {n.provider_id: n for n in members if n.provider_id}
 
@@ -121,7 +121,7 @@ class CellReconciler:
         memory = self._memory.get(name)
         if memory is None:
             memory = self._memory[name] = GroupMemory.from_status(group.status)
-        members = [n for n in self.reads.nodes() if n.group == name]
+        members = self.reads.group_nodes(name)
         provider = self.providers.get(group.spec.provider)
         template_rev = template_revision(group.spec.template)
         busy = False
@@ -143,7 +143,7 @@ class CellReconciler:
             target = memory.follow_template(template_rev, group.spec.template)
             if collected:  # instances or nodes went: look again before sizing
                 observations = await provider.observe(name)
-                members = [n for n in self.reads.nodes() if n.group == name]
+                members = self.reads.group_nodes(name)
             cells, busy = await self._scale(
                 group, provider, memory, target, members, observations, now
             )
@@ -216,7 +216,7 @@ class CellReconciler:
         provider: Provider,
         memory: GroupMemory,
         observations: list[CellObservation],
-        members: list[NodeView],
+        members: Sequence[NodeView],
         now: datetime,
     ) -> bool:
         """Terminate instances that never became Ready nodes; delete nodes whose instance is
@@ -339,7 +339,7 @@ class CellReconciler:
         provider: Provider,
         memory: GroupMemory,
         target: str,
-        members: list[NodeView],
+        members: Sequence[NodeView],
         observations: list[CellObservation],
         now: datetime,
     ) -> tuple[list[CellFigures], bool]:
@@ -365,7 +365,7 @@ class CellReconciler:
                 if cell.revision in memory.degraded and not ready:
                     continue  # dead weight: it will never serve, so it holds no surge
                 other_instances += 1
-        leaving = Counter((n.revision or "unknown", node_cell(n)) for n in members if n.in_pipeline)
+        leaving = Counter((n.revision or "unknown", n.cell) for n in members if n.in_pipeline)
         leaving_at_target = sum(c for (rev, _), c in leaving.items() if rev == target)
         staying = target_staying(
             desired, strategy, other_instances, leaving_at_target, spec.max_size
@@ -443,7 +443,7 @@ class CellReconciler:
         group: InstanceGroup,
         memory: GroupMemory,
         target: str,
-        members: list[NodeView],
+        members: Sequence[NodeView],
         now: datetime,
     ) -> bool:
         """Put the nodes the rollout replaces next into the pipeline; True if any remain."""

@@ -8,6 +8,7 @@ previous revision while a degraded template is rolled back.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from molt.controllers.conditions import ConditionWriter
 from molt.controllers.instancegroup.memory import GroupMemory
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey
-from molt.policy.snapshot import CAPACITY_TYPE_LABEL, NodeView
+from molt.policy.snapshot import NodeView
 
 MAX_REVISIONS = 64
 
@@ -30,13 +31,9 @@ class CellFigures:
     desired: int
 
 
-def node_cell(node: NodeView) -> CellKey:
-    return CellKey(node.zone or "unknown", node.labels.get(CAPACITY_TYPE_LABEL, "on-demand"))
-
-
 def group_status(
     group: InstanceGroup,
-    nodes: list[NodeView],
+    nodes: Sequence[NodeView],
     memory: GroupMemory,
     template_revision: str,
     cells: list[CellFigures],
@@ -82,7 +79,7 @@ def group_status(
         if template is not None and state in ("Current", "Previous", "Degraded"):
             entry["template"] = template.model_dump(mode="json", by_alias=True, exclude_none=True)
         revisions.append(entry)
-    ready_by_cell = Counter(node_cell(n) for n in updated)
+    ready_by_cell = Counter(n.cell for n in updated)
     resting = memory.resting
     cell_entries = [
         {

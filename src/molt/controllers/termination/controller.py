@@ -17,6 +17,7 @@ from molt.actions.http import ActionRunner
 from molt.cloud.provider import Provider
 from molt.controllers.instancegroup.cells import CellReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
+from molt.controllers.termination.progress import REPLACEMENT_ANNOTATION
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
 from molt.observe.metrics import Metrics
@@ -79,9 +80,10 @@ class TerminationController:
             self.queue.add(NODE_PREFIX + key)
         became_ready = new is not None and new.ready and (old is None or not old.ready)
         if became_ready and self.pipeline_enabled and new is not None and new.group is not None:
-            # A node that can stand in for others: wake the group's nodes waiting to leave.
-            for waiting in self.reads.nodes():
-                if waiting.in_pipeline and waiting.group == new.group:
+            # A node that can stand in for others: wake the group's nodes waiting at the
+            # drain gate (those past it have no use for another Ready node).
+            for waiting in self.reads.group_nodes(new.group):
+                if waiting.in_pipeline and REPLACEMENT_ANNOTATION not in waiting.annotations:
                     self.queue.add(NODE_PREFIX + waiting.name)
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
         for node in (old, new):

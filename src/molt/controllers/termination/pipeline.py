@@ -12,6 +12,7 @@ from the node's pod watch rather than by polling.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -44,7 +45,7 @@ from molt.controllers.termination.progress import (
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.drain import classify_pods
-from molt.policy.rollout import may_leave, strategy_of
+from molt.policy.rollout import ready_staying, strategy_of
 from molt.policy.snapshot import (
     DO_NOT_DISRUPT,
     POLICY_ANNOTATION,
@@ -61,9 +62,9 @@ Requeue = float | None
 """Seconds until the node should be looked at again; None: this step is done, go on."""
 
 ACTION_RETRY_MAX = 300.0
-REPLACEMENT_POLL = 10.0
-"""A node waiting for its group's capacity is woken when a group node turns Ready;
-this is the backstop poll."""
+REPLACEMENT_POLL = 60.0
+"""A node waiting for its group's capacity is woken when a group node turns Ready, and
+when its wait for a replacement runs out; this is the backstop poll."""
 
 
 class PipelineReconciler:
@@ -93,13 +94,17 @@ class PipelineReconciler:
         self._gate_lock = asyncio.Lock()
         self._passed: set[str] = set()
         """Nodes this process let drain, until the cache shows their annotation."""
+        self._passed_changes = 0
+        self._staying_memo: dict[str, tuple[Sequence[NodeView], int, frozenset[str]]] = {}
         self._timeout_reported: set[str] = set()
 
     async def reconcile(self, name: str) -> Requeue:
         node = self.reads.node(name)
         if node is None or not node.in_pipeline:
             self.reads.release_pods(name)
-            self._passed.discard(name)
+            if name in self._passed:
+                self._passed.discard(name)
+                self._passed_changes += 1
             self._timeout_reported.discard(name)
             self.drainer.forget(name)
             return None
@@ -189,13 +194,11 @@ class PipelineReconciler:
         desired = group.spec.desired_replicas
         unavailable = strategy_of(group).max_unavailable
         async with self._gate_lock:
-            members = [n for n in self.reads.nodes() if n.group == node.group]
-            gone = self._passed | {
-                n.name for n in members if REPLACEMENT_ANNOTATION in n.annotations
-            }
-            if may_leave(node, members, desired, unavailable, gone):
+            staying = self._ready_staying(node.group)
+            spare = len(staying) - (node.name in staying)
+            if spare >= desired - unavailable:
                 self._passed.add(node.name)
-                spare = sum(1 for n in members if n.ready and n.name not in gone) - node.ready
+                self._passed_changes += 1
                 await self.writes.patch_node(
                     node.name,
                     annotations={
@@ -214,11 +217,8 @@ class PipelineReconciler:
         now = self.clock.now()
         patience = parse_duration(group.spec.health.ready_timeout)
         selected = read_time(node, SELECTED_AT_ANNOTATION) or now
-        if (
-            policy is not None
-            and now >= deadline_of(node, policy, now)
-            and (now - selected >= patience)
-        ):
+        deadline = deadline_of(node, policy, now) if policy is not None else None
+        if deadline is not None and now >= deadline and now - selected >= patience:
             message = (
                 f"group {node.group} has had no spare Ready node for "
                 f"{group.spec.health.ready_timeout} and the node's deadline has passed"
@@ -233,7 +233,23 @@ class PipelineReconciler:
                 warning=True,
             )
             return None
-        return REPLACEMENT_POLL
+        if deadline is None:
+            return REPLACEMENT_POLL
+        give_up = max(deadline, selected + patience) - now
+        return min(REPLACEMENT_POLL, max(1.0, give_up.total_seconds()))
+
+    def _ready_staying(self, group: str) -> frozenset[str]:
+        """The group's Ready nodes that have not passed the gate. Kept while neither the
+        members nor ``_passed`` change: a node turning Ready wakes every waiting node of
+        its group, and all but the first then find the same answer."""
+        members = self.reads.group_nodes(group)
+        memo = self._staying_memo.get(group)
+        if memo is not None and memo[0] is members and memo[1] == self._passed_changes:
+            return memo[2]
+        gone = self._passed | {n.name for n in members if REPLACEMENT_ANNOTATION in n.annotations}
+        staying = ready_staying(members, gone)
+        self._staying_memo[group] = (members, self._passed_changes, staying)
+        return staying
 
     async def _drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
         now = self.clock.now()
