@@ -106,3 +106,41 @@ async def test_an_older_event_does_not_undo_our_own_newer_write() -> None:
     found = reflector.get("a")
     assert found is not None
     assert found["metadata"]["resourceVersion"] == "100"
+
+
+def _grouped(name: str, version: str, group: str | None) -> dict[str, Any]:
+    labels = {"molt.dev/instance-group": group} if group else {}
+    return {"metadata": {"name": name, "resourceVersion": version, "labels": labels}}
+
+
+async def test_the_index_follows_objects_between_buckets_and_hands_out_one_tuple_per_state() -> (
+    None
+):
+    api = ScriptedApi(lists=[[]], watches=[])
+    reflector: Reflector[dict[str, Any]] = Reflector(
+        api,
+        "/api/v1/nodes",
+        lambda raw: raw,
+        name="nodes",
+        index=lambda raw: raw["metadata"]["labels"].get("molt.dev/instance-group"),
+    )
+    reflector.observe_write(_grouped("a", "1", "workers"))
+    reflector.observe_write(_grouped("b", "2", "workers"))
+    reflector.observe_write(_grouped("c", "3", None))
+    workers = reflector.by_index("workers")
+    assert [n["metadata"]["name"] for n in workers] == ["a", "b"]
+    assert reflector.by_index("workers") is workers  # unchanged: the same tuple
+
+    reflector.observe_write(_grouped("b", "4", "batch"))  # relabelled into another group
+    assert [n["metadata"]["name"] for n in reflector.by_index("workers")] == ["a"]
+    assert [n["metadata"]["name"] for n in reflector.by_index("batch")] == ["b"]
+
+    before = reflector.by_index("workers")
+    reflector.observe_write(_grouped("a", "5", "workers"))  # changed, same group
+    after = reflector.by_index("workers")
+    assert after is not before
+    assert after[0]["metadata"]["resourceVersion"] == "5"
+
+    reflector.observe_delete("a")
+    assert reflector.by_index("workers") == ()
+    assert "workers" not in reflector.indexed

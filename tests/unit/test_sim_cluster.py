@@ -120,3 +120,24 @@ def test_pods_on_a_deleted_node_are_recreated_elsewhere() -> None:
     cluster.events.run_until(cluster.clock.seconds + 60)
     assert cluster.deployments["default/web"].ready == 6
     assert all(p.node != "n0" for p in pods(cluster))
+
+
+def test_group_nodes_are_the_same_tuple_until_a_member_changes() -> None:
+    heap = EventHeap(VirtualClock(START))
+    cluster = SimCluster(heap)
+    for name, group in (("a", "workers"), ("b", "workers"), ("c", "batch")):
+        view = ready_node(name)
+        view = view.patched(labels={"molt.dev/instance-group": group})
+        cluster.add_node(view, cpu_millis=4000, memory_mib=16000)
+    workers = cluster.group_nodes("workers")
+    assert [n.name for n in workers] == ["a", "b"]
+    assert cluster.group_nodes("workers") is workers
+
+    complete(cluster.patch_node("b", labels={"molt.dev/state": "selected"}))
+    changed = cluster.group_nodes("workers")
+    assert changed is not workers
+    assert [n.state for n in changed] == [None, "selected"]
+
+    cluster.remove_node("a")
+    assert [n.name for n in cluster.group_nodes("workers")] == ["b"]
+    assert [n.name for n in cluster.group_nodes("batch")] == ["c"]
