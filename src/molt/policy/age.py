@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION, NodeView
 
@@ -57,6 +58,7 @@ def node_age(node: NodeView, now: datetime) -> NodeAge:
     return NodeAge(node.created, now - node.created, "creationTimestamp")
 
 
+@lru_cache(maxsize=65536)
 def jitter_fraction(node_name: str) -> float:
     """A stable number in [0, 1) per node, so nodes launched together expire apart."""
     digest = hashlib.sha256(node_name.encode()).digest()

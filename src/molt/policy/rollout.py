@@ -96,14 +96,6 @@ def cell_targets(
     return targets
 
 
-def ready_staying(members: Sequence[NodeView], gone: set[str]) -> frozenset[str]:
-    """The Ready members that stay: not in ``gone``, the members that have already passed
-    the drain gate (draining or about to). A node may leave while the others among these
-    number at least ``desired - maxUnavailable``; a node that passed leaves this set, so
-    two nodes can never pass on one spare."""
-    return frozenset(n.name for n in members if n.ready and n.name not in gone)
-
-
 @dataclass(frozen=True)
 class Replacement:
     """A node the group controller puts into the pipeline, and why."""

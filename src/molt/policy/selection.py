@@ -94,13 +94,30 @@ def covers(policy: TerminationPolicy, node: NodeView) -> bool:
     return matches_selector(node.labels, policy.spec.node_selector)
 
 
+@dataclass(frozen=True)
+class _AgeRule:
+    """A policy's max-age settings, parsed once per pass rather than once per node."""
+
+    max_age: timedelta | None
+    jitter: timedelta
+    drain_timeout: timedelta
+
+    @classmethod
+    def of(cls, policy: TerminationPolicy) -> _AgeRule:
+        rules = policy.spec.rules
+        return cls(
+            parse_duration(rules.max_age) if rules.max_age is not None else None,
+            parse_duration(rules.max_age_jitter) if rules.max_age_jitter else timedelta(0),
+            parse_duration(policy.spec.drain.timeout),
+        )
+
+
 def _max_age_candidate(
-    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, age: NodeAge
+    policy: TerminationPolicy, rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge
 ) -> Candidate | None:
-    rules = policy.spec.rules
     limits: list[timedelta] = []
-    if rules.max_age is not None:
-        limits.append(parse_duration(rules.max_age))
+    if rule.max_age is not None:
+        limits.append(rule.max_age)
     group = snapshot.groups.get(node.group or "")
     if group is not None and group.max_node_age_seconds is not None:
         limits.append(timedelta(seconds=group.max_node_age_seconds))
@@ -108,11 +125,10 @@ def _max_age_candidate(
         return None
     max_age = min(limits)
     deadline = age.launched + max_age
-    jitter = parse_duration(rules.max_age_jitter) if rules.max_age_jitter else timedelta(0)
     # Start early enough that the node is gone by its deadline even if the drain takes its
     # full timeout; the lead never eats more than a quarter of the node's life.
-    drain_lead = min(parse_duration(policy.spec.drain.timeout), max_age / 4)
-    start_at = max_age - jitter * jitter_fraction(node.name) - drain_lead
+    drain_lead = min(rule.drain_timeout, max_age / 4)
+    start_at = max_age - rule.jitter * jitter_fraction(node.name) - drain_lead
     if age.age < start_at:
         return None
     past = age.age >= max_age
@@ -222,6 +238,7 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
     """Every node the policy selects, most urgent first, oldest first within a tier."""
     candidates: list[Candidate] = []
     problems: list[NodeProblem] = []
+    age_rule = _AgeRule.of(policy)
     for node in snapshot.nodes:
         if node.in_pipeline or not covers(policy, node):
             continue
@@ -232,7 +249,7 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
             problems.append(NodeProblem(node.name, str(error)))
             continue
         age = measured.age
-        aged = _max_age_candidate(policy, node, snapshot, measured)
+        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured)
         if aged is not None:
             found.append(aged)
         for maybe in (

@@ -90,7 +90,10 @@ class SimCluster:
         self.deployments: dict[str, Deployment] = {}
         self.budgets: dict[str, Budget] = {}
         self._pending: dict[str, SimPod] = {}
-        self._feasible: dict[tuple[object, ...], list[str]] = {}
+        self._feasible: dict[tuple[object, ...], tuple[Deployment, dict[str, None]]] = {}
+        """Per placement key, the nodes its pods may land on: kept up to date node by node,
+        since a node change only moves that one node in or out."""
+        self._feasible_lists: dict[tuple[object, ...], list[str]] = {}
         self._rotation = 0
         self._uid = 0
         self.node_listeners: list[NodeListener] = []
@@ -375,11 +378,29 @@ class SimCluster:
 
     def _candidates(self, deployment: Deployment) -> list[str]:
         key = deployment.placement_key()
-        names = self._feasible.get(key)
+        names = self._feasible_lists.get(key)
         if names is None:
-            names = [n.view.name for n in self._nodes.values() if self._schedulable(n, deployment)]
-            self._feasible[key] = names
+            found = self._feasible.get(key)
+            if found is None:
+                feasible = {
+                    n.view.name: None
+                    for n in self._nodes.values()
+                    if self._schedulable(n, deployment)
+                }
+                found = self._feasible[key] = (deployment, feasible)
+            names = self._feasible_lists[key] = list(found[1])
         return names
+
+    def _placement_changed(self, name: str) -> None:
+        node = self._nodes.get(name)
+        for key, (deployment, feasible) in self._feasible.items():
+            fits = node is not None and self._schedulable(node, deployment)
+            if fits != (name in feasible):
+                if fits:
+                    feasible[name] = None
+                else:
+                    del feasible[name]
+                self._feasible_lists.pop(key, None)
 
     def schedule_pending(self) -> None:
         """Bind every pending pod that fits somewhere; the rest wait for a node change."""
@@ -447,7 +468,7 @@ class SimCluster:
             if view is not None and view.group is not None:
                 self._group_tuples.pop(view.group, None)
         if placement:
-            self._feasible.clear()
+            self._placement_changed(name)
             if self._pending:
                 self.events.keyed("scheduler", SCHEDULE_DELAY, self.schedule_pending)
         for listener in self.node_listeners:

@@ -45,7 +45,7 @@ from molt.controllers.termination.progress import (
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.drain import classify_pods
-from molt.policy.rollout import ready_staying, strategy_of
+from molt.policy.rollout import strategy_of
 from molt.policy.snapshot import (
     DO_NOT_DISRUPT,
     POLICY_ANNOTATION,
@@ -95,7 +95,7 @@ class PipelineReconciler:
         self._passed: set[str] = set()
         """Nodes this process let drain, until the cache shows their annotation."""
         self._passed_changes = 0
-        self._staying_memo: dict[str, tuple[Sequence[NodeView], int, frozenset[str]]] = {}
+        self._staying_memo: dict[str, tuple[Sequence[NodeView], int, int]] = {}
         self._timeout_reported: set[str] = set()
 
     async def reconcile(self, name: str) -> Requeue:
@@ -194,8 +194,7 @@ class PipelineReconciler:
         desired = group.spec.desired_replicas
         unavailable = strategy_of(group).max_unavailable
         async with self._gate_lock:
-            staying = self._ready_staying(node.group)
-            spare = len(staying) - (node.name in staying)
+            spare = self._ready_staying(node.group) - self._stays(node)
             if spare >= desired - unavailable:
                 self._passed.add(node.name)
                 self._passed_changes += 1
@@ -238,16 +237,28 @@ class PipelineReconciler:
         give_up = max(deadline, selected + patience) - now
         return min(REPLACEMENT_POLL, max(1.0, give_up.total_seconds()))
 
-    def _ready_staying(self, group: str) -> frozenset[str]:
-        """The group's Ready nodes that have not passed the gate. Kept while neither the
-        members nor ``_passed`` change: a node turning Ready wakes every waiting node of
-        its group, and all but the first then find the same answer."""
+    def _stays(self, node: NodeView) -> bool:
+        """Whether ``node`` counts as available: Ready, and not past the drain gate."""
+        return (
+            node.ready
+            and node.name not in self._passed
+            and REPLACEMENT_ANNOTATION not in node.annotations
+        )
+
+    def _ready_staying(self, group: str) -> int:
+        """How many of the group's nodes count as available (``_stays``). Kept while neither
+        the members nor ``_passed`` change: a node turning Ready wakes every waiting node of
+        its group, and all but the first few then find the same answer."""
         members = self.reads.group_nodes(group)
         memo = self._staying_memo.get(group)
         if memo is not None and memo[0] is members and memo[1] == self._passed_changes:
             return memo[2]
-        gone = self._passed | {n.name for n in members if REPLACEMENT_ANNOTATION in n.annotations}
-        staying = ready_staying(members, gone)
+        passed = self._passed  # _stays inlined: this runs over every member of the group
+        staying = sum(
+            1
+            for n in members
+            if n.ready and REPLACEMENT_ANNOTATION not in n.annotations and n.name not in passed
+        )
         self._staying_memo[group] = (members, self._passed_changes, staying)
         return staying
 
