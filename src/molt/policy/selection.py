@@ -239,6 +239,8 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
     candidates: list[Candidate] = []
     problems: list[NodeProblem] = []
     age_rule = _AgeRule.of(policy)
+    rules = policy.spec.rules
+    other_rules = bool(rules.conditions or rules.taints or rules.drift or rules.labels)
     for node in snapshot.nodes:
         if node.in_pipeline or not covers(policy, node):
             continue
@@ -252,14 +254,15 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
         aged = _max_age_candidate(policy, age_rule, node, snapshot, measured)
         if aged is not None:
             found.append(aged)
-        for maybe in (
-            _condition_candidate(policy, node, now, age),
-            _taint_candidate(policy, node, now, age),
-            _drift_candidate(policy, node, snapshot, age),
-            _label_candidate(policy, node, age),
-        ):
-            if maybe is not None:
-                found.append(maybe)
+        if other_rules:
+            for maybe in (
+                _condition_candidate(policy, node, now, age),
+                _taint_candidate(policy, node, now, age),
+                _drift_candidate(policy, node, snapshot, age),
+                _label_candidate(policy, node, age),
+            ):
+                if maybe is not None:
+                    found.append(maybe)
         if found:
             candidates.append(min(found, key=lambda c: c.urgency))
     candidates.sort(key=lambda c: (c.urgency, -c.age, c.node))

@@ -16,6 +16,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from molt.api.instancegroup import Template
 from molt.cloud.provider import CellObservation, CellRef, Instance, LaunchFailure, ProviderError
@@ -70,6 +71,11 @@ class SimInstance:
     instance_type: str
     joined: bool = False
 
+    @cached_property
+    def listed(self) -> Instance:
+        """How the cloud lists this instance (it never changes)."""
+        return Instance(self.instance_id, self.launched_at, node_name=self.node_name)
+
 
 @dataclass
 class SimCell:
@@ -87,10 +93,7 @@ class SimCell:
             self.observation = CellObservation(
                 cell=self.ref,
                 desired=self.desired,
-                instances=tuple(
-                    Instance(i.instance_id, i.launched_at, node_name=i.node_name)
-                    for i in self.instances.values()
-                ),
+                instances=tuple(i.listed for i in self.instances.values()),
                 failures=tuple(self.failures),
             )
         return self.observation

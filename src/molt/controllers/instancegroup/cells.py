@@ -136,16 +136,18 @@ class CellReconciler:
                 )
                 return IDLE_REQUEUE
             await self._count_failures(group, memory, observations, now)
+            index = NodeIndex(members)
             collected = await self._collect_instances(
-                group, provider, memory, observations, members, now
+                group, provider, memory, observations, members, index, now
             )
             await self._judge(group, memory, observations, now)
             target = memory.follow_template(template_rev, group.spec.template)
             if collected:  # instances or nodes went: look again before sizing
                 observations = await provider.observe(name)
                 members = self.reads.group_nodes(name)
+                index = NodeIndex(members)
             cells, busy = await self._scale(
-                group, provider, memory, target, members, observations, now
+                group, provider, memory, target, members, index, observations, now
             )
             busy = await self._select(group, memory, target, members, now) or busy
             await self._remove_empty_cells(provider, memory, target, observations)
@@ -217,6 +219,7 @@ class CellReconciler:
         memory: GroupMemory,
         observations: list[CellObservation],
         members: Sequence[NodeView],
+        index: NodeIndex,
         now: datetime,
     ) -> bool:
         """Terminate instances that never became Ready nodes; delete nodes whose instance is
@@ -225,7 +228,6 @@ class CellReconciler:
         health = group.spec.health
         ready_timeout = parse_duration(health.ready_timeout)
         window = parse_duration(health.window)
-        index = NodeIndex(members)
         matched: set[str] = set()
         collected = False
         for member in members:
@@ -340,6 +342,7 @@ class CellReconciler:
         memory: GroupMemory,
         target: str,
         members: Sequence[NodeView],
+        index: NodeIndex,
         observations: list[CellObservation],
         now: datetime,
     ) -> tuple[list[CellFigures], bool]:
@@ -349,7 +352,6 @@ class CellReconciler:
         desired = spec.desired_replicas
         strategy = strategy_of(group)
         template = memory.templates.get(target, spec.template)
-        index = NodeIndex(members)
         instances: Counter[tuple[str, CellKey]] = Counter()
         other_instances = 0
         pending = False
