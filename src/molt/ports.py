@@ -76,6 +76,13 @@ class ClusterReads(Protocol):
 
     def groups(self) -> dict[str, GroupView]: ...
 
+    def available_in_group(self, group: str) -> int:
+        """How many of ``group``'s nodes are ``available`` (Ready, not past the drain gate).
+
+        Kept as the cache changes, so the drain gate costs the same for any group size.
+        """
+        ...
+
     def instance_group(self, name: str) -> InstanceGroup | None: ...
 
     def policies(self) -> list[TerminationPolicy]: ...

@@ -194,6 +194,9 @@ class FakeCluster:
     def node(self, name: str) -> NodeView | None:
         return self.node_views.get(name)
 
+    def available_in_group(self, group: str) -> int:
+        return sum(1 for n in self.node_views.values() if n.group == group and n.available)
+
     def group_nodes(self, group: str) -> tuple[NodeView, ...]:
         return tuple(n for n in self.node_views.values() if n.group == group)
 

@@ -113,9 +113,7 @@ def _grouped(name: str, version: str, group: str | None) -> dict[str, Any]:
     return {"metadata": {"name": name, "resourceVersion": version, "labels": labels}}
 
 
-async def test_the_index_follows_objects_between_buckets_and_hands_out_one_tuple_per_state() -> (
-    None
-):
+async def test_the_index_and_its_counts_follow_objects_between_buckets() -> None:
     api = ScriptedApi(lists=[[]], watches=[])
     reflector: Reflector[dict[str, Any]] = Reflector(
         api,
@@ -123,6 +121,7 @@ async def test_the_index_follows_objects_between_buckets_and_hands_out_one_tuple
         lambda raw: raw,
         name="nodes",
         index=lambda raw: raw["metadata"]["labels"].get("molt.dev/instance-group"),
+        counted=lambda raw: raw["metadata"]["name"] != "b",
     )
     reflector.observe_write(_grouped("a", "1", "workers"))
     reflector.observe_write(_grouped("b", "2", "workers"))
@@ -134,6 +133,7 @@ async def test_the_index_follows_objects_between_buckets_and_hands_out_one_tuple
     reflector.observe_write(_grouped("b", "4", "batch"))  # relabelled into another group
     assert [n["metadata"]["name"] for n in reflector.by_index("workers")] == ["a"]
     assert [n["metadata"]["name"] for n in reflector.by_index("batch")] == ["b"]
+    assert (reflector.count("workers"), reflector.count("batch")) == (1, 0)
 
     before = reflector.by_index("workers")
     reflector.observe_write(_grouped("a", "5", "workers"))  # changed, same group
@@ -141,6 +141,8 @@ async def test_the_index_follows_objects_between_buckets_and_hands_out_one_tuple
     assert after is not before
     assert after[0]["metadata"]["resourceVersion"] == "5"
 
+    assert reflector.count("workers") == 1
     reflector.observe_delete("a")
     assert reflector.by_index("workers") == ()
+    assert reflector.count("workers") == 0
     assert "workers" not in reflector.indexed

@@ -122,7 +122,7 @@ def test_pods_on_a_deleted_node_are_recreated_elsewhere() -> None:
     assert all(p.node != "n0" for p in pods(cluster))
 
 
-def test_group_nodes_are_the_same_tuple_until_a_member_changes() -> None:
+def test_group_nodes_and_their_available_count_follow_every_change() -> None:
     heap = EventHeap(VirtualClock(START))
     cluster = SimCluster(heap)
     for name, group in (("a", "workers"), ("b", "workers"), ("c", "batch")):
@@ -138,6 +138,13 @@ def test_group_nodes_are_the_same_tuple_until_a_member_changes() -> None:
     assert changed is not workers
     assert [n.state for n in changed] == [None, "selected"]
 
+    assert cluster.available_in_group("workers") == 2
+    complete(cluster.patch_node("b", annotations={"molt.dev/replacement": "group capacity: 1"}))
+    assert cluster.available_in_group("workers") == 1  # past the drain gate
+    cluster.set_ready("a", False)
+    assert cluster.available_in_group("workers") == 0
+
     cluster.remove_node("a")
     assert [n.name for n in cluster.group_nodes("workers")] == ["b"]
     assert [n.name for n in cluster.group_nodes("batch")] == ["c"]
+    assert (cluster.available_in_group("workers"), cluster.available_in_group("batch")) == (0, 1)

@@ -54,6 +54,7 @@ class KubeClusterState:
             node_view,
             name="nodes",
             index=lambda node: node.group,
+            counted=lambda node: node.available,
             on_change=(lambda key, old, new: on_node(key, old, new)) if on_node else None,
         )
         notify: Any = (lambda *_: on_policy_or_group()) if on_policy_or_group else None
@@ -105,6 +106,9 @@ class KubeClusterState:
 
     def group_nodes(self, group: str) -> tuple[NodeView, ...]:
         return self.nodes_cache.by_index(group)
+
+    def available_in_group(self, group: str) -> int:
+        return self.nodes_cache.count(group)
 
     def groups(self) -> dict[str, GroupView]:
         return {view.name: view for view, _ in self.groups_cache.values()}

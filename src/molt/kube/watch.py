@@ -76,6 +76,7 @@ class Reflector(Generic[T]):
         on_change: ChangeHandler | None = None,
         watch_timeout: tuple[int, int] = (300, 600),
         index: Callable[[T], str | None] | None = None,
+        counted: Callable[[T], bool] | None = None,
     ) -> None:
         self.raw = raw
         self.path = path
@@ -92,6 +93,10 @@ class Reflector(Generic[T]):
         """Objects by ``index(object)`` (client-go's Indexer): e.g. nodes by group, so a
         group's reconcile reads its own members, not every node of the cluster."""
         self._indexed_tuples: dict[str, tuple[T, ...]] = {}
+        self.counted = counted
+        self.counts: dict[str, int] = {}
+        """Per index value, how many of its objects satisfy ``counted`` (kept up to date
+        with the index, so asking costs nothing however large the bucket)."""
         """Each bucket as handed out, kept until the bucket changes (see ``by_index``)."""
         self.synced = asyncio.Event()
         self.resource_version = ""
@@ -116,6 +121,10 @@ class Reflector(Generic[T]):
         if found is None:
             found = self._indexed_tuples[value] = tuple(self.indexed.get(value, {}).values())
         return found
+
+    def count(self, value: str) -> int:
+        """How many objects with index ``value`` satisfy ``counted``."""
+        return self.counts.get(value, 0)
 
     def get(self, key: str) -> T | None:
         entry = self.store.get(key)
@@ -163,6 +172,11 @@ class Reflector(Generic[T]):
         for bucket in (before, after):
             if bucket is not None:
                 self._indexed_tuples.pop(bucket, None)
+        if self.counted is not None:
+            if before is not None and old is not None and self.counted(old):
+                self.counts[before] -= 1
+            if after is not None and new is not None and self.counted(new):
+                self.counts[after] = self.counts.get(after, 0) + 1
         if before is not None and before != after:
             members = self.indexed.get(before, {})
             members.pop(key, None)

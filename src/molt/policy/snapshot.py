@@ -22,6 +22,8 @@ DO_NOT_DISRUPT = "molt.dev/do-not-disrupt"
 GROUP_LABEL = "molt.dev/instance-group"
 REVISION_LABEL = "molt.dev/revision"
 CAPACITY_TYPE_LABEL = "molt.dev/capacity-type"
+REPLACEMENT_ANNOTATION = "molt.dev/replacement"
+"""Written when a node passes its group's drain gate (or goes without a replacement)."""
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
@@ -97,6 +99,12 @@ class NodeView:
     @cached_property
     def state(self) -> str | None:
         return self.labels.get(STATE_LABEL)
+
+    @cached_property
+    def available(self) -> bool:
+        """Ready, and not yet past its group's drain gate: it counts toward the group's
+        floor of Ready nodes."""
+        return self.ready and REPLACEMENT_ANNOTATION not in self.annotations
 
     @cached_property
     def in_pipeline(self) -> bool:

@@ -13,6 +13,7 @@ responses into the cache. Reads are cheap: the node list is built once per chang
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +82,9 @@ class SimCluster:
         self.clock = events.clock
         self._nodes: dict[str, SimNode] = {}
         self._node_list: list[NodeView] | None = None
-        self._by_group: dict[str, dict[str, SimNode]] = {}
+        self._by_group: dict[str, dict[str, NodeView]] = {}
         self._group_tuples: dict[str, tuple[NodeView, ...]] = {}
+        self._available: Counter[str] = Counter()
         self._groups: dict[str, InstanceGroup] = {}
         self._group_views: dict[str, GroupView] | None = None
         self._policies: dict[str, TerminationPolicy] = {}
@@ -132,9 +134,7 @@ class SimCluster:
                 deployment.budgets.append(budget)
 
     def add_node(self, view: NodeView, *, cpu_millis: int, memory_mib: int) -> None:
-        node = self._nodes[view.name] = SimNode(view, cpu_millis, memory_mib)
-        if view.group is not None:
-            self._by_group.setdefault(view.group, {})[view.name] = node
+        self._nodes[view.name] = SimNode(view, cpu_millis, memory_mib)
         self._node_changed(view.name, None, view, placement=True)
 
     def set_ready(self, name: str, ready: bool) -> None:
@@ -150,8 +150,6 @@ class SimCluster:
         node = self._nodes.pop(name, None)
         if node is None:
             return False
-        if node.view.group is not None:
-            self._by_group.get(node.view.group, {}).pop(name, None)
         for pod in list(node.pods.values()):
             self.pods_lost += 0 if pod.deleting else 1
             self._remove_pod(pod, replace=not pod.deleting)
@@ -179,9 +177,11 @@ class SimCluster:
     def group_nodes(self, group: str) -> tuple[NodeView, ...]:
         found = self._group_tuples.get(group)
         if found is None:
-            members = self._by_group.get(group, {}).values()
-            found = self._group_tuples[group] = tuple(n.view for n in members)
+            found = self._group_tuples[group] = tuple(self._by_group.get(group, {}).values())
         return found
+
+    def available_in_group(self, group: str) -> int:
+        return self._available[group]
 
     def groups(self) -> dict[str, GroupView]:
         if self._group_views is None:
@@ -448,11 +448,6 @@ class SimCluster:
     def _replace_view(self, node: SimNode, view: NodeView) -> None:
         old = node.view
         node.view = view
-        if old.group != view.group:
-            if old.group is not None:
-                self._by_group.get(old.group, {}).pop(view.name, None)
-            if view.group is not None:
-                self._by_group.setdefault(view.group, {})[view.name] = node
         placement = (
             old.unschedulable != view.unschedulable
             or old.ready != view.ready
@@ -464,9 +459,17 @@ class SimCluster:
         self, name: str, old: NodeView | None, new: NodeView | None, *, placement: bool
     ) -> None:
         self._node_list = None
-        for view in (old, new):
-            if view is not None and view.group is not None:
-                self._group_tuples.pop(view.group, None)
+        # The group index and its count of available nodes (ClusterReads.group_nodes and
+        # available_in_group), kept as each node changes.
+        if old is not None and old.group is not None:
+            if new is None or new.group != old.group:
+                self._by_group[old.group].pop(name, None)
+            self._group_tuples.pop(old.group, None)
+            self._available[old.group] -= old.available
+        if new is not None and new.group is not None:
+            self._by_group.setdefault(new.group, {})[name] = new
+            self._group_tuples.pop(new.group, None)
+            self._available[new.group] += new.available
         if placement:
             self._placement_changed(name)
             if self._pending:

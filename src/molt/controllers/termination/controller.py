@@ -17,11 +17,10 @@ from molt.actions.http import ActionRunner
 from molt.cloud.provider import Provider
 from molt.controllers.instancegroup.cells import CellReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
-from molt.controllers.termination.progress import REPLACEMENT_ANNOTATION
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
 from molt.observe.metrics import Metrics
-from molt.policy.snapshot import NodeView
+from molt.policy.snapshot import REPLACEMENT_ANNOTATION, NodeView
 from molt.ports import Clock, ClusterReads, ClusterWrites, NotLeaderError
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,6 @@ from the node's pod watch rather than by polling.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import datetime
 
 import structlog
@@ -35,7 +34,6 @@ from molt.controllers.termination.progress import (
     DRAINING,
     GROUP_CAPACITY,
     NO_REPLACEMENT,
-    REPLACEMENT_ANNOTATION,
     TERMINATING,
     count_annotation,
     deadline_of,
@@ -50,6 +48,7 @@ from molt.policy.snapshot import (
     DO_NOT_DISRUPT,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
+    REPLACEMENT_ANNOTATION,
     SELECTED_AT_ANNOTATION,
     STATE_LABEL,
     NodeView,
@@ -94,17 +93,13 @@ class PipelineReconciler:
         self._gate_lock = asyncio.Lock()
         self._passed: set[str] = set()
         """Nodes this process let drain, until the cache shows their annotation."""
-        self._passed_changes = 0
-        self._staying_memo: dict[str, tuple[Sequence[NodeView], int, int]] = {}
         self._timeout_reported: set[str] = set()
 
     async def reconcile(self, name: str) -> Requeue:
         node = self.reads.node(name)
         if node is None or not node.in_pipeline:
             self.reads.release_pods(name)
-            if name in self._passed:
-                self._passed.discard(name)
-                self._passed_changes += 1
+            self._passed.discard(name)
             self._timeout_reported.discard(name)
             self.drainer.forget(name)
             return None
@@ -194,10 +189,9 @@ class PipelineReconciler:
         desired = group.spec.desired_replicas
         unavailable = strategy_of(group).max_unavailable
         async with self._gate_lock:
-            spare = self._ready_staying(node.group) - self._stays(node)
+            spare = self._available_without(node)
             if spare >= desired - unavailable:
                 self._passed.add(node.name)
-                self._passed_changes += 1
                 await self.writes.patch_node(
                     node.name,
                     annotations={
@@ -237,30 +231,17 @@ class PipelineReconciler:
         give_up = max(deadline, selected + patience) - now
         return min(REPLACEMENT_POLL, max(1.0, give_up.total_seconds()))
 
-    def _stays(self, node: NodeView) -> bool:
-        """Whether ``node`` counts as available: Ready, and not past the drain gate."""
-        return (
-            node.ready
-            and node.name not in self._passed
-            and REPLACEMENT_ANNOTATION not in node.annotations
-        )
-
-    def _ready_staying(self, group: str) -> int:
-        """How many of the group's nodes count as available (``_stays``). Kept while neither
-        the members nor ``_passed`` change: a node turning Ready wakes every waiting node of
-        its group, and all but the first few then find the same answer."""
-        members = self.reads.group_nodes(group)
-        memo = self._staying_memo.get(group)
-        if memo is not None and memo[0] is members and memo[1] == self._passed_changes:
-            return memo[2]
-        passed = self._passed  # _stays inlined: this runs over every member of the group
-        staying = sum(
-            1
-            for n in members
-            if n.ready and REPLACEMENT_ANNOTATION not in n.annotations and n.name not in passed
-        )
-        self._staying_memo[group] = (members, self._passed_changes, staying)
-        return staying
+    def _available_without(self, node: NodeView) -> int:
+        """How many of the node's group's nodes stay available if it leaves: Ready, and not
+        past the gate, counting those this process let through whose annotation the cache
+        does not show yet (``_passed``, a handful at most)."""
+        assert node.group is not None
+        available = self.reads.available_in_group(node.group)
+        for name in self._passed | {node.name}:
+            view = self.reads.node(name)
+            if view is not None and view.group == node.group and view.available:
+                available -= 1
+        return available
 
     async def _drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
         now = self.clock.now()

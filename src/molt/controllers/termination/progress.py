@@ -21,7 +21,6 @@ TERMINATING = "terminating"
 DEADLINE_ANNOTATION = "molt.dev/deadline"
 ACTIONS_DONE_ANNOTATION = "molt.dev/actions-done"
 ACTION_FAILURES_ANNOTATION = "molt.dev/action-failures"
-REPLACEMENT_ANNOTATION = "molt.dev/replacement"
 DRAIN_STARTED_ANNOTATION = "molt.dev/drain-started-at"
 BLOCKED_ANNOTATION = "molt.dev/blocked"
 
