@@ -83,6 +83,18 @@ def test_a_pod_under_two_budgets_gets_the_multiple_pdbs_answer() -> None:
     assert complete(cluster.evict(pods(cluster)[0])).outcome == EvictionOutcome.MULTIPLE_PDBS
 
 
+def test_a_pending_pod_is_evicted_without_a_look_at_its_budgets() -> None:
+    heap = EventHeap(VirtualClock(START))
+    cluster = SimCluster(heap)
+    cluster.add_budget(Budget("default", "a", {"app": "web"}, min_available=1))
+    cluster.add_budget(Budget("default", "b", {"app": "web"}, min_available=1))
+    cluster.add_deployment(Deployment("default", "web", 1, labels={"app": "web"}))
+    heap.run_until(60)  # no node: the pod stays Pending
+    (pending,) = [p.project() for p in cluster.deployments["default/web"].pods.values()]
+    assert complete(cluster.evict(pending)).outcome == EvictionOutcome.EVICTED
+    assert all(not b.violations for b in cluster.budgets.values())
+
+
 def test_percentages_round_up_as_the_api_server_does() -> None:
     budget = Budget("default", "web", {"app": "web"}, max_unavailable="10%")
     cluster_with(15, budget)

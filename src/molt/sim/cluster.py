@@ -236,15 +236,17 @@ class SimCluster:
         if found is None or found.deleting:
             return self._count(EvictionResult(EvictionOutcome.GONE, "pod not found"))
         owner = found.deployment
-        if len(owner.budgets) > 1:
-            return self._count(
-                EvictionResult(
-                    EvictionOutcome.MULTIPLE_PDBS,
-                    "This pod has more than one PodDisruptionBudget, which the eviction "
-                    "subresource does not support.",
-                )
-            )
+        # A pod not running yet (Pending: unscheduled, or bound and starting) is deleted
+        # without a look at its PDBs, however many there are, as the API server does.
         if owner.budgets and found.running:
+            if len(owner.budgets) > 1:
+                return self._count(
+                    EvictionResult(
+                        EvictionOutcome.MULTIPLE_PDBS,
+                        "This pod has more than one PodDisruptionBudget, which the eviction "
+                        "subresource does not support.",
+                    )
+                )
             budget = owner.budgets[0]
             # A Ready pod uses up a disruption; an unready one may go while the budget holds
             # (the default unhealthyPodEvictionPolicy, IfHealthyBudget).
@@ -252,9 +254,10 @@ class SimCluster:
                 return self._count(self._refusal(budget))
             if not found.ready and budget.healthy < budget.desired_healthy:
                 return self._count(self._refusal(budget))
+        disrupts = found.ready  # only a Ready pod counts against its budgets
         self._begin_deletion(found)
         for budget in owner.budgets:
-            if budget.healthy < budget.desired_healthy:
+            if disrupts and budget.healthy < budget.desired_healthy:
                 budget.violations.append(
                     f"{self.clock.seconds:.0f}s: eviction of {pod.key} left "
                     f"{budget.healthy} healthy < {budget.desired_healthy}"

@@ -6,7 +6,8 @@ evicted, deleted or lost with its node is replaced at once by a new Pending pod.
 healthy pods are the Ready ones not being deleted, ``disruptionsAllowed`` is healthy
 minus desired-healthy (``minAvailable``, or the expected count minus
 ``maxUnavailable``, percentages rounded up), an eviction that would take it below zero
-is refused with 429, and a pod under two budgets is refused with 500.
+is refused with 429, and a running pod under two budgets is refused with 500 (a Pending
+pod is evicted without a look at its budgets).
 """
 
 from __future__ import annotations
