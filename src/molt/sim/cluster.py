@@ -407,14 +407,19 @@ class SimCluster:
 
     def schedule_pending(self) -> None:
         """Bind every pending pod that fits somewhere; the rest wait for a node change."""
+        unplaceable: set[tuple[object, ...]] = set()
         for pod in list(self._pending.values()):
             owner = pod.deployment
+            shape = (owner.placement_key(), owner.cpu_millis, owner.memory_mib)
+            if shape in unplaceable:
+                continue  # a pod just like it found no room in this pass: neither will it
             names = self._candidates(owner)
             if not names:
                 continue
             best: SimNode | None = None
             seen = 0
             start = self._rotation % len(names)
+            offset = 0
             for offset in range(len(names)):
                 node = self._nodes.get(names[(start + offset) % len(names)])
                 if node is None or not node.fits(owner):
@@ -424,8 +429,12 @@ class SimCluster:
                 seen += 1
                 if seen >= FEASIBLE_SAMPLE:
                     break
-            self._rotation += 1
+            # The next pod looks on from here, so full nodes are passed once per sweep
+            # rather than once per pod (like the scheduler's percentageOfNodesToScore).
+            self._rotation = start + offset + 1
             if best is None:
+                if seen == 0:
+                    unplaceable.add(shape)
                 continue
             del self._pending[pod.uid]
             pod.node = best.view.name

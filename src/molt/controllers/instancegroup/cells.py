@@ -80,8 +80,10 @@ class NodeIndex:
         self.by_provider_id = {n.provider_id: n for n in members if n.provider_id}
 
     def node_for(self, instance: Instance) -> NodeView | None:
-        if instance.provider_id and instance.provider_id in self.by_provider_id:
-            return self.by_provider_id[instance.provider_id]
+        if instance.provider_id:
+            found = self.by_provider_id.get(instance.provider_id)
+            if found is not None:
+                return found
         return self.by_name.get(instance.node_name) if instance.node_name else None
 
     def ready(self, instance: Instance) -> bool:
@@ -272,7 +274,8 @@ class CellReconciler:
                 )
         for node in members:
             if node.provider_id is None or node.name in matched:
-                memory.missing.pop(node.name, None)
+                if node.name in memory.missing:
+                    del memory.missing[node.name]
                 continue
             memory.missing[node.name] += 1
             if memory.missing[node.name] >= 2:
