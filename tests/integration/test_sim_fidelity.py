@@ -22,7 +22,6 @@ from typing import Any, Protocol
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from molt.api import GROUP, VERSION
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
 from molt.kube.transport import RawApi
@@ -44,12 +43,13 @@ from molt.sim.report import build_report
 from molt.sim.runner import Simulation
 from molt.sim.scenario import parse_scenario
 from molt.sim.workloads import Budget, Deployment, SimPod
-from tests.support.builders import deployment, instance_group, kwok_node, pdb
+from tests.support.builders import deployment, kwok_node, pdb
 from tests.support.controller import MoltProcess
 from tests.support.kube_fleet import (
     GROUP_LABEL,
     has_ready_nodes,
     has_ready_replicas,
+    install_old_fleet,
     install_policy,
 )
 from tests.support.waiting import eventually
@@ -238,36 +238,15 @@ def _node_facts(obj: dict[str, Any]) -> dict[str, Any]:
 
 async def _install_fleet(kube: client.ApiClient, group: str) -> list[str]:
     """The InstanceGroup and its six kwok nodes, aged AGES_HOURS; their names, oldest first."""
-    size = len(AGES_HOURS)
-    await client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "instancegroups",
-        instance_group(
-            group,
-            minSize=size,
-            maxSize=size + 1,
-            replicas=size,
-            maxNodeAge="48h",
-            strategy={"type": "RollingReplace", "maxSurge": 1, "maxUnavailable": 0},
-            zones=["zone-a"],
-            template=TEMPLATE,
-        ),
+    return await install_old_fleet(
+        kube,
+        group,
+        nodes=len(AGES_HOURS),
+        age=[timedelta(hours=hours) for hours in AGES_HOURS],
+        revision=template_revision(Template.model_validate(TEMPLATE)),
+        template=TEMPLATE,
+        maxNodeAge="48h",
     )
-    revision = template_revision(Template.model_validate(TEMPLATE))
-    now = datetime.now(UTC)
-    names = []
-    for index, hours in enumerate(AGES_HOURS):
-        name = f"{group}-old-{index}"
-        labels = {
-            GROUP_LABEL: group,
-            "molt.dev/revision": revision,
-            "topology.kubernetes.io/zone": "zone-a",
-        }
-        manifest = kwok_node(name, labels=labels, launched_at=now - timedelta(hours=hours))
-        await client.CoreV1Api(kube).create_node(manifest)
-        names.append(name)
-    return names
 
 
 def _seconds(value: float) -> str:

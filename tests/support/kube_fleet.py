@@ -25,13 +25,16 @@ async def install_old_fleet(
     group: str,
     *,
     nodes: int,
-    age: timedelta,
+    age: timedelta | list[timedelta],
     annotations: dict[str, str] | None = None,
     revision: str = KWOK_REVISION,
     surge: int = 1,
+    template: dict[str, Any] = KWOK_TEMPLATE,
+    **group_spec: Any,
 ) -> list[str]:
-    """An InstanceGroup (kwok, ``surge`` spare slots, RollingReplace with that maxSurge)
-    and ``nodes`` kwok nodes launched ``age`` ago."""
+    """An InstanceGroup (kwok, ``surge`` spare slots, RollingReplace with that maxSurge,
+    ``group_spec`` on top) and ``nodes`` kwok nodes launched ``age`` ago (or each its own
+    age, given a list)."""
     await client.CustomObjectsApi(kube).create_cluster_custom_object(
         GROUP,
         VERSION,
@@ -43,12 +46,14 @@ async def install_old_fleet(
             replicas=nodes,
             strategy={"type": "RollingReplace", "maxSurge": surge, "maxUnavailable": 0},
             zones=["zone-a"],
-            template=KWOK_TEMPLATE,
+            template=template,
+            **group_spec,
         ),
     )
-    launched = datetime.now(UTC) - age
+    now = datetime.now(UTC)
+    ages = age if isinstance(age, list) else [age] * nodes
     names = [f"{group}-old-{index}" for index in range(nodes)]
-    for name in names:
+    for name, launched in zip(names, (now - a for a in ages), strict=True):
         await client.CoreV1Api(kube).create_node(
             kwok_node(
                 name,
