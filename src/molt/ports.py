@@ -114,6 +114,11 @@ class ClusterWrites(Protocol):
 
     async def evict(self, pod: PodView) -> EvictionResult: ...
 
+    async def list_pods_now(self, node: str) -> list[PodView]:
+        """The node's pods read straight from the API server (a quorum LIST, not a cache),
+        right before an irreversible step: the cache may lag a pod that just landed."""
+        ...
+
     async def delete_pod(self, pod: PodView) -> None: ...
 
     async def delete_node(self, name: str) -> bool:

@@ -57,8 +57,12 @@ def pod(
     owner_kinds: tuple[str, ...] = ("ReplicaSet",),
     annotations: dict[str, str] | None = None,
     deleting: bool = False,
+    deletion_due: datetime | None = None,
+    ready: bool = True,
+    tolerates_cordon: bool = False,
 ) -> PodView:
-    """A running ReplicaSet pod on ``node`` unless told otherwise; uid is ``uid-<name>``."""
+    """A running, Ready ReplicaSet pod on ``node`` unless told otherwise; uid is
+    ``uid-<name>``."""
     return PodView(
         namespace=namespace,
         name=name,
@@ -67,7 +71,10 @@ def pod(
         phase=phase,
         owner_kinds=owner_kinds,
         annotations=dict(annotations or {}),
-        deleting=deleting,
+        deleting=deleting or deletion_due is not None,
+        deletion_timestamp=deletion_due,
+        ready=ready,
+        tolerates_cordon=tolerates_cordon,
     )
 
 
@@ -108,7 +115,8 @@ _EVICTION_MESSAGES = {
     EvictionOutcome.EVICTED: "",
     EvictionOutcome.GONE: "pod not found",
     EvictionOutcome.PDB_BLOCKED: (
-        "Cannot evict pod as it would violate the pod's disruption budget."
+        "Cannot evict pod as it would violate the pod's disruption budget. "
+        "The disruption budget web-pdb needs 2 healthy pods and has 2 currently"
     ),
     EvictionOutcome.MULTIPLE_PDBS: (
         "This pod has more than one PodDisruptionBudget, which the eviction subresource "
@@ -256,6 +264,9 @@ class FakeCluster:
         if outcome in (EvictionOutcome.EVICTED, EvictionOutcome.GONE):
             self._remove_pod(pod)
         return EvictionResult(outcome, _EVICTION_MESSAGES[outcome])
+
+    async def list_pods_now(self, node: str) -> list[PodView]:
+        return self.pods_on(node) or []
 
     async def delete_pod(self, pod: PodView) -> None:
         self.deleted_pods.append(pod.key)
@@ -405,6 +416,9 @@ class FakeProvider:
                 self.desired[cell] = max(0, self.desired.get(cell, 0) - 1)
         if self.cluster is not None:
             self.cluster.node_views.pop(instance_id, None)
+
+    def owns(self, node: NodeView) -> bool:
+        return node.group is not None
 
     async def terminate(self, node: NodeView) -> None:
         if self.terminate_error is not None:

@@ -41,7 +41,15 @@ def test_invalid_instance_groups_are_refused(change: dict[str, Any], message: st
         ({"budgets": [{"maxInFlight": "150%"}]}, "percentage from 0% to 100%"),
         ({"budgets": [{"maxInFlight": -1}]}, "must be a count"),
         ({"budgets": [{"maxInFlight": 1, "duration": "8h"}]}, "schedule and duration"),
-        ({"preTermination": [{"timeout": "30s"}]}, "exactly one of http, job, etcd or vault"),
+        (
+            {"lifecycle": {"preDrain": [{"name": "x", "timeout": "30s"}]}},
+            "exactly one of http, job, etcd or vault",
+        ),
+        (
+            {"lifecycle": {"preTerminate": [{"name": "x", "vault": {"address": "https://v"}}]}},
+            "not implemented yet",
+        ),
+        ({"lifecycle": {"preDrain": [{"http": {"url": "https://h"}}]}}, "name"),
     ],
 )
 def test_invalid_termination_policies_are_refused(change: dict[str, Any], message: str) -> None:

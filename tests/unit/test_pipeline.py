@@ -129,17 +129,16 @@ def draining_world(
 ONE = InstanceGroup.model_validate(instance_group("workers", minSize=1, maxSize=3, replicas=1))
 
 
-async def test_a_selected_node_is_cordoned_and_waits_while_its_group_cannot_spare_it() -> None:
+async def test_a_selected_node_stays_schedulable_while_its_group_cannot_spare_it() -> None:
     fleet = world(selected_node(conditions=READY), pods=(pod("web"),), group=ONE)
 
     after = await fleet.reconcile()
 
-    assert fleet.node().unschedulable is True
+    # The replacement comes first: until it is Ready the node keeps taking pods.
+    assert fleet.node().unschedulable is False
     assert REPLACEMENT not in fleet.node().annotations
     assert (fleet.node().state, fleet.cluster.evictions) == ("selected", [])
-    assert fleet.cluster.events == [
-        ("old", "Cordoned", "cordoned: no new pods will land here", False)
-    ]
+    assert fleet.cluster.events == []
     assert after == REPLACEMENT_POLL  # a backstop: a group node turning Ready wakes it
 
 
@@ -331,7 +330,7 @@ async def test_past_the_deadline_a_pdb_blocked_pod_is_deleted_when_the_policy_sa
     await fleet.reconcile()
 
     assert fleet.cluster.deleted_pods == ["default/web"]
-    assert fleet.cluster.events[-1].reason == "PodsDeleted"
+    assert "PodsDeleted" in fleet.cluster.event_reasons("old")
     assert fleet.cluster.events[-1].warning is True
 
 
@@ -405,8 +404,8 @@ async def test_a_drained_node_is_terminated_once_deleted_and_counted() -> None:
     assert fleet.cluster.evictions == ["default/api", "default/web"]
     assert fleet.cluster.event_reasons("old") == [
         "Selected",
-        "Cordoned",
         "CapacityReady",
+        "Cordoned",
         "Draining",
         "Drained",
         "InstanceTerminated",
@@ -458,11 +457,7 @@ async def test_restart_finishes_a_terminating_node_without_launching_or_evicting
     terminating = dataclasses.replace(
         selected_node(state="terminating", replacement=NEW), unschedulable=True
     )
-    fleet = world(
-        terminating,
-        replacement_node(),
-        pods=(pod("straggler"), pod("agent", owner_kinds=("DaemonSet",))),
-    )
+    fleet = world(terminating, replacement_node(), pods=(pod("agent", owner_kinds=("DaemonSet",)),))
 
     fleet.restart()
     after = await fleet.reconcile()
@@ -472,6 +467,22 @@ async def test_restart_finishes_a_terminating_node_without_launching_or_evicting
     assert fleet.cluster.evictions == []
     assert fleet.provider.terminations == ["old"]
     assert fleet.cluster.event_reasons() == ["InstanceTerminated", "NodeDeleted"]
+
+
+async def test_a_pod_found_on_a_terminating_node_sends_it_back_to_draining() -> None:
+    terminating = dataclasses.replace(
+        selected_node(state="terminating", replacement=NEW), unschedulable=True
+    )
+    fleet = world(terminating, replacement_node(), pods=(pod("landed-back"),))
+
+    after = await fleet.reconcile()
+
+    assert fleet.provider.terminations == []
+    assert fleet.node().state == "draining"
+    assert fleet.cluster.event_reasons("old") == ["PodsArrived"]
+    assert after == 0.0
+    await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/landed-back"]
 
 
 async def test_a_node_that_left_the_pipeline_is_let_go() -> None:

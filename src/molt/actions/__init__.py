@@ -1,1 +1,1 @@
-"""Lifecycle actions run before a node terminates and after one launches."""
+"""Lifecycle actions: one module per kind (``http``), started and polled by ``runner``."""

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from molt.api.lifecycle import Lifecycle
 from molt.api.resource import PrinterColumn, Resource, ResourceNames
 from molt.api.types import (
     CEL_RULES,
@@ -132,6 +133,10 @@ class InstanceGroupSpec(ApiModel):
     )
     strategy: Strategy = Field(default_factory=Strategy)
     health: Health = Field(default_factory=Health)
+    lifecycle: Lifecycle = Field(
+        default_factory=Lifecycle,
+        description="Actions around each node's drain; they run before its policy's.",
+    )
 
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> InstanceGroupSpec:

@@ -1,7 +1,7 @@
 """``TerminationPolicy``: which nodes go, why, and how many at a time.
 
 A node is selected when any rule matches; budgets bound how many selected nodes are in
-flight; drain settings and pre-termination actions shape how each one leaves.
+flight; drain settings and lifecycle actions shape how each one leaves.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from molt.api.lifecycle import Lifecycle
 from molt.api.resource import PrinterColumn, Resource, ResourceNames
 from molt.api.types import (
     CEL_RULES,
@@ -20,9 +21,7 @@ from molt.api.types import (
     Duration,
     LabelKey,
     LabelSelector,
-    Name,
     TaintEffect,
-    Url,
     cel,
 )
 
@@ -114,61 +113,22 @@ class Drain(ApiModel):
         default=False,
         description="Once the hard deadline passes, delete pods the Eviction API still refuses.",
     )
-
-
-class HttpAction(ApiModel):
-    """POST the node's details to a URL and wait for a 2xx."""
-
-    url: Url
-    method: Literal["POST", "PUT"] = "POST"
-
-
-class JobAction(ApiModel):
-    """Run a Kubernetes Job from a ConfigMap-held template and wait for it."""
-
-    namespace: Name
-    template_config_map: Name
-
-
-class EtcdAction(ApiModel):
-    """Move etcd leadership away from the node and remove its member."""
-
-    endpoints: list[Url] = Field(min_length=1, max_length=5)
-    client_secret: Name | None = None
-
-
-class VaultAction(ApiModel):
-    """Step a Vault server on the node down from active."""
-
-    address: Url
-    token_secret: Name | None = None
-
-
-class LifecycleAction(ApiModel):
-    """One pre-termination action; exactly one kind is set."""
-
-    name: Annotated[str, Field(max_length=63)] | None = None
-    timeout: Duration = "5m"
-    retries: Annotated[int, Field(ge=0, le=20)] = 3
-    http: HttpAction | None = None
-    job: JobAction | None = None
-    etcd: EtcdAction | None = None
-    vault: VaultAction | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one_kind(self) -> LifecycleAction:
-        kinds = [k for k in (self.http, self.job, self.etcd, self.vault) if k is not None]
-        if len(kinds) != 1:
-            raise ValueError("exactly one of http, job, etcd or vault must be set")
-        return self
-
-
-ACTION_RULES = [
-    cel(
-        "[has(self.http), has(self.job), has(self.etcd), has(self.vault)].filter(x, x).size() == 1",
-        "exactly one of http, job, etcd or vault must be set",
+    unreachable_grace_period: Duration = Field(
+        default="1m",
+        description="On a node unreachable this long, its unready pods are deleted rather "
+        "than evicted, and pods deleting this long no longer hold the drain.",
     )
-]
+    blocked_after: Duration = Field(
+        default="5m",
+        description="A pod refused this long is named in molt.dev/blocked and the Blocked "
+        "condition.",
+    )
+    cordon_tolerant_pods: Literal["Drain", "LeaveWithNode"] = Field(
+        default="Drain",
+        description="Pods that tolerate the cordon can land back on the draining node. Drain "
+        "(the default) evicts them again and holds the node until none is left; "
+        "LeaveWithNode lets them go down with the node, as Karpenter does.",
+    )
 
 
 class TerminationPolicySpec(ApiModel):
@@ -187,9 +147,10 @@ class TerminationPolicySpec(ApiModel):
         description="Empty: one node or 10 % of the covered nodes, whichever is larger.",
     )
     drain: Drain = Field(default_factory=Drain)
-    pre_termination: list[
-        Annotated[LifecycleAction, Field(json_schema_extra={CEL_RULES: ACTION_RULES})]
-    ] = Field(default_factory=list, max_length=8)
+    lifecycle: Lifecycle = Field(
+        default_factory=Lifecycle,
+        description="Actions around the drain; a node runs its group's first, then these.",
+    )
 
 
 class TerminationPolicyStatus(ApiModel):

@@ -130,7 +130,7 @@ def _pdbs(items: list[Json]) -> list[Json]:
 def _policies(items: list[Json]) -> list[Json]:
     found = []
     for item in items:
-        spec = {k: v for k, v in (item.get("spec") or {}).items() if k != "preTermination"}
+        spec = {k: v for k, v in (item.get("spec") or {}).items() if k != "lifecycle"}
         found.append({"name": item["metadata"]["name"], "spec": spec})
     return found
 

@@ -444,6 +444,9 @@ class AwsProvider:
 
     # -- terminate ---------------------------------------------------------------------
 
+    def owns(self, node: NodeView) -> bool:
+        return instance_of(node) is not None
+
     async def terminate(self, node: NodeView) -> None:
         found = instance_of(node)
         if found is None:

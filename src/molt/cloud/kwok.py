@@ -228,6 +228,9 @@ class KwokProvider:
             if error.status != 404:
                 raise ProviderError(f"cannot delete node {name}: {error.reason}") from error
 
+    def owns(self, node: NodeView) -> bool:
+        return node.annotations.get(KWOK_NODE_ANNOTATION) == "fake"
+
     async def terminate(self, node: NodeView) -> None:
         group = node.group
         await self._delete(node.name)

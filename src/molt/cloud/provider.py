@@ -90,6 +90,11 @@ class Provider(Protocol):
         """
         ...
 
+    def owns(self, node: NodeView) -> bool:
+        """Whether ``node``'s instance is one this provider can terminate (by its
+        providerID or the provider's own mark), even when no group claims the node."""
+        ...
+
     async def terminate(self, node: NodeView) -> None:
         """Terminate the instance behind ``node`` and shrink its cell by one."""
         ...

@@ -14,6 +14,7 @@ from molt.policy.age import parse_rfc3339
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 
 Json = dict[str, Any]
+CORDON_TAINT = "node.kubernetes.io/unschedulable"
 
 
 def _time(value: str | None) -> datetime | None:
@@ -73,7 +74,27 @@ def pod_view(raw: Json) -> PodView:
         owner_kinds=tuple(str(o.get("kind", "")) for o in meta.get("ownerReferences") or []),
         annotations=dict(meta.get("annotations") or {}),
         deleting=meta.get("deletionTimestamp") is not None,
+        deletion_timestamp=_time(meta.get("deletionTimestamp")),
+        ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (raw.get("status") or {}).get("conditions") or []
+        ),
+        tolerates_cordon=tolerates_cordon((raw.get("spec") or {}).get("tolerations") or []),
+        created=_time(meta.get("creationTimestamp")),
     )
+
+
+def tolerates_cordon(tolerations: list[Json]) -> bool:
+    """Whether a pod tolerates the taint a cordon stands for
+    (``node.kubernetes.io/unschedulable:NoSchedule``, which the scheduler honours)."""
+    for toleration in tolerations:
+        key = toleration.get("key") or ""
+        effect = toleration.get("effect") or ""
+        if key not in ("", CORDON_TAINT) or effect not in ("", "NoSchedule"):
+            continue
+        if toleration.get("operator") == "Exists" or key == CORDON_TAINT:
+            return True
+    return False
 
 
 def group_view(raw: Json) -> GroupView:

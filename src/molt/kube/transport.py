@@ -41,6 +41,11 @@ class ApiError(Exception):
         details = self.body.get("details") or {}
         return [str(c.get("reason", "")) for c in details.get("causes") or []]
 
+    @property
+    def cause_messages(self) -> list[str]:
+        details = self.body.get("details") or {}
+        return [str(c["message"]) for c in details.get("causes") or [] if c.get("message")]
+
     def __str__(self) -> str:
         return f"{self.method} {self.path}: {self.status} {self.message}"
 

@@ -20,6 +20,7 @@ import structlog
 
 from molt.api import GROUP as API_GROUP
 from molt.api import VERSION as API_VERSION
+from molt.kube.projections import pod_view
 from molt.kube.state import GROUPS, NODES, POLICIES
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
@@ -63,7 +64,11 @@ def classify_eviction_error(error: ApiError) -> EvictionResult:
         return EvictionResult(EvictionOutcome.GONE, error.message)
     if error.status == 429:
         # A PDB allows no disruption now (no Retry-After is sent; we back off ourselves).
-        return EvictionResult(EvictionOutcome.PDB_BLOCKED, error.message)
+        # The cause names the budget: "The disruption budget web needs 4 healthy pods and
+        # has 4 currently", which the drain's blocked report quotes.
+        return EvictionResult(
+            EvictionOutcome.PDB_BLOCKED, " ".join([error.message, *error.cause_messages])
+        )
     if error.status == 500 and "more than one" in error.message.lower():
         return EvictionResult(EvictionOutcome.MULTIPLE_PDBS, error.message)
     if error.status == 403 and "NamespaceTerminating" in [*error.causes, error.reason]:
@@ -136,6 +141,14 @@ class KubeWrites:
         except ApiError as error:
             return classify_eviction_error(error)
         return EvictionResult(EvictionOutcome.EVICTED)
+
+    async def list_pods_now(self, node: str) -> list[PodView]:
+        # No resourceVersion in the query: the API server answers from etcd (a quorum
+        # read), never from its watch cache.
+        items, _ = await self.raw.list_all(
+            "/api/v1/pods", [("fieldSelector", f"spec.nodeName={node}")]
+        )
+        return [pod_view(item) for item in items]
 
     async def delete_pod(self, pod: PodView) -> None:
         await self._before_write()
@@ -241,6 +254,9 @@ class DryRunWrites:
     async def evict(self, pod: PodView) -> EvictionResult:
         self._note(f"evict pod {pod.key}")
         return EvictionResult(EvictionOutcome.FAILED, "dry run")
+
+    async def list_pods_now(self, node: str) -> list[PodView]:
+        return []  # a dry run never reaches the step that asks
 
     async def delete_pod(self, pod: PodView) -> None:
         self._note(f"delete pod {pod.key}")

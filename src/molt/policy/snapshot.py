@@ -152,6 +152,15 @@ class PodView:
     annotations: dict[str, str] = field(default_factory=dict)
     deleting: bool = False
     """The pod has a deletionTimestamp: it is on its way out."""
+    deletion_timestamp: datetime | None = None
+    """When its deletion is due (the deletionTimestamp: the request time plus the grace
+    period); a pod past it by long on an unreachable node has no kubelet to confirm it."""
+    ready: bool = False
+    """Its Ready condition is True: only a Ready pod counts toward a PDB's healthy pods."""
+    tolerates_cordon: bool = False
+    """A toleration matches ``node.kubernetes.io/unschedulable:NoSchedule``, so the
+    scheduler may place it back onto a cordoned node."""
+    created: datetime | None = None
 
     @property
     def key(self) -> str:

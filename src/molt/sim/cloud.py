@@ -150,6 +150,9 @@ class SimCloud:
             found.observation = None
             self._converge_soon(found)
 
+    def owns(self, node: NodeView) -> bool:
+        return node.name in self._by_node
+
     async def terminate(self, node: NodeView) -> None:
         instance = self._by_node.get(node.name)
         if instance is None:

@@ -16,6 +16,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from molt.api.durations import parse_duration
@@ -264,6 +265,9 @@ class SimCluster:
                 )
         return self._count(EvictionResult(EvictionOutcome.EVICTED))
 
+    async def list_pods_now(self, node: str) -> list[PodView]:
+        return self.pods_on(node) or []
+
     async def delete_pod(self, pod: PodView) -> None:
         found = self._pods.get(pod.uid)
         if found is not None and not found.deleting:
@@ -341,6 +345,7 @@ class SimCluster:
     def _begin_deletion(self, pod: SimPod) -> None:
         """Evicted or deleted: not healthy from now, gone after its grace period."""
         pod.deleting = True
+        pod.deletion_due = self.clock.now() + timedelta(seconds=pod.deployment.grace_seconds)
         pod.changed()
         self._set_ready(pod, False)
         self._new_pod(pod.deployment)  # the ReplicaSet does not count terminating pods

@@ -139,6 +139,16 @@ class GroupEntry(ApiModel):
     spec: InstanceGroupSpec
     ages: Ages | list[Duration] = Field(default_factory=Ages)
 
+    @field_validator("spec")
+    @classmethod
+    def _no_actions(cls, spec: InstanceGroupSpec) -> InstanceGroupSpec:
+        if spec.lifecycle.pre_drain or spec.lifecycle.pre_terminate:
+            raise ValueError(
+                "lifecycle actions call real endpoints and are not simulated; "
+                "remove them from the scenario"
+            )
+        return spec
+
     def node_ages(self) -> list[timedelta]:
         count = self.spec.desired_replicas
         if isinstance(self.ages, Ages):
@@ -156,9 +166,9 @@ class PolicyEntry(ApiModel):
     @field_validator("spec")
     @classmethod
     def _no_actions(cls, spec: TerminationPolicySpec) -> TerminationPolicySpec:
-        if spec.pre_termination:
+        if spec.lifecycle.pre_drain or spec.lifecycle.pre_terminate:
             raise ValueError(
-                "preTermination actions call real endpoints and are not simulated; "
+                "lifecycle actions call real endpoints and are not simulated; "
                 "remove them from the scenario"
             )
         return spec

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from molt.policy.snapshot import DO_NOT_DISRUPT, PodView
 
@@ -85,6 +86,7 @@ class SimPod:
     running: bool = False
     ready: bool = False
     deleting: bool = False
+    deletion_due: datetime | None = None
     view: PodView | None = None
 
     def project(self) -> PodView:
@@ -99,6 +101,8 @@ class SimPod:
                 owner_kinds=("ReplicaSet",),
                 annotations={DO_NOT_DISRUPT: "true"} if owner.do_not_disrupt else {},
                 deleting=self.deleting,
+                deletion_timestamp=self.deletion_due,
+                ready=self.ready,
             )
         return self.view
 

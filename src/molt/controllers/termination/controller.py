@@ -13,7 +13,7 @@ import asyncio
 
 import structlog
 
-from molt.actions.http import ActionRunner
+from molt.actions.runner import ActionRunner
 from molt.cloud.provider import Provider
 from molt.controllers.instancegroup.cells import CellReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler

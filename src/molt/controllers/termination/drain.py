@@ -4,19 +4,21 @@ Shared by the pipeline and ``molt drain``. One call evicts for a bounded slice o
 and returns; a pod refused with 429 backs off on its own schedule (5 s doubling to 60 s,
 as kubectl retries every 5 s); a pod under two PDBs (500) is reported, not retried fast;
 a pod in a terminating namespace is waited for. Whether a drain has finished is read
-from the node's pod cache, which the watch keeps current.
+from the node's pod cache, which the watch keeps current. It also remembers, per node, since
+when each pod has been refused and which cordon-tolerant pods came back, for the report
+``molt.policy.drain.blocked_message`` words.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
 from molt.observe.metrics import Metrics
-from molt.policy.age import format_rfc3339
-from molt.policy.drain import DrainView
+from molt.policy.drain import BudgetRefusal, DrainFindings, DrainView
 from molt.policy.snapshot import PodView
 from molt.ports import Clock, ClusterWrites, EvictionOutcome
 
@@ -49,20 +51,6 @@ class DrainAttempt:
     failed: list[str] = field(default_factory=list)
 
 
-def blocked_message(view: DrainView, attempt: DrainAttempt, deadline: datetime) -> str | None:
-    """The sentence a person reads on a node whose drain cannot finish by itself."""
-    parts: list[str] = []
-    if attempt.multiple_pdbs:
-        parts.append(
-            "pods under more than one PodDisruptionBudget (the Eviction API refuses them; "
-            f"fix the PDBs): {', '.join(attempt.multiple_pdbs[:5])}"
-        )
-    if view.held:
-        names = ", ".join(p.key for p in view.held[:5])
-        parts.append(f"do-not-disrupt pods hold the node until {format_rfc3339(deadline)}: {names}")
-    return "; ".join(parts) or None
-
-
 class Drainer:
     """Evicts pods with per-pod backoff; remembers refusals per node, in memory only."""
 
@@ -80,9 +68,49 @@ class Drainer:
         self.slice_seconds = slice_seconds
         self._backoff: dict[str, dict[str, PodBackoff]] = {}
         """Per node, per pod UID. A restart loses it and simply tries again sooner."""
+        self._refusals: dict[str, dict[str, BudgetRefusal]] = {}
+        """Per node, per pod key: since when a PDB has refused the pod (in memory: a
+        restart starts the blockedAfter clock again, which only delays a report)."""
+        self._known: dict[str, set[str]] = {}
+        """Per node, the UIDs of the pods seen on it since its drain began."""
+        self._returned: dict[str, Counter[str]] = {}
+        self._returning_since: dict[str, datetime] = {}
 
     def forget(self, node: str) -> None:
-        self._backoff.pop(node, None)
+        for memory in (
+            self._backoff,
+            self._refusals,
+            self._known,
+            self._returned,
+            self._returning_since,
+        ):
+            memory.pop(node, None)
+
+    def observe(self, node: str, view: DrainView) -> None:
+        """Note pods that arrived on the draining node and tolerate its cordon: the
+        scheduler put them back (a drain that evicts them again can go round for long)."""
+        pods = [*view.evict, *view.left_with_node]
+        known = self._known.get(node)
+        if known is None:
+            self._known[node] = {p.uid for p in pods}
+            return
+        for pod in pods:
+            if pod.uid in known:
+                continue
+            known.add(pod.uid)
+            if pod.tolerates_cordon:
+                owner = pod.key.rsplit("-", 1)[0]
+                self._returned.setdefault(node, Counter())[owner] += 1
+                self._returning_since.setdefault(node, self.clock.now())
+
+    def findings(self, node: str, attempt: DrainAttempt) -> DrainFindings:
+        """What this node's drain has run into, for its blocked report."""
+        return DrainFindings(
+            refusals=dict(self._refusals.get(node, {})),
+            multiple_pdbs=tuple(attempt.multiple_pdbs),
+            returned=dict(self._returned.get(node, {})),
+            returning_since=self._returning_since.get(node),
+        )
 
     async def evict_slice(self, node: str, view: DrainView) -> DrainAttempt:
         """Evict what may be tried now, for at most ``slice_seconds``; report what refused."""
@@ -98,9 +126,11 @@ class Drainer:
                 continue
             result = await self.writes.evict(pod)
             self.metrics.evictions.labels(outcome=result.outcome.value).inc()
+            refusals = self._refusals.setdefault(node, {})
             if result.outcome in (EvictionOutcome.EVICTED, EvictionOutcome.GONE):
                 attempt.evicted.append(pod.key)
                 backoffs.pop(pod.uid, None)
+                refusals.pop(pod.key, None)
                 continue
             backoff.failures += 1
             if result.outcome == EvictionOutcome.MULTIPLE_PDBS:
@@ -109,6 +139,10 @@ class Drainer:
             elif result.outcome == EvictionOutcome.PDB_BLOCKED:
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (backoff.failures - 1))
                 attempt.pdb_blocked.append(pod.key)
+                first = refusals.get(pod.key)
+                refusals[pod.key] = BudgetRefusal(
+                    pod.key, first.since if first else self.clock.now(), result.message
+                )
             elif result.outcome == EvictionOutcome.NAMESPACE_TERMINATING:
                 delay = BACKOFF_FIRST
                 attempt.namespace_terminating.append(pod.key)

@@ -1,49 +1,53 @@
-"""The per-node pipeline: cordon, pre-termination actions, replacement, drain, terminate.
+"""The per-node pipeline: replacement, cordon, pre-drain actions, drain, pre-terminate
+actions, terminate.
 
 Each reconcile takes one node as far as it can without waiting and returns when to look
 again; every step first reads what earlier runs recorded on the node, so a controller
 killed at any point resumes without repeating a step (a launch is keyed by a token, a
-termination of a gone instance is a no-op). The drain evicts through the Eviction API
-for a bounded slice of time, backs off per pod on 429, reports pods it must not force
-(two PDBs, do-not-disrupt before the deadline) on the node, and learns of deleted pods
-from the node's pod watch rather than by polling.
+termination of a gone instance is a no-op, action progress is kept per action name).
+
+The order is the production one: the replacement is Ready first (where the group has
+room), then the node is cordoned, then drained. The drain evicts through the Eviction API
+for a bounded slice of time, backs off per pod on 429, deletes (rather than evicts) the
+unready pods of a node unreachable past its grace period, and reports on the node what it
+must not force. Nothing is terminated while a pod that must leave is still on the node,
+read fresh from the API server right before the instance goes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
-from molt.actions.http import ActionFailedError, ActionRunner
+from molt.actions.base import ActionContext
+from molt.actions.runner import ActionRunner, AttemptState
 from molt.api.durations import parse_duration
+from molt.api.lifecycle import Hook, LifecycleAction
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.cloud.kwok_nodes import KWOK_NODE_ANNOTATION
 from molt.cloud.provider import Provider, ProviderError
-from molt.controllers.termination.drain import (
-    EVICTION_SLICE_SECONDS,
-    Drainer,
-    blocked_message,
-)
+from molt.controllers.termination.drain import EVICTION_SLICE_SECONDS, Drainer
 from molt.controllers.termination.progress import (
-    ACTION_FAILURES_ANNOTATION,
-    ACTIONS_DONE_ANNOTATION,
     BLOCKED_ANNOTATION,
     DRAIN_STARTED_ANNOTATION,
     DRAINING,
     GROUP_CAPACITY,
     NO_REPLACEMENT,
     TERMINATING,
-    count_annotation,
+    ActionProgress,
+    ActionState,
     deadline_of,
+    drain_rules,
     drain_settings,
     read_time,
+    read_time_text,
 )
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
-from molt.policy.drain import classify_pods
+from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
 from molt.policy.rollout import strategy_of
+from molt.policy.selection import covers
 from molt.policy.snapshot import (
     DO_NOT_DISRUPT,
     POLICY_ANNOTATION,
@@ -61,9 +65,13 @@ Requeue = float | None
 """Seconds until the node should be looked at again; None: this step is done, go on."""
 
 ACTION_RETRY_MAX = 300.0
+ACTION_POLL = 1.0
+"""How often a running action is checked; it ends in the background meanwhile."""
 REPLACEMENT_POLL = 60.0
 """A node waiting for its group's capacity is woken when a group node turns Ready, and
 when its wait for a replacement runs out; this is the backstop poll."""
+UNREACHABLE_ANNOTATION = "molt.dev/unreachable"
+"""What the drain did about an unreachable node (pods deleted, pods no longer waited for)."""
 
 
 class PipelineReconciler:
@@ -102,9 +110,18 @@ class PipelineReconciler:
             self._passed.discard(name)
             self._timeout_reported.discard(name)
             self.drainer.forget(name)
+            self.actions.forget(f"{name}/")
             return None
-        policy = self.reads.policy(node.annotations.get(POLICY_ANNOTATION, ""))
-        steps = (self._cordon, self._pre_terminate, self._replace, self._drain, self._terminate)
+        policy = self.policy_for(node)
+        steps = (
+            self._adopt,
+            self._replace,
+            self._cordon,
+            self._pre_drain,
+            self._drain,
+            self._pre_terminate,
+            self._terminate,
+        )
         for step in steps:
             after = await step(node, policy)
             if after is not None:
@@ -112,7 +129,27 @@ class PipelineReconciler:
             node = self.reads.node(name) or node
         return None
 
+    def policy_for(self, node: NodeView) -> TerminationPolicy | None:
+        """The policy whose drain settings and actions apply: the one that selected the
+        node, else (a rollout selected it) the first policy by name that covers it."""
+        named = node.annotations.get(POLICY_ANNOTATION)
+        if named:
+            return self.reads.policy(named)
+        covering = sorted(
+            (p for p in self.reads.policies() if covers(p, node)), key=lambda p: p.metadata.name
+        )
+        return covering[0] if covering else None
+
     # Steps. Each returns None when its work is done and the next step may run.
+
+    async def _adopt(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        """A node its group's rollout selected carries no policy: record the covering one,
+        so its drain settings and actions are that policy's and it shows in its status."""
+        if policy is not None and POLICY_ANNOTATION not in node.annotations:
+            await self.writes.patch_node(
+                node.name, annotations={POLICY_ANNOTATION: policy.metadata.name}
+            )
+        return None
 
     async def _cordon(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
         if node.unschedulable:
@@ -121,44 +158,89 @@ class PipelineReconciler:
         await self.writes.record_event(node, "Cordoned", "cordoned: no new pods will land here")
         return None
 
+    def _actions(
+        self, node: NodeView, policy: TerminationPolicy | None, hook: Hook
+    ) -> list[tuple[str, LifecycleAction]]:
+        """The node's actions at ``hook``: its group's, then its policy's."""
+        found: list[tuple[str, LifecycleAction]] = []
+        group = self.reads.instance_group(node.group) if node.group else None
+        if group is not None:
+            found += [("ig", action) for action in group.spec.lifecycle.at(hook)]
+        if policy is not None:
+            found += [("tp", action) for action in policy.spec.lifecycle.at(hook)]
+        return found
+
+    async def _pre_drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        if node.state in (DRAINING, TERMINATING):
+            return None  # past this hook point
+        return await self._run_hook(node, policy, "preDrain")
+
     async def _pre_terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
-        actions = policy.spec.pre_termination if policy else []
-        done = count_annotation(node, ACTIONS_DONE_ANNOTATION)
-        for index in range(done, len(actions)):
-            action = actions[index]
-            label = action.name or f"#{index + 1}"
-            try:
-                await self.actions.run(
-                    action,
-                    node,
-                    node.annotations.get(REASON_ANNOTATION, ""),
-                    node.annotations.get(POLICY_ANNOTATION, ""),
-                )
-            except ActionFailedError as error:
-                failures = count_annotation(node, ACTION_FAILURES_ANNOTATION) + 1
-                exhausted = failures > action.retries
-                message = f"pre-termination action {label} failed ({failures}x): {error}"
-                if exhausted:
-                    message += "; retries exhausted, the node is held until it succeeds"
-                await self.writes.patch_node(
-                    node.name,
-                    annotations={
-                        ACTION_FAILURES_ANNOTATION: str(failures),
-                        BLOCKED_ANNOTATION: message if exhausted else None,
-                    },
-                )
-                await self.writes.record_event(node, "PreTerminationFailed", message, warning=True)
-                return min(ACTION_RETRY_MAX, 2.0**failures)
-            await self.writes.patch_node(
-                node.name,
-                annotations={
-                    ACTIONS_DONE_ANNOTATION: str(index + 1),
-                    ACTION_FAILURES_ANNOTATION: None,
-                    BLOCKED_ANNOTATION: None,
-                },
+        return await self._run_hook(node, policy, "preTerminate")
+
+    async def _run_hook(
+        self, node: NodeView, policy: TerminationPolicy | None, hook: Hook
+    ) -> Requeue:
+        """Take the hook's actions one at a time; each runs in the background, so this
+        only starts, checks and records (never holding a worker for an action's timeout)."""
+        progress = ActionProgress.of(node)
+        for source, action in self._actions(node, policy, hook):
+            key = ActionProgress.key(hook, source, action.name)
+            state = progress.get(key)
+            if state.state == "done":
+                continue
+            label = f"{hook} action {action.name}"
+            runner_key = f"{node.name}/{key}"
+            if not self.actions.running(runner_key) and state.retry_at:
+                retry_at = read_time_text(state.retry_at)
+                now = self.clock.now()
+                if retry_at is not None and retry_at > now:
+                    return max(0.05, (retry_at - now).total_seconds())
+            context = ActionContext(
+                node,
+                hook,
+                node.annotations.get(REASON_ANNOTATION, ""),
+                policy.metadata.name if policy else "",
             )
-            await self.writes.record_event(node, "PreTerminationDone", f"action {label} succeeded")
+            outcome = self.actions.poll(runner_key, action, context)
+            if outcome.state == AttemptState.RUNNING:
+                return ACTION_POLL
+            if outcome.state == AttemptState.STARTED:
+                started = ActionState("running", state.attempts + 1, state.error)
+                await self._record_progress(node, progress.with_state(key, started))
+                if state.attempts == 0:
+                    await self.writes.record_event(node, "ActionStarted", f"{label} started")
+                return ACTION_POLL
+            if outcome.state == AttemptState.SUCCEEDED:
+                progress = progress.with_state(key, ActionState("done", max(1, state.attempts)))
+                await self._record_progress(node, progress, blocked=None)
+                await self.writes.record_event(node, "ActionDone", f"{label} succeeded")
+                node = self.reads.node(node.name) or node
+                continue
+            attempts = max(1, state.attempts)
+            exhausted = attempts > action.retries
+            delay = min(ACTION_RETRY_MAX, 2.0**attempts)
+            retry_at = self.clock.now() + timedelta(seconds=delay)
+            message = f"{label} failed ({attempts}x): {outcome.error}"
+            if exhausted:
+                message += "; retries exhausted, the node is held until it succeeds"
+            failed = ActionState(
+                "failed", attempts, (outcome.error or "")[:300], format_rfc3339(retry_at)
+            )
+            await self._record_progress(
+                node, progress.with_state(key, failed), blocked=message if exhausted else None
+            )
+            await self.writes.record_event(node, "ActionFailed", message, warning=True)
+            return delay
         return None
+
+    async def _record_progress(
+        self, node: NodeView, progress: ActionProgress, *, blocked: str | None = ""
+    ) -> None:
+        annotations = progress.annotation()
+        if blocked != "":
+            annotations[BLOCKED_ANNOTATION] = blocked
+        await self.writes.patch_node(node.name, annotations=annotations)
 
     def _no_replacement(self, node: NodeView) -> str | None:
         """Why no instance group will stand in for ``node``, or None when one will."""
@@ -268,12 +350,18 @@ class PipelineReconciler:
                 f"the node has {DO_NOT_DISRUPT}=true (held until {format_rfc3339(deadline)})",
                 (deadline - now).total_seconds(),
             )
-        view = classify_pods(pods, now, deadline)
+        settings = drain_settings(policy)
+        rules = drain_rules(settings)
+        since = unreachable_since(node)
+        unreachable = since is not None and now - since >= rules.unreachable_grace
+        view = classify_pods(pods, now, deadline, unreachable=unreachable, rules=rules)
+        if unreachable:
+            await self._handle_unreachable(node, view, now - since if since else timedelta())
         if view.done:
-            return await self._finish_drain(node, now)
+            return await self._finish_drain(node, policy, now)
+        self.drainer.observe(node.name, view)
         attempt = await self.drainer.evict_slice(node.name, view)
         started = read_time(node, DRAIN_STARTED_ANNOTATION) or now
-        settings = drain_settings(policy)
         timed_out = now - started > parse_duration(settings.timeout)
         if timed_out and node.name not in self._timeout_reported:
             self._timeout_reported.add(node.name)
@@ -304,9 +392,40 @@ class PipelineReconciler:
             for pod in view.evict:
                 if pod.key in dying:
                     await self.writes.delete_pod(pod)
-        message = blocked_message(view, attempt, deadline)
+        findings = self.drainer.findings(node.name, attempt)
+        message = blocked_message(view, findings, deadline, now, rules)
         wait = self.drainer.next_try(node.name, view)
+        if unreachable and (view.leaving or view.delete):
+            # Pods deleted on a dead node stop holding it once their deletion has been due
+            # for the grace period; look again then.
+            wait = min(wait, rules.unreachable_grace.total_seconds())
+        elif since is not None and not unreachable:
+            wait = min(wait, max(0.05, (since + rules.unreachable_grace - now).total_seconds()))
         return await self._report_blocked(node, message, wait)
+
+    async def _handle_unreachable(self, node: NodeView, view: DrainView, for_: timedelta) -> None:
+        """Delete the unready pods of a node nobody can reach, and say what the drain no
+        longer waits for; see ``molt.policy.drain`` for why this breaks no budget."""
+        for pod in view.delete:
+            await self.writes.delete_pod(pod)
+        parts = []
+        if view.delete:
+            parts.append(f"deleted {len(view.delete)} unready pod(s) instead of evicting them")
+        if view.abandoned:
+            names = ", ".join(p.key for p in view.abandoned[:5])
+            parts.append(
+                f"{len(view.abandoned)} pod(s) deleting with no kubelet to confirm no longer "
+                f"hold the drain (pod GC removes them once the Node is gone): {names}"
+            )
+        if not parts:
+            return
+        message = f"node unreachable for {int(for_.total_seconds())}s: " + "; ".join(parts)
+        if view.abandoned and not view.delete:
+            if node.annotations.get(UNREACHABLE_ANNOTATION, "").startswith("abandoned"):
+                return
+            message = "abandoned: " + message
+        await self.writes.patch_node(node.name, annotations={UNREACHABLE_ANNOTATION: message})
+        await self.writes.record_event(node, "NodeUnreachable", message, warning=True)
 
     async def _report_blocked(self, node: NodeView, message: str | None, wait: float) -> Requeue:
         current = node.annotations.get(BLOCKED_ANNOTATION)
@@ -316,7 +435,25 @@ class PipelineReconciler:
                 await self.writes.record_event(node, "DrainBlocked", message, warning=True)
         return max(wait, 0.05)
 
-    async def _finish_drain(self, node: NodeView, now: datetime) -> Requeue:
+    async def _left_on_node(self, node: NodeView, policy: TerminationPolicy | None) -> DrainView:
+        """The node's pods as the API server has them now (not the cache), classified."""
+        now = self.clock.now()
+        rules = drain_rules(drain_settings(policy))
+        since = unreachable_since(node)
+        unreachable = since is not None and now - since >= rules.unreachable_grace
+        pods = await self.writes.list_pods_now(node.name)
+        return classify_pods(
+            pods, now, deadline_of(node, policy, now), unreachable=unreachable, rules=rules
+        )
+
+    async def _finish_drain(
+        self, node: NodeView, policy: TerminationPolicy | None, now: datetime
+    ) -> Requeue:
+        fresh = await self._left_on_node(node, policy)
+        if not fresh.done:
+            # The cache has not caught up with a pod that just landed; its watch event
+            # is on its way and wakes this node again.
+            return 0.5
         started = read_time(node, DRAIN_STARTED_ANNOTATION)
         if started is not None:
             self.metrics.drain_duration.observe(max(0.0, (now - started).total_seconds()))
@@ -324,17 +461,15 @@ class PipelineReconciler:
             node.name, labels={STATE_LABEL: TERMINATING}, annotations={BLOCKED_ANNOTATION: None}
         )
         await self.writes.record_event(node, "Drained", "every evictable pod has left")
-        self.reads.release_pods(node.name)
         return None
 
     def _provider_for(self, node: NodeView) -> Provider | None:
-        """The provider that owns the node's instance: its group's, or kwok for kwok nodes."""
+        """The provider that owns the node's instance: its group's, else whichever
+        provider recognises the node as its own."""
         group = self.reads.instance_group(node.group) if node.group else None
         if group is not None:
             return self.providers.get(group.spec.provider)
-        if node.annotations.get(KWOK_NODE_ANNOTATION) == "fake":
-            return self.providers.get("kwok")
-        return None
+        return next((p for p in self.providers.values() if p.owns(node)), None)
 
     async def _terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
         provider = self._provider_for(node)
@@ -347,6 +482,22 @@ class PipelineReconciler:
                 "enabled provider owns it); it stays drained and cordoned for a person to remove",
                 300.0,
             )
+        # The one promise: no live pod goes down with its node. A pod that tolerates the
+        # cordon can have landed since the drain finished (or during pre-terminate
+        # actions); a quorum read sees it even when the cache does not yet.
+        left = await self._left_on_node(node, policy)
+        if not left.done:
+            names = ", ".join(p.key for p in (*left.evict, *left.delete, *left.leaving)[:5])
+            await self.writes.patch_node(node.name, labels={STATE_LABEL: DRAINING})
+            await self.writes.record_event(
+                node,
+                "PodsArrived",
+                f"{left.remaining} pod(s) on the node right before termination ({names}): "
+                "draining again",
+                warning=True,
+            )
+            return 0.0
+        self.reads.release_pods(node.name)
         try:
             await provider.terminate(node)
         except ProviderError as error:

@@ -1,0 +1,35 @@
+"""What every lifecycle action kind provides, and what it is told about the node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from molt.api.lifecycle import LifecycleAction
+from molt.policy.snapshot import NodeView
+
+
+class ActionFailedError(Exception):
+    """A lifecycle action did not succeed; the message says what happened."""
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """The node an action runs for, and why it is leaving."""
+
+    node: NodeView
+    hook: str
+    reason: str
+    policy: str
+
+
+class ActionKind(Protocol):
+    """One kind of action (http, ...): a single attempt, bounded by the action's timeout.
+
+    The runner drives it in the background, so an attempt may take its whole timeout
+    without holding a reconcile worker.
+    """
+
+    async def attempt(self, action: LifecycleAction, context: ActionContext) -> None:
+        """Do the action once; raise ActionFailedError unless it succeeded."""
+        ...
