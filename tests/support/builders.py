@@ -22,6 +22,7 @@ def deployment(
     node_selector: dict[str, str] | None = None,
     pod_annotations: dict[str, str] | None = None,
     spread_over_nodes: bool = False,
+    tolerations: list[Manifest] | None = None,
 ) -> Manifest:
     """A Deployment of pause containers labelled ``app: <name>``.
 
@@ -39,6 +40,8 @@ def deployment(
     }
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     if spread_over_nodes:
         pod_spec["topologySpreadConstraints"] = [
             {

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from molt.api import TerminationPolicy
+from molt.controllers.termination.pipeline import DRAIN_SETTLE_SECONDS, PipelineReconciler
+from molt.observe.metrics import Metrics
 from molt.policy.drain import (
     BudgetRefusal,
     DrainFindings,
@@ -206,3 +208,28 @@ async def test_a_rollout_selected_node_takes_the_covering_policy_and_its_drain_s
 
     assert fleet.cluster.evictions == []
     assert fleet.provider.terminations == ["old"]
+
+
+async def test_a_pod_landing_back_during_the_settle_period_is_drained_before_termination() -> None:
+    fleet = world(selected_node(replacement=NEW), replacement_node(), pods=(pod("agent-1"),))
+    fleet.pipeline = PipelineReconciler(
+        fleet.cluster, fleet.cluster, fleet.clock, Metrics(), providers={"kwok": fleet.provider}
+    )
+    first = await fleet.reconcile()  # evicts agent-1; the node looks empty
+    assert fleet.cluster.evictions == ["default/agent-1"]
+    settle = await fleet.reconcile()
+    assert settle is not None
+    assert settle > 0
+    assert fleet.provider.terminations == []
+
+    # The scheduler binds agent-1's replacement back onto the cordoned node.
+    fleet.cluster.add_pod(pod("agent-2", tolerates_cordon=True))
+    fleet.clock.advance(1)
+    await fleet.reconcile()
+    assert fleet.provider.terminations == []
+    for _ in range(4):
+        fleet.clock.advance(DRAIN_SETTLE_SECONDS)
+        await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/agent-1", "default/agent-2"]
+    assert fleet.provider.terminations == ["old"]
+    assert first is not None

@@ -58,6 +58,7 @@ def _with_kind(fleet: World, kind: ScriptedKind) -> None:
         Metrics(),
         providers={"kwok": fleet.provider},
         actions=ActionRunner({"http": kind}),
+        drain_settle=0.0,
     )
 
 

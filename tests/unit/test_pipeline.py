@@ -63,8 +63,13 @@ def replacement_node(name: str = NEW, *, ready: bool = True) -> NodeView:
     return node(name, age_hours=0, conditions=READY if ready else ())
 
 
-def _pipeline(cluster: FakeCluster, provider: FakeProvider, clock: FakeClock) -> PipelineReconciler:
-    return PipelineReconciler(cluster, cluster, clock, Metrics(), providers={"kwok": provider})
+def _pipeline(
+    cluster: FakeCluster, provider: FakeProvider, clock: FakeClock, *, settle: float = 0.0
+) -> PipelineReconciler:
+    """The pipeline over the fakes; no settle period unless a test is about it."""
+    return PipelineReconciler(
+        cluster, cluster, clock, Metrics(), providers={"kwok": provider}, drain_settle=settle
+    )
 
 
 @dataclass

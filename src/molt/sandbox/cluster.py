@@ -100,13 +100,17 @@ class Sandbox:
         loaded: dict[str, object] = json.loads(self.state_path.read_text())
         return loaded
 
-    def _save_state(self, ports: Ports, processes: list[Running]) -> None:
+    def _save_state(
+        self, ports: Ports, processes: list[Running], argv: dict[str, list[str]] | None = None
+    ) -> None:
+        previous = self._load_state().get("argv")
         state = {
             "ports": asdict(ports),
             "processes": [
                 {"name": p.name, "pid": p.pid, "binary": p.binary, "log": str(p.log)}
                 for p in processes
             ],
+            "argv": argv if argv is not None else (previous or {}),
         }
         self.state_path.write_text(json.dumps(state, indent=2))
 
@@ -159,9 +163,12 @@ class Sandbox:
     ) -> None:
         t0 = time.monotonic()
 
+        argvs: dict[str, list[str]] = {}
+
         def launch(name: str, argv: list[str]) -> None:
             started.append(start(name, argv, self.log_dir))
-            self._save_state(ports, started)
+            argvs[name] = argv
+            self._save_state(ports, started, argvs)
 
         etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
         peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
@@ -347,6 +354,27 @@ class Sandbox:
         report("  Molt CRDs installed (instancegroups, terminationpolicies, watchdogs)")
 
     # -- down -------------------------------------------------------------------------
+
+    def restart(self, component: str, report: Report = print) -> None:
+        """Stop one component and start it again with the same flags (for fault tests:
+        a restarted kwok, say, forgets the nodes it no longer selects)."""
+        state = self._load_state()
+        argvs = state.get("argv") or {}
+        assert isinstance(argvs, dict)
+        argv = argvs.get(component)
+        if argv is None:
+            raise SandboxError(f"no component {component!r} in {self.directory}")
+        processes = self.recorded_processes()
+        stop([p for p in processes if p.name == component])
+        fresh = start(component, list(argv), self.log_dir)
+        kept = [p if p.name != component else fresh for p in processes]
+        ports = state.get("ports")
+        assert isinstance(ports, dict)
+        self._save_state(Ports(**ports), kept)
+        if component == "kwok":
+            url = f"http://127.0.0.1:{ports['kwok']}/healthz"
+            self._wait("kwok", kept, lambda: _http_ok(url), 60)
+        report(f"Restarted {component}")
 
     def down(self, report: Report = print) -> list[str]:
         """Stop every process ``up`` started here; files stay."""

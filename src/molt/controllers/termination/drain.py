@@ -75,6 +75,8 @@ class Drainer:
         """Per node, the UIDs of the pods seen on it since its drain began."""
         self._returned: dict[str, Counter[str]] = {}
         self._returning_since: dict[str, datetime] = {}
+        self._quiet_since: dict[str, float] = {}
+        """Per node, since when (monotonic) the drain has evicted nothing and seen it empty."""
 
     def forget(self, node: str) -> None:
         for memory in (
@@ -83,6 +85,7 @@ class Drainer:
             self._known,
             self._returned,
             self._returning_since,
+            self._quiet_since,
         ):
             memory.pop(node, None)
 
@@ -100,8 +103,25 @@ class Drainer:
             known.add(pod.uid)
             if pod.tolerates_cordon:
                 owner = pod.key.rsplit("-", 1)[0]
-                self._returned.setdefault(node, Counter())[owner] += 1
+                returns = self._returned.setdefault(node, Counter())
+                returns[owner] += 1
                 self._returning_since.setdefault(node, self.clock.now())
+                # The scheduler favours the emptiest node, which a drained node is: evicting
+                # the newcomer at once would only send its successor back here. Space the
+                # evictions of a returning owner out, so the churn stays bounded.
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (returns[owner] - 1))
+                backoff = self._backoff.setdefault(node, {}).setdefault(pod.uid, PodBackoff())
+                backoff.due = max(backoff.due, self.clock.monotonic() + delay)
+
+    def busy(self, node: str) -> None:
+        """The node had pods to move: its quiet period starts again."""
+        self._quiet_since.pop(node, None)
+
+    def quiet_for(self, node: str) -> float:
+        """Seconds the node has been seen empty with nothing evicted since; the first
+        call starts the count (so a restarted controller waits the full period too)."""
+        now = self.clock.monotonic()
+        return now - self._quiet_since.setdefault(node, now)
 
     def findings(self, node: str, attempt: DrainAttempt) -> DrainFindings:
         """What this node's drain has run into, for its blocked report."""

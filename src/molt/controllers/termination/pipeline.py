@@ -70,6 +70,9 @@ ACTION_POLL = 1.0
 REPLACEMENT_POLL = 60.0
 """A node waiting for its group's capacity is woken when a group node turns Ready, and
 when its wait for a replacement runs out; this is the backstop poll."""
+DRAIN_SETTLE_SECONDS = 3.0
+"""How long a drained node must stay empty before it counts as drained: longer than a
+ReplicaSet and the scheduler take to place an evicted pod's replacement."""
 UNREACHABLE_ANNOTATION = "molt.dev/unreachable"
 """What the drain did about an unreachable node (pods deleted, pods no longer waited for)."""
 
@@ -87,8 +90,10 @@ class PipelineReconciler:
         providers: dict[str, Provider],
         actions: ActionRunner | None = None,
         eviction_slice: float = EVICTION_SLICE_SECONDS,
+        drain_settle: float = DRAIN_SETTLE_SECONDS,
     ) -> None:
         self.reads = reads
+        self.drain_settle = drain_settle
         self.writes = writes
         self.clock = clock
         self.metrics = metrics
@@ -359,6 +364,7 @@ class PipelineReconciler:
             await self._handle_unreachable(node, view, now - since if since else timedelta())
         if view.done:
             return await self._finish_drain(node, policy, now)
+        self.drainer.busy(node.name)
         self.drainer.observe(node.name, view)
         attempt = await self.drainer.evict_slice(node.name, view)
         started = read_time(node, DRAIN_STARTED_ANNOTATION) or now
@@ -431,7 +437,9 @@ class PipelineReconciler:
         current = node.annotations.get(BLOCKED_ANNOTATION)
         if message != current:
             await self.writes.patch_node(node.name, annotations={BLOCKED_ANNOTATION: message})
-            if message:
+            # One Event per cause, not per refusal: a second pod refused by the same PDB
+            # updates the annotation, the Event already said the node is held.
+            if message and _cause(message) != _cause(current):
                 await self.writes.record_event(node, "DrainBlocked", message, warning=True)
         return max(wait, 0.05)
 
@@ -449,10 +457,17 @@ class PipelineReconciler:
     async def _finish_drain(
         self, node: NodeView, policy: TerminationPolicy | None, now: datetime
     ) -> Requeue:
+        # The ReplicaSet replaces an evicted pod at once and the scheduler may bind the
+        # newcomer here if it tolerates the cordon: the node must stay empty for a moment
+        # after the last eviction before it counts as drained.
+        quiet = self.drainer.quiet_for(node.name)
+        if quiet < self.drain_settle:
+            return self.drain_settle - quiet
         fresh = await self._left_on_node(node, policy)
         if not fresh.done:
             # The cache has not caught up with a pod that just landed; its watch event
             # is on its way and wakes this node again.
+            self.drainer.busy(node.name)
             return 0.5
         started = read_time(node, DRAIN_STARTED_ANNOTATION)
         if started is not None:
@@ -535,3 +550,8 @@ class PipelineReconciler:
             completed = max(cached, self._completed_written.get(name, 0)) + 1
             await self.writes.patch_policy_status(name, {"completed": completed})
             self._completed_written[name] = completed
+
+
+def _cause(message: str | None) -> str | None:
+    """What kind of block a report names (its first clause's lead-in)."""
+    return message.split(":", 1)[0] if message else None

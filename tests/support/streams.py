@@ -1,0 +1,128 @@
+"""An observer that follows pods and nodes through watch streams, for assertions that
+something *never* happened (kwok acts within milliseconds: polling would miss it).
+
+``PodNodeStreams`` records, per pod, the node it was bound to, whether it was ever
+Running, and the etcd revision (resourceVersion) at which its deletion started; per node,
+the revision of its deletion and the moments it was cordoned and became Ready. Since
+resourceVersions are etcd revisions, one total order over both streams, "a pod was still
+running, its deletion not started, when its node was deleted" is decided exactly, however
+late either stream delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from molt.kube.transport import RawApi
+
+
+@dataclass
+class PodTrace:
+    name: str
+    node: str | None = None
+    ran: bool = False
+    daemonset: bool = False
+    deletion_rv: int | None = None
+    bound_rv: int | None = None
+
+
+@dataclass
+class NodeTrace:
+    deleted_rv: int | None = None
+    cordoned_rv: int | None = None
+    group: str | None = None
+    ready_in_group_at_cordon: int | None = None
+
+
+@dataclass
+class PodNodeStreams:
+    """Follows every pod and node of the cluster from the moment ``start`` returns."""
+
+    pods: dict[str, PodTrace] = field(default_factory=dict)
+    nodes: dict[str, NodeTrace] = field(default_factory=dict)
+    ready: dict[str, bool] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, kube: client.ApiClient) -> None:
+        raw = RawApi(kube)
+        listed = asyncio.Event(), asyncio.Event()
+        self.tasks = [
+            asyncio.create_task(self._follow(raw, "/api/v1/pods", self._pod, listed[0])),
+            asyncio.create_task(self._follow(raw, "/api/v1/nodes", self._node, listed[1])),
+        ]
+        await asyncio.gather(listed[0].wait(), listed[1].wait())
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _follow(self, raw: RawApi, path: str, handle: Any, listed: asyncio.Event) -> None:
+        items, version = await raw.list_all(path)
+        for item in items:
+            handle("ADDED", item)
+        listed.set()
+        while True:  # resumed from the last version when the server ends a stream
+            query = [("resourceVersion", version), ("allowWatchBookmarks", "true")]
+            async for event in raw.watch(path, query, timeout_seconds=600):
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
+                version = obj["metadata"].get("resourceVersion", version)
+                if event["type"] != "BOOKMARK":
+                    handle(event["type"], obj)
+
+    def _pod(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        trace = self.pods.setdefault(meta["uid"], PodTrace(f"{meta['namespace']}/{meta['name']}"))
+        bound = (obj.get("spec") or {}).get("nodeName")
+        if bound and trace.bound_rv is None:
+            trace.bound_rv = int(meta["resourceVersion"])
+        trace.node = bound or trace.node
+        trace.daemonset = any(
+            o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []
+        )
+        deleting = meta.get("deletionTimestamp") is not None or kind == "DELETED"
+        if (obj.get("status") or {}).get("phase") == "Running" and not deleting:
+            trace.ran = True
+        if deleting and trace.deletion_rv is None:
+            trace.deletion_rv = int(meta["resourceVersion"])
+
+    def _node(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        name = meta["name"]
+        trace = self.nodes.setdefault(name, NodeTrace())
+        trace.group = (meta.get("labels") or {}).get("molt.dev/instance-group") or trace.group
+        if kind == "DELETED":
+            trace.deleted_rv = int(meta["resourceVersion"])
+            self.ready.pop(name, None)
+            return
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        self.ready[name] = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+        )
+        if (obj.get("spec") or {}).get("unschedulable") and trace.cordoned_rv is None:
+            trace.cordoned_rv = int(meta["resourceVersion"])
+            trace.ready_in_group_at_cordon = sum(
+                1
+                for other, ready in self.ready.items()
+                if ready and self.nodes[other].group == trace.group
+            )
+
+    def died_with_their_node(self) -> list[str]:
+        """Pods that had run on a node and whose deletion had not started when it went."""
+        found = []
+        for pod in self.pods.values():
+            node = self.nodes.get(pod.node or "")
+            if node is None or node.deleted_rv is None or not pod.ran or pod.daemonset:
+                continue
+            if pod.deletion_rv is None or pod.deletion_rv > node.deleted_rv:
+                found.append(
+                    f"{pod.name} on {pod.node} (bound at {pod.bound_rv}, deletion at "
+                    f"{pod.deletion_rv}, node deleted at {node.deleted_rv})"
+                )
+        return sorted(found)
