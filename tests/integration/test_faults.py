@@ -167,7 +167,10 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
     run_molt: Callable[..., MoltProcess],
 ) -> None:
     group = f"dead-{uuid.uuid4().hex[:5]}"
-    ages = [timedelta(hours=10), timedelta(hours=60), timedelta(hours=59), timedelta(hours=58)]
+    # The aged nodes are due (past maxAge less the drain lead) but not yet past their
+    # deadline, so the unhealthy node goes first, as Molt orders departures.
+    due = timedelta(hours=47, minutes=30)
+    ages = [timedelta(hours=10), due, due - timedelta(minutes=5), due - timedelta(minutes=10)]
     nodes = await install_old_fleet(kube, group, nodes=4, age=ages)
     dead, aged = nodes[0], nodes[1:]
     await eventually(lambda: has_ready_nodes(kube, group, 4), what="four Ready nodes")
@@ -178,13 +181,16 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
             namespace,
             8,
             node_selector={"molt.dev/instance-group": group},
-            spread_over_nodes=True,
         ),
     )
     await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
         namespace, pdb("web", namespace, "web", max_unavailable=1)
     )
     await eventually(lambda: has_ready_replicas(kube, namespace, 8), what="8 ready replicas")
+    on_dead = await client.CoreV1Api(kube).list_namespaced_pod(
+        namespace, field_selector=f"spec.nodeName={dead}"
+    )
+    assert on_dead.items, "the scheduler put no pod on the node whose kubelet dies"
     # The kubelet dies: kwok no longer selects the node, and a kwok started afresh leaves
     # it alone, so its Lease expires and the node-lifecycle controller takes over.
     await client.CoreV1Api(kube).patch_node(
@@ -197,6 +203,7 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
         return any(c.type == "Ready" and c.status == "Unknown" for c in found.status.conditions)
 
     await eventually(unknown, within=120, interval=1, what="the dead node to turn Unknown")
+    await asyncio.sleep(22)  # Unknown for the policy's 20 s: it and the aged nodes are due
     await install_policy(
         kube,
         f"{group}-48h",
@@ -221,9 +228,20 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
             return not pods.items
 
         await eventually(no_pod_left_on_it, within=120, interval=2, what="pod GC")
-        await eventually(
-            lambda: _rotated(kube, group, nodes, 4), within=240, interval=1, what="rotation"
-        )
+        try:
+            await eventually(
+                lambda: _rotated(kube, group, nodes, 4), within=240, interval=1, what="rotation"
+            )
+        except AssertionError:
+            dump = sandbox.kubectl("get", "nodes,pods,pdb", "-A", "-o", "wide").stdout
+            notes = sandbox.kubectl(
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.metadata.annotations}{'\\n'}{end}",
+            ).stdout
+            events = sandbox.kubectl("get", "events", "-A").stdout[-4000:]
+            raise AssertionError(f"{dump}\n{notes}\n{events}") from None
         assert molt.alive(), molt.log()
     finally:
         await streams.stop()
