@@ -274,7 +274,10 @@ class AwsProvider:
                 self._listed_at is not None
                 and self.monotonic() - self._listed_at < ORIGIN_REFRESH_SECONDS
             ):
-                return None  # listed a moment ago; the caller asks again later
+                # Listed a moment ago (perhaps for a node that joined with this one) and
+                # it was not there. Its group's next observe clears this if it appears.
+                self._unknown[instance_id] = self.monotonic()
+                return None
             listed = await self._run("list Molt's cells", self._list_origins, dict(self._origins))
             now = self._listed_at = self.monotonic()
             # A listing of every Molt cell is the whole truth about Molt's instances.
