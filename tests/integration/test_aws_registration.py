@@ -26,8 +26,10 @@ from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
 from molt.kube.transport import RawApi
 from molt.kube.watch import Reflector
+from molt.kube.writes import KubeWrites
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import template_revision
+from molt.policy.snapshot import NodeTaint
 from tests.support.aws_bridge import AwsNodeBridge
 from tests.support.builders import instance_group
 from tests.support.controller import MoltProcess
@@ -172,3 +174,43 @@ async def test_bare_aws_nodes_get_their_cell_and_template_from_molt_and_stranger
         if "registration.unknown_node" in line and STRANGER in line
     ]
     assert len(unknown) == 1, unknown
+
+
+async def test_registration_merges_taints_with_the_nodes_own_and_never_doubles_them(
+    kube: client.ApiClient, empty_cluster: None
+) -> None:
+    core = client.CoreV1Api(kube)
+    own = [
+        {"key": "dedicated", "value": "mine", "effect": "NoSchedule"},
+        {"key": "example.com/booting", "effect": "NoExecute"},
+    ]
+    await core.create_node(kwok_node("joining", taints=own))  # type: ignore[arg-type]
+    writes = KubeWrites(RawApi(kube), check_fence=lambda: None)
+    wanted = [NodeTaint("dedicated", "NoSchedule", "data"), NodeTaint("gpu", "NoSchedule", "yes")]
+
+    for _ in range(2):  # a repeat (a retried reconcile) changes nothing
+        assert await writes.register_node(
+            "joining",
+            labels={"molt.dev/instance-group": "workers", "team": "data"},
+            annotations={"molt.dev/launched-at": "2026-11-23T12:00:00Z"},
+            taints=wanted,
+        )
+
+    node = await core.read_node("joining")
+    # The node controller may add its own not-ready taints meanwhile; they are not ours.
+    taints = [
+        (t.key, t.value, t.effect)
+        for t in node.spec.taints
+        if not t.key.startswith("node.kubernetes.io/")
+    ]
+    assert taints == [
+        ("dedicated", "mine", "NoSchedule"),  # the node's own, kept as it was
+        ("example.com/booting", None, "NoExecute"),
+        ("gpu", "yes", "NoSchedule"),
+    ]
+    assert node.metadata.labels["molt.dev/instance-group"] == "workers"
+    assert node.metadata.labels["team"] == "data"
+    assert node.metadata.labels["kubernetes.io/hostname"] == "joining"
+    assert node.metadata.annotations["molt.dev/launched-at"] == "2026-11-23T12:00:00Z"
+    assert node.metadata.annotations["kwok.x-k8s.io/node"] == "fake"
+    assert not await writes.register_node("gone", labels={}, annotations={}, taints=wanted)
