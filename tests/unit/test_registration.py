@@ -22,11 +22,13 @@ from molt.controllers.registration import (
     UNKNOWN_RECHECK,
     RegistrationReconciler,
 )
+from molt.controllers.termination.controller import TerminationController
+from molt.observe.metrics import Metrics
 from molt.policy.cells import template_revision
 from molt.policy.registration import missing_taints, needs_registration, registration_labels
 from molt.policy.snapshot import NodeTaint, NodeView
 from tests.support.builders import instance_group
-from tests.support.fake_ports import FakeClock, FakeCluster
+from tests.support.fake_ports import FakeClock, FakeCluster, FakeProvider
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LAUNCHED = NOW - timedelta(minutes=3)
@@ -254,3 +256,47 @@ async def test_a_labelled_node_is_left_alone_and_only_bare_nodes_are_wanted() ->
     assert registration.wants(None, bare_node("n1"))
     idle = RegistrationReconciler(cluster, cluster, FakeClock(NOW), [])
     assert not idle.wants(None, bare_node("n1"))  # no Registrar: nothing to enqueue
+
+
+class RegisteringProvider(FakeProvider):
+    """The FAKE cloud, as a Registrar that knows one instance."""
+
+    name = "aws"
+
+    async def describe_node(self, node: NodeView) -> NodeOrigin | None:
+        return origin() if node.provider_id == PROVIDER_ID else None
+
+
+async def test_the_controller_queues_a_bare_node_under_register_and_registers_it() -> None:
+    cluster = FakeCluster(groups=[workers()])
+    controller = TerminationController(
+        cluster, cluster, FakeClock(NOW), Metrics(), providers={"aws": RegisteringProvider()}
+    )
+    node = bare_node("n1")
+    cluster.add_node(node)
+
+    controller.node_changed("n1", None, node)
+
+    assert len(controller.queue) == 1
+    key = await controller.queue.get()
+    assert key == "register/n1"
+    assert await controller.dispatch(key) is None
+    controller.queue.done(key)
+    registered = cluster.node_views["n1"]
+    assert registered.labels["molt.dev/instance-group"] == "workers"
+    # The write's own change event (now labelled) queues no more registration.
+    controller.node_changed("n1", node, registered)
+    assert len(controller.queue) == 0
+
+
+async def test_without_a_registrar_no_node_is_queued_for_registration() -> None:
+    cluster = FakeCluster(nodes=[bare_node("n1")])
+    controller = TerminationController(
+        cluster, cluster, FakeClock(NOW), Metrics(), providers={"kwok": FakeProvider(cluster)}
+    )
+
+    controller.node_changed("n1", None, cluster.node_views["n1"])
+    controller.enqueue_all()
+
+    assert len(controller.queue) == 1  # only the selection enqueue_all always adds
+    assert await controller.queue.get() == "selection"
