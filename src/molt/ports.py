@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from molt.api.instancegroup import InstanceGroup
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.policy.snapshot import GroupView, NodeView, PodView
+from molt.policy.snapshot import GroupView, NodeTaint, NodeView, PodView
 
 
 class NotLeaderError(Exception):
@@ -110,6 +110,21 @@ class ClusterWrites(Protocol):
         unschedulable: bool | None = None,
     ) -> bool:
         """Merge-patch a node; False when the node no longer exists."""
+        ...
+
+    async def register_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        taints: Sequence[NodeTaint],
+    ) -> bool:
+        """Add labels, annotations and taints to a node that just joined.
+
+        Taints are merged with the node's own by (key, effect), against its latest
+        version, never duplicated; False when the node no longer exists.
+        """
         ...
 
     async def evict(self, pod: PodView) -> EvictionResult: ...

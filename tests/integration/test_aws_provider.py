@@ -13,6 +13,7 @@ DescribeScalingActivities in AWS's place where a test needs failures.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import uuid
@@ -33,6 +34,7 @@ from molt.cloud.aws import (
     aws_provider_from_environment,
     is_capacity_shortage,
     launch_template_name,
+    provider_id,
 )
 from molt.cloud.provider import CapacityError, CellObservation, CellRef, ProviderError
 from molt.policy.age import format_rfc3339
@@ -246,6 +248,67 @@ async def test_observe_reports_cells_instances_launch_times_and_provider_ids(aws
     assert first.failures == ()
     assert observed[aws.cell(ZONES[2], REV2, "spot")].desired == 1
     assert await aws.provider.observe(f"other-{aws.group}") == []
+
+
+async def test_describe_node_names_a_nodes_cell_and_a_burst_of_nodes_costs_one_listing(
+    aws: Aws,
+) -> None:
+    await aws.provider.scale(aws.cell(ZONES[0]), aws.template(), 2)
+    await aws.provider.scale(aws.cell(ZONES[1], REV2, "spot"), aws.template(user_data="two"), 1)
+    observed = await aws.observed()
+    cells = {i.instance_id: o.cell for o in observed.values() for i in o.instances}
+    nodes = [
+        NodeView(name=i.instance_id, created=CREATED, provider_id=i.provider_id)
+        for o in observed.values()
+        for i in o.instances
+    ]
+    stranger = NodeView(
+        name="stranger", created=CREATED, provider_id=provider_id(ZONES[0], "i-0000000000000dead")
+    )
+    calls = ("DescribeAutoScalingGroups", "DescribeInstances")
+
+    def spent(before: list[int]) -> list[int]:
+        return [aws.proxy.count(c) - b for c, b in zip(calls, before, strict=True)]
+
+    # The provider that observed the group answers from what it observed: no call at all.
+    before = [aws.proxy.count(c) for c in calls]
+    for node in nodes:
+        origin = await aws.provider.describe_node(node)
+        assert origin is not None
+        assert origin.cell == cells[node.name]
+        assert origin.instance.launched_at is not None
+    assert spent(before) == [0, 0]
+
+    # Providers that observed nothing: one node costs one listing of Molt's cells...
+    single = aws_provider_from_environment(lambda: None)
+    before = [aws.proxy.count(c) for c in calls]
+    origin = await single.describe_node(nodes[0])
+    assert origin is not None
+    assert origin.cell == cells[nodes[0].name]
+    one = spent(before)
+    assert one[0] >= 1
+    # ... and nodes joining together cost the same as one, however many they are.
+    clock = [1000.0]
+    burst = AwsProvider(monotonic=lambda: clock[0])
+    before = [aws.proxy.count(c) for c in calls]
+    origins = await asyncio.gather(*(burst.describe_node(n) for n in [*nodes, stranger]))
+    assert [o.cell if o else None for o in origins] == [cells[n.name] for n in nodes] + [None]
+    assert all(o.instance.launched_at is not None for o in origins if o is not None)
+    assert spent(before) == one
+
+    # A stranger found in no cell, asked about again and again (each heartbeat of its
+    # Node), is not listed for again, nor is a node that is not an AWS instance.
+    before = [aws.proxy.count(c) for c in calls]
+    for _ in range(5):
+        clock[0] += 10.0  # 50 s: past the listing interval, within the stranger's minute
+        assert await burst.describe_node(stranger) is None
+    kind = NodeView(name="kind", created=CREATED, provider_id="kind://docker/kind/kind-worker")
+    assert await burst.describe_node(kind) is None
+    assert await burst.describe_node(NodeView(name="bare", created=CREATED)) is None
+    assert spent(before) == [0, 0]
+    clock[0] += 15.0  # a minute on, the stranger is looked for once more (in vain)
+    assert await burst.describe_node(stranger) is None
+    assert spent(before)[0] == one[0]
 
 
 async def test_terminate_shrinks_the_cell_by_one_and_is_harmless_twice(aws: Aws) -> None:
@@ -506,7 +569,7 @@ async def bridge_nodes(kube: client.ApiClient) -> AsyncIterator[list[str]]:
                 raise
 
 
-async def test_the_bridge_joins_instances_as_kwok_nodes_and_can_hold_a_revision_back(
+async def test_the_bridge_joins_instances_as_bare_kwok_nodes_and_can_hold_a_revision_back(
     aws: Aws, kube: client.ApiClient, bridge_nodes: list[str]
 ) -> None:
     joining, held = aws.cell(ZONES[0]), aws.cell(ZONES[1], REV2, "spot")
@@ -528,14 +591,12 @@ async def test_the_bridge_joins_instances_as_kwok_nodes_and_can_hold_a_revision_
     for instance in observed[joining].instances:
         node = await core.read_node(instance.instance_id)
         assert node.spec.provider_id == instance.provider_id
-        labels = node.metadata.labels
-        assert labels["molt.dev/instance-group"] == aws.group
-        assert labels["molt.dev/revision"] == REV1
-        assert labels["topology.kubernetes.io/zone"] == ZONES[0]
-        assert labels["molt.dev/capacity-type"] == "on-demand"
-        assert instance.launched_at is not None
-        annotations = node.metadata.annotations
-        assert annotations["molt.dev/launched-at"] == format_rfc3339(instance.launched_at)
+        # As a stock kubelet registers: its own labels only; Molt's come from registration.
+        labels, annotations = node.metadata.labels, node.metadata.annotations
+        assert labels["kubernetes.io/hostname"] == instance.instance_id
+        assert [k for k in labels if k.startswith("molt.dev/")] == []
+        assert "topology.kubernetes.io/zone" not in labels
+        assert [k for k in annotations if k.startswith("molt.dev/")] == []
         assert annotations["kwok.x-k8s.io/node"] == "fake"
     for instance in observed[held].instances:
         with pytest.raises(ApiException) as missing:

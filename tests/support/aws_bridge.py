@@ -2,11 +2,13 @@
 
 moto launches no machines, so nothing would ever register a Node for its instances. The
 bridge polls moto (through boto3) for InService instances of the Auto Scaling groups
-tagged with one InstanceGroup and creates a kwok Node for each, once: named after the
-instance id, with ``spec.providerID: aws:///<zone>/<instance-id>``, the labels a real
-bootstrap would set from the instance's tags (group, revision, zone, capacity type) and
-``molt.dev/launched-at`` = the instance's LaunchTime. It only creates Nodes; deleting the
-Nodes of instances that are gone is the controller's job. Instances of revisions listed
+tagged with one InstanceGroup and creates a kwok Node for each, once, as a kubelet
+started by a stock bootstrap registers itself: named after the instance id, with
+``spec.providerID: aws:///<zone>/<instance-id>`` and the kubelet's own labels (hostname,
+os, arch), and nothing of Molt's. Molt's registration gives the Node its group, revision,
+zone and capacity-type labels, its template's labels and taints and its launch time. The
+bridge only creates Nodes; deleting the Nodes of instances that are gone is the
+controller's job. Instances of revisions listed
 in ``skip_revisions`` never join, as when a bad template boots machines that never
 become nodes.
 
@@ -27,9 +29,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from molt.cloud.kwok_nodes import kwok_node
-from molt.policy.snapshot import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
-
-JOIN_LABELS = (GROUP_LABEL, REVISION_LABEL, ZONE_LABEL, CAPACITY_TYPE_LABEL)
+from molt.policy.snapshot import GROUP_LABEL, REVISION_LABEL
 
 
 class AwsNodeBridge:
@@ -96,9 +96,8 @@ class AwsNodeBridge:
             if name in self.joined or tags.get(REVISION_LABEL) in self.skip_revisions:
                 continue
             zone = str(instance["Placement"]["AvailabilityZone"])
-            labels = {key: tags[key] for key in JOIN_LABELS if key in tags}
-            labels.setdefault(ZONE_LABEL, zone)
-            manifest = kwok_node(name, labels=labels, launched_at=instance.get("LaunchTime"))
+            # Only what a kubelet knows of itself: the tags are for Molt to read, not us.
+            manifest = kwok_node(name)
             manifest["spec"]["providerID"] = f"aws:///{zone}/{name}"
             try:
                 await self.core.create_node(manifest)  # type: ignore[arg-type]

@@ -11,6 +11,8 @@ on what the reconciler did. None of this is used by production code.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,6 +29,7 @@ from molt.cloud.provider import (
     Provider,
     ProviderError,
 )
+from molt.policy.registration import missing_taints
 from molt.policy.snapshot import (
     CAPACITY_TYPE_LABEL,
     GROUP_LABEL,
@@ -34,6 +37,7 @@ from molt.policy.snapshot import (
     ZONE_LABEL,
     GroupView,
     NodeCondition,
+    NodeTaint,
     NodeView,
     PodView,
 )
@@ -166,6 +170,9 @@ class FakeCluster:
         self.events: list[RecordedEvent] = []
         self.policy_status_patches: list[tuple[str, dict[str, Any]]] = []
         self.node_patches: list[tuple[str, dict[str, Any]]] = []
+        self.registrations: list[
+            tuple[str, dict[str, str], dict[str, str], tuple[NodeTaint, ...]]
+        ] = []
         self.released: list[str] = []
 
     # Test helpers.
@@ -255,6 +262,23 @@ class FakeCluster:
         self.node_views[name] = current.patched(
             labels=labels, annotations=annotations, unschedulable=unschedulable
         )
+        return True
+
+    async def register_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        taints: Sequence[NodeTaint],
+    ) -> bool:
+        current = self.node_views.get(name)
+        if current is None:
+            return False
+        self.registrations.append((name, dict(labels), dict(annotations), tuple(taints)))
+        view = current.patched(labels=dict(labels), annotations=dict(annotations))
+        added = missing_taints(((t.key, t.effect) for t in view.taints), taints)
+        self.node_views[name] = dataclasses.replace(view, taints=(*view.taints, *added))
         return True
 
     async def evict(self, pod: PodView) -> EvictionResult:

@@ -17,7 +17,11 @@ terminates one: instances leave only through ``terminate``/``terminate_instance`
 the pipeline drained their node, and each of those takes one off the cell's desired size.
 
 Nodes map to instances through the providerID ``aws:///<zone>/<instance-id>``; an
-instance's LaunchTime is the node's age. Failed scaling activities are the cell's launch
+instance's LaunchTime is the node's age. As a ``Registrar`` the provider answers which
+cell a new Node's instance belongs to from the instances its observations listed; a
+miss lists every Molt cell once (found by the tags Molt puts on its groups) rather than
+describing one instance per node, and an instance found in no cell is not looked up
+again for a while. Failed scaling activities are the cell's launch
 failures; those that name a capacity shortage are marked as such.
 
 boto3 is synchronous: every call runs in a worker thread (``asyncio.to_thread``). Clients
@@ -34,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,8 +55,10 @@ from molt.cloud.provider import (
     CellRef,
     Instance,
     LaunchFailure,
+    NodeOrigin,
     Provider,
     ProviderError,
+    Registrar,
 )
 from molt.policy.snapshot import (
     CAPACITY_TYPE_LABEL,
@@ -70,6 +77,10 @@ CELL_MAX_SIZE = 1000
 FAILURE_TAIL = 20
 """How many recent failed launches ``observe`` reports per cell."""
 DESCRIBE_CHUNK = 100
+ORIGIN_REFRESH_SECONDS = 5.0
+"""A node unknown to the observations lists every Molt cell at most this often."""
+UNKNOWN_TTL_SECONDS = 60.0
+"""An instance that no Molt cell held at a listing is not looked up again for this long."""
 
 CAPACITY_CODES = frozenset(
     {
@@ -131,10 +142,15 @@ def provider_id(zone: str, instance_id: str) -> str:
     return f"aws:///{zone}/{instance_id}"
 
 
+def parse_provider_id(value: str | None) -> tuple[str, str] | None:
+    """(zone, instance id) from an ``aws:///zone/i-...`` providerID; None for any other."""
+    match = PROVIDER_ID.match(value or "")
+    return (match["zone"], match["instance"]) if match else None
+
+
 def instance_of(node: NodeView) -> tuple[str, str] | None:
     """(zone, instance id) from a node's ``aws:///zone/i-...`` providerID."""
-    match = PROVIDER_ID.match(node.provider_id or "")
-    return (match["zone"], match["instance"]) if match else None
+    return parse_provider_id(node.provider_id)
 
 
 def _code(error: ClientError) -> str:
@@ -207,6 +223,7 @@ class AwsProvider:
         check_fence: Callable[[], None] = lambda: None,
         failure_tail: int = FAILURE_TAIL,
         delete_launch_templates: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         session = session or boto3.session.Session()
         self.ec2: Any = session.client("ec2", config=RETRIES)
@@ -214,11 +231,101 @@ class AwsProvider:
         self.check_fence = check_fence
         self.failure_tail = failure_tail
         self.delete_launch_templates = delete_launch_templates
+        self.monotonic = monotonic
+        self._origins: dict[str, NodeOrigin] = {}
+        """Instance id -> its cell, from the latest observations and listings."""
+        self._unknown: dict[str, float] = {}
+        """Instance id -> when a listing of every Molt cell did not hold it."""
+        self._listed_at: float | None = None
+        self._listing = asyncio.Lock()
 
     # -- reads -------------------------------------------------------------------------
 
     async def observe(self, group: str) -> list[CellObservation]:
-        return await self._run(f"observe group {group}", self._observe, group)
+        observations = await self._run(f"observe group {group}", self._observe, group)
+        self._remember(group, observations)
+        return observations
+
+    def _remember(self, group: str, observations: list[CellObservation]) -> None:
+        """Keep the instance -> cell map that registration reads current for ``group``."""
+        for gone in [i for i, o in self._origins.items() if o.cell.group == group]:
+            del self._origins[gone]
+        for observation in observations:
+            for instance in observation.instances:
+                self._origins[instance.instance_id] = NodeOrigin(observation.cell, instance)
+                self._unknown.pop(instance.instance_id, None)
+
+    # -- registration ------------------------------------------------------------------
+
+    async def describe_node(self, node: NodeView) -> NodeOrigin | None:
+        found = instance_of(node)
+        if found is None:
+            return None
+        instance_id = found[1]
+        known = self._origins.get(instance_id)
+        if known is not None or self._recently_unknown(instance_id):
+            return known
+        # One listing at a time: nodes that join together wait for the same one.
+        async with self._listing:
+            known = self._origins.get(instance_id)
+            if known is not None or self._recently_unknown(instance_id):
+                return known
+            if (
+                self._listed_at is not None
+                and self.monotonic() - self._listed_at < ORIGIN_REFRESH_SECONDS
+            ):
+                # Listed a moment ago (perhaps for a node that joined with this one) and
+                # it was not there. Its group's next observe clears this if it appears.
+                self._unknown[instance_id] = self.monotonic()
+                return None
+            listed = await self._run("list Molt's cells", self._list_origins, dict(self._origins))
+            now = self._listed_at = self.monotonic()
+            # A listing of every Molt cell is the whole truth about Molt's instances.
+            self._origins = listed
+            self._unknown = {
+                i: at for i, at in self._unknown.items() if now - at < UNKNOWN_TTL_SECONDS
+            }
+            known = self._origins.get(instance_id)
+            if known is None:
+                self._unknown[instance_id] = now
+            log.info("aws.cells_listed", instances=len(listed), wanted=instance_id)
+            return known
+
+    def _recently_unknown(self, instance_id: str) -> bool:
+        at = self._unknown.get(instance_id)
+        return at is not None and self.monotonic() - at < UNKNOWN_TTL_SECONDS
+
+    def _list_origins(self, known: dict[str, NodeOrigin]) -> dict[str, NodeOrigin]:
+        """Every instance of every Molt cell; launch times are looked up only for new ones."""
+        pages = self.autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
+            Filters=[{"Name": "tag-key", "Values": [GROUP_LABEL]}]
+        )
+        members: list[tuple[CellRef, dict[str, Any]]] = []
+        for page in pages:
+            for asg in page.get("AutoScalingGroups") or []:
+                cell = _cell_of(asg)  # only groups carrying all of Molt's cell tags
+                if cell is None:
+                    continue
+                members.extend(
+                    (cell, member)
+                    for member in asg.get("Instances") or []
+                    if not str(member.get("LifecycleState", "")).startswith(LEAVING_LIFECYCLE)
+                )
+        fresh = [m["InstanceId"] for _, m in members if m["InstanceId"] not in known]
+        launched = self._launch_times(fresh) if fresh else {}
+        origins = {}
+        for cell, member in members:
+            instance_id = member["InstanceId"]
+            previous = known.get(instance_id)
+            instance = Instance(
+                instance_id=instance_id,
+                launched_at=previous.instance.launched_at
+                if previous is not None
+                else launched.get(instance_id),
+                provider_id=provider_id(member["AvailabilityZone"], instance_id),
+            )
+            origins[instance_id] = NodeOrigin(cell, instance)
+        return origins
 
     def _observe(self, group: str) -> list[CellObservation]:
         observations = []
@@ -592,3 +699,4 @@ def aws_provider_from_environment(check_fence: Callable[[], None]) -> AwsProvide
 
 if TYPE_CHECKING:
     _conforms: Provider = AwsProvider()  # mypy: AwsProvider implements the Provider protocol
+    _registers: Registrar = AwsProvider()  # and the Registrar protocol

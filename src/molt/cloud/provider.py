@@ -8,13 +8,17 @@ one off its cell's desired size, so nothing relaunches it).
 
 Every call is idempotent: ``scale`` sets an absolute size, ``terminate`` of a gone
 instance succeeds, ``delete_cell`` of a gone cell succeeds.
+
+A provider whose nodes register themselves (a cloud's bootstrap starts the kubelet, which
+knows nothing of Molt) is also a ``Registrar``: it tells which cell a Node's instance
+belongs to, so the registration controller can label the node as Molt would have.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from molt.api.instancegroup import Template
 from molt.policy.snapshot import NodeView
@@ -105,4 +109,27 @@ class Provider(Protocol):
 
     async def delete_cell(self, cell: CellRef) -> None:
         """Remove an empty cell (its provider group and launch configuration)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NodeOrigin:
+    """Where a registered Node came from: its instance and that instance's cell."""
+
+    cell: CellRef
+    instance: Instance
+
+
+@runtime_checkable
+class Registrar(Protocol):
+    """A provider that can tell which of its cells a Node's instance belongs to."""
+
+    name: str
+
+    async def describe_node(self, node: NodeView) -> NodeOrigin | None:
+        """The cell and instance behind ``node.provider_id``; None if not one of Molt's.
+
+        Answered from what the provider already observed where it can; a miss may cost
+        one batched look-up of every Molt cell, at most once in a while.
+        """
         ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,13 +25,16 @@ from molt.kube.state import GROUPS, NODES, POLICIES
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import format_rfc3339
-from molt.policy.snapshot import NodeView, PodView
+from molt.policy.registration import missing_taints
+from molt.policy.snapshot import NodeTaint, NodeView, PodView
 from molt.ports import EvictionOutcome, EvictionResult
 
 log = structlog.get_logger(__name__)
 
 EVENT_NAMESPACE = "default"
 COMPONENT = "molt"
+REGISTRATION_ATTEMPTS = 3
+"""A node's status changes often (heartbeats): a conflicting taint write is redone."""
 
 
 class TokenBucket:
@@ -126,6 +129,52 @@ class KubeWrites:
         if self.nodes_cache is not None:
             self.nodes_cache.observe_write(updated)
         return True
+
+    async def register_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        taints: Sequence[NodeTaint],
+    ) -> bool:
+        # spec.taints has no merge key: a patch replaces the whole list. So read the node,
+        # add what is missing and write under its resourceVersion; a 409 means someone
+        # (the node controller, the kubelet) changed it meanwhile, and we merge again.
+        for attempt in range(REGISTRATION_ATTEMPTS):
+            await self._before_write()
+            try:
+                current = await self.raw.get(f"{NODES}/{name}")
+            except ApiError as error:
+                if error.status == 404:
+                    return False
+                raise
+            meta = current.get("metadata") or {}
+            existing = list((current.get("spec") or {}).get("taints") or [])
+            added = missing_taints(
+                ((str(t.get("key", "")), str(t.get("effect", ""))) for t in existing), taints
+            )
+            body: dict[str, Any] = {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": annotations,
+                    "resourceVersion": meta.get("resourceVersion"),
+                }
+            }
+            if added:
+                body["spec"] = {"taints": existing + [_taint_json(t) for t in added]}
+            try:
+                updated = await self.raw.merge_patch(f"{NODES}/{name}", body)
+            except ApiError as error:
+                if error.status == 404:
+                    return False
+                if error.status == 409 and attempt + 1 < REGISTRATION_ATTEMPTS:
+                    continue
+                raise
+            if self.nodes_cache is not None:
+                self.nodes_cache.observe_write(updated)
+            return True
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def evict(self, pod: PodView) -> EvictionResult:
         await self._before_write()
@@ -230,6 +279,13 @@ class KubeWrites:
                 raise
 
 
+def _taint_json(taint: NodeTaint) -> dict[str, str]:
+    found = {"key": taint.key, "effect": taint.effect}
+    if taint.value is not None:
+        found["value"] = taint.value
+    return found
+
+
 class DryRunWrites:
     """Logs each write it would make; changes nothing."""
 
@@ -249,6 +305,17 @@ class DryRunWrites:
         unschedulable: bool | None = None,
     ) -> bool:
         self._note(f"patch node {name}: labels={labels} unschedulable={unschedulable}")
+        return True
+
+    async def register_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        taints: Sequence[NodeTaint],
+    ) -> bool:
+        self._note(f"register node {name}: labels={labels} taints={[t.key for t in taints]}")
         return True
 
     async def evict(self, pod: PodView) -> EvictionResult:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,7 +22,8 @@ from typing import Any
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
-from molt.policy.snapshot import GroupView, NodeCondition, NodeView, PodView
+from molt.policy.registration import missing_taints
+from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 from molt.ports import EvictionOutcome, EvictionResult
 from molt.sim.clock import EventHeap
 from molt.sim.workloads import Budget, Deployment, SimPod
@@ -230,6 +231,22 @@ class SimCluster:
             labels=labels, annotations=annotations, unschedulable=unschedulable
         )
         self._replace_view(node, view)
+        return True
+
+    async def register_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        taints: Sequence[NodeTaint],
+    ) -> bool:
+        node = self._nodes.get(name)
+        if node is None:
+            return False
+        view = node.view.patched(labels=dict(labels), annotations=dict(annotations))
+        added = missing_taints(((t.key, t.effect) for t in view.taints), taints)
+        self._replace_view(node, dataclasses.replace(view, taints=(*view.taints, *added)))
         return True
 
     async def evict(self, pod: PodView) -> EvictionResult:

@@ -2,7 +2,8 @@
 
 Keys are ``selection`` (plan and admit, for the whole cluster), ``group/<name>`` (one
 InstanceGroup's cells, rollout and status; its current revision is what drift is judged
-against) and ``node/<name>`` (one node's pipeline). Cache changes enqueue keys;
+against), ``node/<name>`` (one node's pipeline) and ``register/<name>`` (label a node
+that joined one of Molt's cells without Molt's labels). Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
 implementation of the ports.
 """
@@ -14,8 +15,9 @@ import asyncio
 import structlog
 
 from molt.actions.runner import ActionRunner
-from molt.cloud.provider import Provider
+from molt.cloud.provider import Provider, Registrar
 from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.registration import RegistrationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
@@ -28,6 +30,7 @@ log = structlog.get_logger(__name__)
 SELECTION = "selection"
 GROUP_PREFIX = "group/"
 NODE_PREFIX = "node/"
+REGISTER_PREFIX = "register/"
 SELECTION_DEBOUNCE = 1.0
 """Bursts of node changes are coalesced into one selection per second at most."""
 
@@ -66,6 +69,10 @@ class TerminationController:
         self.pipeline = PipelineReconciler(
             reads, writes, clock, metrics, providers=providers, actions=actions
         )
+        registrars = [p for p in providers.values() if isinstance(p, Registrar)]
+        self.registration = RegistrationReconciler(
+            reads, writes, clock, registrars if pipeline else []
+        )
 
     def _selected(self, name: str) -> None:
         if self.pipeline_enabled:
@@ -74,6 +81,8 @@ class TerminationController:
     # Change handlers, called by the caches.
 
     def node_changed(self, key: str, old: NodeView | None, new: NodeView | None) -> None:
+        if self.registration.wants(old, new):
+            self.queue.add(REGISTER_PREFIX + key)
         in_pipeline = (old is not None and old.in_pipeline) or (new is not None and new.in_pipeline)
         if in_pipeline and self.pipeline_enabled:
             self.queue.add(NODE_PREFIX + key)
@@ -109,6 +118,8 @@ class TerminationController:
         for node in self.reads.nodes():
             if node.in_pipeline and self.pipeline_enabled:
                 self.queue.add(NODE_PREFIX + node.name)
+            if self.registration.wants(None, node):
+                self.queue.add(REGISTER_PREFIX + node.name)
 
     async def dispatch(self, key: str) -> float | None:
         """Reconcile one key; returns when to look at it again (None: when it changes)."""
@@ -116,6 +127,8 @@ class TerminationController:
             return await self.selection.reconcile()
         if key.startswith(GROUP_PREFIX):
             return await self.groups.reconcile(key.removeprefix(GROUP_PREFIX))
+        if key.startswith(REGISTER_PREFIX):
+            return await self.registration.reconcile(key.removeprefix(REGISTER_PREFIX))
         return await self.pipeline.reconcile(key.removeprefix(NODE_PREFIX))
 
     async def _work(self) -> None:
