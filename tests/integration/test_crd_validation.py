@@ -99,9 +99,23 @@ def test_the_api_server_refuses_an_invalid_instance_group(
             "schedule and duration must be set together",
         ),
         (
-            {"preTermination": [{"http": {"url": "ftp://x"}}]},
-            "spec.preTermination[0].http.url",
+            {"lifecycle": {"preDrain": [{"name": "hook", "http": {"url": "ftp://x"}}]}},
+            "spec.lifecycle.preDrain[0].http.url",
             "must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "lifecycle": {
+                    "preTerminate": [{"name": "etcd", "etcd": {"endpoints": ["https://e:2379"]}}]
+                }
+            },
+            "spec.lifecycle.preTerminate[0]",
+            "job, etcd and vault actions are not implemented yet; only http is",
+        ),
+        (
+            {"lifecycle": {"preDrain": [{"http": {"url": "https://h.example"}}]}},
+            "spec.lifecycle.preDrain[0].name",
+            "Required value",
         ),
     ],
     ids=[
@@ -110,6 +124,8 @@ def test_the_api_server_refuses_an_invalid_instance_group(
         "unknown-scope",
         "window-without-duration",
         "non-http-url",
+        "unimplemented-action-kind",
+        "action-without-name",
     ],
 )
 def test_the_api_server_refuses_an_invalid_termination_policy(

@@ -1,5 +1,5 @@
 """``molt run`` against the real control plane: every node past its max age is replaced,
-one at a time, after its pre-termination webhook, without a PodDisruptionBudget ever
+one at a time, after its pre-terminate webhook, without a PodDisruptionBudget ever
 being broken."""
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ async def test_every_node_past_max_age_is_replaced_one_at_a_time_within_the_pdb(
             rules={"maxAge": "48h"},
             budgets=[{"maxInFlight": 1}],
             drain={"timeout": "10m"},
-            preTermination=[{"http": {"url": hook_url}, "timeout": "5s"}],
+            lifecycle={
+                "preTerminate": [{"name": "notify", "http": {"url": hook_url}, "timeout": "5s"}]
+            },
         )
         molt = run_molt()
 

@@ -15,10 +15,11 @@ from molt.api.durations import parse_duration
 from molt.api.lifecycle import LifecycleAction
 
 
-def payload(context: ActionContext) -> dict[str, Any]:
+def payload(action: LifecycleAction, context: ActionContext) -> dict[str, Any]:
     """What the webhook receives."""
     node = context.node
     return {
+        "action": action.name,
         "node": node.name,
         "uid": node.uid,
         "group": node.group,
@@ -40,7 +41,7 @@ class HttpActionKind:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
                 session.request(
-                    action.http.method, action.http.url, json=payload(context)
+                    action.http.method, action.http.url, json=payload(action, context)
                 ) as response,
             ):
                 if not 200 <= response.status <= 299:
