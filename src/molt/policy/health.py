@@ -139,4 +139,5 @@ def degraded_backoff(times_degraded: int, window: timedelta, cap: timedelta) -> 
     with each verdict, at most ``cap``. A revision wrongly judged (a transient event) gets
     another chance; a broken one costs a few launches per retry, less and less often."""
     exponent = max(0, min(times_degraded - 1, 16))
-    return min(window * (2**exponent), cap)
+    backoff: timedelta = window * (1 << exponent)
+    return min(backoff, cap)
