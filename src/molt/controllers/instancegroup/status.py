@@ -80,7 +80,7 @@ def group_status(
             entry["template"] = template.model_dump(mode="json", by_alias=True, exclude_none=True)
         revisions.append(entry)
     ready_by_cell = Counter(n.cell for n in updated)
-    resting = memory.resting
+    resting = memory.rests_for(target, now)
     cell_entries = [
         {
             "zone": figures.key.zone,
