@@ -134,6 +134,20 @@ def judge_not_ready(
     return NotReadyVerdict(tuple(failing), tuple(excused))
 
 
+def struck_at_once(
+    nodes: Sequence[NotReadyNode], group_size: int, span: timedelta = BURST_SPAN
+) -> frozenset[str]:
+    """The NotReady nodes whose NotReady arrived together with NotReady in another cell, or
+    with every node of the group: an infrastructure event, not those nodes' own death, so
+    nothing is replaced or rerouted for them."""
+    struck: set[str] = set()
+    for node in nodes:
+        together = [other for other in nodes if abs(other.since - node.since) <= span]
+        if len({o.cell for o in together}) > 1 or (group_size > 1 and len(together) >= group_size):
+            struck.add(node.name)
+    return frozenset(struck)
+
+
 def degraded_backoff(times_degraded: int, window: timedelta, cap: timedelta) -> timedelta:
     """How long a Degraded revision waits before it is tried again: the window, doubling
     with each verdict, at most ``cap``. A revision wrongly judged (a transient event) gets

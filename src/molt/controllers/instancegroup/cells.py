@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from molt.api.durations import parse_duration
-from molt.api.instancegroup import InstanceGroup, Template
+from molt.api.instancegroup import Health, InstanceGroup, Template
 from molt.cloud.provider import (
     CapacityError,
     CellObservation,
@@ -54,6 +54,7 @@ from molt.policy.health import (
     degraded_backoff,
     judge_not_ready,
     judge_revision,
+    struck_at_once,
 )
 from molt.policy.rollout import (
     cell_targets,
@@ -86,9 +87,21 @@ def not_ready_since(node: NodeView, now: datetime) -> datetime:
     return now
 
 
-def is_dead(node: NodeView, now: datetime, not_ready_for: timedelta) -> bool:
-    """NotReady for at least ``not_ready_for``: it serves nothing, and a blink is not this."""
-    return not node.ready and now - not_ready_since(node, now) >= not_ready_for
+def dead_nodes(
+    members: Sequence[NodeView], now: datetime, not_ready_for: timedelta
+) -> frozenset[str]:
+    """Nodes NotReady for at least ``not_ready_for`` on their own (a zone down, a node
+    lost): they serve nothing, so they hold no surge and are replaced first. A blink is
+    not this, and neither is NotReady that struck several cells at once."""
+    down = [
+        NotReadyNode(n.name, n.cell, not_ready_since(n, now), young=False)
+        for n in members
+        if not n.ready
+    ]
+    struck = struck_at_once(down, len(members))
+    return frozenset(
+        n.name for n in down if n.name not in struck and now - n.since >= not_ready_for
+    )
 
 
 class NodeIndex:
@@ -206,6 +219,7 @@ class CellReconciler:
                 launched = instance.launched_at
                 if launched is not None and now - launched <= window:
                     memory.record_launch(cell.revision, key, instance.instance_id, launched)
+                    memory.launched_in(key, launched)
             for failure in observation.failures:
                 if now - failure.at > window:
                     continue
@@ -235,10 +249,11 @@ class CellReconciler:
 
     async def _rest(self, name: str, memory: GroupMemory, cell: CellKey, now: datetime) -> None:
         group = self.reads.instance_group(name)
-        cooldown = parse_duration(group.spec.health.capacity_cooldown if group else "3m")
-        until = now + cooldown
+        health = group.spec.health if group else Health()
         fresh = cell not in memory.resting
-        memory.rest(cell, until)
+        until = memory.rest_short(
+            cell, now, parse_duration(health.capacity_cooldown), parse_duration(health.window)
+        )
         if fresh:
             await self.writes.record_group_event(
                 name,
@@ -357,7 +372,10 @@ class CellReconciler:
                     f"node within {health.ready_timeout}: terminated",
                     warning=True,
                 )
-        await self._judge_not_ready(group, memory, not_ready, launches, len(members), now)
+        if await self._judge_not_ready(
+            group, memory, not_ready, launches, len(members), provider, now
+        ):
+            collected = True
         for node in members:
             if node.provider_id is None or node.name in matched:
                 if node.name in memory.missing:
@@ -384,10 +402,12 @@ class CellReconciler:
         not_ready: list[NotReadyNode],
         launches: dict[str, tuple[CellRef, Instance]],
         group_size: int,
+        provider: Provider,
         now: datetime,
-    ) -> None:
+    ) -> bool:
         """Count young nodes NotReady past ``notReadyFor`` against their cell, once per
-        launch; report NotReady that struck several cells at once, and count it nowhere."""
+        launch, and replace them; report NotReady that struck several cells at once, and
+        count it nowhere. True when a node went."""
         name = group.metadata.name
         not_ready_for = parse_duration(group.spec.health.not_ready_for)
         verdict = judge_not_ready(not_ready, group_size, now, not_ready_for)
@@ -401,21 +421,27 @@ class CellReconciler:
             )
             await self.writes.record_group_event(name, "NodesNotReady", message, warning=True)
             log.warning("group.not_ready_burst", group=name, nodes=len(not_ready), cells=cells)
+        collected = False
         for node_name in verdict.failing:
             cell, instance = launches[node_name]
             key = CellKey(cell.zone, cell.capacity_type)
-            if not memory.record_failure(cell.revision, key, instance.instance_id, now):
-                continue
+            memory.record_failure(cell.revision, key, instance.instance_id, now)
             await self._rest_unhealthy(
                 group, memory, cell.revision, key, now, f"{node_name} stayed NotReady"
             )
+            # A young node that died on its own serves nothing and never will: it goes like
+            # an instance that never became Ready, and its share is launched elsewhere.
+            await provider.terminate_instance(cell, instance.instance_id)
+            await self.writes.delete_node(node_name)
+            collected = True
             await self.writes.record_group_event(
                 name,
                 "NodeNotReady",
-                f"{node_name} (revision {cell.revision}) has been NotReady for "
-                f"{group.spec.health.not_ready_for} soon after joining",
+                f"{node_name} (revision {cell.revision}, {key}) has been NotReady for "
+                f"{group.spec.health.not_ready_for} soon after joining: terminated",
                 warning=True,
             )
+        return collected
 
     async def _judge(
         self,
@@ -493,7 +519,7 @@ class CellReconciler:
         desired = spec.desired_replicas
         strategy = strategy_of(group)
         template = memory.templates.get(target, spec.template)
-        not_ready_for = parse_duration(spec.health.not_ready_for)
+        dead = dead_nodes(members, now, parse_duration(spec.health.not_ready_for))
         instances: Counter[tuple[str, CellKey]] = Counter()
         other_instances = 0
         ready_at_target = 0
@@ -511,7 +537,7 @@ class CellReconciler:
                 if cell.revision in memory.degraded and not ready:
                     continue  # dead weight: it will never serve, so it holds no surge
                 node = index.node_for(instance)
-                if node is not None and is_dead(node, now, not_ready_for):
+                if node is not None and node.name in dead:
                     continue  # NotReady past notReadyFor (a zone down): it serves nothing
                 other_instances += 1
         leaving = Counter((n.revision or "unknown", n.cell) for n in members if n.in_pipeline)
@@ -601,7 +627,6 @@ class CellReconciler:
         spec = group.spec
         if target in memory.degraded:
             return False  # frozen: replacing nodes now would only lose capacity
-        not_ready_for = parse_duration(spec.health.not_ready_for)
         # The share every cell would have with capacity everywhere: a resting cell's nodes
         # are never drained for being there, only moved back once it can launch again.
         ideal = split_capacity(spec.desired_replicas, list(spec.zones), spec.capacity)
@@ -613,7 +638,7 @@ class CellReconciler:
             ideal.cells,
             frozenset(memory.degraded),
             memory.resting_cells(now, target),
-            frozenset(n.name for n in members if is_dead(n, now, not_ready_for)),
+            dead_nodes(members, now, parse_duration(spec.health.not_ready_for)),
         )
         stamp = format_rfc3339(now)
         for pick in picks:

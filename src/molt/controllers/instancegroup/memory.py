@@ -47,6 +47,10 @@ class GroupMemory:
     """Provider failures already counted (the provider lists recent ones every time)."""
     resting: dict[CellKey, datetime] = field(default_factory=dict)
     """Cells out of capacity -> until when they are left alone."""
+    short_at: dict[CellKey, datetime] = field(default_factory=dict)
+    """Cells -> their latest capacity error, until a launch there succeeds."""
+    strikes: Counter[CellKey] = field(default_factory=Counter)
+    """Capacity rests in a row without a successful launch between them."""
     unhealthy: dict[tuple[str, CellKey], datetime] = field(default_factory=dict)
     """(revision, cell) resting after a failure -> until when. Per revision: a broken
     template's failures in a zone do not keep the good revision out of it."""
@@ -154,6 +158,28 @@ class GroupMemory:
 
     def rest(self, cell: CellKey, until: datetime) -> None:
         self.resting[cell] = max(until, self.resting.get(cell, until))
+
+    def rest_short(
+        self, cell: CellKey, now: datetime, cooldown: timedelta, cap: timedelta
+    ) -> datetime:
+        """Rest a cell out of capacity: for the cooldown, doubling with each rest in a row
+        (at most ``cap``). Each rest ends in a replacement launched there that fails and
+        lands elsewhere, so a zone out for hours would otherwise cost one wasted
+        replacement per cooldown."""
+        if cell not in self.resting:  # errors reported during a rest are the same strike
+            self.strikes[cell] += 1
+        self.short_at[cell] = now
+        backoff: timedelta = cooldown * (1 << min(self.strikes[cell] - 1, 16))
+        until = now + min(backoff, max(cap, cooldown))
+        self.rest(cell, until)
+        return until
+
+    def launched_in(self, cell: CellKey, at: datetime) -> None:
+        """A launch in ``cell`` succeeded: its next capacity rest is the plain cooldown."""
+        short = self.short_at.get(cell)
+        if short is not None and at > short:
+            del self.short_at[cell]
+            self.strikes.pop(cell, None)
 
     def rest_unhealthy(self, revision: str, cell: CellKey, until: datetime) -> None:
         key = (revision, cell)
