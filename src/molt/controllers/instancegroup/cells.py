@@ -4,18 +4,25 @@ back failing ones, routes around cells out of capacity and collects garbage.
 One reconcile of a group:
 
 1. **Observe** the provider's cells (instances, desired sizes, failed launches).
-2. **Health**: a failed launch counts against its revision; so does an instance that is
-   not a Ready node within ``readyTimeout`` (it is terminated) and a young node that goes
-   NotReady. A capacity failure instead rests its cell for ``capacityCooldown``. When a
-   revision's failures within ``window`` pass ``failureThreshold`` it is Degraded: an
-   Event says why, and capacity returns to the previous revision.
+2. **Health**, judged per cell (``molt.policy.health``): a failed launch, an instance
+   that is not a Ready node within ``readyTimeout`` and a young node NotReady for
+   ``notReadyFor`` each count once against their cell, and the failed instance is
+   terminated; the cell rests for that revision like a cell out of capacity (an Event
+   says so) and its share moves. NotReady striking several cells at once is reported as
+   an infrastructure event and counted nowhere. A revision is Degraded only when more
+   than one of its cells (or its only one) is past ``failureThreshold`` within
+   ``window``: an Event says why, capacity returns to the previous revision, and the
+   revision is tried again after a backoff. A capacity failure rests its cell for
+   ``capacityCooldown``, doubling while it stays short.
 3. **Scale** the target revision's cells: the desired size split evenly over zones and
    capacity types (``molt.policy.cells``), within the strategy's surge
    (``molt.policy.rollout``), around resting cells. A cell that answers with a capacity
    error rests at once and its share moves in the same reconcile. Other revisions' cells
-   never grow; a degraded revision's instances that never joined are terminated.
-4. **Select** the nodes to replace (other revisions, surplus) into the termination
-   pipeline, at the pace the strategy allows; the pipeline drains them once the group
+   never grow; a degraded revision's instances that never joined are terminated. Nodes
+   NotReady on their own past ``notReadyFor`` hold no surge.
+4. **Select** the nodes to replace (other revisions, surplus, and nodes no policy covers
+   past the group's ``maxNodeAge``) into the termination pipeline, at the pace the
+   strategy (for age, the default budget) allows; the pipeline drains them once the group
    can spare them (``PipelineReconciler`` asks ``available_without``).
 5. **Collect**: nodes whose instance is gone are deleted; empty cells of other revisions
    are removed.
@@ -49,6 +56,7 @@ from molt.controllers.instancegroup.status import (
 from molt.controllers.termination.progress import SELECTED
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey, split_capacity, template_revision
+from molt.policy.group_age import aged_out
 from molt.policy.health import (
     NotReadyNode,
     degraded_backoff,
@@ -57,11 +65,13 @@ from molt.policy.health import (
     struck_at_once,
 )
 from molt.policy.rollout import (
+    Replacement,
     cell_targets,
     rollout_replacements,
     strategy_of,
     target_staying,
 )
+from molt.policy.selection import covers
 from molt.policy.snapshot import (
     REASON_ANNOTATION,
     SELECTED_AT_ANNOTATION,
@@ -640,6 +650,13 @@ class CellReconciler:
             memory.resting_cells(now, target),
             dead_nodes(members, now, parse_duration(spec.health.not_ready_for)),
         )
+        if not picks:
+            # The group's own maxNodeAge, for the nodes no TerminationPolicy covers (a
+            # covered node is aged by its policy, with the smaller limit).
+            policies = self.reads.policies()
+            covered = {n.name for n in members if any(covers(p, n) for p in policies)}
+            aged = aged_out(members, parse_duration(spec.max_node_age), covered, now)
+            picks = [Replacement(a.node, a.reason) for a in aged]
         stamp = format_rfc3339(now)
         for pick in picks:
             node = pick.node
