@@ -17,6 +17,7 @@ from molt.policy.health import (
     degraded_backoff,
     judge_not_ready,
     judge_revision,
+    past_threshold,
 )
 
 pytestmark = pytest.mark.unit
@@ -135,3 +136,11 @@ def test_degraded_is_retried_after_a_doubling_backoff_with_a_cap() -> None:
     waits = [degraded_backoff(n, window, cap) for n in range(1, 7)]
     assert waits[:4] == [timedelta(minutes=m) for m in (30, 60, 120, 240)]
     assert waits[4:] == [cap, cap]
+
+
+def test_a_cell_is_past_the_threshold_at_a_count_or_a_percent_of_its_launches() -> None:
+    assert not past_threshold(0, 10, "50%")
+    assert not past_threshold(4, 10, "50%")
+    assert past_threshold(5, 10, "50%")
+    assert past_threshold(3, 3, 3)
+    assert not past_threshold(2, 3, 3)
