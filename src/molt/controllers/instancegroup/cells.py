@@ -330,6 +330,9 @@ class CellReconciler:
         window = parse_duration(health.window)
         matched: set[str] = set()
         collected = False
+        names = {member.name for member in members}
+        memory.seen_ready &= names  # nodes that went are forgotten
+        memory.excused &= names
         for member in members:
             if member.ready:
                 memory.seen_ready.add(member.name)
@@ -483,10 +486,10 @@ class CellReconciler:
         group_cells = len(
             split_capacity(spec.desired_replicas, list(spec.zones), spec.capacity).cells
         )
-        for revision in list(memory.failures):
-            if revision in memory.degraded:
+        for revision in sorted(set(memory.failures) | set(memory.launches)):
+            records = memory.cell_records(revision, now, window)  # also forgets old launches
+            if revision in memory.degraded or not any(r.failures for r in records.values()):
                 continue
-            records = memory.cell_records(revision, now, window)
             verdict = judge_revision(records, health.failure_threshold, group_cells)
             if not verdict.degraded:
                 continue

@@ -139,6 +139,9 @@ class GroupMemory:
                     cells[cell] = kept
                 else:
                     del cells[cell]
+        for record in (self.failures, self.launches):
+            if not record.get(revision, True):
+                del record[revision]  # nothing left of it within the window
         failures = self.failures.get(revision, {})
         launches = self.launches.get(revision, {})
         return {
