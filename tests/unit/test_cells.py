@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from molt.api.instancegroup import Capacity, Template
 from molt.policy.cells import (
     CellKey,
-    revision_degraded,
     split_capacity,
     spot_share,
     template_revision,
@@ -107,11 +106,3 @@ def test_a_split_places_every_node_once_never_in_an_unavailable_cell_and_stays_b
         assert max(totals) - min(totals) <= 1
         spot = sum(n for k, n in plan.cells.items() if k.capacity_type == "spot")
         assert spot == spot_share(total, capacity)
-
-
-def test_a_revision_is_degraded_past_a_count_or_percent_of_failures() -> None:
-    assert not revision_degraded(0, 10, "50%")
-    assert not revision_degraded(4, 10, "50%")
-    assert revision_degraded(5, 10, "50%")
-    assert revision_degraded(3, 3, 3)
-    assert not revision_degraded(2, 3, 3)

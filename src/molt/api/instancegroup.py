@@ -27,6 +27,8 @@ from molt.api.types import (
 Provider = Literal["kwok", "aws"]
 CapacityType = Literal["on-demand", "spot"]
 Zone = Annotated[str, Field(min_length=1, max_length=63)]
+DEFAULT_MAX_NODE_AGE = "48h"
+"""No node lives longer than this unless its group says otherwise (DESIGN.md)."""
 
 
 class AwsTemplate(ApiModel):
@@ -98,14 +100,20 @@ class Strategy(ApiModel):
 
 
 class Health(ApiModel):
-    """When a revision counts as failing, and how long a short cell rests."""
+    """When a cell or a revision counts as failing, and how long a short cell rests."""
 
     ready_timeout: Duration = Field(
         default="10m", description="A launched instance must be a Ready node within this."
     )
+    not_ready_for: Duration = Field(
+        default="2m",
+        description="A young node that goes NotReady fails only after staying NotReady this "
+        "long (a shorter blink is not a failure).",
+    )
     failure_threshold: CountOrPercent = Field(
         default="50%",
-        description="Launch failures within the window that mark a revision Degraded.",
+        description="Launch failures within the window, judged per cell: a revision is "
+        "Degraded when more than one of its cells (or its only one) is past it.",
     )
     window: Duration = "30m"
     capacity_cooldown: Duration = Field(
@@ -127,9 +135,10 @@ class InstanceGroupSpec(ApiModel):
     )
     capacity: Capacity = Field(default_factory=Capacity)
     template: Template
-    max_node_age: Duration | None = Field(
-        default=None,
-        description="Upper bound on node age; the smaller of this and the policies' applies.",
+    max_node_age: Duration = Field(
+        default=DEFAULT_MAX_NODE_AGE,
+        description="Upper bound on node age; the smaller of this and the policies' applies. "
+        "Nodes no policy covers are rotated at this age under a budget of one node or 10 %.",
     )
     strategy: Strategy = Field(default_factory=Strategy)
     health: Health = Field(default_factory=Health)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from molt.api.durations import InvalidDurationError, parse_duration
+from molt.api.instancegroup import DEFAULT_MAX_NODE_AGE
 from molt.policy.age import parse_rfc3339
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 
@@ -102,11 +103,12 @@ def group_view(raw: Json) -> GroupView:
     spec = raw.get("spec", {})
     status = raw.get("status") or {}
     max_age: float | None = None
-    if spec.get("maxNodeAge"):
-        try:
-            max_age = parse_duration(spec["maxNodeAge"]).total_seconds()
-        except InvalidDurationError:
-            max_age = None
+    # The API server fills in the CRD's default; an object read without it (an older CRD)
+    # gets the same default the model has.
+    try:
+        max_age = parse_duration(spec.get("maxNodeAge") or DEFAULT_MAX_NODE_AGE).total_seconds()
+    except InvalidDurationError:
+        max_age = None
     return GroupView(
         name=raw["metadata"]["name"],
         current_revision=status.get("currentRevision"),

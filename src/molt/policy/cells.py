@@ -143,16 +143,3 @@ def _split(
         if key in cells:
             notes.append(f"cell {key} unavailable: its share went to the other cells")
     return CapacityPlan(cells, unplaced, tuple(notes))
-
-
-def revision_degraded(failures: int, launches: int, threshold: int | str) -> bool:
-    """Whether a revision's launch failures in the window pass the group's threshold.
-
-    ``threshold`` is a count, or a percentage of the launches in the window; a revision
-    with no failures is never degraded.
-    """
-    if failures <= 0:
-        return False
-    if isinstance(threshold, str) and threshold.endswith("%"):
-        return failures * 100 >= int(threshold[:-1]) * max(launches, 1)
-    return failures >= int(threshold)

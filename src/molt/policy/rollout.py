@@ -113,6 +113,7 @@ def rollout_replacements(
     cell_plan: dict[CellKey, int],
     degraded: frozenset[str] = frozenset(),
     resting: frozenset[CellKey] = frozenset(),
+    dead: frozenset[str] = frozenset(),
 ) -> list[Replacement]:
     """The nodes to put into the pipeline now: old revisions, then surplus at the target.
 
@@ -127,6 +128,9 @@ def rollout_replacements(
     maxUnavailable`` (so a node is never cordoned before its replacement stands).
     Under BlueGreen no old node goes until the target revision has ``desired`` Ready
     nodes; then all of them go. Oldest revisions' nodes go first, NotReady before Ready.
+    ``dead`` old nodes (NotReady for longer than a blink, e.g. in a zone that is down)
+    serve nothing, so like a Deployment's unhealthy old replicas they go without waiting
+    for Ready nodes above the floor: only the in-flight bound holds them.
     """
     leaving = [n for n in members if n.in_pipeline]
     staying = [n for n in members if not n.in_pipeline]
@@ -138,17 +142,19 @@ def rollout_replacements(
         # Surplus and misplaced nodes: their replacements are launched because they are
         # in the pipeline, so only the in-flight bound applies (the gate keeps the floor).
         return _surplus(current, desired, cell_plan, resting)[: max(0, in_flight_room)]
+    dead_old = sum(1 for n in old if n.name in dead and not n.ready)
     if strategy.kind == BLUE_GREEN:
-        room = len(old) if ready_current >= desired else 0
+        room = len(old) if ready_current >= desired else min(in_flight_room, dead_old)
     else:
         # Like a Deployment: old nodes go only as fast as Ready ones stand above the floor.
         available = sum(1 for n in staying if n.ready)
         above_floor = available - (desired - strategy.max_unavailable)
-        room = min(in_flight_room, above_floor)
+        room = min(in_flight_room, max(above_floor, dead_old))
     if room <= 0:
         return []
     picked: list[Replacement] = []
-    old.sort(key=lambda n: (n.ready, n.launched_at or n.created, n.name))
+    # Dead nodes first (they cost nothing to lose), then NotReady, then the oldest.
+    old.sort(key=lambda n: (n.name not in dead, n.ready, n.launched_at or n.created, n.name))
     for node in old:
         if node.revision in degraded:
             reason = f"rollback: revision {node.revision} is degraded"

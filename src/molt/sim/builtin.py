@@ -36,7 +36,7 @@ fleet:
         image: ami-v1
         aws: {subnets: {zone-a: subnet-a, zone-b: subnet-b, zone-c: subnet-c}}
       strategy: {type: RollingReplace, maxSurge: 3, maxUnavailable: 0}
-      health: {readyTimeout: 10m, failureThreshold: 3, window: 30m, capacityCooldown: 10m}
+      health: {readyTimeout: 10m, failureThreshold: 50%, window: 30m, capacityCooldown: 10m}
     ages: {youngest: 1h, oldest: 47h}
   - name: system
     spec:

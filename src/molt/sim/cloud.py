@@ -6,7 +6,8 @@ ASG's scaling activities do. A launch can fail for lack of capacity (the zone, o
 zone's spot pool, is out: a timeline outage) or at random (``failure_rate``). A
 launched instance registers its Node after the launch delay and turns Ready after the
 ready delay, except one built from a bad image, which never does. Spot instances are
-interrupted at a rate; a zone outage can also take its nodes NotReady. Scaling a cell
+interrupted at a rate; a zone outage can also take its nodes NotReady, and a blink takes
+every node NotReady for a moment. Scaling a cell
 in terminates instances without a Ready node first, then the oldest.
 """
 
@@ -210,6 +211,29 @@ class SimCloud:
                     self.cluster.set_ready(instance.node_name, True)
         for cell in self.cells.values():
             self._converge_soon(cell)
+
+    def blink(self, group: str | None, duration: float) -> None:
+        """Every Ready node (of ``group``, or all) NotReady for ``duration`` seconds."""
+        struck = [
+            i.node_name
+            for c in self.cells.values()
+            if group in (None, c.ref.group)
+            for i in c.instances.values()
+            if self._ready(i)
+        ]
+        self.log.append(
+            (self.events.clock.seconds, "blink", f"{len(struck)} node(s) NotReady for {duration}s")
+        )
+        for name in struck:
+            self.cluster.set_ready(name, False)
+
+        def back() -> None:
+            for name in struck:
+                instance = self._by_node.get(name)
+                if instance is not None:
+                    self._become_ready(instance)
+
+        self.events.after(duration, back)
 
     def interrupt_spot(self) -> str | None:
         """Reclaim one running spot instance at random; the cell launches another."""

@@ -259,6 +259,12 @@ class Simulation:
                 outage = Outage(spec.zone, spec.capacity_type, spec.nodes_not_ready)
                 self.events.at(at, lambda o=outage: self.cloud.begin_outage(o))  # type: ignore[misc]
                 self.events.at(seconds(spec.until), lambda o=outage: self.cloud.end_outage(o))  # type: ignore[misc]
+            if event.not_ready_blink is not None:
+                blink = event.not_ready_blink
+                self.events.at(
+                    at,
+                    lambda b=blink: self.cloud.blink(b.group, seconds(b.duration)),  # type: ignore[misc]
+                )
             if event.spot_interruptions is not None:
                 rate = event.spot_interruptions.per_hour / 3600.0
                 until = (

@@ -3,8 +3,9 @@
 A scenario holds the fleet (InstanceGroups as in the CRD, with the ages of the nodes
 already running), workloads (Deployments with requests and PDBs), TerminationPolicies,
 the cloud's behaviour, timeline events (a template change, a zone outage, spot
-interruptions) and a duration. ``load_scenario`` parses and validates the whole file
-before anything runs; every problem is reported as ``file:line: field: message``.
+interruptions, a fleet-wide NotReady blink) and a duration. ``load_scenario`` parses
+and validates the whole file before anything runs; every problem is reported as
+``file:line: field: message``.
 """
 
 from __future__ import annotations
@@ -219,6 +220,14 @@ class ZoneOutage(ApiModel):
     nodes_not_ready: bool = False
 
 
+class NotReadyBlink(ApiModel):
+    """Every Ready node (of one group, or all) NotReady at once for ``duration``: a kubelet
+    fleet restart, a control-plane network blip."""
+
+    duration: Duration = "1s"
+    group: Name | None = None
+
+
 class SpotInterruptions(ApiModel):
     per_hour: Annotated[float, Field(gt=0, le=10000)]
     until: Duration | None = None
@@ -231,12 +240,20 @@ class TimelineEvent(ApiModel):
     template_change: TemplateChange | None = None
     zone_outage: ZoneOutage | None = None
     spot_interruptions: SpotInterruptions | None = None
+    not_ready_blink: NotReadyBlink | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TimelineEvent:
-        kinds = [self.template_change, self.zone_outage, self.spot_interruptions]
+        kinds = [
+            self.template_change,
+            self.zone_outage,
+            self.spot_interruptions,
+            self.not_ready_blink,
+        ]
         if sum(k is not None for k in kinds) != 1:
-            raise ValueError("set exactly one of templateChange, zoneOutage, spotInterruptions")
+            raise ValueError(
+                "set exactly one of templateChange, zoneOutage, spotInterruptions, notReadyBlink"
+            )
         if self.zone_outage is not None and seconds(self.zone_outage.until) <= seconds(self.at):
             raise ValueError("zoneOutage.until must come after at")
         return self

@@ -80,7 +80,7 @@ def group_status(
             entry["template"] = template.model_dump(mode="json", by_alias=True, exclude_none=True)
         revisions.append(entry)
     ready_by_cell = Counter(n.cell for n in updated)
-    resting = memory.resting
+    resting = memory.rests_for(target, now)
     cell_entries = [
         {
             "zone": figures.key.zone,
@@ -108,7 +108,8 @@ def group_status(
     elif degraded:
         degraded_message = (
             f"revision {template_revision} is degraded ({memory.degraded[template_revision]}) "
-            "and there is no previous revision to return to: the rollout is stopped"
+            "and there is no previous revision to return to: the group keeps its size from it, "
+            "one launch at a time, and tries it again after a backoff"
         )
     else:
         degraded_message = "no revision is failing"
