@@ -30,6 +30,11 @@ from molt.sim.workloads import Budget, Deployment, SimPod
 
 FEASIBLE_SAMPLE = 50
 """Feasible nodes the scheduler scores per pod (kube-scheduler samples, too)."""
+NODE_MONITOR_GRACE_SECONDS = 40.0
+"""kube-controller-manager's node-monitor grace period (as the sandbox runs it)."""
+TAINT_EVICTION_SECONDS = 300.0
+"""The default toleration of node.kubernetes.io/unreachable:NoExecute."""
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 SCHEDULE_DELAY = 0.2
 """From a pod appearing to the scheduler looking at it."""
 NodeListener = Callable[[str, NodeView | None, NodeView | None], None]
@@ -91,6 +96,8 @@ class SimCluster:
         self._group_views: dict[str, GroupView] | None = None
         self._policies: dict[str, TerminationPolicy] = {}
         self._pods: dict[str, SimPod] = {}
+        self._dead: set[str] = set()
+        """Nodes whose kubelet died: nothing is confirmed there any more."""
         self.deployments: dict[str, Deployment] = {}
         self.budgets: dict[str, Budget] = {}
         self._pending: dict[str, SimPod] = {}
@@ -147,9 +154,49 @@ class SimCluster:
         others = tuple(c for c in node.view.conditions if c.type != "Ready")
         self._replace_view(node, dataclasses.replace(node.view, conditions=(condition, *others)))
 
+    def kill_kubelet(self, name: str) -> None:
+        """The node's kubelet dies for good, as the API server then sees it: after the
+        node-monitor grace period the node is Ready=Unknown and tainted unreachable and its
+        pods unready; after their default toleration the taint manager deletes them, and
+        nothing confirms a deletion there until the Node is deleted (pod GC)."""
+        if name not in self._nodes or name in self._dead:
+            return
+        self._dead.add(name)
+
+        def unknown() -> None:
+            node = self._nodes.get(name)
+            if node is None:
+                return
+            now = self.clock.now()
+            condition = NodeCondition("Ready", "Unknown", now)
+            others = tuple(c for c in node.view.conditions if c.type != "Ready")
+            taints = (
+                *node.view.taints,
+                NodeTaint(UNREACHABLE_TAINT, "NoSchedule", None, now),
+                NodeTaint(UNREACHABLE_TAINT, "NoExecute", None, now),
+            )
+            view = dataclasses.replace(node.view, conditions=(condition, *others), taints=taints)
+            self._replace_view(node, view)
+            for pod in list(node.pods.values()):
+                self._set_ready(pod, False)
+                pod.changed()
+            self._pods_changed(name)
+            self.events.after(TAINT_EVICTION_SECONDS, lambda: self._taint_manager(name))
+
+        self.events.after(NODE_MONITOR_GRACE_SECONDS, unknown)
+
+    def _taint_manager(self, name: str) -> None:
+        node = self._nodes.get(name)
+        if node is None:
+            return
+        for pod in list(node.pods.values()):
+            if not pod.deleting:
+                self._begin_deletion(pod)
+
     def remove_node(self, name: str) -> bool:
         """The node goes (its instance died or was deleted); its pods go with it."""
         node = self._nodes.pop(name, None)
+        self._dead.discard(name)  # pod GC: its Terminating pods go with it
         if node is None:
             return False
         for pod in list(node.pods.values()):
@@ -368,6 +415,8 @@ class SimCluster:
         self._new_pod(pod.deployment)  # the ReplicaSet does not count terminating pods
         if pod.node is not None:
             self._pods_changed(pod.node)
+        if pod.node in self._dead:
+            return  # no kubelet confirms it: it stays Terminating until its Node goes
         self.events.after(
             pod.deployment.grace_seconds, lambda: self._remove_pod(pod, replace=False)
         )

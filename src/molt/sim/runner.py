@@ -30,13 +30,14 @@ from molt.controllers.termination.controller import (
 )
 from molt.controllers.workqueue import WorkQueue
 from molt.observe.metrics import Metrics
+from molt.policy.age import node_age
 from molt.policy.cells import CellKey, split_capacity, template_revision
 from molt.sim.clock import EventHeap, VirtualClock
 from molt.sim.cloud import CloudSettings, Outage, SimCloud
 from molt.sim.cluster import SimCluster
 from molt.sim.drive import complete
 from molt.sim.record import Recorder
-from molt.sim.scenario import Scenario, cpu_millis, memory_mib, seconds
+from molt.sim.scenario import KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
 from molt.sim.workloads import Budget, Deployment, Toleration
 
 log = structlog.get_logger(__name__)
@@ -265,6 +266,9 @@ class Simulation:
                     at,
                     lambda b=blink: self.cloud.blink(b.group, seconds(b.duration)),  # type: ignore[misc]
                 )
+            if event.kubelet_death is not None:
+                death = event.kubelet_death
+                self.events.at(at, lambda d=death: self._kill_kubelets(d))  # type: ignore[misc]
             if event.spot_interruptions is not None:
                 rate = event.spot_interruptions.per_hour / 3600.0
                 until = (
@@ -273,6 +277,17 @@ class Simulation:
                     else math.inf
                 )
                 self._next_interruption(at, rate, until)
+
+    def _kill_kubelets(self, death: KubeletDeath) -> None:
+        if death.node is not None:
+            names = [death.node]
+        else:
+            nodes = [n for n in self.cluster.nodes() if death.group in (None, n.group) and n.ready]
+            now = self.cluster.clock.now()
+            nodes.sort(key=lambda n: (node_age(n, now).age, n.name))
+            names = [n.name for n in nodes[: death.nodes]]
+        for name in names:
+            self.cluster.kill_kubelet(name)
 
     def _next_interruption(self, after: float, rate: float, until: float) -> None:
         when = after + self.rng.expovariate(rate)

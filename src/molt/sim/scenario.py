@@ -228,6 +228,23 @@ class NotReadyBlink(ApiModel):
     group: Name | None = None
 
 
+class KubeletDeath(ApiModel):
+    """Kubelets that die for good: ``node`` by name, or ``nodes`` of them (of ``group``, or
+    any), the youngest first. As with a real dead kubelet, the node turns Ready=Unknown and
+    tainted unreachable after the node-monitor grace period, its pods turn unready, and a
+    pod deleted there stays Terminating until the Node is deleted (pod GC)."""
+
+    node: Name | None = None
+    nodes: Annotated[int, Field(ge=1, le=10000)] | None = None
+    group: Name | None = None
+
+    @model_validator(mode="after")
+    def _node_or_count(self) -> KubeletDeath:
+        if (self.node is None) == (self.nodes is None):
+            raise ValueError("set exactly one of node or nodes")
+        return self
+
+
 class SpotInterruptions(ApiModel):
     per_hour: Annotated[float, Field(gt=0, le=10000)]
     until: Duration | None = None
@@ -241,6 +258,7 @@ class TimelineEvent(ApiModel):
     zone_outage: ZoneOutage | None = None
     spot_interruptions: SpotInterruptions | None = None
     not_ready_blink: NotReadyBlink | None = None
+    kubelet_death: KubeletDeath | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TimelineEvent:
@@ -249,10 +267,12 @@ class TimelineEvent(ApiModel):
             self.zone_outage,
             self.spot_interruptions,
             self.not_ready_blink,
+            self.kubelet_death,
         ]
         if sum(k is not None for k in kinds) != 1:
             raise ValueError(
-                "set exactly one of templateChange, zoneOutage, spotInterruptions, notReadyBlink"
+                "set exactly one of templateChange, zoneOutage, spotInterruptions, "
+                "notReadyBlink, kubeletDeath"
             )
         if self.zone_outage is not None and seconds(self.zone_outage.until) <= seconds(self.at):
             raise ValueError("zoneOutage.until must come after at")
