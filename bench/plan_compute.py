@@ -14,20 +14,11 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
+from molt.api.labels import GROUP_LABEL, LAUNCHED_AT_ANNOTATION, REVISION_LABEL, ZONE_LABEL
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.policy.drain import classify_pods
 from molt.policy.plan import compute_plan
-from molt.policy.snapshot import (
-    GROUP_LABEL,
-    LAUNCHED_AT_ANNOTATION,
-    REVISION_LABEL,
-    ZONE_LABEL,
-    GroupView,
-    NodeCondition,
-    NodeView,
-    PodView,
-    Snapshot,
-)
+from molt.policy.snapshot import GroupView, NodeCondition, NodeView, PodView, Snapshot
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

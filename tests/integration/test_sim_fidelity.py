@@ -24,17 +24,12 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
+from molt.api.labels import LAUNCHED_AT_ANNOTATION, REASON_ANNOTATION, STATE_LABEL
 from molt.kube.transport import RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import parse_rfc3339
 from molt.policy.cells import template_revision
-from molt.policy.snapshot import (
-    LAUNCHED_AT_ANNOTATION,
-    REASON_ANNOTATION,
-    STATE_LABEL,
-    NodeCondition,
-    NodeView,
-)
+from molt.policy.snapshot import NodeCondition, NodeView
 from molt.ports import EvictionOutcome
 from molt.sim.clock import EventHeap, VirtualClock
 from molt.sim.cloud import CloudSettings

@@ -28,8 +28,8 @@ from botocore.config import Config
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from molt.api.labels import GROUP_LABEL, REVISION_LABEL
 from molt.cloud.kwok_nodes import kwok_node
-from molt.policy.snapshot import GROUP_LABEL, REVISION_LABEL
 
 
 class AwsNodeBridge:

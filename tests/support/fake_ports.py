@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from molt.api import InstanceGroup, TerminationPolicy
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
+from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
 from molt.api.types import dump_manifest
 from molt.cloud.provider import (
     CapacityError,
@@ -30,17 +31,7 @@ from molt.cloud.provider import (
     ProviderError,
 )
 from molt.policy.registration import missing_taints
-from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
-    GROUP_LABEL,
-    REVISION_LABEL,
-    ZONE_LABEL,
-    GroupView,
-    NodeCondition,
-    NodeTaint,
-    NodeView,
-    PodView,
-)
+from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionOutcome, EvictionResult
 
 __all__ = [

@@ -5,17 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from molt.api.terminationpolicy import TerminationPolicy
-from molt.policy.snapshot import (
+from molt.api.labels import (
     GROUP_LABEL,
     LAUNCHED_AT_ANNOTATION,
     REVISION_LABEL,
     STATE_LABEL,
     ZONE_LABEL,
-    NodeCondition,
-    NodeTaint,
-    NodeView,
 )
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.policy.snapshot import NodeCondition, NodeTaint, NodeView
 from tests.support.builders import termination_policy
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

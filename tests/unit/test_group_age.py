@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from molt.api.instancegroup import InstanceGroupSpec
+from molt.api.labels import STATE_LABEL
 from molt.policy.group_age import aged_out, group_age_budget
-from molt.policy.snapshot import STATE_LABEL, NodeView
+from molt.policy.snapshot import NodeView
 from molt.sim.report import build_report
 from molt.sim.runner import Simulation
 from molt.sim.scenario import parse_scenario

@@ -19,10 +19,10 @@ import typer
 import yaml
 
 from molt.api.durations import format_duration
+from molt.api.labels import GROUP_LABEL, LAUNCHED_AT_ANNOTATION, ZONE_LABEL
 from molt.kube.reader import connect
 from molt.kube.transport import RawApi
 from molt.policy.age import parse_rfc3339
-from molt.policy.snapshot import GROUP_LABEL, LAUNCHED_AT_ANNOTATION, ZONE_LABEL
 from molt.sim.scenario import cpu_millis, memory_mib
 
 Json = dict[str, Any]

@@ -49,6 +49,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from molt.api.instancegroup import Template
+from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
 from molt.cloud.provider import (
     CapacityError,
     CellObservation,
@@ -60,13 +61,7 @@ from molt.cloud.provider import (
     ProviderError,
     Registrar,
 )
-from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
-    GROUP_LABEL,
-    REVISION_LABEL,
-    ZONE_LABEL,
-    NodeView,
-)
+from molt.policy.snapshot import NodeView
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

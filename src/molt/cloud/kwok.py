@@ -30,7 +30,15 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
-from molt.cloud.kwok_nodes import KWOK_NODE_ANNOTATION, kwok_node
+from molt.api.labels import (
+    CAPACITY_TYPE_LABEL,
+    GROUP_LABEL,
+    KWOK_NODE_ANNOTATION,
+    LAUNCHED_AT_ANNOTATION,
+    REVISION_LABEL,
+    ZONE_LABEL,
+)
+from molt.cloud.kwok_nodes import kwok_node
 from molt.cloud.provider import (
     CapacityError,
     CellObservation,
@@ -40,14 +48,7 @@ from molt.cloud.provider import (
     ProviderError,
 )
 from molt.policy.age import parse_rfc3339
-from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
-    GROUP_LABEL,
-    LAUNCHED_AT_ANNOTATION,
-    REVISION_LABEL,
-    ZONE_LABEL,
-    NodeView,
-)
+from molt.policy.snapshot import NodeView
 
 log = structlog.get_logger(__name__)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from molt.api.labels import KWOK_NODE_ANNOTATION, LAUNCHED_AT_ANNOTATION
 from molt.policy.age import format_rfc3339
-from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION
+
+__all__ = ["KWOK_NODE_ANNOTATION", "kwok_node"]
 
 Manifest = dict[str, Any]
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 
 def kwok_node(

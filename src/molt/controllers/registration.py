@@ -22,11 +22,12 @@ from datetime import timedelta
 import structlog
 
 from molt.api.instancegroup import Template
+from molt.api.labels import LAUNCHED_AT_ANNOTATION
 from molt.cloud.provider import CellRef, NodeOrigin, Registrar
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import template_revision
 from molt.policy.registration import needs_registration, registration_labels
-from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION, NodeTaint, NodeView
+from molt.policy.snapshot import NodeTaint, NodeView
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)

@@ -11,11 +11,11 @@ from typing import Any
 
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.api.instancegroup import DEFAULT_MAX_NODE_AGE
+from molt.api.labels import CORDON_TAINT
 from molt.policy.age import parse_rfc3339
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 
 Json = dict[str, Any]
-CORDON_TAINT = "node.kubernetes.io/unschedulable"
 
 
 def _time(value: str | None) -> datetime | None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from molt.policy.snapshot import LAUNCHED_AT_ANNOTATION, NodeView
+from molt.api.labels import LAUNCHED_AT_ANNOTATION
+from molt.policy.snapshot import NodeView
 
 
 class MalformedLaunchTimeError(ValueError):

@@ -25,11 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from molt.api.labels import UNREACHABLE_TAINT
 from molt.policy.age import format_rfc3339
 from molt.policy.snapshot import NodeView, PodView
-
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from molt.api.labels import DO_NOT_DISRUPT
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.policy.budgets import BudgetLedger
 from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
-from molt.policy.snapshot import DO_NOT_DISRUPT, Snapshot
+from molt.policy.snapshot import Snapshot
 
 Action = Literal["terminate", "wait"]
 

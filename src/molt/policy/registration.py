@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
-    GROUP_LABEL,
-    REVISION_LABEL,
-    ZONE_LABEL,
-    NodeTaint,
-)
+from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
+from molt.policy.snapshot import NodeTaint
 
 
 def registration_labels(

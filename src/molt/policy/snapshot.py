@@ -10,23 +10,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
 
+from molt.api.labels import (  # re-exported: the core's callers import them from here
+    CAPACITY_TYPE_LABEL,
+    CONTROL_PLANE_LABELS,
+    DO_NOT_DISRUPT,
+    GROUP_LABEL,
+    MIRROR_ANNOTATION,
+    REPLACEMENT_ANNOTATION,
+    REVISION_LABEL,
+    STATE_LABEL,
+    ZONE_LABEL,
+)
 from molt.policy.cells import ON_DEMAND, CellKey, cell_key
-
-# The public contract's labels and annotations (DESIGN.md).
-STATE_LABEL = "molt.dev/state"
-POLICY_ANNOTATION = "molt.dev/policy"
-REASON_ANNOTATION = "molt.dev/reason"
-SELECTED_AT_ANNOTATION = "molt.dev/selected-at"
-LAUNCHED_AT_ANNOTATION = "molt.dev/launched-at"
-DO_NOT_DISRUPT = "molt.dev/do-not-disrupt"
-GROUP_LABEL = "molt.dev/instance-group"
-REVISION_LABEL = "molt.dev/revision"
-CAPACITY_TYPE_LABEL = "molt.dev/capacity-type"
-REPLACEMENT_ANNOTATION = "molt.dev/replacement"
-"""Written when a node passes its group's drain gate (or goes without a replacement)."""
-ZONE_LABEL = "topology.kubernetes.io/zone"
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
 def merge_string_map(

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from molt.api.crd import GROUP, RESOURCES, committed_crds
-from molt.cloud.kwok_nodes import KWOK_NODE_ANNOTATION
+from molt.api.labels import KWOK_NODE_ANNOTATION
 from molt.sandbox import pki as pki_module
 from molt.sandbox.binaries import Binaries, ensure_binaries
 from molt.sandbox.processes import (

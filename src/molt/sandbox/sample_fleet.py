@@ -15,15 +15,10 @@ from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
+from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
 from molt.cloud.kwok_nodes import kwok_node
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import template_revision
-from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
-    GROUP_LABEL,
-    REVISION_LABEL,
-    ZONE_LABEL,
-)
 
 GROUP_NAME = "workers"
 TEMPLATE: dict[str, Any] = {"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "5s"}}

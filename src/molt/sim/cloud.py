@@ -20,16 +20,9 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from molt.api.instancegroup import Template
+from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
 from molt.cloud.provider import CellObservation, CellRef, Instance, LaunchFailure, ProviderError
-from molt.policy.snapshot import (
-    CAPACITY_TYPE_LABEL,
-    GROUP_LABEL,
-    REVISION_LABEL,
-    ZONE_LABEL,
-    NodeCondition,
-    NodeTaint,
-    NodeView,
-)
+from molt.policy.snapshot import NodeCondition, NodeTaint, NodeView
 from molt.sim.clock import EventHeap
 from molt.sim.cluster import SimCluster
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
+from molt.api.labels import UNREACHABLE_TAINT
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
@@ -34,7 +35,6 @@ NODE_MONITOR_GRACE_SECONDS = 40.0
 """kube-controller-manager's node-monitor grace period (as the sandbox runs it)."""
 TAINT_EVICTION_SECONDS = 300.0
 """The default toleration of node.kubernetes.io/unreachable:NoExecute."""
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 SCHEDULE_DELAY = 0.2
 """From a pod appearing to the scheduler looking at it."""
 NodeListener = Callable[[str, NodeView | None, NodeView | None], None]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from molt.policy.snapshot import CAPACITY_TYPE_LABEL, REASON_ANNOTATION, NodeView
+from molt.api.labels import CAPACITY_TYPE_LABEL, REASON_ANNOTATION
+from molt.policy.snapshot import NodeView
 from molt.sim.cluster import SimCluster
 
 

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from molt.policy.snapshot import DO_NOT_DISRUPT, PodView
+from molt.api.labels import DO_NOT_DISRUPT
+from molt.policy.snapshot import PodView
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ import structlog
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Health, InstanceGroup, Template
+from molt.api.labels import REASON_ANNOTATION, SELECTED, SELECTED_AT_ANNOTATION, STATE_LABEL
 from molt.cloud.provider import (
     CapacityError,
     CellObservation,
@@ -53,7 +54,6 @@ from molt.controllers.instancegroup.status import (
     group_status,
     without_times,
 )
-from molt.controllers.termination.progress import SELECTED
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey, split_capacity, template_revision
 from molt.policy.group_age import aged_out
@@ -72,12 +72,7 @@ from molt.policy.rollout import (
     target_staying,
 )
 from molt.policy.selection import covers
-from molt.policy.snapshot import (
-    REASON_ANNOTATION,
-    SELECTED_AT_ANNOTATION,
-    STATE_LABEL,
-    NodeView,
-)
+from molt.policy.snapshot import NodeView
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)

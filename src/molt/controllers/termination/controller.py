@@ -15,6 +15,7 @@ import asyncio
 import structlog
 
 from molt.actions.runner import ActionRunner
+from molt.api.labels import REPLACEMENT_ANNOTATION
 from molt.cloud.provider import Provider, Registrar
 from molt.controllers.instancegroup.cells import CellReconciler
 from molt.controllers.registration import RegistrationReconciler
@@ -22,7 +23,7 @@ from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
 from molt.observe.metrics import Metrics
-from molt.policy.snapshot import REPLACEMENT_ANNOTATION, NodeView
+from molt.policy.snapshot import NodeView
 from molt.ports import Clock, ClusterReads, ClusterWrites, NotLeaderError
 
 log = structlog.get_logger(__name__)

@@ -24,17 +24,26 @@ import structlog
 from molt.actions.base import ActionContext
 from molt.actions.runner import ActionRunner, AttemptState
 from molt.api.durations import parse_duration
+from molt.api.labels import (
+    BLOCKED_ANNOTATION,
+    DO_NOT_DISRUPT,
+    DRAIN_STARTED_ANNOTATION,
+    DRAINING,
+    POLICY_ANNOTATION,
+    REASON_ANNOTATION,
+    REPLACEMENT_ANNOTATION,
+    SELECTED_AT_ANNOTATION,
+    STATE_LABEL,
+    TERMINATING,
+    UNREACHABLE_ANNOTATION,
+)
 from molt.api.lifecycle import Hook, LifecycleAction
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.cloud.provider import Provider, ProviderError
 from molt.controllers.termination.drain import EVICTION_SLICE_SECONDS, Drainer
 from molt.controllers.termination.progress import (
-    BLOCKED_ANNOTATION,
-    DRAIN_STARTED_ANNOTATION,
-    DRAINING,
     GROUP_CAPACITY,
     NO_REPLACEMENT,
-    TERMINATING,
     ActionProgress,
     ActionState,
     deadline_of,
@@ -48,15 +57,7 @@ from molt.policy.age import format_rfc3339
 from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
 from molt.policy.rollout import strategy_of
 from molt.policy.selection import covers
-from molt.policy.snapshot import (
-    DO_NOT_DISRUPT,
-    POLICY_ANNOTATION,
-    REASON_ANNOTATION,
-    REPLACEMENT_ANNOTATION,
-    SELECTED_AT_ANNOTATION,
-    STATE_LABEL,
-    NodeView,
-)
+from molt.policy.snapshot import NodeView
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)
@@ -73,8 +74,6 @@ when its wait for a replacement runs out; this is the backstop poll."""
 DRAIN_SETTLE_SECONDS = 3.0
 """How long a drained node must stay empty before it counts as drained: longer than a
 ReplicaSet and the scheduler take to place an evicted pod's replacement."""
-UNREACHABLE_ANNOTATION = "molt.dev/unreachable"
-"""What the drain did about an unreachable node (pods deleted, pods no longer waited for)."""
 
 
 class PipelineReconciler:

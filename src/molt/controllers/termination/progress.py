@@ -12,18 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from molt.api.durations import parse_duration
+from molt.api.labels import (  # re-exported for the pipeline's steps
+    ACTIONS_ANNOTATION,
+    DEADLINE_ANNOTATION,
+    SELECTED_AT_ANNOTATION,
+)
 from molt.api.terminationpolicy import Drain, TerminationPolicy
 from molt.policy.age import parse_rfc3339
 from molt.policy.drain import DrainRules
-from molt.policy.snapshot import SELECTED_AT_ANNOTATION, NodeView
-
-SELECTED = "selected"
-DRAINING = "draining"
-TERMINATING = "terminating"
-
-DEADLINE_ANNOTATION = "molt.dev/deadline"
-DRAIN_STARTED_ANNOTATION = "molt.dev/drain-started-at"
-BLOCKED_ANNOTATION = "molt.dev/blocked"
+from molt.policy.snapshot import NodeView
 
 NO_REPLACEMENT = "none"
 GROUP_CAPACITY = "group capacity"
@@ -72,10 +69,6 @@ def count_annotation(node: NodeView, annotation: str) -> int:
         return max(0, int(node.annotations.get(annotation, "0")))
     except ValueError:
         return 0
-
-
-ACTIONS_ANNOTATION = "molt.dev/actions"
-"""Lifecycle action progress, as JSON keyed ``<hook>/<source>/<name>``."""
 
 
 @dataclass(frozen=True)

@@ -15,24 +15,21 @@ from datetime import datetime
 import structlog
 
 from molt.api.durations import parse_duration
-from molt.api.terminationpolicy import TerminationPolicy
-from molt.controllers.conditions import ConditionWriter
-from molt.controllers.termination.progress import (
+from molt.api.labels import (
     BLOCKED_ANNOTATION,
     DEADLINE_ANNOTATION,
+    POLICY_ANNOTATION,
+    REASON_ANNOTATION,
     SELECTED,
+    SELECTED_AT_ANNOTATION,
+    STATE_LABEL,
 )
+from molt.api.terminationpolicy import TerminationPolicy
+from molt.controllers.conditions import ConditionWriter
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.plan import Plan, compute_plan
-from molt.policy.snapshot import (
-    POLICY_ANNOTATION,
-    REASON_ANNOTATION,
-    SELECTED_AT_ANNOTATION,
-    STATE_LABEL,
-    NodeView,
-    Snapshot,
-)
+from molt.policy.snapshot import NodeView, Snapshot
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)

@@ -1,0 +1,45 @@
+"""Every name Molt writes onto or reads from other objects, in one place.
+
+The labels and annotations marked *contract* are the public API (DESIGN.md: tests and
+tools outside this repository rely on them); the rest are Molt's own step bookkeeping,
+read back after a restart. Kubernetes' own names Molt acts on are listed last.
+"""
+
+from __future__ import annotations
+
+# Contract: a node's place in the pipeline and why it is there.
+STATE_LABEL = "molt.dev/state"
+SELECTED = "selected"
+DRAINING = "draining"
+TERMINATING = "terminating"
+POLICY_ANNOTATION = "molt.dev/policy"
+REASON_ANNOTATION = "molt.dev/reason"
+SELECTED_AT_ANNOTATION = "molt.dev/selected-at"
+BLOCKED_ANNOTATION = "molt.dev/blocked"
+
+# Contract: nodes Molt launches (or registers).
+GROUP_LABEL = "molt.dev/instance-group"
+REVISION_LABEL = "molt.dev/revision"
+CAPACITY_TYPE_LABEL = "molt.dev/capacity-type"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+# Contract: annotations Molt reads (malformed values are reported once and skipped).
+LAUNCHED_AT_ANNOTATION = "molt.dev/launched-at"
+DO_NOT_DISRUPT = "molt.dev/do-not-disrupt"
+
+# Molt's bookkeeping on a node in the pipeline.
+DEADLINE_ANNOTATION = "molt.dev/deadline"
+REPLACEMENT_ANNOTATION = "molt.dev/replacement"
+"""Written when a node passes its group's drain gate (or goes without a replacement)."""
+DRAIN_STARTED_ANNOTATION = "molt.dev/drain-started-at"
+ACTIONS_ANNOTATION = "molt.dev/actions"
+"""Lifecycle action progress, as JSON keyed ``<hook>/<source>/<name>``."""
+UNREACHABLE_ANNOTATION = "molt.dev/unreachable"
+"""What the drain did about an unreachable node (pods deleted, pods no longer waited for)."""
+
+# Kubernetes' names Molt acts on.
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+CORDON_TAINT = "node.kubernetes.io/unschedulable"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
