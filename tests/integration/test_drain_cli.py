@@ -83,6 +83,21 @@ async def test_drain_empties_a_node_within_its_pdb_and_reports_pods_it_must_not_
     assert "more than one PodDisruptionBudget" in out
     assert await _running_on(kube, namespace, stuck) == 1
 
+    # A PDB that allows nothing: the same words the controller writes in molt.dev/blocked.
+    full = f"drain-full-{suffix}"
+    await core.create_node(kwok_node(full))
+    await apps.create_namespaced_deployment(
+        namespace, deployment("db", namespace, 1, node_selector={"kubernetes.io/hostname": full})
+    )
+    await policy.create_namespaced_pod_disruption_budget(
+        namespace, pdb("db-all", namespace, "db", min_available=1)
+    )
+    await eventually(lambda: _count(kube, namespace, full, 1), what="the db pod")
+    await eventually(lambda: _pdb_current(kube, namespace, "db-all"), what="the PDB's status")
+    code, out = await _molt_drain(sandbox, full, "--timeout=5s")
+    assert code == 1, out
+    assert "PodDisruptionBudget db-all (allowed disruptions: 0)" in out, out
+
     code, out = await _molt_drain(sandbox, "no-such-node")
     assert code == 2
     assert "not found" in out
@@ -90,3 +105,8 @@ async def test_drain_empties_a_node_within_its_pdb_and_reports_pods_it_must_not_
 
 async def _count(kube: client.ApiClient, namespace: str, node: str, count: int) -> bool:
     return await _running_on(kube, namespace, node) >= count
+
+
+async def _pdb_current(kube: client.ApiClient, namespace: str, name: str) -> bool:
+    found = await client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(name, namespace)
+    return bool(found.status) and found.status.current_healthy == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,13 @@ from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
 from molt.observe.metrics import Metrics
-from molt.policy.drain import DrainView, classify_pods
+from molt.policy.drain import (
+    DrainFindings,
+    DrainRules,
+    DrainView,
+    blocked_message,
+    classify_pods,
+)
 from molt.ports import SystemClock
 
 console = Console(stderr=True)
@@ -36,14 +43,15 @@ class DrainFailedError(Exception):
     """The drain could not start (no such node, unreadable cluster)."""
 
 
-def summary_table(view: DrainView, attempt: DrainAttempt) -> Table:
-    """What still holds the node, pod by pod."""
+def summary_table(view: DrainView, attempt: DrainAttempt, findings: DrainFindings) -> Table:
+    """What still holds the node, pod by pod, in the words the controller writes on it."""
     table = Table(title="Pods still on the node", title_justify="left")
     table.add_column("Pod", no_wrap=True)
     table.add_column("Why it is still there", overflow="fold")
     why: dict[str, str] = {}
     for key in attempt.pdb_blocked:
-        why[key] = "its PodDisruptionBudget allows no disruption now (429)"
+        refusal = findings.refusals.get(key)
+        why[key] = refusal.describe() if refusal else "refused by its PodDisruptionBudget (429)"
     for key in attempt.multiple_pdbs:
         why[key] = "covered by more than one PodDisruptionBudget: fix the PDBs (500)"
     for key in attempt.namespace_terminating:
@@ -129,7 +137,13 @@ async def drain_node(name: str, kubeconfig: str | None, limit: float, dry_run: b
         console.print(
             f"[red]not drained[/red] {name}: {view.remaining} pod(s) left after {limit:.0f}s"
         )
-        console.print(summary_table(view, attempt))
+        findings = drainer.findings(name, attempt)
+        # Every refusal counts here, however young: the person asked for this drain now.
+        rules = DrainRules(blocked_after=timedelta(0))
+        message = blocked_message(view, findings, clock.now(), clock.now(), rules)
+        if message:
+            console.print(f"blocked: {message}", highlight=False)
+        console.print(summary_table(view, attempt, findings))
         return 1
     finally:
         await state.stop()

@@ -119,7 +119,11 @@ def simulate_command(
         Path | None, typer.Option("--out", help="Write report.json and PNG plots here.")
     ] = None,
 ) -> None:
-    """Simulate a scenario on a virtual clock with Molt's own controller, then report."""
+    """Simulate a scenario on a virtual clock with Molt's own controller, then report.
+
+    Timeline events: templateChange, zoneOutage, spotInterruptions, notReadyBlink,
+    kubeletDeath. What the simulator does not model is listed in docs/limits.md.
+    """
     try:
         loaded = load_scenario(scenario)
     except ScenarioError as error:
