@@ -17,12 +17,12 @@ from molt.api import InstanceGroup
 from molt.api.instancegroup import Template
 from molt.cloud.aws import parse_provider_id
 from molt.cloud.provider import CellRef, Instance, NodeOrigin
+from molt.controllers.manager import ControllerManager
 from molt.controllers.registration import (
     REGISTRATION_PATIENCE,
     UNKNOWN_RECHECK,
     RegistrationReconciler,
 )
-from molt.controllers.termination.controller import TerminationController
 from molt.observe.metrics import Metrics
 from molt.policy.cells import template_revision
 from molt.policy.registration import missing_taints, needs_registration, registration_labels
@@ -269,7 +269,7 @@ class RegisteringProvider(FakeProvider):
 
 async def test_the_controller_queues_a_bare_node_under_register_and_registers_it() -> None:
     cluster = FakeCluster(groups=[workers()])
-    controller = TerminationController(
+    controller = ControllerManager(
         cluster, cluster, FakeClock(NOW), Metrics(), providers={"aws": RegisteringProvider()}
     )
     node = bare_node("n1")
@@ -291,7 +291,7 @@ async def test_the_controller_queues_a_bare_node_under_register_and_registers_it
 
 async def test_without_a_registrar_no_node_is_queued_for_registration() -> None:
     cluster = FakeCluster(nodes=[bare_node("n1")])
-    controller = TerminationController(
+    controller = ControllerManager(
         cluster, cluster, FakeClock(NOW), Metrics(), providers={"kwok": FakeProvider(cluster)}
     )
 

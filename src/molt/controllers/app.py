@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 from molt.cloud.aws import aws_provider_from_environment
 from molt.cloud.kwok import KwokProvider
 from molt.cloud.provider import Provider
-from molt.controllers.termination.controller import TerminationController
+from molt.controllers.manager import ControllerManager
 from molt.kube.leader import Fence, LeaderElector
 from molt.kube.reader import connect
 from molt.kube.state import KubeClusterState
@@ -90,7 +90,7 @@ async def run_controller(options: RunOptions) -> int:
         )
     fence = elector.fence if elector else Fence.always()
 
-    holder: list[TerminationController] = []
+    holder: list[ControllerManager] = []
     state = KubeClusterState(
         raw,
         on_node=lambda key, old, new: holder[0].node_changed(key, old, new) if holder else None,
@@ -112,7 +112,7 @@ async def run_controller(options: RunOptions) -> int:
         if "aws" in options.providers:
             # Credentials, region and endpoint (AWS_ENDPOINT_URL) from boto3's usual chain.
             providers["aws"] = aws_provider_from_environment(fence.check)
-    controller = TerminationController(
+    controller = ControllerManager(
         state,
         writes,
         SystemClock(),

@@ -1,7 +1,7 @@
 """A simulation: the production termination controller over the simulated cluster and cloud.
 
 ``Simulation`` builds the world a scenario describes, then runs Molt's own
-``TerminationController`` (selection, the per-node pipeline, the instance-group
+``ControllerManager`` (selection, the per-node pipeline, the instance-group
 controller) unchanged. Only its work queue is the simulator's: ``VirtualWorkQueue``
 turns "reconcile this key after X seconds" into events on the virtual clock, and each
 reconcile is run to completion at once (``molt.sim.drive``). The cluster notifies the
@@ -23,10 +23,10 @@ from molt.api.instancegroup import InstanceGroup, Template
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import ObjectMeta
 from molt.cloud.provider import CellRef, Provider
-from molt.controllers.termination.controller import (
+from molt.controllers.manager import (
     GROUP_PREFIX,
     SELECTION,
-    TerminationController,
+    ControllerManager,
 )
 from molt.controllers.workqueue import WorkQueue
 from molt.observe.metrics import Metrics
@@ -128,7 +128,7 @@ class Simulation:
             group_floor=seconds(scenario.controller.group_interval),
         )
         providers: dict[str, Provider] = {"kwok": self.cloud, "aws": self.cloud}
-        self.controller = TerminationController(
+        self.controller = ControllerManager(
             self.cluster,
             self.cluster,
             self.clock,

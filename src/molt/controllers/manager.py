@@ -1,11 +1,14 @@
-"""The termination controller: a work queue of keys and the workers that reconcile them.
+"""The controller manager: one work queue of typed keys, the workers, and ``dispatch``,
+the single entry point ``molt run`` and the simulator both drive.
 
 Keys are ``selection`` (plan and admit, for the whole cluster), ``group/<name>`` (one
 InstanceGroup's cells, rollout and status; its current revision is what drift is judged
 against), ``node/<name>`` (one node's pipeline) and ``register/<name>`` (label a node
 that joined one of Molt's cells without Molt's labels). Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
-implementation of the ports.
+implementation of the ports. The reconcilers it owns (``termination``, ``instancegroup``,
+``registration``) know nothing of one another or of the queue; import-linter holds them
+apart.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ SELECTION_DEBOUNCE = 1.0
 """Bursts of node changes are coalesced into one selection per second at most."""
 
 
-class TerminationController:
-    """Selection plus the per-node pipeline, fed by a work queue."""
+class ControllerManager:
+    """Selection, the per-node pipeline, the groups and registration, fed by one queue."""
 
     def __init__(
         self,
