@@ -26,6 +26,7 @@ from tests.support.kube_fleet import (
     install_old_fleet,
     install_policy,
     node_events,
+    node_gone,
     ready_nodes,
 )
 from tests.support.streams import PodNodeStreams
@@ -38,14 +39,6 @@ DEAD_FOR_20S = {"type": "Ready", "status": "Unknown", "for": "20s"}
 async def _rotated(kube: client.ApiClient, group: str, old: list[str], size: int) -> bool:
     ready = await ready_nodes(kube, group)
     return len(ready) == size and not set(ready) & set(old)
-
-
-async def _gone(kube: client.ApiClient, node: str) -> bool:
-    try:
-        await client.CoreV1Api(kube).read_node(node)
-    except client.ApiException as error:
-        return error.status == 404
-    return False
 
 
 async def _fleet_with_pdb_workloads(
@@ -85,7 +78,7 @@ async def test_no_live_pod_dies_with_its_node_across_a_kill_and_cordon_waits_for
         )
         first = run_molt(name="first")
         # kill -9 in the middle of the rotation; a second controller finishes it.
-        await eventually(lambda: _gone(kube, old[1]), within=180, interval=0.5, what="two gone")
+        await eventually(lambda: node_gone(kube, old[1]), within=180, interval=0.5, what="two gone")
         first.kill(signal.SIGKILL)
         second = run_molt(name="second")
         await eventually(
@@ -136,7 +129,7 @@ async def test_pods_that_tolerate_the_cordon_hold_their_node_until_the_policy_le
         message = await eventually(returning, within=120, interval=1, what="a report")
         assert f"{namespace}/agents-" in message
         # Held, not terminated: the scheduler keeps placing agents on the emptiest node.
-        assert not await _gone(kube, old[0])
+        assert not await node_gone(kube, old[0])
         assert streams.died_with_their_node() == []
 
         # The opt-in: such pods go down with the node, as Karpenter does.
@@ -218,7 +211,9 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
     await streams.start(kube)
     try:
         molt = run_molt()
-        await eventually(lambda: _gone(kube, dead), within=300, interval=1, what="dead node gone")
+        await eventually(
+            lambda: node_gone(kube, dead), within=300, interval=1, what="dead node gone"
+        )
         assert not any(streams.nodes[n].deleted_rv for n in aged), "an aged node went first"
 
         async def no_pod_left_on_it() -> bool:

@@ -21,6 +21,7 @@ from tests.support.kube_fleet import (
     has_ready_replicas,
     install_old_fleet,
     install_policy,
+    node_gone,
 )
 from tests.support.waiting import eventually
 
@@ -37,14 +38,6 @@ class HookCall:
     pods_left: int
     started: float
     finished: float | None = None
-
-
-async def _gone(kube: client.ApiClient, node: str) -> bool:
-    try:
-        await client.CoreV1Api(kube).read_node(node)
-    except client.ApiException as error:
-        return error.status == 404
-    return False
 
 
 async def test_hooks_run_at_their_moment_and_a_slow_one_holds_no_other_node(
@@ -96,11 +89,17 @@ async def test_hooks_run_at_their_moment_and_a_slow_one_holds_no_other_node(
         )
         slow_node.append(slow)
         await eventually(lambda: has_ready_nodes(kube, group, 2), what="two Ready nodes")
-        await client.AppsV1Api(kube).create_namespaced_deployment(
-            namespace,
-            deployment("web", namespace, 4, node_selector={"molt.dev/instance-group": group}),
-        )
-        await eventually(lambda: has_ready_replicas(kube, namespace, 4), what="4 ready pods")
+        for index, name in enumerate((slow, fast)):  # pods on each node, to be drained
+            await client.AppsV1Api(kube).create_namespaced_deployment(
+                namespace,
+                deployment(
+                    f"web-{index}", namespace, 2, node_selector={"kubernetes.io/hostname": name}
+                ),
+            )
+            await eventually(
+                lambda i=index: has_ready_replicas(kube, namespace, 2, f"web-{i}"),  # type: ignore[misc]
+                what=f"web-{index}",
+            )
         hooks = {
             "preDrain": [{"name": "notify", "http": {"url": url}, "timeout": "60s"}],
             "preTerminate": [{"name": "deregister", "http": {"url": url}}],
@@ -114,9 +113,11 @@ async def test_hooks_run_at_their_moment_and_a_slow_one_holds_no_other_node(
             lifecycle=hooks,
         )
         molt = run_molt("--workers", "1")
-        await eventually(lambda: _gone(kube, fast), within=90, interval=0.5, what="fast node gone")
+        await eventually(
+            lambda: node_gone(kube, fast), within=90, interval=0.5, what="fast node gone"
+        )
         fast_gone_at = time.monotonic()
-        await eventually(lambda: _gone(kube, slow), within=120, interval=0.5, what="slow gone")
+        await eventually(lambda: node_gone(kube, slow), within=120, interval=0.5, what="slow gone")
         assert molt.alive(), molt.log()
     finally:
         await runner.cleanup()

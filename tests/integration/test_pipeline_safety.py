@@ -20,27 +20,11 @@ from tests.support.kube_fleet import (
     has_ready_nodes,
     install_old_fleet,
     install_policy,
+    node_annotation,
     node_events,
+    node_gone,
 )
 from tests.support.waiting import eventually
-
-
-async def _annotation(kube: client.ApiClient, node: str, key: str) -> str | None:
-    try:
-        found = await client.CoreV1Api(kube).read_node(node)
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return (found.metadata.annotations or {}).get(key)
-
-
-async def _gone(kube: client.ApiClient, node: str) -> bool:
-    try:
-        await client.CoreV1Api(kube).read_node(node)
-    except client.ApiException as error:
-        return error.status == 404
-    return False
 
 
 async def _pods_on(kube: client.ApiClient, namespace: str, node: str) -> list[client.V1Pod]:
@@ -96,16 +80,16 @@ async def test_do_not_disrupt_holds_until_the_deadline_and_two_pdbs_are_reported
     run_molt()
 
     blocked_held = await eventually(
-        lambda: _annotation(kube, held, "molt.dev/blocked"), within=30, what="held reported"
+        lambda: node_annotation(kube, held, "molt.dev/blocked"), within=30, what="held reported"
     )
     assert "do-not-disrupt" in blocked_held
     assert "precious" in blocked_held
     blocked_doubled = await eventually(
-        lambda: _annotation(kube, doubled, "molt.dev/blocked"), within=30, what="two PDBs"
+        lambda: node_annotation(kube, doubled, "molt.dev/blocked"), within=30, what="two PDBs"
     )
     assert "more than one PodDisruptionBudget" in blocked_doubled
     assert ("DrainBlocked", blocked_doubled) in await node_events(kube, doubled)
-    deadline_text = await _annotation(kube, held, "molt.dev/deadline")
+    deadline_text = await node_annotation(kube, held, "molt.dev/deadline")
     assert deadline_text is not None
     deadline = parse_rfc3339(deadline_text).timestamp()
     assert deadline > time.time(), "the test needs the deadline still ahead"
@@ -114,12 +98,12 @@ async def test_do_not_disrupt_holds_until_the_deadline_and_two_pdbs_are_reported
     while time.time() < deadline - 2:
         assert len(await _pods_on(kube, namespace, held)) == 1, "evicted before its deadline"
         await asyncio.sleep(1)
-    await eventually(lambda: _gone(kube, held), within=60, what="the held node to go")
+    await eventually(lambda: node_gone(kube, held), within=60, what="the held node to go")
 
     # Past its deadline too, the node under two PDBs keeps its pods: reported, never forced.
     await asyncio.sleep(max(0.0, deadline - time.time()) + 5)
     assert len(await _pods_on(kube, namespace, doubled)) == 2
-    assert not await _gone(kube, doubled)
+    assert not await node_gone(kube, doubled)
     reasons = [reason for reason, _ in await node_events(kube, doubled)]
     assert "PodsDeleted" not in reasons
     assert "InstanceTerminated" not in reasons
@@ -166,7 +150,7 @@ async def test_dry_run_changes_nothing_and_a_malformed_launch_time_is_reported(
     assert "InvalidMetadata" in events
     message = next(m for r, m in await node_events(kube, garbled) if r == "InvalidMetadata")
     assert "last tuesday" in message
-    assert await _annotation(kube, garbled, "molt.dev/policy") is None
+    assert await node_annotation(kube, garbled, "molt.dev/policy") is None
     assert real.alive()
 
 

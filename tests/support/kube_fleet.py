@@ -108,3 +108,23 @@ async def node_events(kube: client.ApiClient, node: str) -> list[tuple[str, str]
     mine = [e for e in events.items if e.source and e.source.component == "molt"]
     mine.sort(key=lambda e: e.first_timestamp or e.metadata.creation_timestamp)
     return [(e.reason, e.message) for e in mine]
+
+
+async def node_gone(kube: client.ApiClient, node: str) -> bool:
+    """Whether the Node object no longer exists."""
+    try:
+        await client.CoreV1Api(kube).read_node(node)
+    except client.ApiException as error:
+        return error.status == 404
+    return False
+
+
+async def node_annotation(kube: client.ApiClient, node: str, key: str) -> str | None:
+    """One annotation of a node, or None when it (or the node) is absent."""
+    try:
+        found = await client.CoreV1Api(kube).read_node(node)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return (found.metadata.annotations or {}).get(key)
