@@ -233,3 +233,35 @@ async def test_a_pod_landing_back_during_the_settle_period_is_drained_before_ter
     assert fleet.cluster.evictions == ["default/agent-1", "default/agent-2"]
     assert fleet.provider.terminations == ["old"]
     assert first is not None
+
+
+async def test_a_node_this_process_drained_without_evicting_anything_needs_no_settle() -> None:
+    fleet = world(
+        selected_node(replacement=NEW),
+        replacement_node(),
+        pods=(pod("agent", owner_kinds=("DaemonSet",)),),
+    )
+    fleet.pipeline = PipelineReconciler(
+        fleet.cluster, fleet.cluster, fleet.clock, Metrics(), providers={"kwok": fleet.provider}
+    )
+
+    await fleet.reconcile()
+
+    assert fleet.provider.terminations == ["old"]
+
+
+async def test_a_restarted_controller_lets_an_empty_draining_node_settle_first() -> None:
+    draining = selected_node(replacement=NEW, state="draining")
+    fleet = world(draining, replacement_node())
+    fleet.pipeline = PipelineReconciler(
+        fleet.cluster, fleet.cluster, fleet.clock, Metrics(), providers={"kwok": fleet.provider}
+    )
+
+    after = await fleet.reconcile()
+
+    # It cannot know whether the last process evicted a pod a moment ago.
+    assert fleet.provider.terminations == []
+    assert after == DRAIN_SETTLE_SECONDS
+    fleet.clock.advance(DRAIN_SETTLE_SECONDS)
+    await fleet.reconcile()
+    assert fleet.provider.terminations == ["old"]

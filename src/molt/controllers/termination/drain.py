@@ -76,6 +76,9 @@ class Drainer:
         self._returned: dict[str, Counter[str]] = {}
         self._returning_since: dict[str, datetime] = {}
         self._quiet_since: dict[str, float] = {}
+        self._moved_nothing: set[str] = set()
+        """Nodes whose drain this process began and that have had nothing evicted or
+        deleted since: no replacement pod is on its way to them, so no settle is needed."""
         """Per node, since when (monotonic) the drain has evicted nothing and seen it empty."""
 
     def forget(self, node: str) -> None:
@@ -88,6 +91,20 @@ class Drainer:
             self._quiet_since,
         ):
             memory.pop(node, None)
+        self._moved_nothing.discard(node)
+
+    def began(self, node: str) -> None:
+        """This process started the node's drain (it has evicted nothing yet)."""
+        self._moved_nothing.add(node)
+
+    def moved(self, node: str) -> None:
+        """A pod of the node was deleted outside the Eviction API: its replacement is on
+        its way (somewhere), so the node must settle before it counts as drained."""
+        self._moved_nothing.discard(node)
+
+    def needs_settle(self, node: str) -> bool:
+        """Whether an evicted pod's replacement may still be on its way to the node."""
+        return node not in self._moved_nothing
 
     def observe(self, node: str, view: DrainView) -> None:
         """Note pods that arrived on the draining node and tolerate its cordon: the
@@ -148,6 +165,7 @@ class Drainer:
             self.metrics.evictions.labels(outcome=result.outcome.value).inc()
             refusals = self._refusals.setdefault(node, {})
             if result.outcome in (EvictionOutcome.EVICTED, EvictionOutcome.GONE):
+                self._moved_nothing.discard(node)
                 attempt.evicted.append(pod.key)
                 backoffs.pop(pod.uid, None)
                 refusals.pop(pod.key, None)

@@ -57,7 +57,7 @@ from molt.policy.age import format_rfc3339
 from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
 from molt.policy.rollout import strategy_of
 from molt.policy.selection import covers
-from molt.policy.snapshot import NodeView
+from molt.policy.snapshot import NodeView, PodView
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)
@@ -340,6 +340,7 @@ class PipelineReconciler:
             await self.writes.record_event(
                 node, "Draining", "evicting pods through the Eviction API"
             )
+            self.drainer.began(node.name)
             node = self.reads.node(node.name) or node
         if node.state == TERMINATING:
             return None
@@ -381,7 +382,7 @@ class PipelineReconciler:
             refused = {*attempt.pdb_blocked, *attempt.multiple_pdbs, *attempt.namespace_terminating}
             doomed = [pod for pod in view.evict if pod.key in refused]
             for pod in doomed:
-                await self.writes.delete_pod(pod)
+                await self._delete_pod(node, pod)
             if doomed:
                 await self.writes.record_event(
                     node,
@@ -396,7 +397,7 @@ class PipelineReconciler:
             dying = set(attempt.namespace_terminating)
             for pod in view.evict:
                 if pod.key in dying:
-                    await self.writes.delete_pod(pod)
+                    await self._delete_pod(node, pod)
         findings = self.drainer.findings(node.name, attempt)
         message = blocked_message(view, findings, deadline, now, rules)
         wait = self.drainer.next_try(node.name, view)
@@ -412,7 +413,7 @@ class PipelineReconciler:
         """Delete the unready pods of a node nobody can reach, and say what the drain no
         longer waits for; see ``molt.policy.drain`` for why this breaks no budget."""
         for pod in view.delete:
-            await self.writes.delete_pod(pod)
+            await self._delete_pod(node, pod)
         parts = []
         if view.delete:
             parts.append(f"deleted {len(view.delete)} unready pod(s) instead of evicting them")
@@ -431,6 +432,10 @@ class PipelineReconciler:
             message = "abandoned: " + message
         await self.writes.patch_node(node.name, annotations={UNREACHABLE_ANNOTATION: message})
         await self.writes.record_event(node, "NodeUnreachable", message, warning=True)
+
+    async def _delete_pod(self, node: NodeView, pod: PodView) -> None:
+        self.drainer.moved(node.name)
+        await self.writes.delete_pod(pod)
 
     async def _report_blocked(self, node: NodeView, message: str | None, wait: float) -> Requeue:
         current = node.annotations.get(BLOCKED_ANNOTATION)
@@ -460,7 +465,7 @@ class PipelineReconciler:
         # newcomer here if it tolerates the cordon: the node must stay empty for a moment
         # after the last eviction before it counts as drained.
         quiet = self.drainer.quiet_for(node.name)
-        if quiet < self.drain_settle:
+        if self.drainer.needs_settle(node.name) and quiet < self.drain_settle:
             return self.drain_settle - quiet
         fresh = await self._left_on_node(node, policy)
         if not fresh.done:
