@@ -86,9 +86,10 @@ def run_command(
 
     Every InstanceGroup is kept at its size, spread over its zones, at its template's
     revision (RollingReplace or BlueGreen), rolled back when a revision fails, and routed
-    around cells out of capacity. Every selected node is cordoned, its pre-termination
-    actions run, it waits until its group can spare it, its pods are evicted without
-    breaking a PodDisruptionBudget, and its instance is terminated. Progress is recorded on the node
+    around cells out of capacity. Every selected node waits until its group can spare it
+    (its replacement Ready), is cordoned, runs its preDrain actions, has its pods evicted
+    without breaking a PodDisruptionBudget, runs its preTerminate actions, and its instance
+    is terminated once nothing that must leave is left on it. Progress is recorded on the node
     (label molt.dev/state), so a restarted controller resumes where the last one stopped.
 
     Exit codes: 0 after SIGTERM/SIGINT, 3 when leadership was lost (restart to rejoin).

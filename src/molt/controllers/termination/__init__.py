@@ -1,2 +1,2 @@
 """The termination pipeline: select nodes under policies and budgets, then take each one
-through cordon, pre-termination actions, replacement, drain and termination."""
+through replacement, cordon, preDrain actions, drain, preTerminate actions and termination."""
