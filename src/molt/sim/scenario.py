@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroupSpec
+from molt.api.lifecycle import Lifecycle
 from molt.api.terminationpolicy import TerminationPolicySpec
 from molt.api.types import ApiModel, CountOrPercent, Duration, LabelSelector, Name
 
@@ -133,6 +134,15 @@ class Ages(ApiModel):
         return [old - step * index for index in range(count)]
 
 
+def _refuse_actions(lifecycle: Lifecycle) -> None:
+    """Lifecycle actions call real endpoints: a scenario may not carry them."""
+    if lifecycle.pre_drain or lifecycle.pre_terminate:
+        raise ValueError(
+            "lifecycle actions call real endpoints and are not simulated; "
+            "remove them from the scenario"
+        )
+
+
 class GroupEntry(ApiModel):
     """An InstanceGroup as in the CRD, plus the ages of its nodes at the start."""
 
@@ -143,11 +153,7 @@ class GroupEntry(ApiModel):
     @field_validator("spec")
     @classmethod
     def _no_actions(cls, spec: InstanceGroupSpec) -> InstanceGroupSpec:
-        if spec.lifecycle.pre_drain or spec.lifecycle.pre_terminate:
-            raise ValueError(
-                "lifecycle actions call real endpoints and are not simulated; "
-                "remove them from the scenario"
-            )
+        _refuse_actions(spec.lifecycle)
         return spec
 
     def node_ages(self) -> list[timedelta]:
@@ -167,11 +173,7 @@ class PolicyEntry(ApiModel):
     @field_validator("spec")
     @classmethod
     def _no_actions(cls, spec: TerminationPolicySpec) -> TerminationPolicySpec:
-        if spec.lifecycle.pre_drain or spec.lifecycle.pre_terminate:
-            raise ValueError(
-                "lifecycle actions call real endpoints and are not simulated; "
-                "remove them from the scenario"
-            )
+        _refuse_actions(spec.lifecycle)
         return spec
 
 

@@ -467,12 +467,8 @@ class PipelineReconciler:
         quiet = self.drainer.quiet_for(node.name)
         if self.drainer.needs_settle(node.name) and quiet < self.drain_settle:
             return self.drain_settle - quiet
-        fresh = await self._left_on_node(node, policy)
-        if not fresh.done:
-            # The cache has not caught up with a pod that just landed; its watch event
-            # is on its way and wakes this node again.
-            self.drainer.busy(node.name)
-            return 0.5
+        # The quorum read that confirms the node is empty is made once, in _terminate,
+        # right before the instance goes (after any preTerminate actions).
         started = read_time(node, DRAIN_STARTED_ANNOTATION)
         if started is not None:
             self.metrics.drain_duration.observe(max(0.0, (now - started).total_seconds()))
