@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from kubernetes_asyncio import client
 
+from tests.conftest import RunningSandbox
 from tests.support.builders import deployment, pdb
 from tests.support.controller import FleetWatch, MoltProcess
 from tests.support.kube_fleet import (
@@ -42,6 +43,7 @@ async def _rotated(kube: client.ApiClient, group: str, old: list[str], size: int
 async def test_kill_9_mid_drain_resumes_and_finishes_each_node_exactly_once(
     kube: client.ApiClient,
     namespace: str,
+    sandbox: RunningSandbox,
     empty_cluster: None,
     run_molt: Callable[..., MoltProcess],
 ) -> None:
@@ -69,9 +71,13 @@ async def test_kill_9_mid_drain_resumes_and_finishes_each_node_exactly_once(
         first.kill(signal.SIGKILL)
         assert first.process.returncode == -signal.SIGKILL
         second = run_molt(name="second")
-        await eventually(
-            lambda: _rotated(kube, group, old, 3), within=180, interval=1, what="rotation"
-        )
+        try:
+            await eventually(
+                lambda: _rotated(kube, group, old, 3), within=180, interval=1, what="rotation"
+            )
+        except AssertionError:
+            state = sandbox.kubectl("get", "nodes,pods,pdb", "-A", "-o", "wide").stdout
+            raise AssertionError(f"{state}\n{first.log()}\n{second.log()}") from None
         assert second.alive(), second.log()
     finally:
         await watch.stop()
