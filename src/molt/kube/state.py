@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 NODES = "/api/v1/nodes"
 PODS = "/api/v1/pods"
+PDBS = "/apis/policy/v1/poddisruptionbudgets"
 GROUPS = f"/apis/{GROUP}/{VERSION}/instancegroups"
 POLICIES = f"/apis/{GROUP}/{VERSION}/terminationpolicies"
 
