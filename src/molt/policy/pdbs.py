@@ -101,6 +101,27 @@ def find_deadlocks(pods: list[PodView], pdbs: list[PdbView]) -> list[Deadlock]:
     return found
 
 
+def describe(deadlocks: list[Deadlock]) -> str:
+    """One line for an Event, a plan or a status: the first few deadlocked pods."""
+    shown = "; ".join(d.message for d in deadlocks[:3])
+    more = len(deadlocks) - 3
+    return shown + (f" (and {more} more pod(s))" if more > 0 else "")
+
+
+def deadlocks_by_node(pods: list[PodView], pdbs: list[PdbView]) -> dict[str, str]:
+    """Node name -> its deadlock, over pods of many nodes (``molt plan``'s one LIST)."""
+    by_node: dict[str, list[PodView]] = {}
+    for pod in pods:
+        if pod.node:
+            by_node.setdefault(pod.node, []).append(pod)
+    found: dict[str, str] = {}
+    for node, mine in by_node.items():
+        deadlocks = find_deadlocks(mine, pdbs)
+        if deadlocks:
+            found[node] = describe(deadlocks)
+    return found
+
+
 def refusing_now(pods: list[PodView], pdbs: list[PdbView]) -> list[PdbView]:
     """The PDBs covering the node's evictable pods that allow no disruption right now."""
     seen: dict[str, PdbView] = {}

@@ -28,7 +28,7 @@ from molt.api.terminationpolicy import TerminationPolicy
 from molt.controllers.conditions import ConditionWriter
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
-from molt.policy.pdbs import Deadlock, PdbView, find_deadlocks
+from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import Plan, compute_plan
 from molt.policy.snapshot import NodeView, Snapshot
 from molt.ports import Clock, ClusterReads, ClusterWrites
@@ -145,7 +145,7 @@ class SelectionReconciler:
                 pods = await self.writes.list_pods_now(decision.node)
                 deadlocks = find_deadlocks(pods, pdbs)
                 if deadlocks:
-                    fresh.append((decision.node, _deadlock_text(deadlocks)))
+                    fresh.append((decision.node, describe(deadlocks)))
             if not fresh:
                 return plan
             for name, message in fresh:
@@ -225,9 +225,3 @@ class SelectionReconciler:
             ]
             await self.writes.patch_policy_status(name, {**counts, "conditions": conditions})
             self._written_status[name] = summary
-
-
-def _deadlock_text(deadlocks: list[Deadlock]) -> str:
-    shown = "; ".join(d.message for d in deadlocks[:3])
-    more = len(deadlocks) - 3
-    return shown + (f" (and {more} more pod(s))" if more > 0 else "")
