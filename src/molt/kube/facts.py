@@ -12,7 +12,7 @@ import statistics
 from datetime import timedelta
 
 from molt.kube.projections import pdb_view, pod_view
-from molt.kube.state import PDBS, PODS
+from molt.kube.state import PDBS, PODS, WATCHDOGS
 from molt.kube.transport import RawApi
 from molt.kube.writes import COMPONENT, EVENT_NAMESPACE
 from molt.policy.age import parse_rfc3339
@@ -73,3 +73,20 @@ def median(durations: list[timedelta]) -> timedelta | None:
     if not durations:
         return None
     return timedelta(seconds=statistics.median(d.total_seconds() for d in durations))
+
+
+async def all_watchdogs(raw: RawApi) -> list[tuple[str, str, str]]:
+    """(name, state, last result's message) of every Watchdog."""
+    items, _ = await raw.list_all(WATCHDOGS)
+    found: list[tuple[str, str, str]] = []
+    for item in items:
+        status = item.get("status") or {}
+        last = status.get("lastResult") or {}
+        found.append(
+            (
+                str((item.get("metadata") or {}).get("name")),
+                str(status.get("state") or "Unknown"),
+                str(last.get("message") or "-"),
+            )
+        )
+    return sorted(found)
