@@ -17,8 +17,8 @@ async def test_status_counts_expiries_by_hour_and_names_the_groups(
     sandbox: RunningSandbox, kube: client.ApiClient, empty_cluster: None
 ) -> None:
     group = f"st-{uuid.uuid4().hex[:5]}"
-    # 48 h less a 2 h drain lead: selected at 46 h. Ages 47 h (in flight), 40 h 30 m (due in 5 h 30 m),
-    # 30 h 30 m (due in 15 h 30 m), 10 h (due in 36 h: past the window).
+    # 48 h less a 2 h drain lead: selected at 46 h. Ages 47 h (in flight), 40 h 30 m (due
+    # in 5 h 30 m), 30 h 30 m (due in 15 h 30 m), 10 h (due in 36 h: past the window).
     ages = [timedelta(hours=h) for h in (47, 40.5, 30.5, 10)]
     names = await install_old_fleet(kube, group, nodes=4, age=ages)
     await install_policy(kube, group, group, rules={"maxAge": "48h"}, drain={"timeout": "2h"})
