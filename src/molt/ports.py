@@ -140,6 +140,10 @@ class ClusterWrites(Protocol):
         node is about to be selected, to catch a PDB that can never allow its drain."""
         ...
 
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        """One PodDisruptionBudget, read straight from the API server (None: gone)."""
+        ...
+
     async def delete_pod(self, pod: PodView) -> None: ...
 
     async def delete_node(self, name: str) -> bool:

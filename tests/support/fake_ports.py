@@ -290,6 +290,9 @@ class FakeCluster:
     async def list_pdbs_now(self) -> list[PdbView]:
         return list(self.pdbs)
 
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        return next((p for p in self.pdbs if p.key == f"{namespace}/{name}"), None)
+
     async def delete_pod(self, pod: PodView) -> None:
         self.deleted_pods.append(pod.key)
         self._remove_pod(pod)

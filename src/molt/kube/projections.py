@@ -121,6 +121,7 @@ def pdb_view(raw: Json) -> PdbView:
         disruptions_allowed=status.get("disruptionsAllowed"),
         allowed_since=allowed_since,
         stale=observed is None or observed < int(meta.get("generation") or 0),
+        disrupted_pods=frozenset((status.get("disruptedPods") or {}).keys()),
     )
 
 

@@ -204,6 +204,17 @@ class KubeWrites:
         items, _ = await self.raw.list_all(PDBS)
         return [pdb_view(item) for item in items]
 
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        try:
+            found = await self.raw.get(
+                f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return pdb_view(found)
+
     async def delete_pod(self, pod: PodView) -> None:
         await self._before_write()
         path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
@@ -332,6 +343,9 @@ class DryRunWrites:
 
     async def list_pdbs_now(self) -> list[PdbView]:
         return []  # a dry run selects nothing, so it never asks
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        return None  # a dry run evicts nothing, so no eviction of it was ever admitted
 
     async def delete_pod(self, pod: PodView) -> None:
         self._note(f"delete pod {pod.key}")

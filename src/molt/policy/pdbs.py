@@ -37,6 +37,9 @@ class PdbView:
     """When the DisruptionAllowed condition last changed: since when it allows what now."""
     stale: bool = False
     """Its status predates its spec (``observedGeneration`` behind ``generation``)."""
+    disrupted_pods: frozenset[str] = frozenset()
+    """Pods whose eviction the API server admitted and counted, not yet seen deleted
+    (``status.disruptedPods``; the API server drops an entry after two minutes)."""
 
     @property
     def key(self) -> str:

@@ -336,6 +336,10 @@ class SimCluster:
     async def list_pdbs_now(self) -> list[PdbView]:
         return [budget.view() for budget in self.budgets.values()]
 
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        found = self.budgets.get(f"{namespace}/{name}")
+        return found.view() if found is not None else None
+
     async def delete_pod(self, pod: PodView) -> None:
         found = self._pods.get(pod.uid)
         if found is not None and not found.deleting:
