@@ -74,11 +74,18 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the chart itself -------------------------------------------------------------------
 
 
+def helm_lint(helm_path: Path, values: dict[str, Any] | None = None) -> str:
+    """``helm lint --strict`` of the chart with ``values``; its output."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        yaml.safe_dump(values or {}, file)
+        file.flush()
+        return helm(helm_path, "lint", "--strict", str(CHART), "--values", file.name)
+
+
 def test_the_chart_lints_and_renders_its_defaults_hardened(helm: Path) -> None:
-    helm_path = helm
-    lint = helm_lint(helm_path)
+    lint = helm_lint(helm)
     assert "0 chart(s) failed" in lint, lint
-    docs = documents(template(helm_path, CHART))
+    docs = documents(template(helm, CHART))
     kinds = _by_kind(docs)
     assert sorted(kinds) == sorted(
         [
@@ -163,14 +170,6 @@ def test_the_chart_renders_aws_irsa_history_and_a_service_monitor(helm: Path) ->
     assert "Secret" not in _by_kind(existing)
     env = {e["name"]: e for e in _container(existing)["env"]}
     assert env["MOLT_HISTORY_URL"]["valueFrom"]["secretKeyRef"] == {"name": "db-url", "key": "dsn"}
-
-
-def helm_lint(helm_path: Path, values: dict[str, Any] | None = None) -> str:
-    """``helm lint --strict`` of the chart with ``values``; its output."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
-        yaml.safe_dump(values or {}, file)
-        file.flush()
-        return helm(helm_path, "lint", "--strict", str(CHART), "--values", file.name)
 
 
 def test_deploy_molt_yaml_is_the_charts_fresh_render(helm: Path) -> None:
