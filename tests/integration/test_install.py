@@ -12,6 +12,8 @@ with a token of the chart's ServiceAccount.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -227,6 +229,41 @@ async def test_the_rendered_manifests_apply_to_the_api_server(
         .replace("namespace: molt\n", f"namespace: {release.namespace}\n"),
     )
     assert whole.returncode == 0, whole.stderr
+
+
+async def test_helm_installs_and_uninstalls_the_chart(
+    sandbox: RunningSandbox, kube: client.ApiClient, helm: Path, namespace: str, tmp_path: Path
+) -> None:
+    """The README's `helm install`, against the sandbox; helm's own files stay in tmp."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(sandbox.kubeconfig),
+        **{
+            f"HELM_{kind}_HOME": str(tmp_path / kind.lower())
+            for kind in ("CACHE", "CONFIG", "DATA")
+        },
+    }
+    release = f"molt-{uuid.uuid4().hex[:6]}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(helm), *args], env=env, capture_output=True, text=True, check=False, timeout=120
+        )
+
+    installed = run("install", release, str(CHART), "--namespace", namespace)
+    try:
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        assert "STATUS: deployed" in installed.stdout, installed.stdout
+        await client.RbacAuthorizationV1Api(kube).read_cluster_role(release)
+    finally:
+        removed = run("uninstall", release, "--namespace", namespace, "--wait")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    roles = await client.RbacAuthorizationV1Api(kube).list_cluster_role(
+        label_selector=f"app.kubernetes.io/instance={release}"
+    )
+    assert not roles.items, "helm uninstall left the ClusterRole behind"
+    # CRDs are helm's to install, never to delete: they stay for the next install.
+    assert sandbox.kubectl("get", "crd", f"instancegroups.{GROUP}").returncode == 0
 
 
 async def test_a_full_rotation_completes_with_only_the_charts_permissions(
