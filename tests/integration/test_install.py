@@ -463,6 +463,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ),
     ("", "pods", "delete"): lambda p: p.writes.delete_pod(p.absent_pod()),
     ("", "pods/eviction", "create"): lambda p: p.evict(),
+    ("policy", "poddisruptionbudgets", "list"): lambda p: p.writes.list_pdbs_now(),
+    ("policy", "poddisruptionbudgets", "get"): lambda p: p.writes.read_pdb("default", ABSENT),
     (GROUP, "instancegroups", "list"): lambda p: p.raw.list_all(GROUPS),
     (GROUP, "instancegroups", "watch"): lambda p: p.watch_once(GROUPS),
     (GROUP, "terminationpolicies", "list"): lambda p: p.raw.list_all(POLICIES),
