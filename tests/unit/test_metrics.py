@@ -4,22 +4,26 @@ work queue's client-go measurements."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from prometheus_client import generate_latest
 
 from molt.api import InstanceGroup
 from molt.api.instancegroup import Capacity
 from molt.api.labels import BLOCKED_ANNOTATION, POLICY_ANNOTATION
 from molt.controllers.instancegroup.cells import CellReconciler
-from molt.controllers.instancegroup.gauges import routed_share
+from molt.controllers.instancegroup.gauges import GroupMetrics, routed_share
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import WorkQueue
 from molt.observe.metrics import Metrics
 from molt.policy.cells import CellKey
 from molt.policy.fleet_age import NO_GROUP, NO_POLICY, fleet_ages
-from molt.policy.snapshot import GroupView
+from molt.policy.snapshot import GroupView, NodeCondition
 from tests.support.builders import instance_group
 from tests.support.fake_ports import FakeClock, FakeCluster, FakeProvider
 from tests.support.fleet import NOW, node, policy
+from tests.support.promql import exposition_names, metric_names
 
 pytestmark = pytest.mark.unit
 
@@ -141,6 +145,18 @@ async def test_the_group_controller_reports_cells_launches_host_init_and_routing
     )
 
 
+def test_host_init_counts_a_launch_stamped_in_the_second_the_controller_started() -> None:
+    metrics = Metrics()
+    started = NOW + timedelta(milliseconds=700)
+    gauges = GroupMetrics(metrics, started)
+    ready = node("n1", conditions=(NodeCondition("Ready", "True", NOW + timedelta(seconds=9)),))
+    earlier = node("n0", conditions=(NodeCondition("Ready", "True", NOW),))
+    launched = {"n1": NOW, "n0": NOW - timedelta(seconds=1)}  # second precision
+    gauges.became_ready("workers", [ready, earlier], launched, NOW + timedelta(seconds=10))
+    assert value(metrics, "molt_host_init_seconds_count", group="workers") == 1
+    assert value(metrics, "molt_host_init_seconds_sum", group="workers") == 9
+
+
 # Selection: blocked drains.
 
 
@@ -230,3 +246,25 @@ async def test_the_work_queue_reports_client_go_measurements() -> None:
     assert value(metrics, "workqueue_retries_total", name="molt") == 1
     assert value(metrics, "workqueue_work_duration_seconds_sum", name="molt") == 6
     assert value(metrics, "workqueue_longest_running_processor_seconds", name="molt") == 1
+
+
+# The name extraction the export test relies on.
+
+
+def test_metric_names_are_told_from_functions_labels_keywords_and_numbers() -> None:
+    expr = (
+        "histogram_quantile(0.99, sum by (le, group) (rate(molt_host_init_seconds_bucket"
+        '{group=~"$group", cell="a/b"}[$__rate_interval]))) > 1e-3 and on (group) '
+        "max without (x) (molt_leader offset 5m) or absent(up) unless vector(1)"
+    )
+    assert metric_names(expr) == {"molt_host_init_seconds_bucket", "molt_leader", "up"}
+
+
+def test_the_exposition_names_sampled_and_declared_metrics() -> None:
+    metrics = Metrics()
+    metrics.in_flight.labels(policy="p").set(1)
+    sampled, declared = exposition_names(generate_latest(metrics.registry).decode())
+    assert "molt_nodes_in_flight" in sampled
+    assert "molt_watchdog_state" in declared - sampled
+    assert "molt_host_init_seconds_bucket" in declared - sampled
+    assert "molt_drain_duration_seconds_bucket" in sampled

@@ -16,6 +16,9 @@ from collections.abc import Callable, Hashable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from molt.api.terminationpolicy import ALL_REASONS
+from molt.ports import EvictionOutcome
+
 HOUR = 3600.0
 NODE_AGE_BUCKETS = tuple(h * HOUR for h in (1, 3, 6, 12, 24, 36, 42, 48, 54, 60, 72, 96, 120, 168))
 """Node ages up to seven days, finest around the 48 h default maximum."""
@@ -270,6 +273,12 @@ class Metrics:
             ["name"],
             registry=r,
         )
+        # Counters of a known, small label set start at 0, so rate() and increase() see the
+        # first event rather than a series appearing.
+        for reason in ALL_REASONS:
+            self.decisions.labels(reason=reason)
+        for outcome in EvictionOutcome:
+            self.evictions.labels(outcome=outcome.value)
         # Series replaced per owner, so the ones that went away disappear.
         self.group_nodes_series = SeriesSet(self.group_nodes)
         self.routed_series = SeriesSet(self.routed_nodes)

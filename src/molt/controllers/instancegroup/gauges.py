@@ -78,8 +78,9 @@ class GroupMetrics:
 
     def __init__(self, metrics: Metrics, started: datetime) -> None:
         self.metrics = metrics
-        self.started = started
-        """Host init is measured only for instances launched after this."""
+        # Launch times often have second precision (RFC 3339 annotations, creationTimestamp).
+        self.started = started.replace(microsecond=0)
+        """Host init is measured only for instances launched from this second on."""
         self._seen: dict[str, set[str]] = {}
 
     def observed(self, group: str, observations: Sequence[CellObservation]) -> None:
@@ -126,6 +127,11 @@ class GroupMetrics:
         members: Sequence[NodeView],
         routed: Mapping[CellKey, int],
     ) -> None:
+        # The group's counters start at 0 for each of its cells (see Metrics).
+        self.metrics.rollbacks.labels(group=group)
+        for key in routed:
+            self.metrics.launches.labels(group=group, cell=str(key))
+            self.metrics.launch_failures.labels(group=group, cell=str(key))
         self.metrics.group_nodes_series.replace(group, node_series(group, status, members))
         self.metrics.degraded_series.replace(group, degraded_series(group, status))
         self.metrics.routed_series.replace(

@@ -174,6 +174,7 @@ class SelectionReconciler:
             selected = sum(1 for n in mine if n.state == SELECTED)
             blocked = [n for n in mine if n.annotations.get(BLOCKED_ANNOTATION)]
             self.metrics.in_flight.labels(policy=name).set(len(mine))
+            self.metrics.completed.labels(policy=name)  # 0 until the policy's first node goes
             counts = {
                 "selected": selected,
                 "inFlight": len(mine),
