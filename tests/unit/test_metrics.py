@@ -175,6 +175,12 @@ async def test_the_longest_blocked_drain_is_timed_from_when_it_was_first_seen_bl
     await selection.reconcile()
     assert value(metrics, "molt_drain_blocked_longest_seconds", policy="rotate") == 600
     assert value(metrics, "molt_drain_blocked_longest_seconds", policy="other") == 0
+    rollout = {BLOCKED_ANNOTATION: "evictions refused: db"}  # a group selected it: no policy
+    cluster.add_node(node("rolled", state="draining", annotations=rollout))
+    clock.advance(30)
+    await selection.reconcile()
+    assert value(metrics, "molt_drain_blocked_longest_seconds", policy=NO_POLICY) == 0
+    assert value(metrics, "molt_drain_blocked_longest_seconds", policy="rotate") == 630
     unblocked = node("stuck", state="draining", annotations={POLICY_ANNOTATION: "rotate"})
     cluster.add_node(unblocked)
     clock.advance(60)

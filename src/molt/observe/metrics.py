@@ -124,7 +124,8 @@ class Metrics:
         self.drain_blocked_longest = Gauge(
             "molt_drain_blocked_longest_seconds",
             "How long the policy's longest-blocked node has been reported blocked "
-            "(molt.dev/blocked) as seen by this process; 0 when none is.",
+            '(molt.dev/blocked) as seen by this process; 0 when none is. policy="(none)" for '
+            "nodes a group's rollout selected.",
             ["policy"],
             registry=r,
         )

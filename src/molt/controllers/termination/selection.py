@@ -29,7 +29,7 @@ from molt.api.terminationpolicy import TerminationPolicy
 from molt.controllers.conditions import ConditionWriter
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
-from molt.policy.fleet_age import fleet_ages
+from molt.policy.fleet_age import NO_POLICY, fleet_ages
 from molt.policy.plan import Plan, compute_plan
 from molt.policy.snapshot import NodeView, Snapshot
 from molt.ports import Clock, ClusterReads, ClusterWrites
@@ -130,17 +130,17 @@ class SelectionReconciler:
         self.metrics.policy_series.replace(
             "fleet", {(policy,): float(count) for policy, count in fleet.past_max_age.items()}
         )
+        # Nodes a group's rollout selected carry no policy annotation: "(none)".
         blocked = {
-            n.name: n.annotations.get(POLICY_ANNOTATION, "")
+            n.name: n.annotations.get(POLICY_ANNOTATION) or NO_POLICY
             for n in nodes
             if n.in_pipeline and n.annotations.get(BLOCKED_ANNOTATION)
         }
         self._blocked_since = {name: self._blocked_since.get(name, now) for name in blocked}
         longest = {p.metadata.name: 0.0 for p in policies}
         for name, policy in blocked.items():
-            if policy in longest:
-                seconds = (now - self._blocked_since[name]).total_seconds()
-                longest[policy] = max(longest[policy], seconds)
+            seconds = (now - self._blocked_since[name]).total_seconds()
+            longest[policy] = max(longest.get(policy, 0.0), seconds)
         self.metrics.blocked_series.replace(
             "fleet", {(policy,): seconds for policy, seconds in longest.items()}
         )
