@@ -3,7 +3,7 @@
 Runs the policy core over the cached cluster, marks each admitted node (state label,
 policy, reason, selection time and deadline annotations, an Event), reports nodes whose
 metadata cannot be read, and keeps each TerminationPolicy's status counters current, and
-the fleet's age and blocked-drain metrics with them.
+the fleet's age and blocked-drain metrics with them (``fleet_gauges``).
 Budgets hold across restarts because the in-flight count is read back from the nodes'
 state labels, and within one run because each write lands in the cache at once.
 """
@@ -11,7 +11,7 @@ state labels, and within one run because each write lands in the cache at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -27,9 +27,9 @@ from molt.api.labels import (
 )
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.controllers.conditions import ConditionWriter
+from molt.controllers.termination.fleet_gauges import FleetGauges
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
-from molt.policy.fleet_age import NO_POLICY, fleet_ages
 from molt.policy.plan import Plan, compute_plan
 from molt.policy.snapshot import NodeView, Snapshot
 from molt.ports import Clock, ClusterReads, ClusterWrites
@@ -58,14 +58,12 @@ class SelectionReconciler:
         self.metrics = metrics
         self.on_selected = on_selected
         self.resync_seconds = resync_seconds
+        self.fleet_gauges = FleetGauges(metrics, resync_seconds)
         self._reported_problems: dict[str, str] = {}
         self.last_plan: Plan | None = None
         """The plan of the latest pass, for inspection."""
         self._written_status: dict[str, tuple[object, ...]] = {}
         """What each policy's status last said, so an unchanged status is not rewritten."""
-        self._blocked_since: dict[str, datetime] = {}
-        """When this process first saw each currently blocked node blocked."""
-        self._ages_observed: datetime | None = None
 
     async def reconcile(self) -> float:
         if not self.reads.synced():
@@ -104,46 +102,10 @@ class SelectionReconciler:
             )
             self.on_selected(node.name)
         await self._write_statuses(policies, self.reads.nodes(), plan, now)
-        self._publish_fleet(policies, self.reads.nodes(), now)
+        self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
         return self.resync_seconds
-
-    def _publish_fleet(
-        self, policies: list[TerminationPolicy], nodes: list[NodeView], now: datetime
-    ) -> None:
-        """Node ages (the histogram once per resync, however often selection runs), the
-        oldest per group, nodes past max age and the longest-blocked drain per policy."""
-        fleet = fleet_ages(nodes, policies, self.reads.groups(), now)
-        due = self._ages_observed is None or now - self._ages_observed >= timedelta(
-            seconds=self.resync_seconds
-        )
-        if due:
-            self._ages_observed = now
-            for group, ages in fleet.ages.items():
-                histogram = self.metrics.node_age.labels(group=group)
-                for age in ages:
-                    histogram.observe(age)
-        self.metrics.oldest_series.replace(
-            "fleet", {(group,): age for group, age in fleet.oldest.items()}
-        )
-        self.metrics.policy_series.replace(
-            "fleet", {(policy,): float(count) for policy, count in fleet.past_max_age.items()}
-        )
-        # Nodes a group's rollout selected carry no policy annotation: "(none)".
-        blocked = {
-            n.name: n.annotations.get(POLICY_ANNOTATION) or NO_POLICY
-            for n in nodes
-            if n.in_pipeline and n.annotations.get(BLOCKED_ANNOTATION)
-        }
-        self._blocked_since = {name: self._blocked_since.get(name, now) for name in blocked}
-        longest = {p.metadata.name: 0.0 for p in policies}
-        for name, policy in blocked.items():
-            seconds = (now - self._blocked_since[name]).total_seconds()
-            longest[policy] = max(longest.get(policy, 0.0), seconds)
-        self.metrics.blocked_series.replace(
-            "fleet", {(policy,): seconds for policy, seconds in longest.items()}
-        )
 
     async def _report_problems(self, plan: Plan, nodes: dict[str, NodeView]) -> None:
         current = {problem.node: problem.message for problem in plan.problems}
