@@ -83,9 +83,6 @@ class SeriesSet:
         self.replace(owner, {})
         self._owned.pop(owner, None)
 
-    def owners(self) -> set[Hashable]:
-        return set(self._owned)
-
 
 class Metrics:
     """Every metric ``molt run`` exports."""
