@@ -2,7 +2,8 @@
 
 Runs the policy core over the cached cluster, marks each admitted node (state label,
 policy, reason, selection time and deadline annotations, an Event), reports nodes whose
-metadata cannot be read, and keeps each TerminationPolicy's status counters current.
+metadata cannot be read, and keeps each TerminationPolicy's status counters current, and
+the fleet's age and blocked-drain metrics with them (``fleet_gauges``).
 Budgets hold across restarts because the in-flight count is read back from the nodes'
 state labels, and within one run because each write lands in the cache at once.
 """
@@ -26,6 +27,7 @@ from molt.api.labels import (
 )
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.controllers.conditions import ConditionWriter
+from molt.controllers.termination.fleet_gauges import FleetGauges
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
@@ -60,6 +62,7 @@ class SelectionReconciler:
         self.metrics = metrics
         self.on_selected = on_selected
         self.resync_seconds = resync_seconds
+        self.fleet_gauges = FleetGauges(metrics, resync_seconds)
         self._reported_problems: dict[str, str] = {}
         self.last_plan: Plan | None = None
         """The plan of the latest pass, for inspection."""
@@ -108,6 +111,7 @@ class SelectionReconciler:
             )
             self.on_selected(node.name)
         await self._write_statuses(policies, self.reads.nodes(), plan, now)
+        self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
         return self.resync_seconds
@@ -191,6 +195,7 @@ class SelectionReconciler:
             selected = sum(1 for n in mine if n.state == SELECTED)
             blocked = [n for n in mine if n.annotations.get(BLOCKED_ANNOTATION)]
             self.metrics.in_flight.labels(policy=name).set(len(mine))
+            self.metrics.completed.labels(policy=name)  # 0 until the policy's first node goes
             counts = {
                 "selected": selected,
                 "inFlight": len(mine),
