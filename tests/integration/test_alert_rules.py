@@ -1,7 +1,7 @@
 """Molt's alert rules are valid Prometheus rules, each alert fires on a synthetic series
 that should fire it and stays quiet when healthy (``promtool test rules``), and every
 dashboard query parses, with promtool built from its pinned Go module into Molt's cache
-(``molt.sandbox.tools``)."""
+(``molt.sandbox.binaries.tool_path``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from molt.sandbox.tools import ensure_tool
+from molt.sandbox.binaries import tool_path
 from tests.support.promql import alert_expressions, dashboard_expressions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ DASHBOARD = ROOT / "charts" / "molt" / "files" / "dashboard.json"
 @pytest.fixture(scope="session")
 def promtool() -> Path:
     """promtool, built on first use (several minutes on a cold machine)."""
-    return ensure_tool("promtool")
+    return tool_path("promtool")
 
 
 def _promtool(promtool: Path, *args: str) -> subprocess.CompletedProcess[str]:

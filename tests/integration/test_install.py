@@ -12,6 +12,7 @@ with a token of the chart's ServiceAccount.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import tempfile
@@ -172,6 +173,30 @@ def test_the_chart_renders_aws_irsa_history_and_a_service_monitor(helm: Path) ->
     assert "Secret" not in _by_kind(existing)
     env = {e["name"]: e for e in _container(existing)["env"]}
     assert env["MOLT_HISTORY_URL"]["valueFrom"]["secretKeyRef"] == {"name": "db-url", "key": "dsn"}
+
+
+def test_the_chart_renders_its_alerts_and_dashboard_when_asked(helm: Path) -> None:
+    values = {
+        "monitoring": {
+            "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
+            "dashboard": {"enabled": True},
+        }
+    }
+    assert "0 chart(s) failed" in helm_lint(helm, values)
+    kinds = _by_kind(documents(template(helm, CHART, values=values)))
+    [rule] = kinds["PrometheusRule"]
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert alerts == {r["alert"] for g in shipped["groups"] for r in g["rules"] if "alert" in r}
+    assert {"MoltNodePastMaxAge", "MoltDrainBlockedOverAnHour"} <= alerts
+    [dashboard] = [
+        c for c in kinds["ConfigMap"] if c["metadata"]["labels"].get("grafana_dashboard")
+    ]
+    [body] = dashboard["data"].values()
+    assert json.loads(body)["panels"]
+    defaults = _by_kind(documents(template(helm, CHART)))
+    assert "PrometheusRule" not in defaults
 
 
 def test_deploy_molt_yaml_is_the_charts_fresh_render(helm: Path) -> None:

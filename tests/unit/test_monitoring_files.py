@@ -46,7 +46,7 @@ def test_every_panel_queries_through_the_data_source_variable() -> None:
 
 
 def test_the_templates_are_off_by_default_and_read_existing_files() -> None:
-    values = yaml.safe_load((CHART / "values-monitoring.yaml").read_text())["monitoring"]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]
     assert values["prometheusRule"]["enabled"] is False
     assert values["dashboard"]["enabled"] is False
     for template, flag in (
