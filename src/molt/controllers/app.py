@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from prometheus_client import start_http_server
@@ -29,6 +30,7 @@ from molt.kube.reader import connect
 from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import DryRunWrites, KubeWrites
+from molt.observe.history import HistoryOptions, HistoryStore, HistoryWrites
 from molt.observe.metrics import Metrics
 from molt.ports import ClusterWrites, SystemClock
 
@@ -55,6 +57,10 @@ class RunOptions:
     write_rate: float = 20.0
     providers: tuple[str, ...] = ("kwok",)
     """Clouds this controller may launch into and terminate in: kwok, aws."""
+    history_url: str | None = None
+    """SQLAlchemy URL of the decision history (sqlite:///..., postgresql://...); None: off."""
+    cluster_name: str = "default"
+    history_retention: timedelta | None = timedelta(days=30)
 
 
 def default_identity() -> str:
@@ -112,6 +118,19 @@ async def run_controller(options: RunOptions) -> int:
         if "aws" in options.providers:
             # Credentials, region and endpoint (AWS_ENDPOINT_URL) from boto3's usual chain.
             providers["aws"] = aws_provider_from_environment(fence.check)
+    history: HistoryStore | None = None
+    if options.history_url:
+        # Every Event (and group decision) also becomes a row; the store never blocks a write.
+        history = HistoryStore(
+            HistoryOptions(
+                url=options.history_url,
+                cluster=options.cluster_name,
+                retention=options.history_retention,
+            ),
+            SystemClock(),
+            metrics,
+        )
+        writes = HistoryWrites(writes, history, state)
     controller = ControllerManager(
         state,
         writes,
@@ -134,6 +153,8 @@ async def run_controller(options: RunOptions) -> int:
     ]
     if elector is not None:
         background.append(asyncio.create_task(elector.run(), name="leader-election"))
+    if history is not None:
+        history.start()
     exit_code = 0
     try:
         await state.start()
@@ -166,6 +187,8 @@ async def run_controller(options: RunOptions) -> int:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if history is not None:
+            await history.stop()
         if elector is not None and exit_code == 0:
             with suppress(Exception):
                 await elector.release()

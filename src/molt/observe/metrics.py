@@ -53,3 +53,13 @@ class Metrics:
         self.leader = Gauge(
             "molt_leader", "1 while this replica holds the Lease.", registry=self.registry
         )
+        self.history_dropped = Counter(
+            "molt_history_rows_dropped_total",
+            "History rows dropped because the buffer was full (the store was down or slow).",
+            registry=self.registry,
+        )
+        self.history_buffered = Gauge(
+            "molt_history_rows_buffered",
+            "History rows waiting in memory to be written to the store.",
+            registry=self.registry,
+        )
