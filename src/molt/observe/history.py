@@ -407,8 +407,8 @@ def group_decisions(
     name: str, before: dict[str, Any] | None, after: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Rows for what a group's new status shows that its last one did not: a revision
-    created (with what changed), a new current revision (a rollout or a rollback), cells
-    removed (garbage collection)."""
+    created (with what changed), a new current revision (a rollout or a rollback), a
+    revision with no nodes left and cells removed (garbage collection)."""
     rows: list[dict[str, Any]] = []
     old_revisions = {r["name"]: r for r in (before or {}).get("revisions", [])}
     new_revisions = {r["name"]: r for r in after.get("revisions", [])}
@@ -460,21 +460,31 @@ def group_decisions(
             }
         )
 
-    def cells(status: dict[str, Any] | None) -> set[tuple[str, str, str]]:
-        return {
-            (c["zone"], c["capacityType"], c["revision"]) for c in (status or {}).get("cells", [])
-        }
+    for revision in old_revisions:
+        if revision not in new_revisions:
+            rows.append(
+                {
+                    "kind": "InstanceGroup",
+                    "name": name,
+                    "group": name,
+                    "revision": revision,
+                    "reason": "RevisionRemoved",
+                    "message": f"revision {revision} has no nodes left and is forgotten",
+                }
+            )
 
-    for zone, capacity, revision in sorted(cells(before) - cells(after)):
+    def cells(status: dict[str, Any] | None) -> set[tuple[str, str]]:
+        return {(c["zone"], c["capacityType"]) for c in (status or {}).get("cells", [])}
+
+    for zone, capacity in sorted(cells(before) - cells(after)):
         rows.append(
             {
                 "kind": "InstanceGroup",
                 "name": name,
                 "group": name,
-                "revision": revision,
                 "zone": zone,
                 "reason": "CellRemoved",
-                "message": f"cell {zone}/{capacity} of revision {revision} removed",
+                "message": f"cell {zone}/{capacity} removed",
             }
         )
     return rows
