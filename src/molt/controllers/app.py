@@ -32,6 +32,7 @@ from molt.kube.transport import RawApi
 from molt.kube.writes import DryRunWrites, KubeWrites
 from molt.observe.history import HistoryOptions, HistoryStore, HistoryWrites
 from molt.observe.metrics import Metrics
+from molt.policy.snapshot import NodeView
 from molt.ports import ClusterWrites, SystemClock
 
 log = structlog.get_logger(__name__)
@@ -97,9 +98,17 @@ async def run_controller(options: RunOptions) -> int:
     fence = elector.fence if elector else Fence.always()
 
     holder: list[ControllerManager] = []
+    history_writes: list[HistoryWrites] = []
+
+    def node_changed(key: str, old: NodeView | None, new: NodeView | None) -> None:
+        for recorder in history_writes:
+            recorder.node_changed(key, old, new)
+        if holder:
+            holder[0].node_changed(key, old, new)
+
     state = KubeClusterState(
         raw,
-        on_node=lambda key, old, new: holder[0].node_changed(key, old, new) if holder else None,
+        on_node=node_changed,
         on_pod=lambda node: holder[0].pods_changed(node) if holder else None,
         on_policy_or_group=lambda: holder[0].config_changed() if holder else None,
     )
@@ -119,7 +128,9 @@ async def run_controller(options: RunOptions) -> int:
             # Credentials, region and endpoint (AWS_ENDPOINT_URL) from boto3's usual chain.
             providers["aws"] = aws_provider_from_environment(fence.check)
     history: HistoryStore | None = None
-    if options.history_url:
+    if options.history_url and options.dry_run:
+        log.warning("history.off", detail="--dry-run changes nothing, so nothing is recorded")
+    if options.history_url and not options.dry_run:
         # Every Event (and group decision) also becomes a row; the store never blocks a write.
         history = HistoryStore(
             HistoryOptions(
@@ -131,6 +142,7 @@ async def run_controller(options: RunOptions) -> int:
             metrics,
         )
         writes = HistoryWrites(writes, history, state)
+        history_writes.append(writes)
     controller = ControllerManager(
         state,
         writes,

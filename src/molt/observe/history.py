@@ -368,6 +368,26 @@ class HistoryWrites:
                 return found.status.current_revision
         return None
 
+    # Seen in the caches: nodes joining, becoming Ready, leaving outside the pipeline.
+
+    def node_changed(self, key: str, old: NodeView | None, new: NodeView | None) -> None:
+        """A node-cache callback: the rows no Event gives, so a node's lifetime starts when
+        it joins. Quiet until the caches have synced (a restart's first LIST is no news)."""
+        if self.reads is not None and not self.reads.synced():
+            return
+        if new is not None and old is None:
+            self.store.record(
+                **_node_fields(new), reason="NodeJoined", message="the Node object appeared"
+            )
+        if new is not None and new.ready and (old is None or not old.ready):
+            self.store.record(**_node_fields(new), reason="NodeReady", message="node is Ready")
+        if new is None and old is not None and not old.in_pipeline:
+            self.store.record(
+                **_node_fields(old),
+                reason="NodeRemoved",
+                message="the Node object was deleted outside Molt's pipeline",
+            )
+
     # Passed through.
 
     async def register_node(

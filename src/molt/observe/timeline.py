@@ -1,7 +1,7 @@
 """``molt history --plot``: node lifetimes from the history, as a PNG (matplotlib, Agg).
 
-One horizontal bar per node from the first row about it to its termination (or the last
-row, when it still runs), grouped and coloured by group and revision, the revision
+One horizontal bar per node from the first row about it to its termination (or to the
+end of the story, when it still runs), grouped and coloured by group and revision, the revision
 labelled by what changed beside its hash; selections, drain blocks and rollbacks marked.
 Each bar's ``gid`` is its node's name, each marker's ``selected:NODE`` / ``blocked:NODE``,
 each rollback line's ``rollback:GROUP``, so the figure can be checked without pixels.
@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-END_REASONS = ("NodeDeleted", "InstanceTerminated")
+END_REASONS = ("NodeDeleted", "InstanceTerminated", "NodeRemoved")
 ROLLBACK_REASONS = ("RolledBack", "RevisionDegraded")
 
 
@@ -60,14 +60,8 @@ def draw_timeline(rows: Sequence[dict[str, Any]], title: str = "Molt history") -
         return (moment - origin).total_seconds() / 3600
 
     labels = revision_labels(rows)
-    order = sorted(
-        nodes,
-        key=lambda n: (
-            nodes[n].get("group_name") or "",
-            nodes[n].get("revision") or "",
-            nodes[n]["start"],
-        ),
-    )
+    order = sorted(nodes, key=lambda n: (nodes[n].get("group_name") or "", nodes[n]["start"]))
+    last = max(times) if times else None
     keys = sorted(
         {(nodes[n].get("group_name") or "-", nodes[n].get("revision") or "-") for n in nodes}
     )
@@ -78,7 +72,7 @@ def draw_timeline(rows: Sequence[dict[str, Any]], title: str = "Molt history") -
         node = nodes[name]
         bar_key = (node.get("group_name") or "-", node.get("revision") or "-")
         start = hours(node["start"])
-        stop = hours(node["end"] or node["last"])
+        stop = hours(node["end"] or last or node["last"])  # a live node: to the story's end
         ax.barh(
             index,
             max(stop - start, 0.002),
@@ -118,7 +112,7 @@ def draw_timeline(rows: Sequence[dict[str, Any]], title: str = "Molt history") -
     ax.set_xlabel(f"hours since {origin:%Y-%m-%d %H:%M:%S} UTC" if origin else "hours")
     ax.set_title(title)
     if order:
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
