@@ -156,6 +156,18 @@ async def test_a_rotation_writes_each_old_nodes_story_in_order(
     )
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
 
+    # The replacements' lifetimes start in the history too, and so does the group's
+    # revision, from its first status.
+    for node in await ready_nodes(kube, group):
+        assert _reasons(rows, node)[:2] == ["NodeJoined", "NodeReady"], _reasons(rows, node)
+    group_rows = [
+        (r["reason"], r["revision"], r["change"]) for r in rows if r["kind"] == "InstanceGroup"
+    ]
+    assert group_rows[:2] == [
+        ("RevisionCreated", KWOK_REVISION, "initial"),
+        ("RevisionCurrent", KWOK_REVISION, None),
+    ], group_rows
+
     story = _molt_history_json(url, cluster, old[0])
     assert [r["reason"] for r in story] == _reasons(rows, old[0])
     assert {r["name"] for r in story} == {old[0]}

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
+from molt.api.instancegroup import InstanceGroup
 from molt.api.labels import (
     DEADLINE_ANNOTATION,
     GROUP_LABEL,
@@ -22,6 +23,7 @@ from molt.api.labels import (
 )
 from molt.cli.history import parse_age
 from molt.cli.main import app
+from molt.controllers.instancegroup.cells import CellReconciler
 from molt.observe.history import (
     HistoryOptions,
     HistoryQuery,
@@ -34,9 +36,11 @@ from molt.observe.history import (
 )
 from molt.observe.metrics import Metrics
 from molt.observe.timeline import draw_timeline
+from molt.policy.cells import template_revision
 from molt.policy.revisions import change_label
-from molt.policy.snapshot import NodeView
-from tests.support.fake_ports import FakeClock, FakeCluster
+from molt.policy.snapshot import NodeCondition, NodeView
+from tests.support.builders import instance_group
+from tests.support.fake_ports import FakeClock, FakeCluster, FakeProvider
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -365,3 +369,60 @@ def test_the_timeline_draws_one_bar_per_node_from_first_seen_to_terminated() -> 
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "web r2 image ami-v2" in legend
     assert "web r1" in legend
+
+
+async def test_nodes_joining_ready_and_vanishing_are_rows_once_the_caches_synced(
+    tmp_path: Path,
+) -> None:
+    cluster = FakeCluster()
+    store, _, _ = _store(f"sqlite:///{tmp_path}/h.db")
+    writes = HistoryWrites(cluster, store, cluster)
+    cluster.is_synced = False
+    writes.node_changed("n0", None, _node("n0"))  # the first LIST after a restart: no news
+    assert store.buffered == 0
+    cluster.is_synced = True
+    joined = _node("n1")
+    ready = NodeView(
+        name="n1",
+        created=NOW,
+        labels=joined.labels,
+        conditions=(NodeCondition("Ready", "True", NOW),),
+    )
+    writes.node_changed("n1", None, joined)
+    writes.node_changed("n1", joined, ready)
+    writes.node_changed("n1", ready, ready)  # nothing new
+    writes.node_changed("n1", ready, None)  # deleted, not by the pipeline
+    assert await store.flush()
+    rows = read_history(f"sqlite:///{tmp_path}/h.db", HistoryQuery(node="n1"))
+    assert [r["reason"] for r in rows] == ["NodeJoined", "NodeReady", "NodeRemoved"]
+    assert rows[0]["group_name"] == "web"
+    await store.stop()
+
+
+def test_molt_run_refuses_a_history_url_it_cannot_use() -> None:
+    result = CliRunner().invoke(app, ["run", "--history", "nosuchdb://x/y"])
+    assert result.exit_code == 2
+    assert "--history" in result.output
+
+
+async def test_the_group_reconcilers_first_status_records_its_revision(tmp_path: Path) -> None:
+    # FakeCluster applies a status patch to what it reads back at once, as a watch cache
+    # may do before the patch call returns: the decorator must compare with the status
+    # from before the write.
+    group = InstanceGroup.model_validate(
+        instance_group("web", zones=["zone-a"], replicas=3, minSize=3, maxSize=4)
+    )
+    cluster = FakeCluster(groups=[group])
+    store, _, clock = _store(f"sqlite:///{tmp_path}/h.db")
+    writes = HistoryWrites(cluster, store, cluster)
+    reconciler = CellReconciler(cluster, writes, clock, {"kwok": FakeProvider(cluster)})
+    await reconciler.reconcile("web")
+    assert cluster.group_status_patches
+    assert await store.flush()
+    rows = read_history(f"sqlite:///{tmp_path}/h.db", HistoryQuery(group="web"))
+    revision = template_revision(group.spec.template)
+    assert [(r["reason"], r["revision"], r["change"]) for r in rows] == [
+        ("RevisionCreated", revision, "initial"),
+        ("RevisionCurrent", revision, None),
+    ]
+    await store.stop()

@@ -63,8 +63,7 @@ async def test_a_simulated_rollback_and_rollout_leave_their_story(tmp_path: Path
     rows = read_history(url, HistoryQuery(cluster="sim", group="workers"))
     group_rows = [(r["reason"], r["change"]) for r in rows if r["kind"] == "InstanceGroup"]
     created = [change for reason, change in group_rows if reason == "RevisionCreated"]
-    # The fleet starts with a status at ami-v1: that revision is not new.
-    assert created == ["image ami-broken", "image ami-v2"], group_rows
+    assert created == ["initial image ami-v1", "image ami-broken", "image ami-v2"], group_rows
     reasons = [reason for reason, _ in group_rows]
     assert "RolledBack" in reasons or "RevisionDegraded" in reasons, group_rows
     # Every node that started the run was replaced, each through the whole pipeline.

@@ -14,6 +14,7 @@ from molt.cli.history import parse_age
 from molt.cli.logs import configure_logging
 from molt.controllers.app import RunOptions, run_controller
 from molt.kube.reader import NoClusterError
+from molt.observe.history import make_engine
 
 errors = Console(stderr=True)
 
@@ -140,6 +141,12 @@ def run_command(
     if unknown:
         errors.print(f"[red]error:[/red] unknown --provider {unknown[0]!r} (use kwok or aws)")
         raise typer.Exit(2)
+    if history:
+        try:
+            make_engine(history).dispose()  # checks the URL and its driver; connects to nothing
+        except Exception as error:
+            errors.print(f"[red]error:[/red] --history {history!r}: {error}", highlight=False)
+            raise typer.Exit(2) from error
     configure_logging(log_format)
     options = RunOptions(
         providers=providers,

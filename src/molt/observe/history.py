@@ -329,12 +329,13 @@ class HistoryWrites:
         )
 
     async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
-        await self.inner.patch_group_status(name, status)
+        # The status as it was, read before the write: the cache may see the patch at once.
         before = self._group_status.get(name)
         if before is None and self.reads is not None:
             group = self.reads.instance_group(name)
             if group is not None and group.status is not None:
                 before = _status_dict(group)
+        await self.inner.patch_group_status(name, status)
         self._group_status[name] = status
         for row in group_decisions(name, before, status):
             self.store.record(**row)
