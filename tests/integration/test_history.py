@@ -249,6 +249,15 @@ async def test_postgres_down_mid_rotation_holds_nothing_up_and_loses_nothing(
     gone_during = during[0]
     deleted = next(r for r in rows if r["name"] == gone_during and r["reason"] == "NodeDeleted")
     assert outage_start <= deleted["time"] <= outage_end, (outage_start, deleted, outage_end)
+
+    # Loosely, the node that went during the outage took no longer than the one before it.
+    def took(node: str) -> float:
+        mine = {r["reason"]: r["time"] for r in rows if r["name"] == node}
+        return float((mine["NodeDeleted"] - mine["Selected"]).total_seconds())
+
+    before, during_outage = took(first), took(gone_during)
+    print(f"selected to deleted: {before:.1f}s before the outage, {during_outage:.1f}s during")
+    assert during_outage <= 2 * before + 20, (before, during_outage)
     assert _metric(port, "molt_history_rows_dropped_total") == 0
     assert _metric(port, "molt_history_rows_buffered") == 0
     assert molt.alive(), molt.log()

@@ -212,6 +212,11 @@ async def test_molt_history_prints_a_table_and_json(tmp_path: Path) -> None:
     assert "DrainBlocked" in table.output
     assert table.output.index("Selected") < table.output.index("DrainBlocked")
 
+    png = tmp_path / "timeline.png"
+    plotted = runner.invoke(app, ["history", "--history", url, "-o", "json", "--plot", str(png)])
+    assert plotted.exit_code == 0, plotted.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     assert runner.invoke(app, ["history", "--history", url, "-o", "yaml"]).exit_code == 2
     assert runner.invoke(app, ["history", "--history", url, "--since", "soon"]).exit_code == 2
 
