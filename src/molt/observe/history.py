@@ -67,7 +67,9 @@ def make_engine(url: str) -> Engine:
     backend = make_url(url).get_backend_name()
     connect_args: dict[str, Any] = {}
     if backend == "postgresql":
+        # Fail fast when the server is away, and never let one statement hang a thread.
         connect_args["connect_timeout"] = 3
+        connect_args["options"] = "-c statement_timeout=15000"
     elif backend == "sqlite":
         connect_args["timeout"] = 5
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
