@@ -397,10 +397,14 @@ async def test_nodes_joining_ready_and_vanishing_are_rows_once_the_caches_synced
     writes.node_changed("n1", joined, ready)
     writes.node_changed("n1", ready, ready)  # nothing new
     writes.node_changed("n1", ready, None)  # deleted, not by the pipeline
+    standby = HistoryWrites(cluster, store, cluster, acting=lambda: False)
+    standby.node_changed("n2", None, _node("n2"))  # a standby replica records nothing
     assert await store.flush()
     rows = read_history(f"sqlite:///{tmp_path}/h.db", HistoryQuery(node="n1"))
     assert [r["reason"] for r in rows] == ["NodeJoined", "NodeReady", "NodeRemoved"]
     assert rows[0]["group_name"] == "web"
+    everything = read_history(f"sqlite:///{tmp_path}/h.db", HistoryQuery())
+    assert {r["name"] for r in everything} == {"n1"}
     await store.stop()
 
 

@@ -141,7 +141,7 @@ async def run_controller(options: RunOptions) -> int:
             SystemClock(),
             metrics,
         )
-        writes = HistoryWrites(writes, history, state)
+        writes = HistoryWrites(writes, history, state, acting=lambda: fence.is_leader)
         history_writes.append(writes)
     controller = ControllerManager(
         state,

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -285,11 +285,19 @@ class HistoryWrites:
     """The writes port, with every Event and group decision also kept as a history row."""
 
     def __init__(
-        self, inner: ClusterWrites, store: HistoryStore, reads: ClusterReads | None = None
+        self,
+        inner: ClusterWrites,
+        store: HistoryStore,
+        reads: ClusterReads | None = None,
+        *,
+        acting: Callable[[], bool] = lambda: True,
     ) -> None:
         self.inner = inner
         self.store = store
         self.reads = reads
+        self.acting = acting
+        """Whether this replica acts (holds the Lease): a standby's caches see the same
+        nodes come and go, and must not record them twice."""
         self._marks: dict[str, dict[str, str]] = {}
         self._group_status: dict[str, dict[str, Any]] = {}
 
@@ -376,7 +384,9 @@ class HistoryWrites:
     def node_changed(self, key: str, old: NodeView | None, new: NodeView | None) -> None:
         """A node-cache callback: the rows no Event gives, so a node's lifetime starts when
         it joins. Quiet until the caches have synced (a restart's first LIST is no news)."""
-        if self.reads is not None and not self.reads.synced():
+        if new is None:
+            self._marks.pop(key, None)
+        if not self.acting() or (self.reads is not None and not self.reads.synced()):
             return
         if new is not None and old is None:
             self.store.record(
