@@ -78,12 +78,13 @@ def plot_capacity(sim: Simulation, path: Path) -> None:
 
 
 def revision_changes(sim: Simulation) -> dict[str, str]:
-    """Revision -> what its template changed against the group's revision before it."""
+    """Revision -> its group and what its template changed against the group's revision
+    before it, e.g. ``workers: image ami-v2``."""
     labels: dict[str, str] = {}
     last: dict[str, dict[str, object]] = {}
     for (group, revision), template in sim.cloud.templates.items():
         dumped = template.model_dump(mode="json", by_alias=True, exclude_none=True)
-        labels[revision] = change_label(last.get(group), dumped)
+        labels[revision] = f"{group}: {change_label(last.get(group), dumped)}"
         last[group] = dumped
     return labels
 
