@@ -6,15 +6,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv binaries demo test test-unit test-integration lint crds bench clean
+.PHONY: help venv binaries demo test test-unit test-integration lint crds manifests bench clean
 
 help:
 	@echo "make demo        run the demo (no cluster needed)"
 	@echo "make test        lint + unit + integration tests (builds the control plane once)"
 	@echo "make test-unit   fast tests only"
 	@echo "make lint        ruff, mypy, import-linter"
-	@echo "make crds        regenerate the CRD YAML from molt.api"
-	@echo "make binaries    build/find etcd, kube-*, kubectl, kwok (cached in ~/.cache/molt)"
+	@echo "make crds        regenerate the CRD YAML from molt.api (and the chart's copy)"
+	@echo "make manifests   re-render deploy/molt.yaml from charts/molt"
+	@echo "make binaries    build/find etcd, kube-*, kubectl, kwok, helm, promtool (cached in ~/.cache/molt)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,10 @@ lint: venv
 
 crds: venv
 	$(BIN)/python -m molt.api.crd
+	$(BIN)/python -m molt.api.crd charts/molt/crds
+
+manifests: venv
+	$(BIN)/python -m molt.sandbox.chart charts/molt deploy/molt.yaml
 
 test-unit: venv
 	$(BIN)/pytest -m unit

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client, config
 
-from molt.sandbox.binaries import Binaries, ensure_binaries
+from molt.sandbox.binaries import Binaries, ensure_binaries, tool_path
 from molt.sandbox.cluster import Sandbox
 
 
@@ -65,6 +65,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
         yield RunningSandbox(box, binaries)
     finally:
         box.down()
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The pinned helm, built from its Go module on first use."""
+    return tool_path("helm")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from molt.api.instancegroup import InstanceGroup
 from molt.api.terminationpolicy import TerminationPolicy
+from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import GroupView, NodeTaint, NodeView, PodView
 
 
@@ -132,6 +133,15 @@ class ClusterWrites(Protocol):
     async def list_pods_now(self, node: str) -> list[PodView]:
         """The node's pods read straight from the API server (a quorum LIST, not a cache),
         right before an irreversible step: the cache may lag a pod that just landed."""
+        ...
+
+    async def list_pdbs_now(self) -> list[PdbView]:
+        """Every PodDisruptionBudget, read straight from the API server: asked only when a
+        node is about to be selected, to catch a PDB that can never allow its drain."""
+        ...
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        """One PodDisruptionBudget, read straight from the API server (None: gone)."""
         ...
 
     async def delete_pod(self, pod: PodView) -> None: ...

@@ -41,11 +41,15 @@ async def empty_cluster(kube: client.ApiClient) -> AsyncIterator[None]:
 
 @pytest.fixture
 def run_molt(sandbox: RunningSandbox, tmp_path: Path) -> Iterator[Callable[..., MoltProcess]]:
-    """Start ``molt run`` processes; every one is stopped when the test ends."""
+    """Start ``molt run`` processes (as the sandbox admin, or with another kubeconfig);
+    every one is stopped when the test ends."""
     started: list[MoltProcess] = []
 
-    def start(*args: str, name: str = "molt") -> MoltProcess:
-        process = MoltProcess(sandbox.kubeconfig, tmp_path / f"{name}-{len(started)}.log", *args)
+    def start(*args: str, name: str = "molt", kubeconfig: Path | None = None) -> MoltProcess:
+        """``kubeconfig`` defaults to the sandbox admin's."""
+        process = MoltProcess(
+            kubeconfig or sandbox.kubeconfig, tmp_path / f"{name}-{len(started)}.log", *args
+        )
         started.append(process)
         return process
 

@@ -258,9 +258,17 @@ async def test_a_pdb_that_refuses_for_good_is_named_on_the_node_and_counted_as_b
     group = f"blk-{uuid.uuid4().hex[:5]}"
     [stuck] = await install_old_fleet(kube, group, nodes=1, age=timedelta(hours=60))
     await eventually(lambda: has_ready_nodes(kube, group, 1), what="a Ready node")
-    await client.AppsV1Api(kube).create_namespaced_deployment(
+    apps = client.AppsV1Api(kube)
+    await apps.create_namespaced_deployment(
         namespace, deployment("db", namespace, 2, node_selector={"kubernetes.io/hostname": stuck})
     )
+    # A third pod the PDB selects can never be scheduled: the PDB expects 3, has 2 healthy
+    # and needs 2, so it refuses every eviction, though at full size it would allow one
+    # (so this is a blocked drain, not a deadlock caught before cordoning).
+    extra = deployment("db-extra", namespace, 1, node_selector={"no-such": "node"})
+    extra["spec"]["selector"]["matchLabels"] = {"app": "db", "extra": "yes"}
+    extra["spec"]["template"]["metadata"]["labels"] = {"app": "db", "extra": "yes"}
+    await apps.create_namespaced_deployment(namespace, extra)
     await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
         namespace, pdb("db-all", namespace, "db", min_available=2)
     )

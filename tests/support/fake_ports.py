@@ -30,6 +30,7 @@ from molt.cloud.provider import (
     Provider,
     ProviderError,
 )
+from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionOutcome, EvictionResult
@@ -55,6 +56,7 @@ def pod(
     deletion_due: datetime | None = None,
     ready: bool = True,
     tolerates_cordon: bool = False,
+    labels: dict[str, str] | None = None,
 ) -> PodView:
     """A running, Ready ReplicaSet pod on ``node`` unless told otherwise; uid is
     ``uid-<name>``."""
@@ -70,6 +72,7 @@ def pod(
         deletion_timestamp=deletion_due,
         ready=ready,
         tolerates_cordon=tolerates_cordon,
+        labels=dict(labels or {}),
     )
 
 
@@ -150,6 +153,7 @@ class FakeCluster:
         self.termination_policies: dict[str, TerminationPolicy] = {
             p.metadata.name: p for p in policies
         }
+        self.pdbs: list[PdbView] = []
         self.is_synced = True
         self.pods_syncing: set[str] = set()
         """Nodes whose pod cache has not synced yet: ``pods_on`` answers None for them."""
@@ -282,6 +286,12 @@ class FakeCluster:
 
     async def list_pods_now(self, node: str) -> list[PodView]:
         return self.pods_on(node) or []
+
+    async def list_pdbs_now(self) -> list[PdbView]:
+        return list(self.pdbs)
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        return next((p for p in self.pdbs if p.key == f"{namespace}/{name}"), None)
 
     async def delete_pod(self, pod: PodView) -> None:
         self.deleted_pods.append(pod.key)

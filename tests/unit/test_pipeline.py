@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from molt.api import InstanceGroup, TerminationPolicy
+from molt.api.types import LabelSelector
 from molt.controllers.termination.pipeline import REPLACEMENT_POLL, PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
+from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import NodeCondition, NodeView, PodView
 from molt.ports import EvictionOutcome
 from tests.support.builders import instance_group
@@ -256,18 +258,42 @@ async def test_a_pdb_refusal_backs_the_pod_off_for_five_seconds() -> None:
     assert fleet.cluster.pod_keys("old") == []
 
 
-async def test_a_second_pdb_refusal_doubles_the_backoff_to_ten_seconds() -> None:
+async def test_a_pdb_that_keeps_refusing_is_retried_every_5s_then_every_15s() -> None:
     fleet = draining_world(pod("web"))
-    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 2
-    await fleet.reconcile()
-    fleet.clock.advance(5)
-
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 40
     after = await fleet.reconcile()
-    fleet.clock.advance(9.9)
-    await fleet.reconcile()
+    delays = []
+    for _ in range(30):
+        assert after is not None
+        fleet.clock.advance(after)
+        after = await fleet.reconcile()
+        delays.append(after)
+    # No doubling while a replacement may turn Ready any second (or the API server's
+    # two-minute hold on a pod counted as disrupted runs out); slower after two minutes.
+    assert set(delays[:20]) == {5.0}
+    assert delays[-1] == 15.0
+    assert len(fleet.cluster.evictions) == 31
 
-    assert after == 10.0
-    assert len(fleet.cluster.evictions) == 2
+
+async def test_one_pod_per_refusing_pdb_is_tried_and_the_rest_follow_once_it_goes() -> None:
+    pods = [pod(f"web-{i}") for i in range(4)]
+    fleet = draining_world(*pods)
+    for one in pods:  # web-0 is refused thrice, the others once (the PDB decides, not they)
+        refusals = 3 if one.name == "web-0" else 1
+        fleet.cluster.eviction_answers[one.key] = [EvictionOutcome.PDB_BLOCKED] * refusals
+    await fleet.reconcile()  # each pod is refused once: its PDB is learnt
+    assert len(fleet.cluster.evictions) == 4
+
+    for _ in range(2):  # the PDB still refuses: one request per retry, not four
+        fleet.clock.advance(5)
+        await fleet.reconcile()
+    assert len(fleet.cluster.evictions) == 6
+    assert fleet.cluster.evictions[4:] == ["default/web-0", "default/web-0"]
+
+    fleet.clock.advance(5)
+    await fleet.reconcile()  # web-0's third try is let through, so the others go at once
+    assert fleet.cluster.pod_keys("old") == []
+    assert fleet.cluster.evictions[6:] == [p.key for p in pods]
 
 
 async def test_a_pod_under_two_pdbs_is_reported_on_the_node_and_not_forced() -> None:
@@ -563,3 +589,20 @@ async def test_a_malformed_launch_time_gets_one_invalid_metadata_warning() -> No
     assert warnings[0].warning is True
     assert "'yesterday' is not an RFC 3339 time" in warnings[0].message
     assert fleet.node("garbled").state is None
+
+
+async def test_a_pod_whose_eviction_was_admitted_but_never_carried_out_is_deleted() -> None:
+    # A controller died mid-eviction: the API server charged the PDB for the pod (it is in
+    # status.disruptedPods) but never deleted it, and refuses every eviction under the PDB
+    # until that entry expires two minutes later.
+    fleet = draining_world(pod("web"), pod("api"))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.eviction_answers["default/api"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.pdbs = [
+        PdbView("default", "web-pdb", LabelSelector(), disrupted_pods=frozenset({"web"}))
+    ]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == ["default/web"], "the admitted eviction is finished"
+    assert fleet.cluster.pod_keys("old") == ["default/api"], "a pod the PDB did not pay for"

@@ -161,6 +161,11 @@ class TerminationPolicyStatus(ApiModel):
     in_flight: int = 0
     completed: int = 0
     blocked: int = 0
+    deadlocked: int = Field(
+        default=0,
+        description="Selected nodes held before cordoning: a PodDisruptionBudget over their "
+        "pods can never allow a disruption (e.g. minAvailable equal to the replicas).",
+    )
     conditions: Conditions
 
 

@@ -12,6 +12,8 @@ from molt.cli.plan import plan_command
 from molt.cli.run import run_command
 from molt.cli.simulate import simulate_command
 from molt.cli.snapshot import snapshot_command
+from molt.cli.status import status_command
+from molt.cli.why import why_command
 
 app = typer.Typer(
     name="molt",
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 app.command("run")(run_command)
 app.command("plan")(plan_command)
+app.command("why")(why_command)
+app.command("status")(status_command)
 app.command("drain")(drain_command)
 app.command("simulate")(simulate_command)
 app.command("snapshot")(snapshot_command)

@@ -13,7 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from molt.api.durations import format_duration
+from molt.kube.facts import all_pdbs, all_pods
 from molt.kube.reader import ClusterRead, connect, read_cluster
+from molt.kube.transport import RawApi
+from molt.policy.pdbs import deadlocks_by_node
 from molt.policy.plan import Plan, compute_plan
 
 # Plans are wide; keep them readable when piped or captured (rich assumes 80 columns).
@@ -38,6 +41,7 @@ def plan_as_json(plan: Plan) -> list[dict[str, Any]]:
                 "ageSeconds": int(candidate.age.total_seconds()),
                 "deadline": candidate.deadline.isoformat() if candidate.deadline else None,
                 "blockedBy": decision.blocked_by,
+                "deadlock": decision.deadlock,
             }
         )
     return rows
@@ -80,8 +84,13 @@ async def _plan(kubeconfig: str | None) -> tuple[Plan, ClusterRead, datetime]:
     api = await connect(kubeconfig)
     async with api:
         read = await read_cluster(api)
+        raw = RawApi(api)
+        pdbs = await all_pdbs(raw)
+        # One LIST of every pod finds the PDBs that can never allow a node's drain, as the
+        # controller does (node by node) before it cordons.
+        deadlocked = deadlocks_by_node(await all_pods(raw), pdbs) if pdbs else {}
     now = datetime.now(UTC)
-    return compute_plan(read.snapshot, read.policies, now), read, now
+    return compute_plan(read.snapshot, read.policies, now, deadlocked), read, now
 
 
 def plan_command(

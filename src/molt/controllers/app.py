@@ -141,8 +141,9 @@ async def run_controller(options: RunOptions) -> int:
             SystemClock(),
             metrics,
         )
-        writes = HistoryWrites(writes, history, state, acting=lambda: fence.is_leader)
-        history_writes.append(writes)
+        recorder = HistoryWrites(writes, history, state, acting=lambda: fence.is_leader)
+        history_writes.append(recorder)
+        writes = recorder
     controller = ControllerManager(
         state,
         writes,

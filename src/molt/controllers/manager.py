@@ -35,6 +35,8 @@ SELECTION = "selection"
 GROUP_PREFIX = "group/"
 NODE_PREFIX = "node/"
 REGISTER_PREFIX = "register/"
+QUEUE_NAME = "molt"
+"""The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
 """Bursts of node changes are coalesced into one selection per second at most."""
 
@@ -59,7 +61,9 @@ class ControllerManager:
         self.reads = reads
         self.pipeline_enabled = pipeline
         """Off in dry-run: nodes are planned and reported, never moved along."""
-        self.queue: WorkQueue[str] = queue if queue is not None else WorkQueue()
+        self.queue: WorkQueue[str] = (
+            queue if queue is not None else WorkQueue(metrics=metrics.workqueue(QUEUE_NAME))
+        )
         self.workers = workers
         self.selection = SelectionReconciler(
             reads,
@@ -69,7 +73,9 @@ class ControllerManager:
             on_selected=self._selected,
             resync_seconds=resync_seconds,
         )
-        self.groups = CellReconciler(reads, writes, clock, providers if pipeline else {})
+        self.groups = CellReconciler(
+            reads, writes, clock, providers if pipeline else {}, metrics=metrics
+        )
         self.pipeline = PipelineReconciler(
             reads, writes, clock, metrics, providers=providers, actions=actions
         )

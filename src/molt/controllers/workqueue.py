@@ -3,7 +3,9 @@ for a delay to pass, which are being processed, and how long a failing key backs
 
 It owns deduplication (a key waits at most once and is never handed to two workers at
 the same time), delayed re-adds, per-key exponential backoff and a global token bucket,
-with the semantics of client-go's rate-limiting delaying workqueue.
+with the semantics of client-go's rate-limiting delaying workqueue. An optional
+``QueueHook`` receives client-go's workqueue measurements (adds, retries, time queued,
+time worked, depth and work in progress), without the queue knowing of Prometheus.
 """
 
 # Written by hand: no maintained asyncio library provides client-go's workqueue
@@ -15,8 +17,8 @@ import asyncio
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, Protocol, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -26,6 +28,25 @@ _MAX_BACKOFF_EXPONENT = 1000
 
 class QueueShutDown(Exception):  # noqa: N818 - same name as asyncio.QueueShutDown (3.13)
     """Raised by `WorkQueue.get` once the queue is shut down and nothing is ready."""
+
+
+class QueueHook(Protocol):
+    """What a work queue reports, with client-go's workqueue metrics semantics."""
+
+    def added(self) -> None:
+        """A key became dirty (an add that was not deduplicated)."""
+
+    def retried(self) -> None:
+        """A delayed add (``add_after``, and so ``add_rate_limited``), as client-go counts."""
+
+    def waited(self, seconds: float) -> None:
+        """A key was handed out ``seconds`` after it was added."""
+
+    def worked(self, seconds: float) -> None:
+        """A key was done ``seconds`` after it was handed out."""
+
+    def watch(self, depth: Callable[[], int], in_progress: Callable[[], Iterable[float]]) -> None:
+        """Called once: read the ready depth and the running keys' ages when needed."""
 
 
 class WorkQueue(Generic[K]):
@@ -47,6 +68,7 @@ class WorkQueue(Generic[K]):
         max_delay: float = 300.0,
         rate: float = 20.0,
         burst: int = 50,
+        metrics: QueueHook | None = None,
     ) -> None:
         if base_delay < 0:
             raise ValueError(f"base_delay must be >= 0, got {base_delay}")
@@ -82,6 +104,13 @@ class WorkQueue(Generic[K]):
         self._shutting_down = False
         self._wakeup = asyncio.Event()
 
+        self._metrics = metrics
+        # When each dirty key was added, and when each processing key was handed out.
+        self._added_at: dict[K, float] = {}
+        self._started_at: dict[K, float] = {}
+        if metrics is not None:
+            metrics.watch(lambda: len(self._ready), self._in_progress)
+
     # -- adding ---------------------------------------------------------------------
 
     def add(self, key: K) -> None:
@@ -92,6 +121,9 @@ class WorkQueue(Generic[K]):
         if self._shutting_down or key in self._dirty:
             return
         self._dirty.add(key)
+        if self._metrics is not None:
+            self._metrics.added()
+            self._added_at.setdefault(key, self._clock())
         if key in self._processing:
             return
         self._ready.append(key)
@@ -104,6 +136,8 @@ class WorkQueue(Generic[K]):
         """
         if self._shutting_down:
             return
+        if self._metrics is not None:
+            self._metrics.retried()
         if delay <= 0:
             self.add(key)
             return
@@ -173,6 +207,11 @@ class WorkQueue(Generic[K]):
                 key = self._ready.popleft()
                 self._dirty.discard(key)
                 self._processing.add(key)
+                if self._metrics is not None:
+                    now = self._clock()
+                    added = self._added_at.pop(key, now)
+                    self._metrics.waited(now - added)
+                    self._started_at[key] = now
                 return key
             if self._shutting_down:
                 raise QueueShutDown
@@ -188,6 +227,9 @@ class WorkQueue(Generic[K]):
         if key not in self._processing:
             return
         self._processing.discard(key)
+        started = self._started_at.pop(key, None)
+        if self._metrics is not None and started is not None:
+            self._metrics.worked(self._clock() - started)
         if key in self._dirty:
             self._ready.append(key)
             self._wakeup.set()
@@ -211,6 +253,11 @@ class WorkQueue(Generic[K]):
         """The number of keys ready now (delayed keys not yet due are not counted)."""
         self._promote_due()
         return len(self._ready)
+
+    def _in_progress(self) -> list[float]:
+        """How long each key being processed has been running (read at scrape time)."""
+        now = self._clock()
+        return [now - started for started in list(self._started_at.values())]
 
     def pending_delayed(self) -> int:
         """The number of keys waiting for a delay to pass."""

@@ -12,7 +12,9 @@ from typing import Any
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.api.instancegroup import DEFAULT_MAX_NODE_AGE
 from molt.api.labels import CORDON_TAINT
+from molt.api.types import LabelSelector
 from molt.policy.age import parse_rfc3339
+from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 
 Json = dict[str, Any]
@@ -82,6 +84,44 @@ def pod_view(raw: Json) -> PodView:
         ),
         tolerates_cordon=tolerates_cordon((raw.get("spec") or {}).get("tolerations") or []),
         created=_time(meta.get("creationTimestamp")),
+        labels=dict(meta.get("labels") or {}),
+    )
+
+
+def pdb_view(raw: Json) -> PdbView:
+    """Project a policy/v1 PodDisruptionBudget; an unreadable selector selects nothing
+    (the API server validated it, so that is a client-side gap, reported by omission)."""
+    meta = raw.get("metadata", {})
+    spec = raw.get("spec") or {}
+    status = raw.get("status") or {}
+    selector: LabelSelector | None = None
+    if spec.get("selector") is not None:
+        try:
+            selector = LabelSelector.model_validate(spec["selector"])
+        except ValueError:
+            selector = None
+    allowed_since = next(
+        (
+            _time(c.get("lastTransitionTime"))
+            for c in status.get("conditions") or []
+            if c.get("type") == "DisruptionAllowed"
+        ),
+        None,
+    )
+    observed = status.get("observedGeneration")
+    return PdbView(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        selector=selector,
+        min_available=spec.get("minAvailable"),
+        max_unavailable=spec.get("maxUnavailable"),
+        expected_pods=status.get("expectedPods"),
+        current_healthy=status.get("currentHealthy"),
+        desired_healthy=status.get("desiredHealthy"),
+        disruptions_allowed=status.get("disruptionsAllowed"),
+        allowed_since=allowed_since,
+        stale=observed is None or observed < int(meta.get("generation") or 0),
+        disrupted_pods=frozenset((status.get("disruptedPods") or {}).keys()),
     )
 
 

@@ -7,12 +7,12 @@ once and exit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubernetes_asyncio import client
 from pydantic import ValidationError
 
-from molt.api import TerminationPolicy
+from molt.api import InstanceGroup, TerminationPolicy
 from molt.kube.projections import group_view, node_view
 from molt.kube.state import GROUPS, NODES, POLICIES
 from molt.kube.transport import RawApi
@@ -26,6 +26,8 @@ class ClusterRead:
     snapshot: Snapshot
     policies: list[TerminationPolicy]
     problems: list[str]
+    instance_groups: dict[str, InstanceGroup] = field(default_factory=dict)
+    """The groups that parse as InstanceGroups (status included), by name."""
 
 
 async def read_cluster(api: client.ApiClient) -> ClusterRead:
@@ -43,8 +45,17 @@ async def read_cluster(api: client.ApiClient) -> ClusterRead:
             name = item.get("metadata", {}).get("name")
             problems.append(f"TerminationPolicy {name}: skipped, invalid: {error}")
     groups = {g.name: g for g in (group_view(item) for item in raw_groups)}
+    parsed: dict[str, InstanceGroup] = {}
+    for item in raw_groups:
+        try:
+            group = InstanceGroup.model_validate(item)
+        except ValidationError as error:
+            name = item.get("metadata", {}).get("name")
+            problems.append(f"InstanceGroup {name}: skipped, invalid: {error}")
+            continue
+        parsed[group.metadata.name] = group
     nodes = tuple(node_view(item) for item in raw_nodes)
-    return ClusterRead(Snapshot(nodes, groups), policies, problems)
+    return ClusterRead(Snapshot(nodes, groups), policies, problems, parsed)
 
 
 async def connect(kubeconfig: str | None) -> client.ApiClient:

@@ -25,8 +25,10 @@ log = structlog.get_logger(__name__)
 
 NODES = "/api/v1/nodes"
 PODS = "/api/v1/pods"
+PDBS = "/apis/policy/v1/poddisruptionbudgets"
 GROUPS = f"/apis/{GROUP}/{VERSION}/instancegroups"
 POLICIES = f"/apis/{GROUP}/{VERSION}/terminationpolicies"
+WATCHDOGS = f"/apis/{GROUP}/{VERSION}/watchdogs"
 
 
 def _group(raw: Json) -> tuple[GroupView, InstanceGroup]:

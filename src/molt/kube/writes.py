@@ -20,11 +20,12 @@ import structlog
 
 from molt.api import GROUP as API_GROUP
 from molt.api import VERSION as API_VERSION
-from molt.kube.projections import pod_view
-from molt.kube.state import GROUPS, NODES, POLICIES
+from molt.kube.projections import pdb_view, pod_view
+from molt.kube.state import GROUPS, NODES, PDBS, POLICIES
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import format_rfc3339
+from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
 from molt.ports import EvictionOutcome, EvictionResult
@@ -199,6 +200,21 @@ class KubeWrites:
         )
         return [pod_view(item) for item in items]
 
+    async def list_pdbs_now(self) -> list[PdbView]:
+        items, _ = await self.raw.list_all(PDBS)
+        return [pdb_view(item) for item in items]
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        try:
+            found = await self.raw.get(
+                f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return pdb_view(found)
+
     async def delete_pod(self, pod: PodView) -> None:
         await self._before_write()
         path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
@@ -324,6 +340,12 @@ class DryRunWrites:
 
     async def list_pods_now(self, node: str) -> list[PodView]:
         return []  # a dry run never reaches the step that asks
+
+    async def list_pdbs_now(self) -> list[PdbView]:
+        return []  # a dry run selects nothing, so it never asks
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        return None  # a dry run evicts nothing, so no eviction of it was ever admitted
 
     async def delete_pod(self, pod: PodView) -> None:
         self._note(f"delete pod {pod.key}")

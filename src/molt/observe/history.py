@@ -43,6 +43,7 @@ from molt.api.labels import (
 )
 from molt.observe.history_schema import events
 from molt.observe.metrics import Metrics
+from molt.policy.pdbs import PdbView
 from molt.policy.revisions import change_label
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
 from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionResult
@@ -420,6 +421,12 @@ class HistoryWrites:
 
     async def list_pods_now(self, node: str) -> list[PodView]:
         return await self.inner.list_pods_now(node)
+
+    async def list_pdbs_now(self) -> list[PdbView]:
+        return await self.inner.list_pdbs_now()
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        return await self.inner.read_pdb(namespace, name)
 
     async def delete_pod(self, pod: PodView) -> None:
         await self.inner.delete_pod(pod)

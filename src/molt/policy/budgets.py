@@ -64,6 +64,35 @@ def _describe(budget: Budget) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class BudgetHold:
+    """A budget that holds a candidate back: its window is closed, or it is full."""
+
+    budget: Budget
+    scope: str
+    in_flight: int
+    allowed: int
+    window_closed: bool
+
+    @property
+    def message(self) -> str:
+        if self.window_closed:
+            return f"outside the maintenance window ({_describe(self.budget)})"
+        return (
+            f"budget full: {self.in_flight}/{self.allowed} in flight in {self.scope} "
+            f"({_describe(self.budget)})"
+        )
+
+
+def next_window_opening(budget: Budget, now: datetime) -> datetime | None:
+    """When the budget's window opens next (None for a budget without a window)."""
+    if budget.schedule is None or budget.duration is None:
+        return None
+    zone = ZoneInfo(budget.time_zone or "UTC")
+    start: datetime = croniter(budget.schedule, now.astimezone(zone)).get_next(datetime)
+    return start.astimezone(now.tzinfo)
+
+
 class BudgetLedger:
     """Counts nodes in flight per budget and bucket; admits candidates while room remains.
 
@@ -102,19 +131,24 @@ class BudgetLedger:
             allowed = max(DEFAULT_MINIMUM, allowed)
         return allowed
 
-    def refusal(self, candidate: Candidate) -> str | None:
-        """Why the candidate cannot start now, or None if every budget has room."""
+    def hold(self, candidate: Candidate) -> BudgetHold | None:
+        """The first budget that keeps the candidate from starting now, or None."""
         for index, budget in enumerate(self.budgets):
             if budget.reasons and candidate.rule not in budget.reasons:
                 continue
-            if not self._open[index] and not candidate.bypasses_windows:
-                return f"outside the maintenance window ({_describe(budget)})"
             key = scope_key(budget, candidate.group, candidate.zone)
             allowed = self._allowed(index, key)
             flying = self._in_flight[index].get(key, 0)
+            if not self._open[index] and not candidate.bypasses_windows:
+                return BudgetHold(budget, key, flying, allowed, window_closed=True)
             if flying >= allowed:
-                return f"budget full: {flying}/{allowed} in flight in {key} ({_describe(budget)})"
+                return BudgetHold(budget, key, flying, allowed, window_closed=False)
         return None
+
+    def refusal(self, candidate: Candidate) -> str | None:
+        """Why the candidate cannot start now, or None if every budget has room."""
+        hold = self.hold(candidate)
+        return hold.message if hold is not None else None
 
     def admit(self, candidate: Candidate) -> None:
         """Count the candidate as in flight in every budget that applies to it."""

@@ -6,13 +6,14 @@ share. It decides; it does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from molt.api.labels import DO_NOT_DISRUPT
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.policy.budgets import BudgetLedger
+from molt.policy.budgets import BudgetHold, BudgetLedger
 from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
 from molt.policy.snapshot import Snapshot
 
@@ -26,6 +27,10 @@ class Decision:
     candidate: Candidate
     action: Action
     blocked_by: str | None = None
+    hold: BudgetHold | None = None
+    """The budget that holds it back, when one does."""
+    deadlock: str | None = None
+    """A PDB that can never allow its drain: the node waits uncordoned, using no budget."""
 
     @property
     def node(self) -> str:
@@ -43,12 +48,22 @@ class Plan:
     def admitted(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.action == "terminate")
 
+    def decision_for(self, node: str) -> Decision | None:
+        return next((d for d in self.decisions if d.node == node), None)
 
-def compute_plan(snapshot: Snapshot, policies: list[TerminationPolicy], now: datetime) -> Plan:
+
+def compute_plan(
+    snapshot: Snapshot,
+    policies: list[TerminationPolicy],
+    now: datetime,
+    deadlocked: Mapping[str, str] | None = None,
+) -> Plan:
     """Select candidates under every policy and admit them while all budgets allow.
 
     A node selected by several policies is decided once, under its most urgent selection.
-    Policies are visited in name order so the plan is deterministic.
+    Policies are visited in name order so the plan is deterministic. A node in
+    ``deadlocked`` (node name -> the PDB deadlock found on it) waits without using a
+    budget, unless it is past its deadline under a policy that deletes pods then.
     """
     best: dict[str, Candidate] = {}
     problems: dict[str, NodeProblem] = {}
@@ -71,11 +86,22 @@ def compute_plan(snapshot: Snapshot, policies: list[TerminationPolicy], now: dat
         for policy in ordered
     }
     held = {node.name for node in snapshot.nodes if node.do_not_disrupt}
+    by_name = {policy.metadata.name: policy for policy in ordered}
     queue = sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))
     decisions: list[Decision] = []
     for candidate in queue:
+        deadlock = (deadlocked or {}).get(candidate.node)
+        if deadlock is not None and not (
+            candidate.urgency == Urgency.PAST_DEADLINE
+            and by_name[candidate.policy].spec.drain.delete_pods_after_deadline
+        ):
+            decisions.append(
+                Decision(candidate, "wait", f"PDB deadlock: {deadlock}", deadlock=deadlock)
+            )
+            continue
         ledger = ledgers[candidate.policy]
-        refusal = ledger.refusal(candidate)
+        hold = ledger.hold(candidate)
+        refusal = hold.message if hold is not None else None
         if (
             refusal is None
             and candidate.node in held
@@ -86,5 +112,5 @@ def compute_plan(snapshot: Snapshot, policies: list[TerminationPolicy], now: dat
             ledger.admit(candidate)
             decisions.append(Decision(candidate, "terminate"))
         else:
-            decisions.append(Decision(candidate, "wait", refusal))
+            decisions.append(Decision(candidate, "wait", refusal, hold))
     return Plan(tuple(decisions), tuple(problems.values()))

@@ -112,9 +112,10 @@ class _AgeRule:
         )
 
 
-def _max_age_candidate(
-    policy: TerminationPolicy, rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge
-) -> Candidate | None:
+def _age_limits(
+    rule: _AgeRule, node: NodeView, snapshot: Snapshot
+) -> tuple[timedelta, timedelta] | None:
+    """The node's max age, and the age at which the policy starts retiring it."""
     limits: list[timedelta] = []
     if rule.max_age is not None:
         limits.append(rule.max_age)
@@ -124,11 +125,31 @@ def _max_age_candidate(
     if not limits:
         return None
     max_age = min(limits)
-    deadline = age.launched + max_age
     # Start early enough that the node is gone by its deadline even if the drain takes its
     # full timeout; the lead never eats more than a quarter of the node's life.
     drain_lead = min(rule.drain_timeout, max_age / 4)
-    start_at = max_age - rule.jitter * jitter_fraction(node.name) - drain_lead
+    return max_age, max_age - rule.jitter * jitter_fraction(node.name) - drain_lead
+
+
+def max_age_due(
+    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, now: datetime
+) -> datetime | None:
+    """When the policy's max-age rule (or the group's maxNodeAge) selects the node; None
+    without either. Raises ``MalformedLaunchTimeError`` like selection does."""
+    limits = _age_limits(_AgeRule.of(policy), node, snapshot)
+    if limits is None:
+        return None
+    return node_age(node, now).launched + limits[1]
+
+
+def _max_age_candidate(
+    policy: TerminationPolicy, rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge
+) -> Candidate | None:
+    limits = _age_limits(rule, node, snapshot)
+    if limits is None:
+        return None
+    max_age, start_at = limits
+    deadline = age.launched + max_age
     if age.age < start_at:
         return None
     past = age.age >= max_age

@@ -156,6 +156,8 @@ class PodView:
     """A toleration matches ``node.kubernetes.io/unschedulable:NoSchedule``, so the
     scheduler may place it back onto a cordoned node."""
     created: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    """What a PodDisruptionBudget's selector matches."""
 
     @property
     def key(self) -> str:

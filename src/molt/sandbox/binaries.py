@@ -1,4 +1,8 @@
-"""Find the control-plane binaries, or build them once from pinned Go modules.
+"""Find the control-plane binaries and the Go tools, or build them once from pinned Go modules.
+
+The Go tools (``versions.GO_TOOLS``: helm, promtool) are found and built the same way as
+the control plane, one cache directory per tool and version; ``tool_path(name)`` returns
+one, building it when missing.
 
 Lookup order for each binary, following envtest's convention:
 ``TEST_ASSET_<NAME>`` (e.g. ``TEST_ASSET_KUBE_APISERVER``), then ``KUBEBUILDER_ASSETS``,
@@ -14,6 +18,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -67,6 +72,11 @@ def _component_dirs() -> dict[str, Path]:
     }
 
 
+def _tool_dir(name: str) -> Path:
+    tool = versions.GO_TOOLS[name]
+    return cache_root() / "bin" / f"{name}-{tool.version}"
+
+
 def _from_environment(name: str) -> Path | None:
     specific = os.environ.get("TEST_ASSET_" + name.upper().replace("-", "_"))
     if specific:
@@ -107,6 +117,33 @@ def ensure_binaries(report: Report = print) -> Binaries:
     if absent:
         raise BuildError(f"still missing after the build: {', '.join(absent)}")
     return Binaries.from_mapping({k: v for k, v in found.items() if v is not None})
+
+
+def locate_tool(name: str) -> Path | None:
+    """A Go tool's path (``TEST_ASSET_HELM``, ``KUBEBUILDER_ASSETS`` or the cache), or None."""
+    if name not in versions.GO_TOOLS:
+        raise KeyError(f"unknown Go tool {name!r}; known: {', '.join(versions.GO_TOOLS)}")
+    cached = _tool_dir(name) / name
+    return _from_environment(name) or (cached if cached.is_file() else None)
+
+
+def tool_path(name: str, report: Report = print) -> Path:
+    """A Go tool's path, building it from its pinned module when missing (a minute or two)."""
+    found = locate_tool(name)
+    if found is None:
+        with _build_lock():
+            found = locate_tool(name)  # another process may have built it while we waited
+            if found is None:
+                _build_tool(name, report)
+                found = locate_tool(name)
+    if found is None or not found.is_file():
+        raise BuildError(f"{name} still missing after the build")
+    return found
+
+
+def ensure_tools(report: Report = print) -> dict[str, Path]:
+    """Every Go tool's path, building the missing ones."""
+    return {name: tool_path(name, report) for name in versions.GO_TOOLS}
 
 
 @contextmanager
@@ -238,9 +275,43 @@ def _build_kwok(report: Report) -> None:
         _install_dir(out, _component_dirs()["kwok"])
 
 
-if __name__ == "__main__":
+def _build_tool(name: str, report: Report) -> None:
+    tool = versions.GO_TOOLS[name]
+    report(f"Building {name} {tool.version}")
+    with tempfile.TemporaryDirectory(prefix=f"molt-{name}-build-") as tmp:
+        work = Path(tmp)
+        out = work / "out"
+        out.mkdir()
+        args = ["install", "-trimpath"]
+        if tool.ldflags:
+            args.append(f"-ldflags={' '.join(tool.ldflags)}")
+        _run_go(
+            [*args, f"{tool.package}@{tool.version}"],
+            work,
+            report,
+            name,
+            {"GOBIN": str(out), "GOFLAGS": ""},
+        )
+        _install_dir(out, _tool_dir(name))
+
+
+def main(argv: list[str]) -> int:
+    """No argument: build or find everything. ``--path TOOL``: print one Go tool's path."""
+    if len(argv) == 2 and argv[0] == "--path":
+        print(tool_path(argv[1], report=lambda line: print(line, file=sys.stderr)))
+        return 0
+    if argv:
+        print("usage: python -m molt.sandbox.binaries [--path TOOL]", file=sys.stderr)
+        return 2
     started = time.monotonic()
     built = ensure_binaries()
     for field_name, path in vars(built).items():
         print(f"  {field_name:<24} {path}")
-    print(f"control-plane binaries ready ({time.monotonic() - started:.0f}s)")
+    for name, path in ensure_tools().items():
+        print(f"  {name:<24} {path}")
+    print(f"control-plane binaries and tools ready ({time.monotonic() - started:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -23,6 +23,7 @@ from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
 from molt.api.labels import UNREACHABLE_TAINT
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
+from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 from molt.ports import EvictionOutcome, EvictionResult
@@ -331,6 +332,13 @@ class SimCluster:
 
     async def list_pods_now(self, node: str) -> list[PodView]:
         return self.pods_on(node) or []
+
+    async def list_pdbs_now(self) -> list[PdbView]:
+        return [budget.view() for budget in self.budgets.values()]
+
+    async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
+        found = self.budgets.get(f"{namespace}/{name}")
+        return found.view() if found is not None else None
 
     async def delete_pod(self, pod: PodView) -> None:
         found = self._pods.get(pod.uid)

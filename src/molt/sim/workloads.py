@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from molt.api.labels import DO_NOT_DISRUPT
+from molt.api.types import LabelSelector
+from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import PodView
 
 
@@ -104,6 +106,7 @@ class SimPod:
                 deleting=self.deleting,
                 deletion_timestamp=self.deletion_due,
                 ready=self.ready,
+                labels=owner.labels,
             )
         return self.view
 
@@ -162,6 +165,20 @@ class Budget:
     @property
     def disruptions_allowed(self) -> int:
         return max(0, self.healthy - self.desired_healthy)
+
+    def view(self) -> PdbView:
+        """The budget as the controller reads a PodDisruptionBudget."""
+        return PdbView(
+            namespace=self.namespace,
+            name=self.name,
+            selector=LabelSelector(match_labels=dict(self.selector)),
+            min_available=self.min_available,
+            max_unavailable=self.max_unavailable,
+            expected_pods=self.expected,
+            current_healthy=self.healthy,
+            desired_healthy=self.desired_healthy,
+            disruptions_allowed=self.disruptions_allowed,
+        )
 
     def observe(self, now: float) -> None:
         """Remember the fewest healthy pods seen (the report's minimum availability)."""

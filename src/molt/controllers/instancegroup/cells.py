@@ -26,7 +26,8 @@ One reconcile of a group:
    can spare them (``PipelineReconciler`` asks ``available_without``).
 5. **Collect**: nodes whose instance is gone are deleted; empty cells of other revisions
    are removed.
-6. **Report** the status (written only when it changes).
+6. **Report** the status (written only when it changes) and the group's metrics
+   (``molt.controllers.instancegroup.gauges``).
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ from molt.cloud.provider import (
     Provider,
     ProviderError,
 )
+from molt.controllers.instancegroup.gauges import GroupMetrics, routed_share
 from molt.controllers.instancegroup.memory import GroupMemory
 from molt.controllers.instancegroup.status import (
     CellFigures,
     group_status,
     without_times,
 )
+from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey, split_capacity, template_revision
 from molt.policy.group_age import aged_out
@@ -137,11 +140,13 @@ class CellReconciler:
         writes: ClusterWrites,
         clock: Clock,
         providers: dict[str, Provider],
+        metrics: Metrics | None = None,
     ) -> None:
         self.reads = reads
         self.writes = writes
         self.clock = clock
         self.providers = providers
+        self.metrics = GroupMetrics(metrics or Metrics(), clock.now())
         self._memory: dict[str, GroupMemory] = {}
         self._written: dict[str, dict[str, object]] = {}
 
@@ -155,6 +160,7 @@ class CellReconciler:
         if group is None:
             self._memory.pop(name, None)
             self._written.pop(name, None)
+            self.metrics.forget(name)
             return None
         now = self.clock.now()
         memory = self._memory.get(name)
@@ -174,8 +180,10 @@ class CellReconciler:
                     name, "ProviderUnavailable", f"cannot list cells: {error}", warning=True
                 )
                 return IDLE_REQUEUE
+            self.metrics.observed(name, observations)
             await self._count_failures(group, memory, observations, now)
             index = NodeIndex(members)
+            self._measure_host_init(name, memory, observations, members, index, now)
             collected = await self._collect_instances(
                 group, provider, memory, observations, members, index, now
             )
@@ -194,6 +202,21 @@ class CellReconciler:
             memory.follow_template(template_rev, group.spec.template)
         memory.rests_for(None, now)  # forget rests that ran out, before they are reported
         status = group_status(group, members, memory, template_rev, cells, now)
+        spec = group.spec
+        target_rev = memory.current or template_rev
+        self.metrics.publish(
+            name,
+            status,
+            members,
+            routed_share(
+                spec.desired_replicas,
+                spec.zones,
+                spec.capacity,
+                memory.resting_cells(now, target_rev),
+            )
+            if provider is not None
+            else {},
+        )
         comparable = without_times(status)
         if self._written.get(name) != comparable:
             await self.writes.patch_group_status(name, status)
@@ -204,6 +227,28 @@ class CellReconciler:
         if wake is not None:
             wait = min(wait, max(0.5, (wake - now).total_seconds()))
         return wait
+
+    def _measure_host_init(
+        self,
+        name: str,
+        memory: GroupMemory,
+        observations: list[CellObservation],
+        members: Sequence[NodeView],
+        index: NodeIndex,
+        now: datetime,
+    ) -> None:
+        """Launch to Ready, for nodes Ready for the first time (before ``seen_ready``
+        learns them in ``_collect_instances``)."""
+        fresh = [m for m in members if m.ready and m.name not in memory.seen_ready]
+        if not fresh:
+            return
+        launched: dict[str, datetime] = {}
+        for observation in observations:
+            for instance in observation.instances:
+                node = index.node_for(instance)
+                if node is not None and instance.launched_at is not None:
+                    launched[node.name] = instance.launched_at
+        self.metrics.became_ready(name, fresh, launched, now)
 
     # Health.
 
@@ -232,6 +277,7 @@ class CellReconciler:
                 if launch in memory.counted:
                     continue  # the provider lists its recent failures on every observation
                 memory.counted[launch] = failure.at
+                self.metrics.failed(name, key)
                 if failure.capacity:
                     await self._rest(name, memory, key, now)
                     continue
@@ -369,6 +415,7 @@ class CellReconciler:
                 cell = observation.cell
                 key = CellKey(cell.zone, cell.capacity_type)
                 memory.record_failure(cell.revision, key, instance.instance_id, now)
+                self.metrics.failed(name, key)
                 await self._rest_unhealthy(
                     group, memory, cell.revision, key, now, "a node was not Ready in time"
                 )
@@ -434,6 +481,7 @@ class CellReconciler:
             cell, instance = launches[node_name]
             key = CellKey(cell.zone, cell.capacity_type)
             memory.record_failure(cell.revision, key, instance.instance_id, now)
+            self.metrics.failed(name, key)
             await self._rest_unhealthy(
                 group, memory, cell.revision, key, now, f"{node_name} stayed NotReady"
             )
@@ -494,6 +542,8 @@ class CellReconciler:
             retry = degraded_backoff(memory.times_degraded[revision], window, DEGRADED_RETRY_CAP)
             memory.degraded_until[revision] = now + retry
             back_to = memory.previous if memory.can_roll_back(revision) else None
+            if back_to:
+                self.metrics.rolled_back(name)
             action = (
                 f"rolling back to revision {back_to}"
                 if back_to
@@ -599,11 +649,13 @@ class CellReconciler:
                 try:
                     await provider.scale(cell, template, want)
                 except CapacityError:
+                    self.metrics.failed(name, key)
                     await self._rest(name, memory, key, now)
                     retry = True
                     break
                 except ProviderError as error:
                     memory.record_failure(target, key, f"scale {format_rfc3339(now)}", now)
+                    self.metrics.failed(name, key)
                     await self.writes.record_group_event(
                         name, "ScaleFailed", f"cell {cell}: {error}", warning=True
                     )

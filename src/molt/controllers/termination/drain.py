@@ -1,9 +1,15 @@
 """The drainer: evict a node's pods through the Eviction API without ever forcing a PDB.
 
 Shared by the pipeline and ``molt drain``. One call evicts for a bounded slice of time
-and returns; a pod refused with 429 backs off on its own schedule (5 s doubling to 60 s,
-as kubectl retries every 5 s); a pod under two PDBs (500) is reported, not retried fast;
-a pod in a terminating namespace is waited for. Whether a drain has finished is read
+and returns. A 429 names the PDB that refused: the PDB, not the pod, is then retried —
+one pod of it every 5 s (kubectl retries each pod every 5 s), every 15 s once it has
+refused for two minutes — and the moment one of its pods goes, the rest are tried at
+once. A PDB is short of healthy pods only until a replacement turns Ready (or, after a
+client died mid-eviction, until the API server's two-minute hold on the pod it counted
+as disrupted expires), so retrying it soon and cheaply beats a backoff that doubles past
+the moment it allows again. A 429 that names no PDB backs its pod off 5 s doubling to
+60 s; a pod under two PDBs (500) is reported, not retried fast; a pod in a terminating
+namespace is waited for. Whether a drain has finished is read
 from the node's pod cache, which the watch keeps current. It also remembers, per node, since
 when each pod has been refused and which cordon-tolerant pods came back, for the report
 ``molt.policy.drain.blocked_message`` words.
@@ -27,6 +33,10 @@ log = structlog.get_logger(__name__)
 EVICTION_SLICE_SECONDS = 10.0
 BACKOFF_FIRST = 5.0
 BACKOFF_MAX = 60.0
+PDB_RETRY = 5.0
+PDB_RETRY_SLOW = 15.0
+PDB_SLOW_AFTER = 120.0
+"""A PDB refusing for longer than this is waiting on something slower than a pod start."""
 MULTIPLE_PDB_RETRY = 60.0  # a misconfiguration: a person must fix it, no point hurrying
 POD_WAIT_SAFETY = 30.0  # deletions arrive by watch; this only guards a missed event
 
@@ -38,6 +48,14 @@ class PodBackoff:
     due: float = 0.0
     failures: int = 0
     last: EvictionOutcome | None = None
+
+
+@dataclass
+class PdbGate:
+    """One refusing PDB on one node: when one of its pods may be tried next."""
+
+    due: float
+    refusing_since: float
 
 
 @dataclass
@@ -68,6 +86,10 @@ class Drainer:
         self.slice_seconds = slice_seconds
         self._backoff: dict[str, dict[str, PodBackoff]] = {}
         """Per node, per pod UID. A restart loses it and simply tries again sooner."""
+        self._gates: dict[str, dict[str, PdbGate]] = {}
+        """Per node, per refusing PDB (by name, as the 429 words it)."""
+        self._pdb_of: dict[str, dict[str, str]] = {}
+        """Per node, per pod UID: the PDB that last refused the pod."""
         self._refusals: dict[str, dict[str, BudgetRefusal]] = {}
         """Per node, per pod key: since when a PDB has refused the pod (in memory: a
         restart starts the blockedAfter clock again, which only delays a report)."""
@@ -84,6 +106,8 @@ class Drainer:
     def forget(self, node: str) -> None:
         for memory in (
             self._backoff,
+            self._gates,
+            self._pdb_of,
             self._refusals,
             self._known,
             self._returned,
@@ -154,11 +178,17 @@ class Drainer:
         attempt = DrainAttempt()
         started = self.clock.monotonic()
         backoffs = self._backoff.setdefault(node, {})
+        gates = self._gates.setdefault(node, {})
+        pdb_of = self._pdb_of.setdefault(node, {})
         for pod in view.evict:
-            if self.clock.monotonic() - started > self.slice_seconds:
+            now = self.clock.monotonic()
+            if now - started > self.slice_seconds:
                 break  # never hold a worker: the rest go on the next reconcile
             backoff = backoffs.setdefault(pod.uid, PodBackoff())
-            if backoff.due > self.clock.monotonic():
+            gate = gates.get(pdb_of.get(pod.uid, ""))
+            if gate is not None and gate.due > now:
+                backoff.due = max(backoff.due, gate.due)  # one pod of the PDB at a time
+            if backoff.due > now:
                 self._remember(pod, backoff, attempt)
                 continue
             result = await self.writes.evict(pod)
@@ -169,18 +199,32 @@ class Drainer:
                 attempt.evicted.append(pod.key)
                 backoffs.pop(pod.uid, None)
                 refusals.pop(pod.key, None)
+                opened = pdb_of.pop(pod.uid, None)
+                if opened is not None and gates.pop(opened, None) is not None:
+                    self._open_gate(node, opened)
                 continue
             backoff.failures += 1
             if result.outcome == EvictionOutcome.MULTIPLE_PDBS:
                 delay = MULTIPLE_PDB_RETRY
                 attempt.multiple_pdbs.append(pod.key)
             elif result.outcome == EvictionOutcome.PDB_BLOCKED:
-                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (backoff.failures - 1))
                 attempt.pdb_blocked.append(pod.key)
                 first = refusals.get(pod.key)
-                refusals[pod.key] = BudgetRefusal(
+                refusal = BudgetRefusal(
                     pod.key, first.since if first else self.clock.now(), result.message
                 )
+                refusals[pod.key] = refusal
+                budget = f"{pod.namespace}/{refusal.budget}" if refusal.budget else None
+                if refusal.budget is not None and await self._admitted_before(pod, refusal.budget):
+                    attempt.evicted.append(pod.key)
+                    backoffs.pop(pod.uid, None)
+                    refusals.pop(pod.key, None)
+                    continue
+                if budget is None:
+                    delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (backoff.failures - 1))
+                else:
+                    pdb_of[pod.uid] = budget
+                    delay = self._close_gate(gates, budget, now)
             elif result.outcome == EvictionOutcome.NAMESPACE_TERMINATING:
                 delay = BACKOFF_FIRST
                 attempt.namespace_terminating.append(pod.key)
@@ -191,6 +235,37 @@ class Drainer:
             backoff.due = self.clock.monotonic() + delay
             backoff.last = result.outcome
         return attempt
+
+    async def _admitted_before(self, pod: PodView, budget: str) -> bool:
+        """Whether the PDB already counts the pod as disrupted: an eviction of it was
+        admitted, but the pod was never deleted (the client that asked died mid-request,
+        after the API server charged the PDB and before it deleted the pod). The API
+        server then refuses every eviction under the PDB for two minutes, until it drops
+        the entry. Deleting the pod carries out the disruption the PDB has already
+        allowed and paid for, so it breaks nothing; waiting would only stall the drain."""
+        pdb = await self.writes.read_pdb(pod.namespace, budget)
+        if pdb is None or pod.name not in pdb.disrupted_pods:
+            return False
+        await self.writes.delete_pod(pod)
+        self._moved_nothing.discard(pod.node or "")
+        self.metrics.evictions.labels(outcome="admitted-earlier").inc()
+        log.info("eviction.completed", pod=pod.key, pdb=f"{pod.namespace}/{budget}")
+        return True
+
+    def _close_gate(self, gates: dict[str, PdbGate], budget: str, now: float) -> float:
+        """The PDB refused: its next pod is tried after a short, flat wait."""
+        gate = gates.get(budget)
+        since = gate.refusing_since if gate is not None else now
+        delay = PDB_RETRY if now - since < PDB_SLOW_AFTER else PDB_RETRY_SLOW
+        gates[budget] = PdbGate(now + delay, since)
+        return delay
+
+    def _open_gate(self, node: str, budget: str) -> None:
+        """A pod of the PDB went: the PDB allows again, so its other pods are due now."""
+        backoffs = self._backoff.get(node, {})
+        for uid, refused_by in self._pdb_of.get(node, {}).items():
+            if refused_by == budget and uid in backoffs:
+                backoffs[uid].due = 0.0
 
     @staticmethod
     def _remember(pod: PodView, backoff: PodBackoff, attempt: DrainAttempt) -> None:

@@ -2,7 +2,8 @@
 
 Runs the policy core over the cached cluster, marks each admitted node (state label,
 policy, reason, selection time and deadline annotations, an Event), reports nodes whose
-metadata cannot be read, and keeps each TerminationPolicy's status counters current.
+metadata cannot be read, and keeps each TerminationPolicy's status counters current, and
+the fleet's age and blocked-drain metrics with them (``fleet_gauges``).
 Budgets hold across restarts because the in-flight count is read back from the nodes'
 state labels, and within one run because each write lands in the cache at once.
 """
@@ -26,8 +27,10 @@ from molt.api.labels import (
 )
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.controllers.conditions import ConditionWriter
+from molt.controllers.termination.fleet_gauges import FleetGauges
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
+from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import Plan, compute_plan
 from molt.policy.snapshot import NodeView, Snapshot
 from molt.ports import Clock, ClusterReads, ClusterWrites
@@ -35,6 +38,9 @@ from molt.ports import Clock, ClusterReads, ClusterWrites
 log = structlog.get_logger(__name__)
 
 RESYNC_SECONDS = 30.0
+DEADLOCK_RECHECK_SECONDS = 60.0
+"""How long a PDB deadlock found on a node stands before its pods and PDBs are read again
+(a scaled-up Deployment or an edited PDB ends it)."""
 
 
 class SelectionReconciler:
@@ -56,11 +62,16 @@ class SelectionReconciler:
         self.metrics = metrics
         self.on_selected = on_selected
         self.resync_seconds = resync_seconds
+        self.fleet_gauges = FleetGauges(metrics, resync_seconds)
         self._reported_problems: dict[str, str] = {}
         self.last_plan: Plan | None = None
         """The plan of the latest pass, for inspection."""
         self._written_status: dict[str, tuple[object, ...]] = {}
         """What each policy's status last said, so an unchanged status is not rewritten."""
+        self._deadlocked: dict[str, tuple[str, float]] = {}
+        """Node -> the PDB deadlock found on it, and when (monotonic) it was found."""
+        self._deadlock_reported: dict[str, str] = {}
+        """Node -> the deadlock last reported by an Event, so a recheck does not repeat it."""
 
     async def reconcile(self) -> float:
         if not self.reads.synced():
@@ -68,9 +79,10 @@ class SelectionReconciler:
         now = self.clock.now()
         policies = self.reads.policies()
         nodes = self.reads.nodes()
-        plan = compute_plan(Snapshot(tuple(nodes), self.reads.groups()), policies, now)
-        self.last_plan = plan
         by_name = {node.name: node for node in nodes}
+        snapshot = Snapshot(tuple(nodes), self.reads.groups())
+        plan = await self._plan_without_deadlocks(snapshot, policies, now, by_name)
+        self.last_plan = plan
         await self._report_problems(plan, by_name)
         by_policy = {p.metadata.name: p for p in policies}
         for decision in plan.admitted:
@@ -99,9 +111,56 @@ class SelectionReconciler:
             )
             self.on_selected(node.name)
         await self._write_statuses(policies, self.reads.nodes(), plan, now)
+        self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
         return self.resync_seconds
+
+    async def _plan_without_deadlocks(
+        self,
+        snapshot: Snapshot,
+        policies: list[TerminationPolicy],
+        now: datetime,
+        nodes: dict[str, NodeView],
+    ) -> Plan:
+        """The plan, after the pods of every node it would admit were checked against the
+        PDBs: a node no drain can empty is held before it is cordoned, and its budget slot
+        goes to the next candidate."""
+        monotonic = self.clock.monotonic()
+        for name, (_, found_at) in list(self._deadlocked.items()):
+            if name not in nodes or monotonic - found_at >= DEADLOCK_RECHECK_SECONDS:
+                del self._deadlocked[name]
+        for name in [n for n in self._deadlock_reported if n not in nodes]:
+            del self._deadlock_reported[name]
+        pdbs: list[PdbView] | None = None
+        checked: set[str] = set()
+        while True:
+            known = {name: message for name, (message, _) in self._deadlocked.items()}
+            plan = compute_plan(snapshot, policies, now, known)
+            fresh: list[tuple[str, str]] = []
+            for decision in plan.admitted:
+                if decision.node in checked:
+                    continue
+                checked.add(decision.node)
+                if pdbs is None:
+                    pdbs = await self.writes.list_pdbs_now()
+                if not pdbs:
+                    return plan
+                pods = await self.writes.list_pods_now(decision.node)
+                deadlocks = find_deadlocks(pods, pdbs)
+                if deadlocks:
+                    fresh.append((decision.node, describe(deadlocks)))
+            if not fresh:
+                return plan
+            for name, message in fresh:
+                self._deadlocked[name] = (message, monotonic)
+                if self._deadlock_reported.get(name) == message:
+                    continue
+                self._deadlock_reported[name] = message
+                log.warning("node.pdb_deadlock", node=name, problem=message)
+                await self.writes.record_event(
+                    nodes[name], "PDBDeadlock", f"not selected: {message}", warning=True
+                )
 
     async def _report_problems(self, plan: Plan, nodes: dict[str, NodeView]) -> None:
         current = {problem.node: problem.message for problem in plan.problems}
@@ -121,9 +180,13 @@ class SelectionReconciler:
     ) -> None:
         """Counters and conditions per policy, from the nodes as they are after admission."""
         waiting: dict[str, int] = {}
+        deadlocked: dict[str, int] = {}
         for decision in plan.decisions:
-            if decision.action == "wait":
-                waiting[decision.candidate.policy] = waiting.get(decision.candidate.policy, 0) + 1
+            policy_name = decision.candidate.policy
+            if decision.deadlock is not None:
+                deadlocked[policy_name] = deadlocked.get(policy_name, 0) + 1
+            elif decision.action == "wait":
+                waiting[policy_name] = waiting.get(policy_name, 0) + 1
         for policy in policies:
             name = policy.metadata.name
             mine = [
@@ -132,16 +195,18 @@ class SelectionReconciler:
             selected = sum(1 for n in mine if n.state == SELECTED)
             blocked = [n for n in mine if n.annotations.get(BLOCKED_ANNOTATION)]
             self.metrics.in_flight.labels(policy=name).set(len(mine))
+            self.metrics.completed.labels(policy=name)  # 0 until the policy's first node goes
             counts = {
                 "selected": selected,
                 "inFlight": len(mine),
                 "blocked": len(blocked),
+                "deadlocked": deadlocked.get(name, 0),
                 "observedGeneration": policy.metadata.generation,
             }
             blocked_text = "; ".join(
                 f"{n.name}: {n.annotations[BLOCKED_ANNOTATION]}" for n in blocked[:5]
             )
-            summary = (counts, blocked_text, waiting.get(name, 0))
+            summary = (counts, blocked_text, waiting.get(name, 0), deadlocked.get(name, 0))
             if self._written_status.get(name) == summary:
                 continue
             condition = ConditionWriter(
@@ -153,7 +218,8 @@ class SelectionReconciler:
                     bool(mine),
                     "NodesInFlight" if mine else "Idle",
                     f"{len(mine)} node(s) in the pipeline, "
-                    f"{waiting.get(name, 0)} waiting on budgets",
+                    f"{waiting.get(name, 0)} waiting on budgets, "
+                    f"{deadlocked.get(name, 0)} held by a PDB that can never allow a drain",
                 ),
                 condition(
                     "Blocked",

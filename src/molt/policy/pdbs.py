@@ -1,0 +1,142 @@
+"""PodDisruptionBudgets as a drain sees them: which cover a pod, which allow nothing now,
+and which can never allow a disruption at all (a deadlock to report before cordoning).
+
+A PDB deadlocks a drain when its spec leaves no pod to spare at the size it expects:
+``maxUnavailable: 0`` (or ``0%``), ``minAvailable`` equal to (or above) the pods it
+expects, or ``minAvailable: 100%``. A single-replica Deployment under either is the
+common case. Such a node can be cordoned, but never emptied by evictions: cordoning it
+only spends a budget slot and the capacity of a node. A PDB that merely allows 0 *now*
+(a pod not Ready, a rollout under way) is a wait, not a deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from molt.api.types import LabelSelector, resolve_count_or_percent
+from molt.policy.selection import matches_selector
+from molt.policy.snapshot import PodView
+
+
+@dataclass(frozen=True)
+class PdbView:
+    """What Molt needs of a PodDisruptionBudget (policy/v1)."""
+
+    namespace: str
+    name: str
+    selector: LabelSelector | None
+    """None: a null selector, which selects no pod; an empty one selects every pod."""
+    min_available: int | str | None = None
+    max_unavailable: int | str | None = None
+    expected_pods: int | None = None
+    current_healthy: int | None = None
+    desired_healthy: int | None = None
+    disruptions_allowed: int | None = None
+    allowed_since: datetime | None = None
+    """When the DisruptionAllowed condition last changed: since when it allows what now."""
+    stale: bool = False
+    """Its status predates its spec (``observedGeneration`` behind ``generation``)."""
+    disrupted_pods: frozenset[str] = frozenset()
+    """Pods whose eviction the API server admitted and counted, not yet seen deleted
+    (``status.disruptedPods``; the API server drops an entry after two minutes)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def covers(self, pod: PodView) -> bool:
+        if pod.namespace != self.namespace or self.selector is None:
+            return False
+        return matches_selector(pod.labels, self.selector)
+
+
+@dataclass(frozen=True)
+class Deadlock:
+    """A pod that no eviction can ever move, and the PDB that forbids it."""
+
+    pod: str
+    pdb: str
+    why: str
+
+    @property
+    def message(self) -> str:
+        return f"PodDisruptionBudget {self.pdb} can never allow evicting {self.pod}: {self.why}"
+
+
+def never_allows(pdb: PdbView) -> str | None:
+    """Why the PDB can never allow a disruption at its expected size, or None."""
+    expected = pdb.expected_pods
+    if pdb.max_unavailable is not None:
+        if pdb.max_unavailable in (0, "0%"):
+            return "maxUnavailable is 0"
+        if expected is not None and expected > 0:
+            spare = resolve_count_or_percent(pdb.max_unavailable, expected)
+            if spare <= 0:
+                return f"maxUnavailable {pdb.max_unavailable} of {expected} pods rounds to 0"
+        return None
+    if pdb.min_available is not None:
+        if pdb.min_available == "100%":
+            return "minAvailable is 100%"
+        if expected is not None and expected > 0:
+            needed = resolve_count_or_percent(pdb.min_available, expected)
+            if needed >= expected:
+                return f"minAvailable {pdb.min_available} with {expected} pod(s) expected"
+    return None
+
+
+def covering(pdbs: list[PdbView], pod: PodView) -> list[PdbView]:
+    """The PDBs whose selector matches the pod."""
+    return [pdb for pdb in pdbs if pdb.covers(pod)]
+
+
+def find_deadlocks(pods: list[PodView], pdbs: list[PdbView]) -> list[Deadlock]:
+    """The pods a drain must evict that a PDB will never let go (at most one per pod)."""
+    found: list[Deadlock] = []
+    for pod in pods:
+        if not _must_be_evicted(pod):
+            continue
+        for pdb in covering(pdbs, pod):
+            why = never_allows(pdb)
+            if why is not None:
+                found.append(Deadlock(pod.key, pdb.key, why))
+                break
+    return found
+
+
+def describe(deadlocks: list[Deadlock]) -> str:
+    """One line for an Event, a plan or a status: the first few deadlocked pods."""
+    shown = "; ".join(d.message for d in deadlocks[:3])
+    more = len(deadlocks) - 3
+    return shown + (f" (and {more} more pod(s))" if more > 0 else "")
+
+
+def deadlocks_by_node(pods: list[PodView], pdbs: list[PdbView]) -> dict[str, str]:
+    """Node name -> its deadlock, over pods of many nodes (``molt plan``'s one LIST)."""
+    by_node: dict[str, list[PodView]] = {}
+    for pod in pods:
+        if pod.node:
+            by_node.setdefault(pod.node, []).append(pod)
+    found: dict[str, str] = {}
+    for node, mine in by_node.items():
+        deadlocks = find_deadlocks(mine, pdbs)
+        if deadlocks:
+            found[node] = describe(deadlocks)
+    return found
+
+
+def refusing_now(pods: list[PodView], pdbs: list[PdbView]) -> list[PdbView]:
+    """The PDBs covering the node's evictable pods that allow no disruption right now."""
+    seen: dict[str, PdbView] = {}
+    for pod in pods:
+        if not _must_be_evicted(pod):
+            continue
+        for pdb in covering(pdbs, pod):
+            if pdb.disruptions_allowed is not None and pdb.disruptions_allowed <= 0:
+                seen.setdefault(pdb.key, pdb)
+    return list(seen.values())
+
+
+def _must_be_evicted(pod: PodView) -> bool:
+    """Pods a drain evicts: not DaemonSet or mirror pods, not finished, not leaving."""
+    return not (pod.daemonset or pod.mirror or pod.finished or pod.deleting)
