@@ -217,6 +217,12 @@ async def test_molt_history_prints_a_table_and_json(tmp_path: Path) -> None:
     assert plotted.exit_code == 0, plotted.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    missing = tmp_path / "nothing-here.db"
+    absent = runner.invoke(app, ["history", "--history", f"sqlite:///{missing}"])
+    assert absent.exit_code == 1
+    assert "no history" in absent.output
+    assert not missing.exists()
+
     assert runner.invoke(app, ["history", "--history", url, "-o", "yaml"]).exit_code == 2
     assert runner.invoke(app, ["history", "--history", url, "--since", "soon"]).exit_code == 2
 

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from molt.api.durations import InvalidDurationError, parse_duration
-from molt.observe.history import DEFAULT_URL, HistoryQuery, read_history
+from molt.observe.history import DEFAULT_URL, HistoryQuery, normalize_url, read_history
 from molt.observe.timeline import write_timeline
 
 console = Console(width=None if Console().is_terminal else 200)
@@ -111,6 +112,11 @@ def history_command(
     except InvalidDurationError as error:
         errors.print(f"[red]error:[/red] --since {error}", highlight=False)
         raise typer.Exit(2) from error
+    url = make_url(normalize_url(history))
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        # Reading must not leave an empty database behind where none was.
+        errors.print(f"[red]error:[/red] no history at {url.database}", highlight=False)
+        raise typer.Exit(1)
     query = HistoryQuery(cluster=cluster, node=node, group=group, since=since_at)
     try:
         rows = read_history(history, query)
