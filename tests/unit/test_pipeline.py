@@ -7,6 +7,7 @@ cluster between calls; a "restart" is a new reconciler over the same cluster and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -299,7 +300,7 @@ async def test_a_pdb_that_keeps_refusing_is_retried_every_5s_then_every_15s() ->
         await fleet.reconcile()
         if len(fleet.cluster.evictions) > before:
             tried_at.append(elapsed)
-    gaps = [round(b - a, 1) for a, b in zip(tried_at, tried_at[1:], strict=False)]
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(tried_at)]
     # No doubling while a replacement may turn Ready any second (or the API server's
     # two-minute hold on a pod counted as disrupted runs out); slower after two minutes.
     assert set(gaps[:20]) == {5.0}, gaps
