@@ -29,7 +29,10 @@ def sandbox() -> Iterator[Sandbox]:
 
 @contextmanager
 def controller(kubeconfig: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``molt run`` against ``kubeconfig`` with its output discarded, stopped afterwards."""
+    """``molt run`` against ``kubeconfig``, stopped afterwards. Its JSON log is discarded,
+    or kept in the file ``MOLT_BENCH_LOG`` names (to see where a benchmark's time goes)."""
+    keep = os.environ.get("MOLT_BENCH_LOG")
+    sink = open(keep, "wb") if keep else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -40,8 +43,8 @@ def controller(kubeconfig: Path, *args: str) -> Iterator[subprocess.Popen[bytes]
             "--log-format=json",
             *args,
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=subprocess.STDOUT if keep else subprocess.DEVNULL,
         env={**os.environ},
     )
     try:
@@ -49,3 +52,5 @@ def controller(kubeconfig: Path, *args: str) -> Iterator[subprocess.Popen[bytes]
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if keep and not isinstance(sink, int):
+            sink.close()

@@ -284,9 +284,11 @@ async def test_the_controller_queues_a_bare_node_under_register_and_registers_it
     controller.queue.done(key)
     registered = cluster.node_views["n1"]
     assert registered.labels["molt.dev/instance-group"] == "workers"
-    # The write's own change event (now labelled) queues no more registration.
+    # The write's own change event (now labelled) queues no more registration (its new
+    # group is looked at, as for any node that joins a group).
     controller.node_changed("n1", node, registered)
-    assert len(controller.queue) == 0
+    queued = [await controller.queue.get() for _ in range(len(controller.queue))]
+    assert queued == ["group/workers"]
 
 
 async def test_without_a_registrar_no_node_is_queued_for_registration() -> None:

@@ -104,9 +104,17 @@ class ControllerManager:
                 if waiting.in_pipeline and REPLACEMENT_ANNOTATION not in waiting.annotations:
                     self.queue.add(NODE_PREFIX + waiting.name)
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+        # A node that joins, goes, turns Ready or not, or moves along the pipeline changes
+        # what its group may do next (select the next old node, launch the next one): look
+        # at once. Other changes are coalesced.
+        urgent = _changes_membership(old, new)
         for node in (old, new):
             if node is not None and node.group is not None:
-                self.queue.add_after(GROUP_PREFIX + node.group, SELECTION_DEBOUNCE)
+                key = GROUP_PREFIX + node.group
+                if urgent:
+                    self.queue.add(key)
+                else:
+                    self.queue.add_after(key, SELECTION_DEBOUNCE)
 
     def pods_changed(self, node: str) -> None:
         if self.pipeline_enabled:
@@ -169,3 +177,15 @@ class ControllerManager:
         async with asyncio.TaskGroup() as group:
             for index in range(self.workers):
                 group.create_task(self._work(), name=f"worker-{index}")
+
+
+def _changes_membership(old: NodeView | None, new: NodeView | None) -> bool:
+    """Whether a node change is one its group acts on (not a heartbeat or a taint's time)."""
+    if old is None or new is None:
+        return True
+    return (
+        old.ready != new.ready
+        or old.state != new.state
+        or old.unschedulable != new.unschedulable
+        or old.labels != new.labels
+    )

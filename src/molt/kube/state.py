@@ -137,11 +137,31 @@ class KubeClusterState:
                 field_selector=f"spec.nodeName={node}",
                 on_change=(lambda *_: notify(node)) if notify else None,
             )
-            task = asyncio.create_task(cache.run(), name=f"cache-pods-{node}")
+            task = asyncio.create_task(
+                self._run_pods(cache, node, notify), name=f"cache-pods-{node}"
+            )
             self._pods[node] = (cache, task)
             return None
         cache = watched[0]
         return cache.values() if cache.synced.is_set() else None
+
+    @staticmethod
+    async def _run_pods(
+        cache: Reflector[PodView], node: str, notify: Callable[[str], None] | None
+    ) -> None:
+        """Run a node's pod cache, and say so once it has synced: an empty node's LIST
+        brings no change event, and the drain waiting for it should not sleep on."""
+
+        async def synced() -> None:
+            await cache.synced.wait()
+            if notify is not None:
+                notify(node)
+
+        announce = asyncio.create_task(synced())
+        try:
+            await cache.run()
+        finally:
+            announce.cancel()
 
     def release_pods(self, node: str) -> None:
         watched = self._pods.pop(node, None)
