@@ -110,7 +110,7 @@ def test_the_api_server_refuses_an_invalid_instance_group(
                 }
             },
             "spec.lifecycle.preTerminate[0]",
-            "job, etcd and vault actions are not implemented yet; only http is",
+            "etcd actions are not implemented yet; only http, vault and job are",
         ),
         (
             {"lifecycle": {"preDrain": [{"http": {"url": "https://h.example"}}]}},
