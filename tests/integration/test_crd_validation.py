@@ -117,6 +117,20 @@ def test_the_api_server_refuses_an_invalid_instance_group(
             "spec.lifecycle.preDrain[0].name",
             "Required value",
         ),
+        (
+            {"lifecycle": {"preDrain": [{"name": "job", "job": {"namespace": "ops"}}]}},
+            "spec.lifecycle.preDrain[0].job",
+            "exactly one of template or templateConfigMap must be set",
+        ),
+        (
+            {
+                "lifecycle": {
+                    "preTerminate": [{"name": "vault", "vault": {"address": "https://v:8200"}}]
+                }
+            },
+            "spec.lifecycle.preTerminate[0].vault.tokenSecret",
+            "Required value",
+        ),
     ],
     ids=[
         "malformed-duration",
@@ -126,6 +140,8 @@ def test_the_api_server_refuses_an_invalid_instance_group(
         "non-http-url",
         "unimplemented-action-kind",
         "action-without-name",
+        "job-without-template",
+        "vault-without-token",
     ],
 )
 def test_the_api_server_refuses_an_invalid_termination_policy(

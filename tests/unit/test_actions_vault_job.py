@@ -14,6 +14,8 @@ from molt.actions.base import ActionContext, ActionFailedError
 from molt.actions.job import JobActionKind, job_body, job_name
 from molt.actions.vault import VaultActionKind, vault_address
 from molt.api.lifecycle import LifecycleAction
+from molt.kube.projections import node_view
+from molt.kube.writes import job_state, termination_messages
 from molt.policy.snapshot import NodeView
 from molt.ports import JobView
 from tests.support.fake_ports import FakeCluster
@@ -197,3 +199,52 @@ async def test_a_job_past_its_timeout_is_deleted() -> None:
     with pytest.raises(ActionFailedError, match="did not finish within 1s; deleted"):
         await kind.attempt(action, context())
     assert cluster.deleted_jobs == [f"ops/{job_name(context(), 'backup')}"]
+
+
+def test_job_state_and_termination_messages_from_the_api_objects() -> None:
+    running = {"status": {"conditions": [{"type": "Failed", "status": "False"}]}}
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    failed = {
+        "status": {
+            "conditions": [
+                {"type": "FailureTarget", "status": "True"},
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                },
+            ]
+        }
+    }
+    assert job_state(running) == ("running", "")
+    assert job_state(done) == ("complete", "")
+    assert job_state(failed) == (
+        "failed",
+        "BackoffLimitExceeded: Job has reached the specified backoff limit",
+    )
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {"state": {"terminated": {"exitCode": 1, "message": "disk full\n"}}},
+                {"state": {"terminated": {"exitCode": 0, "message": "sidecar done"}}},
+                {"state": {"running": {}}},
+            ]
+        }
+    }
+    assert termination_messages([pod, pod]) == ["disk full"]
+
+
+def test_a_node_lists_its_addresses_internal_first() -> None:
+    raw = {
+        "metadata": {"name": "n", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {
+            "addresses": [
+                {"type": "Hostname", "address": "n.example"},
+                {"type": "InternalIP", "address": "10.0.0.9"},
+                {"type": "ExternalIP", "address": "203.0.113.9"},
+                {"type": "InternalIP", "address": "10.0.0.9"},
+            ]
+        },
+    }
+    assert node_view(raw).addresses == ("10.0.0.9", "n.example", "203.0.113.9")
