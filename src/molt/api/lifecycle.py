@@ -58,21 +58,21 @@ JOB_TEMPLATE_RULES = [
 
 
 class JobAction(ApiModel):
-    """Run a Kubernetes Job and wait for it to complete.
-
-    The Job's spec comes inline (``template``, a JobSpec) or from a ConfigMap in the
-    action's namespace (``templateConfigMap``: the key holds a JobSpec, or a whole Job
-    whose ``spec`` is taken). Every container gets ``MOLT_NODE``, ``MOLT_NODE_ADDRESSES``,
-    ``MOLT_GROUP``, ``MOLT_REASON`` and ``MOLT_HOOK``.
-    """
+    """Run a Kubernetes Job for the node (one per attempt) and wait for it to complete."""
 
     namespace: Name
     template: dict[str, Any] | None = Field(
         default=None,
-        description="A JobSpec (its template.spec.containers at least).",
+        description=(
+            "A JobSpec (template.spec.containers at least). Every container gets MOLT_NODE, "
+            "MOLT_NODE_ADDRESSES, MOLT_GROUP, MOLT_REASON and MOLT_HOOK."
+        ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
-    template_config_map: ConfigMapKeyRef | None = None
+    template_config_map: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="A ConfigMap in the namespace whose key holds a JobSpec or a whole Job.",
+    )
     ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=86400)] = 600
 
     @model_validator(mode="after")
@@ -90,14 +90,14 @@ class EtcdAction(ApiModel):
 
 
 class VaultAction(ApiModel):
-    """Step the node's Vault server down from active before the node goes.
+    """Step the node's Vault server down from active before the node goes."""
 
-    ``address`` may name the node: ``{node.name}`` and ``{node.address}`` (its first
-    InternalIP) are replaced, e.g. ``https://{node.address}:8200``. A path after the host
-    is kept as a prefix of the ``/v1/...`` endpoints (a Vault behind a path-routing proxy).
-    """
-
-    address: Url
+    address: Url = Field(
+        description=(
+            "The node's Vault: {node.name} and {node.address} (its first InternalIP) are "
+            "replaced, e.g. https://{node.address}:8200; a path is kept as a prefix of /v1."
+        )
+    )
     token_secret: SecretKeyRef = Field(
         description="The token for sys/step-down (a policy with update on sys/step-down)."
     )
