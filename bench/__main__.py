@@ -1,6 +1,6 @@
 """Run every benchmark and print its figures."""
 
-from bench import controller_steady_state, plan_compute, rollout, sim_speed
+from bench import controller_steady_state, drain_vs_kubectl, plan_compute, rollout, sim_speed
 
 if __name__ == "__main__":
     plan_compute.run()
@@ -8,3 +8,4 @@ if __name__ == "__main__":
     controller_steady_state.run()
     sim_speed.run()
     rollout.run()
+    drain_vs_kubectl.run()

@@ -1,5 +1,6 @@
 """Fixtures for tests that run the controller: a cluster emptied of earlier tests' fleets,
-and ``molt run`` processes that are always stopped afterwards."""
+``molt run`` processes that are always stopped afterwards, and a real PostgreSQL server
+for the history store (started once, always stopped)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from kubernetes_asyncio import client
 from molt.api import GROUP, VERSION
 from tests.conftest import RunningSandbox
 from tests.support.controller import MoltProcess
+from tests.support.postgres import LocalPostgres, find_bindir
 from tests.support.waiting import eventually
 
 
@@ -54,3 +56,19 @@ def run_molt(sandbox: RunningSandbox, tmp_path: Path) -> Iterator[Callable[..., 
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server on 127.0.0.1 for the session; stopped and removed at the end."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed: apt-get install postgresql")
+    server = LocalPostgres(bindir)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        server.remove()

@@ -11,16 +11,18 @@ import asyncio
 import signal
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
 from tests.conftest import RunningSandbox
 from tests.support.builders import deployment, pdb
-from tests.support.controller import MoltProcess
+from tests.support.controller import FleetWatch, MoltProcess
 from tests.support.kube_fleet import (
+    GROUP_LABEL,
     has_ready_nodes,
     has_ready_replicas,
     install_old_fleet,
@@ -304,3 +306,62 @@ async def test_a_pdb_that_refuses_for_good_is_named_on_the_node_and_counted_as_b
     await asyncio.sleep(20)  # a few more refusals (each pod is retried within 5-20 s)
     events = [m for r, m in await node_events(kube, stuck) if r == "DrainBlocked"]
     assert len(events) == 1, events
+
+
+async def test_an_eviction_admitted_but_never_carried_out_does_not_stall_the_drain(
+    kube: client.ApiClient,
+    namespace: str,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    """A client that dies mid-eviction can leave the API server having charged the PDB for
+    a pod (``status.disruptedPods``) without deleting it; every eviction under the PDB is
+    then refused until the entry expires two minutes later. An eviction whose UID
+    precondition fails leaves exactly that state, deterministically."""
+    group = f"adm-{uuid.uuid4().hex[:5]}"
+    [old] = await install_old_fleet(kube, group, nodes=1, age=timedelta(hours=60))
+    await eventually(lambda: has_ready_nodes(kube, group, 1), what="a Ready node")
+    await client.AppsV1Api(kube).create_namespaced_deployment(
+        namespace, deployment("web", namespace, 3, node_selector={GROUP_LABEL: group})
+    )
+    await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
+        namespace, pdb("web", namespace, "web", max_unavailable=1)
+    )
+    await eventually(lambda: has_ready_replicas(kube, namespace, 3), what="3 ready replicas")
+    policies = client.PolicyV1Api(kube)
+
+    async def allows_one() -> bool:
+        found = await policies.read_namespaced_pod_disruption_budget("web", namespace)
+        return bool(found.status and found.status.disruptions_allowed == 1)
+
+    await eventually(allows_one, what="the PDB to allow one disruption")
+    [charged, *_] = (await client.CoreV1Api(kube).list_namespaced_pod(namespace)).items
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": charged.metadata.name, "namespace": namespace},
+        "deleteOptions": {"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}},
+    }
+    with pytest.raises(client.ApiException) as refused:
+        await client.CoreV1Api(kube).create_namespaced_pod_eviction(
+            charged.metadata.name, namespace, eviction
+        )
+    assert refused.value.status == 409, refused.value
+    budget = await policies.read_namespaced_pod_disruption_budget("web", namespace)
+    charged_at = budget.status.disrupted_pods[charged.metadata.name]
+    assert budget.status.disruptions_allowed == 0
+
+    watch = FleetWatch()
+    await watch.start(kube, namespace, "web", 3, group)
+    try:
+        molt = run_molt()
+        await eventually(lambda: node_gone(kube, old), within=150, interval=0.5, what="drained")
+        gone_at = datetime.now(UTC)
+    finally:
+        await watch.stop()
+    # Gone before the API server would have dropped its charge: Molt did not wait it out.
+    assert gone_at < charged_at + timedelta(minutes=2), (gone_at, charged_at)
+    assert "eviction.completed" in molt.log()
+    assert charged.metadata.name in molt.log()
+    assert watch.min_ready is not None
+    assert watch.min_ready >= 2, "the PDB's one disruption was exceeded"

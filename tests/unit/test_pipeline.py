@@ -7,6 +7,7 @@ cluster between calls; a "restart" is a new reconciler over the same cluster and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -241,14 +242,23 @@ async def test_a_node_of_a_group_whose_provider_is_not_enabled_gets_no_replaceme
 # Drain.
 
 
-async def test_a_pdb_refusal_backs_the_pod_off_for_five_seconds() -> None:
+def _refusing_pdb(allowed: int = 0) -> PdbView:
+    """The PDB the fake's 429 names (``web-pdb``), as its status reads."""
+    return PdbView("default", "web-pdb", LabelSelector(), disruptions_allowed=allowed)
+
+
+async def test_a_pdb_refusal_retries_the_pod_after_5s_while_the_pdb_allows_nothing() -> None:
     fleet = draining_world(pod("web"))
+    fleet.cluster.pdbs = [_refusing_pdb()]
     fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
 
     after = await fleet.reconcile()
-    assert (fleet.cluster.evictions, after) == (["default/web"], 5.0)
+    assert (fleet.cluster.evictions, after) == (["default/web"], 1.0)  # its status, in 1 s
 
-    fleet.clock.advance(4.9)
+    for _ in range(4):
+        fleet.clock.advance(1.0)
+        await fleet.reconcile()  # the status still allows nothing: no eviction
+    fleet.clock.advance(0.9)
     await fleet.reconcile()
     assert fleet.cluster.evictions == ["default/web"]
 
@@ -258,21 +268,43 @@ async def test_a_pdb_refusal_backs_the_pod_off_for_five_seconds() -> None:
     assert fleet.cluster.pod_keys("old") == []
 
 
+async def test_a_pdb_that_allows_again_is_retried_at_the_next_status_check() -> None:
+    fleet = draining_world(pod("web"))
+    fleet.cluster.pdbs = [_refusing_pdb()]
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+    await fleet.reconcile()
+    fleet.clock.advance(1.0)
+    await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/web"]
+
+    fleet.cluster.pdbs = [_refusing_pdb(allowed=1)]  # a replacement turned Ready
+    fleet.clock.advance(1.0)
+    await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/web", "default/web"], "waited out 5 s"
+    assert fleet.cluster.pod_keys("old") == []
+
+
 async def test_a_pdb_that_keeps_refusing_is_retried_every_5s_then_every_15s() -> None:
     fleet = draining_world(pod("web"))
-    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 40
-    after = await fleet.reconcile()
-    delays = []
-    for _ in range(30):
-        assert after is not None
-        fleet.clock.advance(after)
+    fleet.cluster.pdbs = [_refusing_pdb()]
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED] * 60
+    await fleet.reconcile()
+    tried_at: list[float] = [0.0]
+    elapsed = 0.0
+    while elapsed < 300:
         after = await fleet.reconcile()
-        delays.append(after)
+        assert after is not None
+        before = len(fleet.cluster.evictions)
+        fleet.clock.advance(after)
+        elapsed += after
+        await fleet.reconcile()
+        if len(fleet.cluster.evictions) > before:
+            tried_at.append(elapsed)
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(tried_at)]
     # No doubling while a replacement may turn Ready any second (or the API server's
     # two-minute hold on a pod counted as disrupted runs out); slower after two minutes.
-    assert set(delays[:20]) == {5.0}
-    assert delays[-1] == 15.0
-    assert len(fleet.cluster.evictions) == 31
+    assert set(gaps[:20]) == {5.0}, gaps
+    assert gaps[-1] == 15.0, gaps
 
 
 async def test_one_pod_per_refusing_pdb_is_tried_and_the_rest_follow_once_it_goes() -> None:

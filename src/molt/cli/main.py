@@ -7,6 +7,7 @@ import typer
 from molt.cli import sandbox
 from molt.cli.demo import demo_command
 from molt.cli.drain import drain_command
+from molt.cli.history import history_command
 from molt.cli.plan import plan_command
 from molt.cli.run import run_command
 from molt.cli.simulate import simulate_command
@@ -31,6 +32,7 @@ app.command("drain")(drain_command)
 app.command("simulate")(simulate_command)
 app.command("snapshot")(snapshot_command)
 app.command("demo")(demo_command)
+app.command("history")(history_command)
 app.add_typer(sandbox.app, name="sandbox")
 
 

@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 
 from molt.api.durations import InvalidDurationError, parse_duration
+from molt.cli.history import parse_age
 from molt.cli.logs import configure_logging
 from molt.controllers.app import RunOptions, run_controller
 from molt.kube.reader import NoClusterError
+from molt.observe.history import make_engine
 
 errors = Console(stderr=True)
 
@@ -81,6 +83,30 @@ def run_command(
             "boto3 chain. Default: kwok.",
         ),
     ] = None,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            envvar="MOLT_HISTORY",
+            help="Keep every decision as a row in this database: sqlite:///molt-history.db, "
+            "or postgresql://user@host/db (psycopg 3) for one store shared by many clusters. "
+            "Off when unset. Writes are buffered and never hold the controller.",
+        ),
+    ] = None,
+    cluster_name: Annotated[
+        str,
+        typer.Option(
+            "--cluster-name",
+            envvar="MOLT_CLUSTER_NAME",
+            help="This cluster's name in the history (molt history --cluster NAME).",
+        ),
+    ] = "default",
+    history_retention: Annotated[
+        str,
+        typer.Option(
+            "--history-retention", help="Rows older than this are deleted; 0 keeps them all."
+        ),
+    ] = "30d",
 ) -> None:
     """Run the controller: select nodes under the TerminationPolicies and replace them.
 
@@ -103,6 +129,7 @@ def run_command(
     try:
         lease_seconds = parse_duration(lease_duration).total_seconds()
         resync_seconds = parse_duration(resync).total_seconds()
+        retention = parse_age(history_retention)
     except InvalidDurationError as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
@@ -114,6 +141,12 @@ def run_command(
     if unknown:
         errors.print(f"[red]error:[/red] unknown --provider {unknown[0]!r} (use kwok or aws)")
         raise typer.Exit(2)
+    if history:
+        try:
+            make_engine(history).dispose()  # checks the URL and its driver; connects to nothing
+        except Exception as error:
+            errors.print(f"[red]error:[/red] --history {history!r}: {error}", highlight=False)
+            raise typer.Exit(2) from error
     configure_logging(log_format)
     options = RunOptions(
         providers=providers,
@@ -128,6 +161,9 @@ def run_command(
         metrics_address=metrics_address,
         workers=workers,
         resync_seconds=max(1.0, resync_seconds),
+        history_url=history or None,
+        cluster_name=cluster_name,
+        history_retention=retention if retention.total_seconds() > 0 else None,
     )
     try:
         code = asyncio.run(run_controller(options))

@@ -8,6 +8,7 @@ controller did. ``--out DIR`` also writes ``report.json`` and PNG plots.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from molt.cli.logs import configure_logging
+from molt.observe.history import HistoryOptions
 from molt.sim.report import build_report, write_json
 from molt.sim.runner import Simulation
 from molt.sim.scenario import Scenario, ScenarioError, load_scenario
@@ -24,10 +26,12 @@ from molt.sim.scenario import Scenario, ScenarioError, load_scenario
 console = Console(width=None if Console().is_terminal else 120)
 
 
-def run_with_progress(scenario: Scenario, *, show: bool = True) -> Simulation:
+def run_with_progress(
+    scenario: Scenario, *, show: bool = True, history: HistoryOptions | None = None
+) -> Simulation:
     """Run a scenario under a progress bar over simulated hours."""
     configure_logging(level="error")
-    sim = Simulation(scenario)
+    sim = Simulation(scenario, history)
     total_hours = scenario.duration_seconds / 3600
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -118,6 +122,18 @@ def simulate_command(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write report.json and PNG plots here.")
     ] = None,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            help="Also write every decision, on the simulated clock, to this history store "
+            "(sqlite:///sim.db); read it with molt history --history URL --cluster NAME.",
+        ),
+    ] = None,
+    cluster_name: Annotated[
+        str | None,
+        typer.Option("--cluster-name", help="The history's cluster name (default: scenario's)."),
+    ] = None,
 ) -> None:
     """Simulate a scenario on a virtual clock with Molt's own controller, then report.
 
@@ -130,7 +146,17 @@ def simulate_command(
         for problem in error.problems:
             console.print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(2) from error
-    sim = run_with_progress(loaded)
+    options = (
+        HistoryOptions(
+            url=history, cluster=cluster_name or loaded.name, bound=10_000_000, retention=None
+        )
+        if history
+        else None
+    )
+    sim = run_with_progress(loaded, history=options)
+    if sim.history is not None:
+        asyncio.run(sim.history.stop(grace=120.0))
+        console.print(f"history: {sim.history.written} rows written to {history}")
     report = build_report(sim)
     render_report(report)
     if out is not None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from prometheus_client import start_http_server
@@ -29,7 +30,9 @@ from molt.kube.reader import connect
 from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import DryRunWrites, KubeWrites
+from molt.observe.history import HistoryOptions, HistoryStore, HistoryWrites
 from molt.observe.metrics import Metrics
+from molt.policy.snapshot import NodeView
 from molt.ports import ClusterWrites, SystemClock
 
 log = structlog.get_logger(__name__)
@@ -55,6 +58,10 @@ class RunOptions:
     write_rate: float = 20.0
     providers: tuple[str, ...] = ("kwok",)
     """Clouds this controller may launch into and terminate in: kwok, aws."""
+    history_url: str | None = None
+    """SQLAlchemy URL of the decision history (sqlite:///..., postgresql://...); None: off."""
+    cluster_name: str = "default"
+    history_retention: timedelta | None = timedelta(days=30)
 
 
 def default_identity() -> str:
@@ -91,9 +98,17 @@ async def run_controller(options: RunOptions) -> int:
     fence = elector.fence if elector else Fence.always()
 
     holder: list[ControllerManager] = []
+    history_writes: list[HistoryWrites] = []
+
+    def node_changed(key: str, old: NodeView | None, new: NodeView | None) -> None:
+        for recorder in history_writes:
+            recorder.node_changed(key, old, new)
+        if holder:
+            holder[0].node_changed(key, old, new)
+
     state = KubeClusterState(
         raw,
-        on_node=lambda key, old, new: holder[0].node_changed(key, old, new) if holder else None,
+        on_node=node_changed,
         on_pod=lambda node: holder[0].pods_changed(node) if holder else None,
         on_policy_or_group=lambda: holder[0].config_changed() if holder else None,
     )
@@ -112,6 +127,23 @@ async def run_controller(options: RunOptions) -> int:
         if "aws" in options.providers:
             # Credentials, region and endpoint (AWS_ENDPOINT_URL) from boto3's usual chain.
             providers["aws"] = aws_provider_from_environment(fence.check)
+    history: HistoryStore | None = None
+    if options.history_url and options.dry_run:
+        log.warning("history.off", detail="--dry-run changes nothing, so nothing is recorded")
+    if options.history_url and not options.dry_run:
+        # Every Event (and group decision) also becomes a row; the store never blocks a write.
+        history = HistoryStore(
+            HistoryOptions(
+                url=options.history_url,
+                cluster=options.cluster_name,
+                retention=options.history_retention,
+            ),
+            SystemClock(),
+            metrics,
+        )
+        recorder = HistoryWrites(writes, history, state, acting=lambda: fence.is_leader)
+        history_writes.append(recorder)
+        writes = recorder
     controller = ControllerManager(
         state,
         writes,
@@ -134,6 +166,8 @@ async def run_controller(options: RunOptions) -> int:
     ]
     if elector is not None:
         background.append(asyncio.create_task(elector.run(), name="leader-election"))
+    if history is not None:
+        history.start()
     exit_code = 0
     try:
         await state.start()
@@ -166,6 +200,8 @@ async def run_controller(options: RunOptions) -> int:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        if history is not None:
+            await history.stop()
         if elector is not None and exit_code == 0:
             with suppress(Exception):
                 await elector.release()

@@ -120,6 +120,9 @@ class SimCloud:
         self.settings = settings or CloudSettings()
         self.rng = random.Random(seed)
         self.cells: dict[CellRef, SimCell] = {}
+        self.templates: dict[tuple[str, str], Template] = {}
+        """Every (group, revision) a cell was made for, with its template, in that order;
+        kept after the cells go, so plots can say what each revision changed."""
         self._by_node: dict[str, SimInstance] = {}
         self._serial = 0
         self.outages: list[Outage] = []
@@ -139,6 +142,7 @@ class SimCloud:
         found = self.cells.get(cell)
         if found is None:
             found = self.cells[cell] = SimCell(cell, template)
+            self.templates.setdefault((cell.group, cell.revision), template)
         if found.desired != desired:
             found.desired = desired
             found.observation = None
@@ -181,6 +185,7 @@ class SimCloud:
         found = self.cells.get(cell)
         if found is None:
             found = self.cells[cell] = SimCell(cell, template)
+            self.templates.setdefault((cell.group, cell.revision), template)
         found.desired += 1
         found.observation = None
         instance = self._new_instance(found, self.cluster.clock.now() - age)

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from molt.policy.revisions import change_label
 from molt.sim.report import policy_max_age_hours
 from molt.sim.runner import Simulation
 
@@ -76,6 +77,18 @@ def plot_capacity(sim: Simulation, path: Path) -> None:
     plt.close(fig)
 
 
+def revision_changes(sim: Simulation) -> dict[str, str]:
+    """Revision -> its group and what its template changed against the group's revision
+    before it, e.g. ``workers: image ami-v2``."""
+    labels: dict[str, str] = {}
+    last: dict[str, dict[str, object]] = {}
+    for (group, revision), template in sim.cloud.templates.items():
+        dumped = template.model_dump(mode="json", by_alias=True, exclude_none=True)
+        labels[revision] = f"{group}: {change_label(last.get(group), dumped)}"
+        last[group] = dumped
+    return labels
+
+
 def plot_lifetimes(sim: Simulation, path: Path) -> None:
     end = sim.clock.seconds / 3600
     lives = sorted(sim.recorder.lifetimes.values(), key=lambda life: (life.launched, life.name))
@@ -91,8 +104,10 @@ def plot_lifetimes(sim: Simulation, path: Path) -> None:
         ax.barh(row, stop - start, left=start, height=0.8, color=colours[life.revision])
         if life.selected is not None:
             ax.plot(life.selected / 3600, row, marker="|", color="black", markersize=4)
+    changes = revision_changes(sim)
     for rev, colour in colours.items():
-        ax.barh(0, 0, color=colour, label=f"revision {rev}")
+        change = changes.get(rev)
+        ax.barh(0, 0, color=colour, label=f"revision {rev}" + (f" ({change})" if change else ""))
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_xlabel("simulated hours (negative: launched before the start)")
     ax.set_ylabel("nodes, by launch time")

@@ -29,9 +29,11 @@ from molt.controllers.manager import (
     ControllerManager,
 )
 from molt.controllers.workqueue import WorkQueue
+from molt.observe.history import HistoryOptions, HistoryStore, HistoryWrites
 from molt.observe.metrics import Metrics
 from molt.policy.age import node_age
 from molt.policy.cells import CellKey, split_capacity, template_revision
+from molt.ports import ClusterWrites
 from molt.sim.clock import EventHeap, VirtualClock
 from molt.sim.cloud import CloudSettings, Outage, SimCloud
 from molt.sim.cluster import SimCluster
@@ -95,7 +97,7 @@ class SimulationStats:
 class Simulation:
     """One run of a scenario; ``run`` returns when its duration has passed."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, history: HistoryOptions | None = None) -> None:
         self.scenario = scenario
         self.clock = VirtualClock(scenario.start)
         self.events = EventHeap(self.clock)
@@ -128,9 +130,17 @@ class Simulation:
             group_floor=seconds(scenario.controller.group_interval),
         )
         providers: dict[str, Provider] = {"kwok": self.cloud, "aws": self.cloud}
+        self.history: HistoryStore | None = None
+        self.history_writes: HistoryWrites | None = None
+        """Rows of every decision, on the virtual clock, when asked for: kept in memory
+        during the run (nothing flushes on a virtual clock); ``HistoryStore.stop`` writes them."""
+        writes: ClusterWrites = self.cluster
+        if history is not None:
+            self.history = HistoryStore(history, self.clock, self.metrics)
+            writes = self.history_writes = HistoryWrites(self.cluster, self.history, self.cluster)
         self.controller = ControllerManager(
             self.cluster,
-            self.cluster,
+            writes,
             self.clock,
             self.metrics,
             providers=providers,
@@ -220,6 +230,8 @@ class Simulation:
         for view in self.cluster.nodes():
             self.recorder.node_changed(view.name, None, view)
         self.cluster.node_listeners.append(self.controller.node_changed)
+        if self.history_writes is not None:
+            self.cluster.node_listeners.append(self.history_writes.node_changed)
         self.cluster.pod_listeners.append(self._pods_changed)
         self.cluster.group_listeners.append(lambda *_: self.controller.config_changed())
         self._timeline()

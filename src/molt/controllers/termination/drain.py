@@ -37,6 +37,9 @@ PDB_RETRY = 5.0
 PDB_RETRY_SLOW = 15.0
 PDB_SLOW_AFTER = 120.0
 """A PDB refusing for longer than this is waiting on something slower than a pod start."""
+PDB_CHECK = 1.0
+"""While a PDB refuses, its status is read this often (a GET, far cheaper than an
+eviction): the moment it allows a disruption again, its next pod is tried."""
 MULTIPLE_PDB_RETRY = 60.0  # a misconfiguration: a person must fix it, no point hurrying
 POD_WAIT_SAFETY = 30.0  # deletions arrive by watch; this only guards a missed event
 
@@ -56,6 +59,12 @@ class PdbGate:
 
     due: float
     refusing_since: float
+    checked: float = 0.0
+    """When (monotonic) its status was last read."""
+
+    def check_interval(self) -> float:
+        slow = self.checked - self.refusing_since >= PDB_SLOW_AFTER
+        return PDB_RETRY_SLOW if slow else PDB_CHECK
 
 
 @dataclass
@@ -176,6 +185,7 @@ class Drainer:
     async def evict_slice(self, node: str, view: DrainView) -> DrainAttempt:
         """Evict what may be tried now, for at most ``slice_seconds``; report what refused."""
         attempt = DrainAttempt()
+        await self._check_gates(node)
         started = self.clock.monotonic()
         backoffs = self._backoff.setdefault(node, {})
         gates = self._gates.setdefault(node, {})
@@ -257,8 +267,21 @@ class Drainer:
         gate = gates.get(budget)
         since = gate.refusing_since if gate is not None else now
         delay = PDB_RETRY if now - since < PDB_SLOW_AFTER else PDB_RETRY_SLOW
-        gates[budget] = PdbGate(now + delay, since)
+        gates[budget] = PdbGate(now + delay, since, checked=now)
         return delay
+
+    async def _check_gates(self, node: str) -> None:
+        """Read each refusing PDB whose check is due; one that allows again opens."""
+        now = self.clock.monotonic()
+        for budget, gate in list(self._gates.get(node, {}).items()):
+            if gate.due <= now or now - gate.checked < gate.check_interval():
+                continue
+            gate.checked = now
+            namespace, _, name = budget.partition("/")
+            pdb = await self.writes.read_pdb(namespace, name)
+            if pdb is None or (pdb.disruptions_allowed or 0) > 0:
+                gate.due = now
+                self._open_gate(node, budget)
 
     def _open_gate(self, node: str, budget: str) -> None:
         """A pod of the PDB went: the PDB allows again, so its other pods are due now."""
@@ -282,7 +305,12 @@ class Drainer:
         now = self.clock.monotonic()
         backoffs = self._backoff.get(node, {})
         dues = [backoffs[p.uid].due - now for p in view.evict if p.uid in backoffs]
-        soonest = min([d for d in dues if d > 0], default=POD_WAIT_SAFETY)
+        checks = [
+            gate.checked + gate.check_interval() - now
+            for gate in self._gates.get(node, {}).values()
+            if gate.due > now
+        ]
+        soonest = min([d for d in (*dues, *checks) if d > 0], default=POD_WAIT_SAFETY)
         if view.evict and not dues:
             soonest = 0.0  # pods not tried yet (the slice ran out)
         return max(0.0, min(soonest, POD_WAIT_SAFETY))

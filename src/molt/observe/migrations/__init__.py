@@ -1,0 +1,1 @@
+"""Alembic migrations of the history store, applied in code at startup."""
