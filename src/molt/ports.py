@@ -58,6 +58,17 @@ class EvictionResult:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class JobView:
+    """A lifecycle action's Job, as far as the action needs it."""
+
+    name: str
+    state: str
+    """``running``, ``complete`` or ``failed`` (from the Job's conditions)."""
+    message: str = ""
+    """Why it failed: its pods' termination messages, else the Failed condition's."""
+
+
 class ClusterReads(Protocol):
     """Cached reads; never a network call."""
 
@@ -163,3 +174,27 @@ class ClusterWrites(Protocol):
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
 
     async def patch_group_status(self, name: str, status: dict[str, Any]) -> None: ...
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded, read straight from the API server (a lifecycle
+        action's credential); None when the Secret or the key is absent. Never cached
+        and never logged."""
+        ...
+
+    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a ConfigMap, read straight from the API server (a Job action's
+        template); None when the ConfigMap or the key is absent."""
+        ...
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a lifecycle action's Job; False when a Job of that name already exists
+        (a restarted controller finds the one it created)."""
+        ...
+
+    async def read_job(self, namespace: str, name: str) -> JobView | None:
+        """A Job's state, read straight from the API server; None when it is gone."""
+        ...
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; a gone Job is fine."""
+        ...

@@ -110,11 +110,25 @@ def test_the_api_server_refuses_an_invalid_instance_group(
                 }
             },
             "spec.lifecycle.preTerminate[0]",
-            "job, etcd and vault actions are not implemented yet; only http is",
+            "etcd actions are not implemented yet; only http, vault and job are",
         ),
         (
             {"lifecycle": {"preDrain": [{"http": {"url": "https://h.example"}}]}},
             "spec.lifecycle.preDrain[0].name",
+            "Required value",
+        ),
+        (
+            {"lifecycle": {"preDrain": [{"name": "job", "job": {"namespace": "ops"}}]}},
+            "spec.lifecycle.preDrain[0].job",
+            "exactly one of template or templateConfigMap must be set",
+        ),
+        (
+            {
+                "lifecycle": {
+                    "preTerminate": [{"name": "vault", "vault": {"address": "https://v:8200"}}]
+                }
+            },
+            "spec.lifecycle.preTerminate[0].vault.tokenSecret",
             "Required value",
         ),
     ],
@@ -126,6 +140,8 @@ def test_the_api_server_refuses_an_invalid_instance_group(
         "non-http-url",
         "unimplemented-action-kind",
         "action-without-name",
+        "job-without-template",
+        "vault-without-token",
     ],
 )
 def test_the_api_server_refuses_an_invalid_termination_policy(

@@ -417,6 +417,46 @@ class Probes:
     namespace: str
     lease: str
     admin: client.ApiClient
+    grant: Grant | None = None
+    """The grant being probed: a namespaced call goes where that grant applies."""
+
+    @property
+    def granted_namespace(self) -> str:
+        return (self.grant.namespace if self.grant else None) or self.namespace
+
+    async def read_config_map(self) -> object:
+        if self.granted_namespace == "kube-system":
+            return await KwokProvider(self.api)._faults()
+        return await self.writes.read_config_map_key(self.granted_namespace, ABSENT, "template")
+
+    async def read_secret(self) -> object:
+        names = self.grant.names if self.grant else ()
+        return await self.writes.read_secret_key(
+            self.granted_namespace, names[0] if names else ABSENT, "token"
+        )
+
+    async def create_job(self) -> None:
+        """A suspended Job (no pod is ever made), as the job action creates it; then
+        gone again, so the next create is a create too."""
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": ABSENT},
+            "spec": {
+                "suspend": True,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "probe", "image": "busybox"}],
+                    }
+                },
+            },
+        }
+        if not await self.writes.create_job(self.granted_namespace, body):
+            raise RuntimeError("the probe Job already existed")
+        await client.BatchV1Api(self.admin).delete_namespaced_job(
+            ABSENT, self.granted_namespace, propagation_policy="Background"
+        )
 
     @property
     def raw(self) -> RawApi:
@@ -507,7 +547,12 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("", "events", "create"): lambda p: p.writes.record_group_event(
         ABSENT, "RbacProbe", "a probe of the chart's RBAC"
     ),
-    ("", "configmaps", "get"): lambda p: KwokProvider(p.api)._faults(),
+    # In kube-system, the kwok provider's faults; in a job namespace, a Job template.
+    ("", "configmaps", "get"): lambda p: p.read_config_map(),
+    ("batch", "jobs", "create"): lambda p: p.create_job(),
+    ("batch", "jobs", "get"): lambda p: p.writes.read_job(p.granted_namespace, ABSENT),
+    ("batch", "jobs", "delete"): lambda p: p.writes.delete_job(p.granted_namespace, ABSENT),
+    ("", "secrets", "get"): lambda p: p.read_secret(),
 }
 """For every verb the chart grants, the call Molt makes with it, through Molt's own code
 wherever it has one."""
@@ -572,6 +617,11 @@ async def probe_events(kube: client.ApiClient) -> AsyncIterator[None]:
 ALL_PROVIDERS = ["kwok", "aws"]
 
 
+def action_values(namespace: str) -> dict[str, Any]:
+    """Job and vault actions in the test's namespace, so their roles are rendered."""
+    return {"jobNamespaces": [namespace], "secrets": [{"namespace": namespace, "name": "tok"}]}
+
+
 @pytest.mark.parametrize("providers", [["kwok"], ALL_PROVIDERS], ids=["kwok", "kwok+aws"])
 async def test_every_verb_the_chart_grants_is_one_molt_needs(
     providers: list[str],
@@ -582,7 +632,7 @@ async def test_every_verb_the_chart_grants_is_one_molt_needs(
     probe_events: None,
     tmp_path: Path,
 ) -> None:
-    release = install(providers=providers)
+    release = install(providers=providers, actions=action_values(namespace))
     roles = [doc for doc in documents(release.text) if doc["kind"] in RBAC_KINDS]
     grants = [grant for role in roles for grant in _grants(role)]
     granted = {grant.key for grant in grants}
@@ -601,6 +651,7 @@ async def test_every_verb_the_chart_grants_is_one_molt_needs(
             full = copy.deepcopy(role["rules"])
             for grant in _grants(role):
                 probe = PROBES[grant.key]
+                probes.grant = grant
                 passed = await _outcome(probes, probe)
                 assert passed is None, (
                     f"{grant}: Molt's call fails with the chart's roles: {passed}"

@@ -33,7 +33,14 @@ from molt.cloud.provider import (
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
-from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionOutcome, EvictionResult
+from molt.ports import (
+    Clock,
+    ClusterReads,
+    ClusterWrites,
+    EvictionOutcome,
+    EvictionResult,
+    JobView,
+)
 
 __all__ = [
     "FakeClock",
@@ -154,6 +161,13 @@ class FakeCluster:
             p.metadata.name: p for p in policies
         }
         self.pdbs: list[PdbView] = []
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        """(namespace, name) -> decoded data, for lifecycle actions' credentials."""
+        self.config_maps: dict[tuple[str, str], dict[str, str]] = {}
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        """Created Jobs' bodies; a test sets ``job_views`` to say how they end."""
+        self.job_views: dict[tuple[str, str], JobView] = {}
+        self.deleted_jobs: list[str] = []
         self.is_synced = True
         self.pods_syncing: set[str] = set()
         """Nodes whose pod cache has not synced yet: ``pods_on`` answers None for them."""
@@ -292,6 +306,28 @@ class FakeCluster:
 
     async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
         return next((p for p in self.pdbs if p.key == f"{namespace}/{name}"), None)
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        return self.secrets.get((namespace, name), {}).get(key)
+
+    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        return self.config_maps.get((namespace, name), {}).get(key)
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        key = (namespace, body["metadata"]["name"])
+        if key in self.jobs:
+            return False
+        self.jobs[key] = body
+        return True
+
+    async def read_job(self, namespace: str, name: str) -> JobView | None:
+        if (namespace, name) not in self.jobs:
+            return None
+        return self.job_views.get((namespace, name), JobView(name, "running"))
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.deleted_jobs.append(f"{namespace}/{name}")
+        self.jobs.pop((namespace, name), None)
 
     async def delete_pod(self, pod: PodView) -> None:
         self.deleted_pods.append(pod.key)

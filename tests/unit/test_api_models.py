@@ -46,8 +46,16 @@ def test_invalid_instance_groups_are_refused(change: dict[str, Any], message: st
             "exactly one of http, job, etcd or vault",
         ),
         (
-            {"lifecycle": {"preTerminate": [{"name": "x", "vault": {"address": "https://v"}}]}},
+            {"lifecycle": {"preTerminate": [{"name": "x", "etcd": {"endpoints": ["https://e"]}}]}},
             "not implemented yet",
+        ),
+        (
+            {"lifecycle": {"preTerminate": [{"name": "x", "vault": {"address": "https://v"}}]}},
+            "tokenSecret",
+        ),
+        (
+            {"lifecycle": {"preDrain": [{"name": "x", "job": {"namespace": "ops"}}]}},
+            "exactly one of template or templateConfigMap",
         ),
         ({"lifecycle": {"preDrain": [{"http": {"url": "https://h"}}]}}, "name"),
     ],

@@ -28,11 +28,13 @@ class ScriptedKind:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.attempts: list[int] = []
         self.gates: dict[str, asyncio.Event] = {}
         self.failures: dict[str, int] = {}
 
     async def attempt(self, action: LifecycleAction, context: ActionContext) -> None:
         self.calls.append((context.hook, action.name))
+        self.attempts.append(context.attempt)
         gate = self.gates.get(action.name)
         if gate is not None:
             await gate.wait()
@@ -132,6 +134,28 @@ async def test_a_failing_action_is_retried_with_backoff_and_holds_the_node() -> 
 
     assert kind.calls == [("preDrain", "flaky")] * 3
     assert fleet.cluster.event_reasons("old").count("ActionFailed") == 2
+    assert fleet.provider.terminations == ["old"]
+    assert kind.attempts == [1, 2, 3]
+
+
+async def test_a_restarted_controller_resumes_the_attempt_in_flight() -> None:
+    """The attempt number names a Job action's Job: after a restart during attempt 1, the
+    new process runs attempt 1 again (and finds that Job), not attempt 2."""
+    kind = ScriptedKind()
+    kind.gates["slow"] = asyncio.Event()
+    fleet = world(
+        selected_node(replacement=NEW), replacement_node(), rotate=_policy(preDrain=["slow"])
+    )
+    _with_kind(fleet, kind)
+    await fleet.reconcile()
+    await asyncio.sleep(0)
+    assert ActionProgress.of(fleet.node()).get("preDrain/tp/slow").attempts == 1
+    await fleet.pipeline.actions.close()  # the process dies; its attempts with it
+
+    restarted = ScriptedKind()
+    _with_kind(fleet, restarted)
+    await _settle(fleet)
+    assert restarted.attempts == [1]
     assert fleet.provider.terminations == ["old"]
 
 

@@ -1,1 +1,2 @@
-"""Lifecycle actions: one module per kind (``http``), started and polled by ``runner``."""
+"""Lifecycle actions: one module per kind (``http``, ``vault``, ``job``), started and
+polled by ``runner``."""

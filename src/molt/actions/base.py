@@ -21,10 +21,14 @@ class ActionContext:
     hook: str
     reason: str
     policy: str
+    key: str = ""
+    """The action's progress key on the node (hook/source/name): unique per node."""
+    attempt: int = 1
+    """Which attempt this is, from 1; a restarted controller resumes the recorded one."""
 
 
 class ActionKind(Protocol):
-    """One kind of action (http, ...): a single attempt, bounded by the action's timeout.
+    """One kind of action (http, vault, job): a single attempt, bounded by the action's timeout.
 
     The runner drives it in the background, so an attempt may take its whole timeout
     without holding a reconcile worker.

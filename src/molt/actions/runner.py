@@ -17,7 +17,10 @@ import structlog
 
 from molt.actions.base import ActionContext, ActionFailedError, ActionKind
 from molt.actions.http import HttpActionKind
+from molt.actions.job import JobActionKind
+from molt.actions.vault import VaultActionKind
 from molt.api.lifecycle import NOT_IMPLEMENTED, LifecycleAction
+from molt.ports import ClusterWrites
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +38,20 @@ class AttemptOutcome:
     error: str | None = None
 
 
+def action_kinds(cluster: ClusterWrites) -> dict[str, ActionKind]:
+    """Every implemented kind, the ones that read or write the cluster through ``cluster``."""
+    return {
+        "http": HttpActionKind(),
+        "vault": VaultActionKind(cluster),
+        "job": JobActionKind(cluster),
+    }
+
+
 class ActionRunner:
     """Background attempts of lifecycle actions, keyed by node and action."""
 
     def __init__(self, kinds: dict[str, ActionKind] | None = None) -> None:
+        """``kinds`` defaults to http alone (no cluster access); see ``action_kinds``."""
         self.kinds: dict[str, ActionKind] = (
             kinds if kinds is not None else {"http": HttpActionKind()}
         )

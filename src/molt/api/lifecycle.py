@@ -6,14 +6,14 @@ A node runs its group's actions, then its policy's. Each action has a ``name``, 
 node's progress is recorded per hook and name, so editing a list while a node is in
 flight neither skips nor repeats an action.
 
-Only ``http`` is implemented; the schema already carries ``job``, ``etcd`` and ``vault``
-so their shape is reviewable, but the API server refuses them until they work, rather
-than accepting an action that would hold a node cordoned forever.
+``http``, ``vault`` and ``job`` are implemented; the schema already carries ``etcd`` so
+its shape is reviewable, but the API server refuses it until it works, rather than
+accepting an action that would hold a node cordoned forever.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,7 +22,7 @@ from molt.api.types import CEL_RULES, ApiModel, Duration, Name, Url, cel
 ActionName = Annotated[
     str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ]
-IMPLEMENTED_KINDS = ("http",)
+IMPLEMENTED_KINDS = ("http", "vault", "job")
 
 
 class HttpAction(ApiModel):
@@ -32,11 +32,54 @@ class HttpAction(ApiModel):
     method: Literal["POST", "PUT"] = "POST"
 
 
-class JobAction(ApiModel):
-    """Run a Kubernetes Job from a ConfigMap-held template and wait for it."""
+class SecretKeyRef(ApiModel):
+    """One key of a Secret."""
 
     namespace: Name
-    template_config_map: Name
+    name: Name
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+
+
+class ConfigMapKeyRef(ApiModel):
+    """One key of a ConfigMap, holding a YAML or JSON document."""
+
+    name: Name
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = (
+        "template"
+    )
+
+
+JOB_TEMPLATE_RULES = [
+    cel(
+        "has(self.template) != has(self.templateConfigMap)",
+        "exactly one of template or templateConfigMap must be set",
+    ),
+]
+
+
+class JobAction(ApiModel):
+    """Run a Kubernetes Job for the node (one per attempt) and wait for it to complete."""
+
+    namespace: Name
+    template: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "A JobSpec (template.spec.containers at least). Every container gets MOLT_NODE, "
+            "MOLT_NODE_ADDRESSES, MOLT_GROUP, MOLT_REASON and MOLT_HOOK."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    template_config_map: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="A ConfigMap in the namespace whose key holds a JobSpec or a whole Job.",
+    )
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=86400)] = 600
+
+    @model_validator(mode="after")
+    def _one_template(self) -> JobAction:
+        if (self.template is None) == (self.template_config_map is None):
+            raise ValueError("exactly one of template or templateConfigMap must be set")
+        return self
 
 
 class EtcdAction(ApiModel):
@@ -47,13 +90,20 @@ class EtcdAction(ApiModel):
 
 
 class VaultAction(ApiModel):
-    """Step a Vault server on the node down from active."""
+    """Step the node's Vault server down from active before the node goes."""
 
-    address: Url
-    token_secret: Name | None = None
+    address: Url = Field(
+        description=(
+            "The node's Vault: {node.name} and {node.address} (its first InternalIP) are "
+            "replaced, e.g. https://{node.address}:8200; a path is kept as a prefix of /v1."
+        )
+    )
+    token_secret: SecretKeyRef = Field(
+        description="The token for sys/step-down (a policy with update on sys/step-down)."
+    )
 
 
-NOT_IMPLEMENTED = "job, etcd and vault actions are not implemented yet; only http is"
+NOT_IMPLEMENTED = "etcd actions are not implemented yet; only http, vault and job are"
 
 
 class LifecycleAction(ApiModel):
@@ -65,7 +115,9 @@ class LifecycleAction(ApiModel):
     timeout: Duration = "5m"
     retries: Annotated[int, Field(ge=0, le=20)] = 3
     http: HttpAction | None = None
-    job: JobAction | None = None
+    job: Annotated[JobAction | None, Field(json_schema_extra={CEL_RULES: JOB_TEMPLATE_RULES})] = (
+        None
+    )
     etcd: EtcdAction | None = None
     vault: VaultAction | None = None
 
@@ -74,7 +126,7 @@ class LifecycleAction(ApiModel):
         kinds = [k for k in (self.http, self.job, self.etcd, self.vault) if k is not None]
         if len(kinds) != 1:
             raise ValueError("exactly one of http, job, etcd or vault must be set")
-        if self.http is None:
+        if self.etcd is not None:
             raise ValueError(NOT_IMPLEMENTED)
         return self
 
@@ -88,7 +140,7 @@ ACTION_RULES = [
         "[has(self.http), has(self.job), has(self.etcd), has(self.vault)].filter(x, x).size() == 1",
         "exactly one of http, job, etcd or vault must be set",
     ),
-    cel("!has(self.job) && !has(self.etcd) && !has(self.vault)", NOT_IMPLEMENTED),
+    cel("!has(self.etcd)", NOT_IMPLEMENTED),
 ]
 
 ActionList = Annotated[

@@ -17,7 +17,7 @@ import asyncio
 
 import structlog
 
-from molt.actions.runner import ActionRunner
+from molt.actions.runner import ActionRunner, action_kinds
 from molt.api.labels import REPLACEMENT_ANNOTATION
 from molt.cloud.provider import Provider, Registrar
 from molt.controllers.instancegroup.cells import CellReconciler
@@ -77,7 +77,12 @@ class ControllerManager:
             reads, writes, clock, providers if pipeline else {}, metrics=metrics
         )
         self.pipeline = PipelineReconciler(
-            reads, writes, clock, metrics, providers=providers, actions=actions
+            reads,
+            writes,
+            clock,
+            metrics,
+            providers=providers,
+            actions=actions if actions is not None else ActionRunner(action_kinds(writes)),
         )
         registrars = [p for p in providers.values() if isinstance(p, Registrar)]
         self.registration = RegistrationReconciler(

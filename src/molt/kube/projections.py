@@ -62,7 +62,18 @@ def node_view(raw: Json) -> NodeView:
         unschedulable=bool(spec.get("unschedulable", False)),
         uid=str(meta.get("uid", "")),
         provider_id=spec.get("providerID"),
+        addresses=_addresses(status),
     )
+
+
+def _addresses(status: Json) -> tuple[str, ...]:
+    """The node's addresses, InternalIP ones first, each once."""
+    found = [
+        (a.get("type") != "InternalIP", str(a.get("address", "")))
+        for a in status.get("addresses") or []
+        if a.get("address")
+    ]
+    return tuple(dict.fromkeys(address for _, address in sorted(found, key=lambda f: f[0])))
 
 
 def pod_view(raw: Json) -> PodView:

@@ -10,6 +10,7 @@ logs what would be written and writes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from molt.policy.age import format_rfc3339
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
-from molt.ports import EvictionOutcome, EvictionResult
+from molt.ports import EvictionOutcome, EvictionResult, JobView
 
 log = structlog.get_logger(__name__)
 
@@ -224,6 +225,66 @@ class KubeWrites:
             if error.status not in (404, 409):
                 raise
 
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            found = await self.raw.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        encoded = (found.get("data") or {}).get(key)
+        if encoded is None:
+            return None
+        return base64.b64decode(encoded).decode()
+
+    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        try:
+            found = await self.raw.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        value = (found.get("data") or {}).get(key)
+        return str(value) if value is not None else None
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        await self._before_write()
+        try:
+            await self.raw.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
+        except ApiError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def read_job(self, namespace: str, name: str) -> JobView | None:
+        try:
+            found = await self.raw.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        state, reason = job_state(found)
+        if state != "failed":
+            return JobView(name, state)
+        pods, _ = await self.raw.list_all(
+            f"/api/v1/namespaces/{namespace}/pods",
+            [("labelSelector", f"batch.kubernetes.io/job-name={name}")],
+        )
+        messages = termination_messages(pods)
+        return JobView(name, state, "; ".join(messages) if messages else reason)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        await self._before_write()
+        try:
+            await self.raw.delete(
+                f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+                {"propagationPolicy": "Background"},
+            )
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
     async def delete_node(self, name: str) -> bool:
         await self._before_write()
         try:
@@ -302,6 +363,32 @@ def _taint_json(taint: NodeTaint) -> dict[str, str]:
     return found
 
 
+def job_state(job: dict[str, Any]) -> tuple[str, str]:
+    """``running``, ``complete`` or ``failed`` from a Job's conditions, and the reason."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "complete", ""
+        if condition.get("type") == "Failed":
+            reason = condition.get("reason") or ""
+            detail = condition.get("message") or ""
+            return "failed", f"{reason}: {detail}" if detail else reason or "failed"
+    return "running", ""
+
+
+def termination_messages(pods: list[dict[str, Any]]) -> list[str]:
+    """The termination messages of a Job's failed pods' containers, each once."""
+    found: list[str] = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            message = str(terminated.get("message") or "").strip()
+            if message and terminated.get("exitCode", 1) != 0 and message not in found:
+                found.append(message)
+    return found
+
+
 class DryRunWrites:
     """Logs each write it would make; changes nothing."""
 
@@ -369,3 +456,19 @@ class DryRunWrites:
 
     async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
         self._note(f"status of instance group {name}: revision {status.get('currentRevision')}")
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        return None  # a dry run never runs lifecycle actions
+
+    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        return None  # a dry run never runs lifecycle actions
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        self._note(f"create job {namespace}/{body.get('metadata', {}).get('name')}")
+        return True
+
+    async def read_job(self, namespace: str, name: str) -> JobView | None:
+        return None
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self._note(f"delete job {namespace}/{name}")

@@ -73,6 +73,8 @@ class NodeView:
     """Launch time known to the provider (e.g. EC2 LaunchTime); beats the annotation."""
     uid: str = ""
     provider_id: str | None = None
+    addresses: tuple[str, ...] = ()
+    """The node's status addresses (InternalIP first), for lifecycle actions."""
 
     @cached_property
     def group(self) -> str | None:

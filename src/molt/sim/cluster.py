@@ -26,7 +26,7 @@ from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatu
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
-from molt.ports import EvictionOutcome, EvictionResult
+from molt.ports import EvictionOutcome, EvictionResult, JobView
 from molt.sim.clock import EventHeap
 from molt.sim.workloads import Budget, Deployment, SimPod
 
@@ -339,6 +339,24 @@ class SimCluster:
     async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
         found = self.budgets.get(f"{namespace}/{name}")
         return found.view() if found is not None else None
+
+    # A scenario carries no lifecycle actions (molt.sim.scenario refuses them), so nothing
+    # here is asked for their Secrets, ConfigMaps or Jobs; the answers say "absent".
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        return None
+
+    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
+        return None
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        raise NotImplementedError("the simulator runs no lifecycle actions")
+
+    async def read_job(self, namespace: str, name: str) -> JobView | None:
+        return None
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        return None
 
     async def delete_pod(self, pod: PodView) -> None:
         found = self._pods.get(pod.uid)

@@ -200,17 +200,22 @@ class PipelineReconciler:
                 now = self.clock.now()
                 if retry_at is not None and retry_at > now:
                     return max(0.05, (retry_at - now).total_seconds())
+            # Recorded as running with no attempt here: this process restarted during it,
+            # so the new task resumes that attempt (a Job action finds its Job by name).
+            resuming = state.state == "running" and state.attempts > 0
             context = ActionContext(
                 node,
                 hook,
                 node.annotations.get(REASON_ANNOTATION, ""),
                 policy.metadata.name if policy else "",
+                key=key,
+                attempt=state.attempts if resuming else state.attempts + 1,
             )
             outcome = self.actions.poll(runner_key, action, context)
             if outcome.state == AttemptState.RUNNING:
                 return ACTION_POLL
             if outcome.state == AttemptState.STARTED:
-                started = ActionState("running", state.attempts + 1, state.error)
+                started = ActionState("running", context.attempt, state.error)
                 await self._record_progress(node, progress.with_state(key, started))
                 if state.attempts == 0:
                     await self.writes.record_event(node, "ActionStarted", f"{label} started")
