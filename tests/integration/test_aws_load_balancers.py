@@ -9,7 +9,9 @@ node-update event with ``spec.unschedulable`` true carries
 ``node.kubernetes.io/exclude-from-external-load-balancers: "true"``; the Auto Scaling
 group (not Molt) registers the replacements. A deregistration AWS refuses
 (``AccessDenied``, injected by the proxy) holds the node, reported on it, until a retry
-succeeds.
+succeeds. The provider alone, against moto: only the instance's own entries leave (port
+overrides included), a repeat deregisters nothing, the delay is that of the target
+groups that listed it, a missing target group is a ``ProviderError``.
 
 moto drops a deregistered target at once (it emulates no ``draining`` state), so on moto
 the wait after deregistration ends at Molt's first check; the wait itself is covered by
@@ -22,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -29,6 +32,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
+from molt.cloud.aws import AwsProvider
+from molt.cloud.provider import ProviderError
+from molt.policy.snapshot import NodeView
 from tests.support.aws_bridge import AwsNodeBridge
 from tests.support.builders import deployment, instance_group, pdb
 from tests.support.controller import MoltProcess
@@ -241,3 +247,55 @@ async def test_instances_leave_their_target_group_before_their_pods_are_evicted(
 
 async def _is(read: Callable[[], set[str]], wanted: set[str]) -> bool:
     return read() == wanted
+
+
+async def test_the_provider_deregisters_only_the_instance_once_and_reads_the_delay(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct = {"region_name": REGION, "endpoint_url": moto_endpoint}
+    ec2 = boto3.client("ec2", **direct)
+    elbv2 = boto3.client("elbv2", **direct)
+    vpc = ec2.create_vpc(CidrBlock="10.61.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.61.0.0/24", AvailabilityZone=ZONE)
+    launched = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=2,
+        MaxCount=2,
+        SubnetId=subnet["Subnet"]["SubnetId"],
+    )["Instances"]
+    mine, other = (i["InstanceId"] for i in launched)
+    arns = []
+    for delay in ("7", "30"):
+        arn = elbv2.create_target_group(
+            Name=f"tg-{uuid.uuid4().hex[:8]}", Protocol="HTTP", Port=80, VpcId=vpc
+        )["TargetGroups"][0]["TargetGroupArn"]
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=arn,
+            Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": delay}],
+        )
+        arns.append(arn)
+    with_me, without_me = arns
+    elbv2.register_targets(
+        TargetGroupArn=with_me, Targets=[{"Id": mine, "Port": 8080}, {"Id": other}]
+    )
+    elbv2.register_targets(TargetGroupArn=without_me, Targets=[{"Id": other}])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    provider = AwsProvider(boto3.session.Session(region_name=REGION))
+    node = NodeView(name=mine, created=datetime.now(UTC), provider_id=f"aws:///{ZONE}/{mine}")
+
+    def listed(arn: str) -> set[tuple[str, int]]:
+        found = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        return {(d["Target"]["Id"], d["Target"]["Port"]) for d in found}
+
+    assert await provider.deregister(node, arns) == 7.0  # only the group that listed it
+    assert listed(with_me) == {(other, 80)}
+    assert listed(without_me) == {(other, 80)}
+    assert not await provider.deregistering(node, arns)
+    assert await provider.deregister(node, arns) == 0.0  # a repeat: nothing listed, no call
+
+    missing = with_me.rsplit("/", 1)[0] + "/0000000000000000"
+    with pytest.raises(ProviderError, match="TargetGroupNotFound"):
+        await provider.deregister(node, [missing])
+    stranger = NodeView(name="stranger", created=datetime.now(UTC), provider_id=None)
+    with pytest.raises(ProviderError, match="no AWS providerID"):
+        await provider.deregister(stranger, arns)
