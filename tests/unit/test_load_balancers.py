@@ -16,6 +16,9 @@ from molt.cloud.provider import ProviderError
 from molt.controllers.termination.pipeline import LB_POLL, PipelineReconciler
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
+from molt.policy.plan import compute_plan
+from molt.policy.snapshot import NodeView, Snapshot
+from molt.policy.why import Explanation, WhyInputs, explain
 from tests.support.builders import instance_group
 from tests.support.fake_ports import FakeBalancedProvider, FakeClock, FakeCluster, pod
 from tests.support.fleet import NOW, policy
@@ -210,3 +213,38 @@ async def test_a_node_of_an_older_revision_leaves_that_revisions_target_groups_t
     await fleet.reconcile()
     assert fleet.cloud.deregister_calls == [("old", tuple(sorted((API, WEB))))]
     assert fleet.cloud.deregistrations == [(API, "old")]
+
+
+def _why(node: NodeView) -> Explanation:
+    snapshot = Snapshot(nodes=(node,))
+    policies = [policy("rotate")]
+    return explain(
+        WhyInputs(
+            node=node,
+            snapshot=snapshot,
+            policies=policies,
+            plan=compute_plan(snapshot, policies, NOW),
+            now=NOW,
+        )
+    )
+
+
+async def test_molt_why_names_the_load_balancer_wait_and_a_failed_deregistration() -> None:
+    fleet = Fleet(aws_group(WEB))
+    fleet.cloud.registered = {WEB: {"old"}}
+    fleet.cloud.delays = {WEB: 60.0}
+    await fleet.reconcile()
+    node = fleet.cluster.node("old")
+    assert node is not None
+    waiting = _why(node)
+    assert waiting.blocker == "LoadBalancersDraining"
+    assert waiting.eta == NOW + timedelta(seconds=60)
+
+    refused = Fleet(aws_group(WEB))
+    refused.cloud.errors = [ProviderError("AccessDenied: not allowed")]
+    await refused.reconcile()
+    node = refused.cluster.node("old")
+    assert node is not None
+    held = _why(node)
+    assert held.blocker == "DeregistrationFailed"
+    assert "AccessDenied" in held.message

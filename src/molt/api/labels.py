@@ -40,6 +40,8 @@ DEREGISTERED_AT_ANNOTATION = "molt.dev/deregistered-at"
 """When the node's instance left its load balancers' target groups (RFC 3339). Written
 once the deregistration call succeeded, so a restart never deregisters twice; a person
 may set it (without the wait annotation) to tell Molt the instance is out already."""
+DEREGISTRATION_BLOCKED = "load balancers"
+"""The lead-in of a ``molt.dev/blocked`` message about a failed deregistration."""
 DEREGISTRATION_WAIT_ANNOTATION = "molt.dev/deregistration-wait-until"
 """Until when the first eviction waits for the load balancers to drain the instance
 (RFC 3339): the deregistration time plus the longest deregistration delay."""

@@ -39,6 +39,7 @@ from molt.api.durations import parse_duration
 from molt.api.labels import (
     BLOCKED_ANNOTATION,
     DEREGISTERED_AT_ANNOTATION,
+    DEREGISTRATION_BLOCKED,
     DEREGISTRATION_WAIT_ANNOTATION,
     DO_NOT_DISRUPT,
     DRAIN_STARTED_ANNOTATION,
@@ -88,8 +89,6 @@ REPLACEMENT_POLL = 60.0
 when its wait for a replacement runs out; this is the backstop poll."""
 LB_POLL = 5.0
 """How often the load balancers are asked whether they still list a deregistered node."""
-LB_BLOCKED = "load balancers"
-"""The lead-in of a ``molt.dev/blocked`` message about a failed deregistration."""
 DRAIN_SETTLE_SECONDS = 3.0
 """How long a drained node must stay empty before it counts as drained: longer than a
 ReplicaSet and the scheduler take to place an evicted pod's replacement."""
@@ -238,7 +237,7 @@ class PipelineReconciler:
             DEREGISTERED_AT_ANNOTATION: format_rfc3339(now),
             DEREGISTRATION_WAIT_ANNOTATION: format_rfc3339(now + timedelta(seconds=delay)),
         }
-        if node.annotations.get(BLOCKED_ANNOTATION, "").startswith(LB_BLOCKED):
+        if node.annotations.get(BLOCKED_ANNOTATION, "").startswith(DEREGISTRATION_BLOCKED):
             annotations[BLOCKED_ANNOTATION] = None
         await self.writes.patch_node(node.name, annotations=annotations)
         await self.writes.record_event(
@@ -262,8 +261,9 @@ class PipelineReconciler:
         self._lb_retry[node.name] = (attempts, self.clock.monotonic() + delay)
         now = self.clock.now()
         message = (
-            f"{LB_BLOCKED}: deregistration from {', '.join(targets)} failed ({attempts}x, "
-            f"next try in {delay:g}s): {error}; no pod is evicted until it succeeds"
+            f"{DEREGISTRATION_BLOCKED}: deregistration from {', '.join(targets)} failed "
+            f"({attempts}x, next try in {delay:g}s): {error}; no pod is evicted until it "
+            "succeeds"
         )
         if now >= deadline_of(node, policy, now):
             message += (
