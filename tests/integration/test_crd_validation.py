@@ -52,6 +52,18 @@ def test_a_valid_instance_group_is_accepted_and_listed_with_its_columns(
         ),
         ({"strategy": {"type": "Recreate"}}, "spec.strategy.type", 'Unsupported value: "Recreate"'),
         ({"surprise": True}, "spec.surprise", 'unknown field "spec.surprise"'),
+        (
+            {
+                "provider": "aws",
+                "template": {
+                    "instanceTypes": ["m5.large"],
+                    "image": "ami-1",
+                    "aws": {"targetGroups": ["arn:aws:elasticloadbalancing:web"]},
+                },
+            },
+            "spec.template.aws.targetGroups[0]",
+            "should match",
+        ),
     ],
     ids=[
         "min-above-max",
@@ -63,6 +75,7 @@ def test_a_valid_instance_group_is_accepted_and_listed_with_its_columns(
         "unknown-capacity-type",
         "unknown-strategy",
         "unknown-field",
+        "not-a-target-group-arn",
     ],
 )
 def test_the_api_server_refuses_an_invalid_instance_group(

@@ -1,7 +1,8 @@
 """In-memory FAKES of Molt's ports, for unit tests only.
 
 ``FakeClock``, ``FakeCluster`` (both ``ClusterReads`` and ``ClusterWrites``) and
-``FakeProvider`` let a test drive the reconcilers directly, one call at a time, as the
+``FakeProvider`` (and ``FakeBalancedProvider``, a fake cloud with load balancers) let a
+test drive the reconcilers directly, one call at a time, as the
 work queue would, with no API server, no cloud and no real time. They hold real
 ``NodeView``/``PodView`` projections and real pydantic ``InstanceGroup`` and
 ``TerminationPolicy`` models, apply writes at once (as the production write path feeds
@@ -27,6 +28,7 @@ from molt.cloud.provider import (
     CellRef,
     Instance,
     LaunchFailure,
+    LoadBalancers,
     Provider,
     ProviderError,
 )
@@ -43,6 +45,7 @@ from molt.ports import (
 )
 
 __all__ = [
+    "FakeBalancedProvider",
     "FakeClock",
     "FakeCluster",
     "FakeProvider",
@@ -499,10 +502,68 @@ class FakeProvider:
         self.desired.pop(cell, None)
 
 
+class FakeBalancedProvider(FakeProvider):
+    """A FAKE cloud with load balancers (the ``LoadBalancers`` capability), named ``aws``.
+
+    ``registered`` maps a target (a target group ARN) to the node names it sends traffic
+    to; ``draining`` to those it is draining; ``delays`` gives a target's deregistration
+    delay in seconds (default 300). A deregistered node stays draining until the test
+    calls ``drained`` (the fake keeps no clock). ``errors`` holds the exceptions the
+    next ``deregister`` calls raise, front first. Every ``deregister`` call and every
+    actual deregistration (``deregistrations``: (target, node)) is recorded.
+    """
+
+    name = "aws"
+
+    def __init__(self, cluster: FakeCluster | None = None, now: datetime | None = None) -> None:
+        super().__init__(cluster, now)
+        self.registered: dict[str, set[str]] = {}
+        self.draining: dict[str, set[str]] = {}
+        self.delays: dict[str, float] = {}
+        self.errors: list[ProviderError] = []
+        self.deregister_calls: list[tuple[str, tuple[str, ...]]] = []
+        self.deregistrations: list[tuple[str, str]] = []
+        self.asked: list[str] = []
+
+    def load_balancers_of(self, template: Template) -> tuple[str, ...]:
+        return tuple(template.aws.target_groups or ()) if template.aws else ()
+
+    async def deregister(self, node: NodeView, targets: Sequence[str]) -> float:
+        self.deregister_calls.append((node.name, tuple(targets)))
+        if self.errors:
+            raise self.errors.pop(0)
+        delay = 0.0
+        for target in targets:
+            if target not in self.registered:
+                raise ProviderError(f"TargetGroupNotFound: {target}")
+            if node.name in self.registered[target]:
+                self.registered[target].discard(node.name)
+                self.draining.setdefault(target, set()).add(node.name)
+                self.deregistrations.append((target, node.name))
+            if node.name in self.draining.get(target, set()):
+                delay = max(delay, self.delays.get(target, 300.0))
+        return delay
+
+    async def deregistering(self, node: NodeView, targets: Sequence[str]) -> bool:
+        self.asked.append(node.name)
+        return any(
+            node.name in self.draining.get(t, set()) or node.name in self.registered.get(t, set())
+            for t in targets
+        )
+
+    def drained(self, node: str) -> None:
+        """The load balancers finished draining ``node``."""
+        for found in self.draining.values():
+            found.discard(node)
+
+
 if TYPE_CHECKING:
 
     def _fakes_implement_the_ports(
-        clock: FakeClock, cluster: FakeCluster, provider: FakeProvider
-    ) -> tuple[Clock, ClusterReads, ClusterWrites, Provider]:
+        clock: FakeClock,
+        cluster: FakeCluster,
+        provider: FakeProvider,
+        balanced: FakeBalancedProvider,
+    ) -> tuple[Clock, ClusterReads, ClusterWrites, Provider, LoadBalancers]:
         """Type-checked only: each fake must satisfy its port's protocol."""
-        return clock, cluster, cluster, provider
+        return clock, cluster, cluster, provider, balanced

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class Seen:
     params: dict[str, str]
     status: int
     faulted: bool
+    at: float = field(default_factory=time.time)
+    """Wall time (``time.time()``) once answered: after moto acted, before the caller hears."""
 
 
 @dataclass(eq=False)

@@ -27,6 +27,11 @@ from molt.api.types import (
 Provider = Literal["kwok", "aws"]
 CapacityType = Literal["on-demand", "spot"]
 Zone = Annotated[str, Field(min_length=1, max_length=63)]
+TARGET_GROUP_ARN = (
+    r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:"
+    r"targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$"
+)
+"""An ELBv2 target group ARN."""
 DEFAULT_MAX_NODE_AGE = "48h"
 """No node lives longer than this unless its group says otherwise (DESIGN.md)."""
 
@@ -43,6 +48,16 @@ class AwsTemplate(ApiModel):
     user_data: Annotated[str, Field(max_length=65536)] | None = None
     iam_instance_profile: Annotated[str, Field(max_length=2048)] | None = None
     key_name: Annotated[str, Field(max_length=255)] | None = None
+    target_groups: list[Annotated[str, Field(max_length=2048, pattern=TARGET_GROUP_ARN)]] | None = (
+        Field(
+            default=None,
+            max_length=50,
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+            description="ELBv2 target group ARNs. Each cell's Auto Scaling group registers its "
+            "instances in them; before a node's first eviction Molt deregisters its instance "
+            "and waits out the deregistration delay.",
+        )
+    )
 
 
 class KwokTemplate(ApiModel):

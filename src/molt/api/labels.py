@@ -36,10 +36,22 @@ ACTIONS_ANNOTATION = "molt.dev/actions"
 """Lifecycle action progress, as JSON keyed ``<hook>/<source>/<name>``."""
 UNREACHABLE_ANNOTATION = "molt.dev/unreachable"
 """What the drain did about an unreachable node (pods deleted, pods no longer waited for)."""
+DEREGISTERED_AT_ANNOTATION = "molt.dev/deregistered-at"
+"""When the node's instance left its load balancers' target groups (RFC 3339). Written
+once the deregistration call succeeded, so a restart never deregisters twice; a person
+may set it (without the wait annotation) to tell Molt the instance is out already."""
+DEREGISTRATION_BLOCKED = "load balancers"
+"""The lead-in of a ``molt.dev/blocked`` message about a failed deregistration."""
+DEREGISTRATION_WAIT_ANNOTATION = "molt.dev/deregistration-wait-until"
+"""Until when the first eviction waits for the load balancers to drain the instance
+(RFC 3339): the deregistration time plus the longest deregistration delay."""
 
 # Kubernetes' names Molt acts on.
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 CORDON_TAINT = "node.kubernetes.io/unschedulable"
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
+"""The service controller leaves a node with this label out of every external load
+balancer; Molt sets it with the cordon."""
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"

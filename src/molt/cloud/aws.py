@@ -24,6 +24,15 @@ describing one instance per node, and an instance found in no cell is not looked
 again for a while. Failed scaling activities are the cell's launch
 failures; those that name a capacity shortage are marked as such.
 
+As ``LoadBalancers`` it takes a node's instance out of the ELBv2 target groups of
+``template.aws.targetGroups`` (a cell's Auto Scaling group is created with them, so AWS
+registers its new instances; Molt never registers one). Each target group's targets are
+listed first (``DescribeTargetHealth``) and only the instance's entries that are not yet
+draining are deregistered, with their ports, so a retry deregisters nothing twice; the
+wait is the longest ``deregistration_delay.timeout_seconds`` among the target groups
+that list the instance. IAM: ``elasticloadbalancing:DescribeTargetHealth``,
+``DeregisterTargets`` and ``DescribeTargetGroupAttributes``.
+
 boto3 is synchronous: every call runs in a worker thread (``asyncio.to_thread``). Clients
 use botocore's standard retry mode (throttling and transient 5xx are retried with
 backoff); credentials, region and endpoint come from the standard chain
@@ -39,7 +48,7 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,6 +65,7 @@ from molt.cloud.provider import (
     CellRef,
     Instance,
     LaunchFailure,
+    LoadBalancers,
     NodeOrigin,
     Provider,
     ProviderError,
@@ -106,6 +116,10 @@ CAPACITY_MESSAGE = re.compile(
 )
 GONE_INSTANCE_STATES = frozenset({"shutting-down", "terminated"})
 LEAVING_LIFECYCLE = ("Terminating", "Terminated", "Detaching", "Detached")
+DRAINING = "draining"
+DEREGISTRATION_DELAY = "deregistration_delay.timeout_seconds"
+DEFAULT_DEREGISTRATION_DELAY = 300.0
+"""ELBv2's default, used when a target group does not report the attribute."""
 
 
 def is_capacity_shortage(text: str) -> bool:
@@ -223,6 +237,7 @@ class AwsProvider:
         session = session or boto3.session.Session()
         self.ec2: Any = session.client("ec2", config=RETRIES)
         self.autoscaling: Any = session.client("autoscaling", config=RETRIES)
+        self.elbv2: Any = session.client("elbv2", config=RETRIES)
         self.check_fence = check_fence
         self.failure_tail = failure_tail
         self.delete_launch_templates = delete_launch_templates
@@ -441,6 +456,9 @@ class AwsProvider:
                 for key, value in cell_tags(cell).items()
             ],
         }
+        if template.aws and template.aws.target_groups:
+            # AWS registers the cell's new instances; the pipeline deregisters them.
+            arguments["TargetGroupARNs"] = list(template.aws.target_groups)
         self.check_fence()
         try:
             await asyncio.to_thread(lambda: self.autoscaling.create_auto_scaling_group(**arguments))
@@ -609,6 +627,79 @@ class AwsProvider:
                 "terminates instances of its cells"
             )
 
+    # -- load balancers ----------------------------------------------------------------
+
+    def load_balancers_of(self, template: Template) -> tuple[str, ...]:
+        return tuple(template.aws.target_groups or ()) if template.aws else ()
+
+    async def deregister(self, node: NodeView, targets: Sequence[str]) -> float:
+        instance_id = self._instance_id(node)
+        delay = 0.0
+        for arn in targets:
+            listed = await self._run(
+                f"describe the targets of {arn}", self._targets_of, arn, instance_id
+            )
+            if not listed:
+                continue
+            delay = max(delay, await self._run(f"read {arn}'s attributes", self._delay_of, arn))
+            serving = [
+                t["Target"] for t in listed if t.get("TargetHealth", {}).get("State") != DRAINING
+            ]
+            if not serving:
+                continue  # deregistered before (a retry, or a restart): nothing to repeat
+            self.check_fence()
+            await self._run(
+                f"deregister {instance_id} from {arn}",
+                lambda arn=arn, serving=serving: self.elbv2.deregister_targets(
+                    TargetGroupArn=arn,
+                    Targets=[
+                        {"Id": t["Id"], **({"Port": t["Port"]} if "Port" in t else {})}
+                        for t in serving
+                    ],
+                ),
+            )
+            log.info("aws.deregistered", instance=instance_id, target_group=arn)
+        return delay
+
+    async def deregistering(self, node: NodeView, targets: Sequence[str]) -> bool:
+        instance_id = self._instance_id(node)
+        for arn in targets:
+            listed = await self._run(
+                f"describe the targets of {arn}", self._targets_of, arn, instance_id
+            )
+            if listed:
+                return True
+        return False
+
+    def _instance_id(self, node: NodeView) -> str:
+        found = instance_of(node)
+        if found is None:
+            raise ProviderError(
+                f"node {node.name} has no AWS providerID (aws:///<zone>/<instance-id>): "
+                f"{node.provider_id!r}"
+            )
+        return found[1]
+
+    def _targets_of(self, arn: str, instance_id: str) -> list[dict[str, Any]]:
+        """The target group's entries for the instance (one per registered port), in any
+        state. Listed without naming targets: a port override would need the port."""
+        described = self.elbv2.describe_target_health(TargetGroupArn=arn)
+        return [
+            d
+            for d in described.get("TargetHealthDescriptions") or []
+            if (d.get("Target") or {}).get("Id") == instance_id
+        ]
+
+    def _delay_of(self, arn: str) -> float:
+        found = self.elbv2.describe_target_group_attributes(TargetGroupArn=arn)
+        for attribute in found.get("Attributes") or []:
+            if attribute.get("Key") == DEREGISTRATION_DELAY:
+                try:
+                    return float(attribute.get("Value"))
+                except (TypeError, ValueError):
+                    break
+        return DEFAULT_DEREGISTRATION_DELAY
+
     # -- delete ------------------------------------------------------------------------
 
     async def delete_cell(self, cell: CellRef) -> None:
@@ -695,3 +786,4 @@ def aws_provider_from_environment(check_fence: Callable[[], None]) -> AwsProvide
 if TYPE_CHECKING:
     _conforms: Provider = AwsProvider()  # mypy: AwsProvider implements the Provider protocol
     _registers: Registrar = AwsProvider()  # and the Registrar protocol
+    _balances: LoadBalancers = AwsProvider()  # and the LoadBalancers protocol

@@ -12,10 +12,17 @@ instance succeeds, ``delete_cell`` of a gone cell succeeds.
 A provider whose nodes register themselves (a cloud's bootstrap starts the kubelet, which
 knows nothing of Molt) is also a ``Registrar``: it tells which cell a Node's instance
 belongs to, so the registration controller can label the node as Molt would have.
+
+A provider whose instances sit behind load balancers it manages (AWS target groups) is
+also ``LoadBalancers``: the pipeline asks it to take a node's instance out of them
+before the first eviction and to say when they have let it go. A provider without the
+capability (kwok) has nothing to deregister; the pipeline still labels the node
+``node.kubernetes.io/exclude-from-external-load-balancers`` for every provider.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -132,4 +139,32 @@ class Registrar(Protocol):
         Answered from what the provider already observed where it can; a miss may cost
         one batched look-up of every Molt cell, at most once in a while.
         """
+        ...
+
+
+@runtime_checkable
+class LoadBalancers(Protocol):
+    """A provider that can take a node's instance out of its load balancers."""
+
+    name: str
+
+    def load_balancers_of(self, template: Template) -> tuple[str, ...]:
+        """The load balancer targets (AWS: target group ARNs) ``template``'s instances
+        join; empty when there is nothing to deregister from."""
+        ...
+
+    async def deregister(self, node: NodeView, targets: Sequence[str]) -> float:
+        """Take ``node``'s instance out of every one of ``targets`` that still sends it
+        traffic (one already deregistering is left alone, so a retry changes nothing) and
+        return the longest deregistration delay, in seconds, of those that list it.
+
+        Raises ``ProviderError`` (a target that does not exist, access denied, a node
+        with no instance of this provider); nothing is half-done that a retry would not
+        finish.
+        """
+        ...
+
+    async def deregistering(self, node: NodeView, targets: Sequence[str]) -> bool:
+        """Whether any of ``targets`` still lists ``node``'s instance (draining, or
+        registered again): False once the load balancers have let it go."""
         ...

@@ -17,6 +17,9 @@ from molt.api.durations import format_duration
 from molt.api.labels import (
     BLOCKED_ANNOTATION,
     DEADLINE_ANNOTATION,
+    DEREGISTERED_AT_ANNOTATION,
+    DEREGISTRATION_BLOCKED,
+    DEREGISTRATION_WAIT_ANNOTATION,
     DRAINING,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
@@ -92,7 +95,8 @@ class Explanation:
     blocker: str
     """A stable code: NoPolicy, ControlPlaneExcluded, InvalidMetadata, NoRule, TooYoung,
     PdbDeadlock, DoNotDisrupt, WindowClosed, BudgetFull, Admitted, WaitingForCapacity,
-    ActionRunning, ActionFailed, PdbAllowsZero, DrainBlocked, Draining, Terminating."""
+    DeregistrationFailed, ActionRunning, ActionFailed, LoadBalancersDraining, PdbAllowsZero,
+    DrainBlocked, Draining, Terminating."""
     message: str
     next_step: str
     policy: str | None = None
@@ -359,6 +363,15 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
             details={"group": node.group, "cells": [c.label for c in short]},
             **common,
         )
+    blocked = annotations.get(BLOCKED_ANNOTATION)
+    if node.state == SELECTED and blocked and blocked.startswith(DEREGISTRATION_BLOCKED):
+        return _answer(
+            inputs,
+            "DeregistrationFailed",
+            f"cordoned; held before its first eviction: {blocked}",
+            "retry the deregistration, then drain",
+            **common,
+        )
     for action in inputs.actions:
         if action.state == "running":
             return _answer(
@@ -382,6 +395,19 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
                 details={"action": action.key, "attempt": action.attempts},
                 **common,
             )
+    wait_until = _time(annotations.get(DEREGISTRATION_WAIT_ANNOTATION))
+    if node.state == SELECTED and wait_until is not None and wait_until > now:
+        return _answer(
+            inputs,
+            "LoadBalancersDraining",
+            "cordoned and deregistered from its load balancers at "
+            f"{annotations.get(DEREGISTERED_AT_ANNOTATION)}; the first eviction waits until "
+            f"they let the instance go, at the latest {format_rfc3339(wait_until)}",
+            "drain",
+            eta=wait_until,
+            eta_basis="at the latest: the longest deregistration delay",
+            **common,
+        )
     if node.state == TERMINATING:
         return _answer(
             inputs, "Terminating", "drained; its instance is being terminated", "gone", **common
@@ -406,7 +432,6 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
             details={"pdbs": [p.key for p in refusing], "pdbSince": _stamp(since)},
             **{**common, "since": since or common["since"]},
         )
-    blocked = annotations.get(BLOCKED_ANNOTATION)
     if blocked:
         return _answer(
             inputs,

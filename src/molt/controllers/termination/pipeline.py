@@ -1,5 +1,5 @@
-"""The per-node pipeline: replacement, cordon, pre-drain actions, drain, pre-terminate
-actions, terminate.
+"""The per-node pipeline: replacement, cordon, load-balancer deregistration, pre-drain
+actions, the load balancers' drain, drain, pre-terminate actions, terminate.
 
 Each reconcile takes one node as far as it can without waiting and returns when to look
 again; every step first reads what earlier runs recorded on the node, so a controller
@@ -12,11 +12,23 @@ for a bounded slice of time, backs off per pod on 429, deletes (rather than evic
 unready pods of a node unreachable past its grace period, and reports on the node what it
 must not force. Nothing is terminated while a pod that must leave is still on the node,
 read fresh from the API server right before the instance goes.
+
+Load balancers: the cordon also labels the node
+``node.kubernetes.io/exclude-from-external-load-balancers`` (every provider). Where the
+node's provider is ``LoadBalancers`` and its group's templates name targets, the instance
+is deregistered right after the cordon (``molt.dev/deregistered-at`` and
+``molt.dev/deregistration-wait-until`` are written once the call succeeded, so a restart
+neither repeats it nor skips the wait), the preDrain actions run meanwhile, and the first
+eviction waits until the targets no longer list the instance or the longest
+deregistration delay has passed, whichever comes first, by requeueing. A failed
+deregistration holds the node (Event and ``molt.dev/blocked``), retried with backoff,
+also past the node's deadline: no pod leaves a node its load balancers still feed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -26,9 +38,13 @@ from molt.actions.runner import ActionRunner, AttemptState
 from molt.api.durations import parse_duration
 from molt.api.labels import (
     BLOCKED_ANNOTATION,
+    DEREGISTERED_AT_ANNOTATION,
+    DEREGISTRATION_BLOCKED,
+    DEREGISTRATION_WAIT_ANNOTATION,
     DO_NOT_DISRUPT,
     DRAIN_STARTED_ANNOTATION,
     DRAINING,
+    EXCLUDE_FROM_LB_LABEL,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
     REPLACEMENT_ANNOTATION,
@@ -39,7 +55,7 @@ from molt.api.labels import (
 )
 from molt.api.lifecycle import Hook, LifecycleAction
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.cloud.provider import Provider, ProviderError
+from molt.cloud.provider import LoadBalancers, Provider, ProviderError
 from molt.controllers.termination.drain import EVICTION_SLICE_SECONDS, Drainer
 from molt.controllers.termination.progress import (
     GROUP_CAPACITY,
@@ -71,6 +87,8 @@ ACTION_POLL = 1.0
 REPLACEMENT_POLL = 60.0
 """A node waiting for its group's capacity is woken when a group node turns Ready, and
 when its wait for a replacement runs out; this is the backstop poll."""
+LB_POLL = 5.0
+"""How often the load balancers are asked whether they still list a deregistered node."""
 DRAIN_SETTLE_SECONDS = 3.0
 """How long a drained node must stay empty before it counts as drained: longer than a
 ReplicaSet and the scheduler take to place an evicted pod's replacement."""
@@ -106,6 +124,10 @@ class PipelineReconciler:
         self._passed: set[str] = set()
         """Nodes this process let drain, until the cache shows their annotation."""
         self._timeout_reported: set[str] = set()
+        self._lb_retry: dict[str, tuple[int, float]] = {}
+        """Node -> (failed deregistrations in a row, monotonic time of the next try)."""
+        self._lb_drained: set[str] = set()
+        """Nodes whose load balancers let them go (asked once more after a restart)."""
 
     async def reconcile(self, name: str) -> Requeue:
         node = self.reads.node(name)
@@ -113,6 +135,8 @@ class PipelineReconciler:
             self.reads.release_pods(name)
             self._passed.discard(name)
             self._timeout_reported.discard(name)
+            self._lb_retry.pop(name, None)
+            self._lb_drained.discard(name)
             self.drainer.forget(name)
             self.actions.forget(f"{name}/")
             return None
@@ -121,7 +145,9 @@ class PipelineReconciler:
             self._adopt,
             self._replace,
             self._cordon,
+            self._deregister,
             self._pre_drain,
+            self._load_balancers_drained,
             self._drain,
             self._pre_terminate,
             self._terminate,
@@ -156,10 +182,125 @@ class PipelineReconciler:
         return None
 
     async def _cordon(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
-        if node.unschedulable:
+        # The exclusion label rides on the cordon patch: from the cordon on, the service
+        # controller takes the node out of every external load balancer.
+        if node.unschedulable and node.labels.get(EXCLUDE_FROM_LB_LABEL) == "true":
             return None
-        await self.writes.patch_node(node.name, unschedulable=True)
-        await self.writes.record_event(node, "Cordoned", "cordoned: no new pods will land here")
+        await self.writes.patch_node(
+            node.name, labels={EXCLUDE_FROM_LB_LABEL: "true"}, unschedulable=True
+        )
+        if not node.unschedulable:
+            await self.writes.record_event(node, "Cordoned", "cordoned: no new pods will land here")
+        return None
+
+    def _load_balancers(self, node: NodeView) -> tuple[LoadBalancers | None, Sequence[str]]:
+        """The node's provider as ``LoadBalancers`` and the targets to leave: those of its
+        group's current template and of its own revision's (kept in the group status)."""
+        group = self.reads.instance_group(node.group) if node.group else None
+        if group is None:
+            return None, ()
+        provider = self.providers.get(group.spec.provider)
+        if not isinstance(provider, LoadBalancers):
+            return None, ()
+        templates = [group.spec.template]
+        if group.status is not None:
+            templates += [
+                r.template
+                for r in group.status.revisions
+                if r.name == node.revision and r.template is not None
+            ]
+        targets = sorted(
+            {t for template in templates for t in provider.load_balancers_of(template)}
+        )
+        return provider, targets
+
+    async def _deregister(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        """Take the instance out of its load balancers, once; the wait comes after the
+        preDrain actions (``_load_balancers_drained``), so both run in the same time."""
+        if node.state in (DRAINING, TERMINATING):
+            return None
+        if DEREGISTERED_AT_ANNOTATION in node.annotations:
+            return None
+        balancer, targets = self._load_balancers(node)
+        if balancer is None or not targets:
+            return None
+        failed = self._lb_retry.get(node.name)
+        if failed is not None and failed[1] > self.clock.monotonic():
+            return max(0.05, failed[1] - self.clock.monotonic())
+        try:
+            delay = await balancer.deregister(node, targets)
+        except ProviderError as error:
+            return await self._deregistration_failed(node, policy, targets, error)
+        self._lb_retry.pop(node.name, None)
+        now = self.clock.now()
+        annotations: dict[str, str | None] = {
+            DEREGISTERED_AT_ANNOTATION: format_rfc3339(now),
+            DEREGISTRATION_WAIT_ANNOTATION: format_rfc3339(now + timedelta(seconds=delay)),
+        }
+        if node.annotations.get(BLOCKED_ANNOTATION, "").startswith(DEREGISTRATION_BLOCKED):
+            annotations[BLOCKED_ANNOTATION] = None
+        await self.writes.patch_node(node.name, annotations=annotations)
+        await self.writes.record_event(
+            node,
+            "Deregistered",
+            f"instance deregistered from {len(targets)} load balancer target(s) "
+            f"({', '.join(targets)}); the first eviction waits up to {delay:g}s for them "
+            "to drain it",
+        )
+        return None
+
+    async def _deregistration_failed(
+        self,
+        node: NodeView,
+        policy: TerminationPolicy | None,
+        targets: Sequence[str],
+        error: ProviderError,
+    ) -> Requeue:
+        attempts = (self._lb_retry.get(node.name) or (0, 0.0))[0] + 1
+        delay = min(ACTION_RETRY_MAX, 2.0**attempts)
+        self._lb_retry[node.name] = (attempts, self.clock.monotonic() + delay)
+        now = self.clock.now()
+        message = (
+            f"{DEREGISTRATION_BLOCKED}: deregistration from {', '.join(targets)} failed "
+            f"({attempts}x, next try in {delay:g}s): {error}; no pod is evicted until it "
+            "succeeds"
+        )
+        if now >= deadline_of(node, policy, now):
+            message += (
+                "; past the node's deadline it is still held: fix the cause, or deregister "
+                f"the instance yourself and annotate the node {DEREGISTERED_AT_ANNOTATION}"
+            )
+        await self.writes.patch_node(node.name, annotations={BLOCKED_ANNOTATION: message[:1000]})
+        await self.writes.record_event(node, "DeregistrationFailed", message, warning=True)
+        log.warning("node.deregistration_failed", node=node.name, error=str(error))
+        return delay
+
+    async def _load_balancers_drained(
+        self, node: NodeView, policy: TerminationPolicy | None
+    ) -> Requeue:
+        """Hold the first eviction until the load balancers let the instance go or the
+        longest deregistration delay has passed, whichever comes first."""
+        if node.state in (DRAINING, TERMINATING) or node.name in self._lb_drained:
+            return None
+        if read_time(node, DEREGISTERED_AT_ANNOTATION) is None:
+            return None  # nothing was deregistered: no load balancer to wait for
+        wait_until = read_time(node, DEREGISTRATION_WAIT_ANNOTATION)
+        now = self.clock.now()
+        done = wait_until is None or now >= wait_until  # none: a person deregistered it
+        if not done:
+            assert wait_until is not None
+            balancer, targets = self._load_balancers(node)
+            if balancer is None or not targets:
+                done = True
+            else:
+                try:
+                    done = not await balancer.deregistering(node, targets)
+                except ProviderError as error:
+                    # The delay is the bound ELB itself keeps: wait it out rather than guess.
+                    log.warning("node.deregistration_unknown", node=node.name, error=str(error))
+            if not done:
+                return min(LB_POLL, max(0.05, (wait_until - now).total_seconds()))
+        self._lb_drained.add(node.name)
         return None
 
     def _actions(
