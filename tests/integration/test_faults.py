@@ -19,7 +19,7 @@ from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
 from tests.conftest import RunningSandbox
-from tests.support.builders import deployment, pdb
+from tests.support.builders import deployment, never_scheduled, pdb
 from tests.support.controller import FleetWatch, MoltProcess
 from tests.support.kube_fleet import (
     GROUP_LABEL,
@@ -267,10 +267,7 @@ async def test_a_pdb_that_refuses_for_good_is_named_on_the_node_and_counted_as_b
     # A third pod the PDB selects can never be scheduled: the PDB expects 3, has 2 healthy
     # and needs 2, so it refuses every eviction, though at full size it would allow one
     # (so this is a blocked drain, not a deadlock caught before cordoning).
-    extra = deployment("db-extra", namespace, 1, node_selector={"no-such": "node"})
-    extra["spec"]["selector"]["matchLabels"] = {"app": "db", "extra": "yes"}
-    extra["spec"]["template"]["metadata"]["labels"] = {"app": "db", "extra": "yes"}
-    await apps.create_namespaced_deployment(namespace, extra)
+    await apps.create_namespaced_deployment(namespace, never_scheduled("db-extra", namespace, "db"))
     await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
         namespace, pdb("db-all", namespace, "db", min_available=2)
     )

@@ -18,7 +18,7 @@ from kubernetes_asyncio import client
 from molt.api import GROUP, VERSION
 from molt.policy.age import parse_rfc3339
 from tests.conftest import RunningSandbox
-from tests.support.builders import deployment, instance_group, kwok_node, pdb
+from tests.support.builders import deployment, instance_group, kwok_node, never_scheduled, pdb
 from tests.support.controller import MoltProcess
 from tests.support.kube_fleet import (
     GROUP_LABEL,
@@ -235,10 +235,9 @@ async def test_why_names_the_pdb_a_full_budget_a_missing_replacement_and_a_runni
         )
         # A third pod of the PDB's selection that can never schedule: the PDB expects 3,
         # has 2 healthy and needs 2, so it allows 0 now, without being a deadlock.
-        extra = deployment("db-extra", namespace, 1, node_selector={"no-such": "node"})
-        extra["spec"]["selector"]["matchLabels"] = {"app": "db", "extra": "yes"}
-        extra["spec"]["template"]["metadata"]["labels"] = {"app": "db", "extra": "yes"}
-        await apps.create_namespaced_deployment(namespace, extra)
+        await apps.create_namespaced_deployment(
+            namespace, never_scheduled("db-extra", namespace, "db")
+        )
         await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
             namespace, pdb("db", namespace, "db", min_available=2)
         )

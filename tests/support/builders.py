@@ -10,7 +10,14 @@ from typing import Any
 from molt.cloud.kwok_nodes import kwok_node
 
 Manifest = dict[str, Any]
-__all__ = ["deployment", "instance_group", "kwok_node", "pdb", "termination_policy"]
+__all__ = [
+    "deployment",
+    "instance_group",
+    "kwok_node",
+    "never_scheduled",
+    "pdb",
+    "termination_policy",
+]
 
 
 def deployment(
@@ -64,6 +71,16 @@ def deployment(
             },
         },
     }
+
+
+def never_scheduled(name: str, namespace: str, app: str) -> Manifest:
+    """One pod labelled ``app: <app>`` that no node can take: a PDB over ``app`` expects
+    it, so it stays one healthy pod short and refuses evictions it would allow at full
+    size (a wait, not a deadlock)."""
+    manifest = deployment(name, namespace, 1, node_selector={"no-such": "node"})
+    manifest["spec"]["selector"]["matchLabels"] = {"app": app, "never-scheduled": name}
+    manifest["spec"]["template"]["metadata"]["labels"] = {"app": app, "never-scheduled": name}
+    return manifest
 
 
 def pdb(

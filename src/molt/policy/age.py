@@ -42,6 +42,17 @@ def parse_rfc3339(text: str) -> datetime:
     return parsed
 
 
+def parse_rfc3339_or_none(text: str | None) -> datetime | None:
+    """An RFC 3339 timestamp, or None when absent or unreadable (bookkeeping a person
+    may have edited: unreadable reads as absent)."""
+    if not text:
+        return None
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        return None
+
+
 def node_age(node: NodeView, now: datetime) -> NodeAge:
     """The node's age; raise MalformedLaunchTimeError for a bad annotation."""
     if node.launched_at is not None:

@@ -29,7 +29,7 @@ from molt.api.labels import (
     TERMINATING,
 )
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.policy.age import MalformedLaunchTimeError, format_rfc3339, parse_rfc3339
+from molt.policy.age import MalformedLaunchTimeError, format_rfc3339, parse_rfc3339_or_none
 from molt.policy.budgets import next_window_opening, scope_key
 from molt.policy.pdbs import PdbView, find_deadlocks, refusing_now
 from molt.policy.plan import Decision, Plan
@@ -498,12 +498,7 @@ def _answer(
 
 
 def _time(raw: str | None) -> datetime | None:
-    if not raw:
-        return None
-    try:
-        return parse_rfc3339(raw)
-    except ValueError:
-        return None
+    return parse_rfc3339_or_none(raw)
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -18,7 +18,7 @@ from molt.api.labels import (  # re-exported for the pipeline's steps
     SELECTED_AT_ANNOTATION,
 )
 from molt.api.terminationpolicy import Drain, TerminationPolicy
-from molt.policy.age import parse_rfc3339
+from molt.policy.age import parse_rfc3339_or_none
 from molt.policy.drain import DrainRules
 from molt.policy.snapshot import NodeView
 
@@ -34,12 +34,7 @@ def read_time(node: NodeView, annotation: str) -> datetime | None:
 
 def read_time_text(raw: str | None) -> datetime | None:
     """An RFC 3339 timestamp, or None when absent or unreadable."""
-    if not raw:
-        return None
-    try:
-        return parse_rfc3339(raw)
-    except ValueError:
-        return None
+    return parse_rfc3339_or_none(raw)
 
 
 def drain_settings(policy: TerminationPolicy | None) -> Drain:
