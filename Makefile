@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv binaries demo test test-unit test-integration lint crds manifests bench clean
+.PHONY: help venv binaries postgresql demo test test-unit test-integration lint crds manifests bench clean
 
 help:
 	@echo "make demo        run the demo (no cluster needed)"
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+postgresql:
+	bash scripts/ensure-postgresql.sh
 
 binaries: venv
 	$(BIN)/python -m molt.sandbox.binaries
@@ -47,10 +50,10 @@ manifests: venv
 test-unit: venv
 	$(BIN)/pytest -m unit
 
-test-integration: venv binaries
+test-integration: venv binaries postgresql
 	$(BIN)/pytest -m integration
 
-test: lint binaries
+test: lint binaries postgresql
 	$(BIN)/pytest
 
 bench: venv binaries
