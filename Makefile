@@ -16,6 +16,7 @@ help:
 	@echo "make crds        regenerate the CRD YAML from molt.api (and the chart's copy)"
 	@echo "make manifests   re-render deploy/molt.yaml from charts/molt"
 	@echo "make binaries    build/find etcd, kube-*, kubectl, kwok, helm, promtool (cached in ~/.cache/molt)"
+	@echo "make postgresql  install Debian's PostgreSQL for the history tests when missing"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
