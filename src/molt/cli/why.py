@@ -18,6 +18,7 @@ from molt.controllers.termination.progress import ActionProgress
 from molt.kube.facts import all_pdbs, median, node_pods, rotation_durations
 from molt.kube.reader import ClusterRead, connect, read_cluster
 from molt.kube.transport import RawApi
+from molt.policy.pdbs import describe, find_deadlocks
 from molt.policy.plan import compute_plan
 from molt.policy.snapshot import NodeView
 from molt.policy.why import ActionFacts, CellFacts, Explanation, WhyInputs, explain
@@ -44,11 +45,14 @@ async def gather(api_path: str | None, name: str) -> tuple[WhyInputs, ClusterRea
         durations = await rotation_durations(raw)
     now = datetime.now(UTC)
     group = read.instance_groups.get(node.group or "")
+    # The same deadlock check the controller makes before it admits the node.
+    deadlocks = find_deadlocks(pods, pdbs)
+    deadlocked = {name: describe(deadlocks)} if deadlocks else {}
     inputs = WhyInputs(
         node=node,
         snapshot=read.snapshot,
         policies=read.policies,
-        plan=compute_plan(read.snapshot, read.policies, now),
+        plan=compute_plan(read.snapshot, read.policies, now, deadlocked),
         now=now,
         pods=pods,
         pdbs=pdbs,

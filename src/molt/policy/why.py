@@ -222,13 +222,12 @@ def _waiting(inputs: WhyInputs, decision: Decision, warnings: list[str]) -> Expl
         "reason": candidate.reason,
         "warnings": warnings,
     }
-    if decision.deadlock is not None or warnings:
+    if decision.deadlock is not None:
         deadlocks = find_deadlocks(inputs.pods, inputs.pdbs)
         return _answer(
             inputs,
             "PdbDeadlock",
-            f"selected ({candidate.reason}) but held before cordoning: "
-            f"{decision.deadlock or deadlocks[0].message}",
+            f"selected ({candidate.reason}) but held before cordoning: {decision.deadlock}",
             "none until the PDB or its workload changes (scale it up, or relax the PDB)",
             details={"pdbs": sorted({d.pdb for d in deadlocks})},
             eta_basis="never on its own: no eviction can succeed",

@@ -1,0 +1,73 @@
+"""`molt why`'s pure answer: the first thing that holds a node, and its ETA."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from molt.api.types import LabelSelector
+from molt.policy.pdbs import PdbView, describe, find_deadlocks
+from molt.policy.plan import compute_plan
+from molt.policy.snapshot import Snapshot
+from molt.policy.why import WhyInputs, explain
+from tests.support.fake_ports import pod
+from tests.support.fleet import NOW, node, policy
+
+pytestmark = pytest.mark.unit
+
+
+def _inputs(nodes: list, policies: list, name: str, **extra: object) -> WhyInputs:
+    snapshot = Snapshot(tuple(nodes))
+    deadlocked = extra.pop("deadlocked", None)
+    plan = compute_plan(snapshot, policies, NOW, deadlocked)  # type: ignore[arg-type]
+    target = next(n for n in nodes if n.name == name)
+    return WhyInputs(target, snapshot, policies, plan, NOW, **extra)  # type: ignore[arg-type]
+
+
+def test_a_young_node_is_due_at_max_age_less_the_drain_lead() -> None:
+    answer = explain(_inputs([node("young", age_hours=10)], [policy()], "young"))
+    assert answer.blocker == "TooYoung"
+    assert answer.eta == NOW + timedelta(hours=37)  # 48 h less a 1 h lead, 10 h old
+
+
+def test_a_node_no_policy_covers_says_so() -> None:
+    only_b = policy(nodeSelector={"matchLabels": {"molt.dev/instance-group": "b"}})
+    answer = explain(_inputs([node("free", age_hours=100)], [only_b], "free"))
+    assert answer.blocker == "NoPolicy"
+    assert answer.eta is None
+
+
+def test_a_full_budget_counts_waves_of_the_median_rotation() -> None:
+    nodes = [
+        node("flying", age_hours=70, state="draining"),
+        node("first", age_hours=60),
+        node("second", age_hours=55),
+        node("third", age_hours=50),
+    ]
+    rules = policy(budgets=[{"maxInFlight": 1}])
+    answer = explain(_inputs(nodes, [rules], "third", rotation_median=timedelta(minutes=4)))
+    assert answer.blocker == "BudgetFull"
+    assert answer.details["nodesInFlight"] == ["flying"]
+    assert answer.details["ahead"] == 2
+    assert answer.eta == NOW + timedelta(minutes=12)  # 3 waves of one
+
+
+def test_a_pdb_deadlock_holds_a_node_but_not_past_its_deadline_when_pods_are_deleted() -> None:
+    locked = node("locked", age_hours=60)  # past its 48 h deadline
+    pods = [pod("db-0", node="locked", labels={"app": "db"})]
+    pdbs = [PdbView("default", "db", LabelSelector(match_labels={"app": "db"}), max_unavailable=0)]
+    deadlocked = {"locked": describe(find_deadlocks(pods, pdbs))}
+
+    held = explain(
+        _inputs([locked], [policy()], "locked", pods=pods, pdbs=pdbs, deadlocked=deadlocked)
+    )
+    assert held.blocker == "PdbDeadlock"
+    assert held.details["pdbs"] == ["default/db"]
+
+    forcing = policy(drain={"timeout": "1h", "deletePodsAfterDeadline": True})
+    goes = explain(
+        _inputs([locked], [forcing], "locked", pods=pods, pdbs=pdbs, deadlocked=deadlocked)
+    )
+    assert goes.blocker == "Admitted"
+    assert goes.warnings, "the deadlock is still worth a warning"
