@@ -197,6 +197,14 @@ class Metrics:
             buckets=HOST_INIT_BUCKETS,
             registry=r,
         )
+        # Reapers.
+        self.reaped = Counter(
+            "molt_reaped_total",
+            "Objects reapers deleted, by kind (stuckPods, finishedPods, ghostNodes); "
+            'dry_run="true" counts those a dry-run Reaper only reported.',
+            ["kind", "dry_run"],
+            registry=r,
+        )
         # Not built yet (remediation, watchdogs): exported with no series until they are.
         self.remediation_paused = Gauge(
             "molt_remediation_paused",
