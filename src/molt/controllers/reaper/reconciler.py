@@ -62,6 +62,8 @@ class _ReaperState:
     limit: RateLimit
     reported: set[str] = field(default_factory=set)
     """Objects a dry run already reported: each is counted once, not at every pass."""
+    written: dict[str, int] = field(default_factory=dict)
+    """The counts this process last wrote: the cached status may not show them yet."""
 
 
 @dataclass
@@ -109,13 +111,12 @@ class ReaperReconciler:
         state = self._state(name, spec)
         now = self.clock.now()
         previous = reaper.status.reaped if reaper.status and reaper.status.reaped else None
-        tally = _Pass(
-            counts={
-                STUCK_PODS: previous.stuck_pods if previous else 0,
-                FINISHED_PODS: previous.finished_pods if previous else 0,
-                GHOST_NODES: previous.ghost_nodes if previous else 0,
-            }
-        )
+        cached = {
+            STUCK_PODS: previous.stuck_pods if previous else 0,
+            FINISHED_PODS: previous.finished_pods if previous else 0,
+            GHOST_NODES: previous.ghost_nodes if previous else 0,
+        }
+        tally = _Pass(counts={k: max(v, state.written.get(k, 0)) for k, v in cached.items()})
         namespaces = await self._namespaces(spec)
         if spec.stuck_pods is not None:
             await self._stuck_pods(reaper, state, tally, now, namespaces)
@@ -124,6 +125,7 @@ class ReaperReconciler:
         if spec.finished_pods is not None:
             await self._finished_pods(reaper, state, tally, now, namespaces)
         await self._report(reaper, tally, now)
+        state.written = dict(tally.counts)
         return parse_duration(spec.interval).total_seconds()
 
     async def _namespaces(self, spec: ReaperSpec) -> frozenset[str] | None:
