@@ -2,7 +2,7 @@
 
 Each controller instance owns a ``Metrics`` (no module-level globals), so tests and the
 simulator can run several side by side. Labels are bounded: groups, revisions, cells,
-policies and zones, never a node or a pod.
+policies, zones and reaper kinds, never a node or a pod.
 
 Defined here but not set by anything yet, so they export only their ``# HELP`` and
 ``# TYPE`` lines: ``molt_remediation_paused`` (the remediation controller) and
