@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from molt.api.instancegroup import InstanceGroup
+from molt.api.reaper import Reaper
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import GroupView, NodeTaint, NodeView, PodView
@@ -101,6 +102,10 @@ class ClusterReads(Protocol):
 
     def policy(self, name: str) -> TerminationPolicy | None: ...
 
+    def reapers(self) -> list[Reaper]:
+        """Every Reaper (none: nothing is reaped)."""
+        ...
+
     def pods_on(self, node: str) -> list[PodView] | None:
         """The node's pods, or None until its pod cache has synced (it starts on demand)."""
         ...
@@ -160,6 +165,35 @@ class ClusterWrites(Protocol):
     async def delete_node(self, name: str) -> bool:
         """Delete a node; False when it was already gone."""
         ...
+
+    async def force_delete_pod(self, pod: PodView) -> bool:
+        """Delete a pod with ``gracePeriodSeconds: 0`` under a uid precondition (a pod of
+        the same name created since is never touched); False when it was gone."""
+        ...
+
+    async def list_finished_pods_now(self, phase: str) -> list[PodView]:
+        """Every pod in ``phase`` (Succeeded or Failed), cluster-wide, read straight from
+        the API server in pages (a field-selected LIST, not a watch)."""
+        ...
+
+    async def namespace_labels_now(self) -> dict[str, dict[str, str]]:
+        """Every namespace's labels, read straight from the API server (for a Reaper's
+        namespace selector)."""
+        ...
+
+    async def record_pod_event(
+        self, pod: PodView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """An Event on a pod, in its namespace."""
+        ...
+
+    async def record_reaper_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """An Event on a Reaper."""
+        ...
+
+    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None: ...
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

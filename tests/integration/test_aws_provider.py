@@ -345,6 +345,28 @@ async def test_terminate_shrinks_the_cell_by_one_and_is_harmless_twice(aws: Aws)
         )
 
 
+async def test_instance_exists_tells_a_ghost_from_a_sick_node(aws: Aws) -> None:
+    cell = aws.cell(ZONES[0])
+    await aws.provider.scale(cell, aws.template(), 2)
+    instances = (await aws.observed())[cell].instances
+    kept, killed = (
+        NodeView(name=f"n{i}", created=CREATED, provider_id=instance.provider_id)
+        for i, instance in enumerate(instances)
+    )
+
+    assert await aws.provider.instance_exists(kept) is True
+    # Terminated behind Molt's back, straight through EC2.
+    aws.ec2.terminate_instances(InstanceIds=[instances[1].instance_id])
+    assert await aws.provider.instance_exists(killed) is False
+    assert await aws.provider.instance_exists(kept) is True
+    unknown = NodeView(
+        name="x", created=CREATED, provider_id="aws:///eu-west-1a/i-0123456789abcdef0"
+    )
+    assert await aws.provider.instance_exists(unknown) is False
+    foreign = NodeView(name="k", created=CREATED, provider_id="kwok://k")
+    assert await aws.provider.instance_exists(foreign) is None
+
+
 async def test_lowering_desired_never_removes_an_instance_only_terminate_does(aws: Aws) -> None:
     cell = aws.cell(ZONES[0])
     await aws.provider.scale(cell, aws.template(), 2)

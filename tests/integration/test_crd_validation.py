@@ -193,3 +193,55 @@ def test_a_watchdog_needs_exactly_one_check(sandbox: RunningSandbox) -> None:
     assert code != 0, output
     assert "spec.check" in output
     assert "exactly one of probePod, apiLatency, nodeReadyRatio or http" in output
+
+
+def _reaper_manifest(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "molt.dev/v1alpha1",
+        "kind": "Reaper",
+        "metadata": {"name": _unique("rp")},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "message"),
+    [
+        ({"stuckPods": {"after": "-10m"}}, "spec.stuckPods.after", "must be a duration such as"),
+        ({"finishedPods": {"ttl": "1 day"}}, "spec.finishedPods.ttl", "must be a duration such as"),
+        ({"ghostNodes": {}, "surprise": True}, "spec.surprise", 'unknown field "spec.surprise"'),
+        ({"ghostNodes": {}, "maxPerMinute": 0}, "spec.maxPerMinute", "greater than or equal to 1"),
+        (
+            {"dryRun": True},
+            "spec",
+            "at least one of stuckPods, finishedPods or ghostNodes must be set",
+        ),
+    ],
+    ids=["negative-duration", "malformed-ttl", "unknown-field", "zero-rate", "no-reaper"],
+)
+def test_the_api_server_refuses_an_invalid_reaper(
+    sandbox: RunningSandbox, spec: dict[str, Any], field: str, message: str
+) -> None:
+    code, output = _apply(sandbox, _reaper_manifest(spec))
+
+    assert code != 0, f"accepted: {output}"
+    assert field in output, output
+    assert message in output, output
+
+
+def test_a_valid_reaper_is_accepted_with_its_defaults_and_columns(
+    sandbox: RunningSandbox,
+) -> None:
+    manifest = _reaper_manifest({"stuckPods": {}})
+    name = manifest["metadata"]["name"]
+    code, output = _apply(sandbox, manifest)
+    assert code == 0, output
+
+    stored = sandbox.kubectl("get", "reaper", name, "-o", "jsonpath={.spec}").stdout
+    assert '"after":"10m"' in stored
+    assert '"maxPerMinute":10' in stored
+    listing = sandbox.kubectl("get", "rp", name)
+    header = listing.stdout.splitlines()[0].split()
+    for column in ("DRY-RUN", "STUCK-PODS", "FINISHED-PODS", "GHOST-NODES", "LAST-REAP"):
+        assert column in header
+    sandbox.kubectl("delete", "rp", name)

@@ -31,7 +31,7 @@ from structlog.testing import capture_logs
 from molt.api import GROUP, VERSION
 from molt.cloud.kwok import KwokProvider
 from molt.kube.leader import LeaderElector
-from molt.kube.state import GROUPS, NODES, PODS, POLICIES
+from molt.kube.state import GROUPS, NODES, PODS, POLICIES, REAPERS
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
 from molt.policy.snapshot import PodView
@@ -540,6 +540,13 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     (GROUP, "terminationpolicies/status", "patch"): lambda p: p.writes.patch_policy_status(
         ABSENT, {"selected": 0}
     ),
+    (GROUP, "reapers", "list"): lambda p: p.raw.list_all(REAPERS),
+    (GROUP, "reapers", "watch"): lambda p: p.watch_once(REAPERS),
+    (GROUP, "reapers/status", "patch"): lambda p: p.writes.patch_reaper_status(
+        ABSENT, {"reaped": {"stuckPods": 0}}
+    ),
+    # A Reaper's namespaceSelector (controllers/reaper: namespace_labels_now).
+    ("", "namespaces", "list"): lambda p: p.writes.namespace_labels_now(),
     ("coordination.k8s.io", "leases", "create"): lambda p: p.create_lease(),
     ("coordination.k8s.io", "leases", "get"): lambda p: p.campaign(),
     ("coordination.k8s.io", "leases", "update"): lambda p: p.renew_lease(),

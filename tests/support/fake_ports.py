@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from molt.api import InstanceGroup, TerminationPolicy
+from molt.api import InstanceGroup, Reaper, TerminationPolicy
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
 from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
@@ -153,7 +153,14 @@ class FakeCluster:
         pods: list[PodView] | tuple[PodView, ...] = (),
         groups: list[InstanceGroup] | tuple[InstanceGroup, ...] = (),
         policies: list[TerminationPolicy] | tuple[TerminationPolicy, ...] = (),
+        reapers: list[Reaper] | tuple[Reaper, ...] = (),
     ) -> None:
+        self.reaper_objects: dict[str, Reaper] = {r.metadata.name: r for r in reapers}
+        self.reaper_status_patches: list[tuple[str, dict[str, Any]]] = []
+        self.finished_pods: list[PodView] = []
+        """What ``list_finished_pods_now`` lists (filtered by phase), bound or not."""
+        self.namespace_labels: dict[str, dict[str, str]] = {}
+        self.force_deleted_pods: list[str] = []
         self.node_views: dict[str, NodeView] = {n.name: n for n in nodes}
         self.pods: dict[str, list[PodView]] = {}
         for one in pods:
@@ -247,6 +254,9 @@ class FakeCluster:
     def policy(self, name: str) -> TerminationPolicy | None:
         return self.termination_policies.get(name)
 
+    def reapers(self) -> list[Reaper]:
+        return list(self.reaper_objects.values())
+
     def pods_on(self, node: str) -> list[PodView] | None:
         if node in self.pods_syncing:
             return None
@@ -339,6 +349,29 @@ class FakeCluster:
     async def delete_node(self, name: str) -> bool:
         self.deleted_nodes.append(name)
         return self.node_views.pop(name, None) is not None
+
+    async def force_delete_pod(self, pod: PodView) -> bool:
+        self.force_deleted_pods.append(pod.key)
+        return self._remove_pod(pod)
+
+    async def list_finished_pods_now(self, phase: str) -> list[PodView]:
+        return [p for p in self.finished_pods if p.phase == phase]
+
+    async def namespace_labels_now(self) -> dict[str, dict[str, str]]:
+        return dict(self.namespace_labels)
+
+    async def record_pod_event(
+        self, pod: PodView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.events.append(RecordedEvent(f"pod/{pod.key}", reason, message, warning))
+
+    async def record_reaper_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.events.append(RecordedEvent(f"reaper/{name}", reason, message, warning))
+
+    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
+        self.reaper_status_patches.append((name, status))
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

@@ -5,6 +5,7 @@ into the CustomResourceDefinitions committed under ``molt/api/crds``.
 """
 
 from molt.api.instancegroup import InstanceGroup, InstanceGroupSpec
+from molt.api.reaper import Reaper, ReaperSpec
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicySpec
 from molt.api.watchdog import Watchdog, WatchdogSpec
 
@@ -18,6 +19,8 @@ __all__ = [
     "VERSION",
     "InstanceGroup",
     "InstanceGroupSpec",
+    "Reaper",
+    "ReaperSpec",
     "TerminationPolicy",
     "TerminationPolicySpec",
     "Watchdog",

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from molt.api.instancegroup import InstanceGroup
+from molt.api.reaper import Reaper
 from molt.api.resource import Resource
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import CEL_RULES, INT_OR_STRING
@@ -25,7 +26,7 @@ from molt.api.watchdog import Watchdog
 
 GROUP = "molt.dev"
 VERSION = "v1alpha1"
-RESOURCES: tuple[type[Resource], ...] = (InstanceGroup, TerminationPolicy, Watchdog)
+RESOURCES: tuple[type[Resource], ...] = (InstanceGroup, TerminationPolicy, Watchdog, Reaper)
 
 Schema = dict[str, Any]
 

@@ -627,6 +627,23 @@ class AwsProvider:
                 "terminates instances of its cells"
             )
 
+    async def instance_exists(self, node: NodeView) -> bool | None:
+        """``DescribeInstances`` for the providerID's instance: terminated, shutting down
+        or not found is gone; None for a node without an AWS providerID or when EC2
+        cannot be asked now."""
+        found = instance_of(node)
+        if found is None:
+            return None
+        try:
+            described = await self._run(
+                f"describe {found[1]}", self._describe_instances, [found[1]]
+            )
+        except ProviderError as error:
+            log.warning("aws.instance_unknown", node=node.name, error=str(error))
+            return None
+        states = {str((i.get("State") or {}).get("Name")) for i in described}
+        return bool(states - GONE_INSTANCE_STATES)
+
     # -- load balancers ----------------------------------------------------------------
 
     def load_balancers_of(self, template: Template) -> tuple[str, ...]:

@@ -12,6 +12,13 @@ under ``capacityErrors`` (launching there raises ``CapacityError``, like AWS's
 ``InsufficientInstanceCapacity``) and ``launchErrors`` (launches fail and are reported
 as failures); a template with ``kwok.neverReady`` makes nodes that join but never
 become Ready.
+
+What an instance is: a kwok Node *is* its instance, and kwok runs it while the node
+carries the annotation ``kwok.x-k8s.io/node`` (``fake``: kwok runs its kubelet; another
+value such as ``dead`` or ``never-ready``: the machine is there, its kubelet is not). A
+node with a ``kwok://`` providerID and no such annotation is one no kwok has any more:
+its instance is gone (``instance_exists`` answers False), as an AWS node's is once EC2
+says terminated.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ FAULTS_CONFIGMAP = "molt-kwok-faults"
 FAULTS_NAMESPACE = "kube-system"
 UNKNOWN = "unknown"
 FAILURE_TAIL = 20
+KWOK_PROVIDER_PREFIX = "kwok://"
+NEVER_READY = "never-ready"
 
 
 def _cell_of(group: str, labels: dict[str, str]) -> CellRef:
@@ -191,9 +200,10 @@ class KwokProvider:
         ]
         manifest = kwok_node(name, labels=labels, launched_at=launched, taints=taints or None)
         if template.kwok is not None and template.kwok.never_ready:
-            # Without kwok's annotation no simulated kubelet ever reports the node Ready.
-            del manifest["metadata"]["annotations"][KWOK_NODE_ANNOTATION]
-        manifest["spec"]["providerID"] = f"kwok://{name}"
+            # kwok runs only nodes annotated ``fake``: this one has no simulated kubelet and
+            # never turns Ready, but its instance exists (the annotation says so).
+            manifest["metadata"]["annotations"][KWOK_NODE_ANNOTATION] = NEVER_READY
+        manifest["spec"]["providerID"] = f"{KWOK_PROVIDER_PREFIX}{name}"
         return manifest
 
     async def _boot(
@@ -231,6 +241,11 @@ class KwokProvider:
 
     def owns(self, node: NodeView) -> bool:
         return node.annotations.get(KWOK_NODE_ANNOTATION) == "fake"
+
+    async def instance_exists(self, node: NodeView) -> bool | None:
+        if not (node.provider_id or "").startswith(KWOK_PROVIDER_PREFIX):
+            return None
+        return KWOK_NODE_ANNOTATION in node.annotations
 
     async def terminate(self, node: NodeView) -> None:
         group = node.group

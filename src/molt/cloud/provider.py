@@ -18,6 +18,10 @@ also ``LoadBalancers``: the pipeline asks it to take a node's instance out of th
 before the first eviction and to say when they have let it go. A provider without the
 capability (kwok) has nothing to deregister; the pipeline still labels the node
 ``node.kubernetes.io/exclude-from-external-load-balancers`` for every provider.
+
+A provider that can say whether the instance a Node's providerID names still exists is
+also an ``InstanceChecker``: the ghost-node reaper deletes a long-NotReady node only when
+one says the instance is gone, never when every provider answers "cannot tell".
 """
 
 from __future__ import annotations
@@ -167,4 +171,18 @@ class LoadBalancers(Protocol):
     async def deregistering(self, node: NodeView, targets: Sequence[str]) -> bool:
         """Whether any of ``targets`` still lists ``node``'s instance (draining, or
         registered again): False once the load balancers have let it go."""
+        ...
+
+
+@runtime_checkable
+class InstanceChecker(Protocol):
+    """A provider that can tell whether the instance behind a Node still exists."""
+
+    name: str
+
+    async def instance_exists(self, node: NodeView) -> bool | None:
+        """True: the instance ``node.provider_id`` names exists (running or not); False:
+        it is gone (terminated, or unknown to the provider); None: not this provider's
+        providerID, or the provider cannot tell now. Reads only; never raises for an
+        instance that is simply absent."""
         ...

@@ -4,10 +4,11 @@ the single entry point ``molt run`` and the simulator both drive.
 Keys are ``selection`` (plan and admit, for the whole cluster), ``group/<name>`` (one
 InstanceGroup's cells, rollout and status; its current revision is what drift is judged
 against), ``node/<name>`` (one node's pipeline) and ``register/<name>`` (label a node
-that joined one of Molt's cells without Molt's labels). Cache changes enqueue keys;
+that joined one of Molt's cells without Molt's labels) and ``reaper/<name>`` (one
+Reaper's pass, requeued after its interval). Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
 implementation of the ports. The reconcilers it owns (``termination``, ``instancegroup``,
-``registration``) know nothing of one another or of the queue; import-linter holds them
+``registration``, ``reaper``) know nothing of one another or of the queue; import-linter holds them
 apart.
 """
 
@@ -19,8 +20,9 @@ import structlog
 
 from molt.actions.runner import ActionRunner, action_kinds
 from molt.api.labels import REPLACEMENT_ANNOTATION
-from molt.cloud.provider import Provider, Registrar
+from molt.cloud.provider import InstanceChecker, Provider, Registrar
 from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.reaper.reconciler import ReaperReconciler
 from molt.controllers.registration import RegistrationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
@@ -35,6 +37,7 @@ SELECTION = "selection"
 GROUP_PREFIX = "group/"
 NODE_PREFIX = "node/"
 REGISTER_PREFIX = "register/"
+REAPER_PREFIX = "reaper/"
 QUEUE_NAME = "molt"
 """The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
@@ -88,6 +91,8 @@ class ControllerManager:
         self.registration = RegistrationReconciler(
             reads, writes, clock, registrars if pipeline else []
         )
+        checkers = [p for p in providers.values() if isinstance(p, InstanceChecker)]
+        self.reapers = ReaperReconciler(reads, writes, clock, metrics, checkers)
 
     def _selected(self, name: str) -> None:
         if self.pipeline_enabled:
@@ -125,6 +130,10 @@ class ControllerManager:
         if self.pipeline_enabled:
             self.queue.add(NODE_PREFIX + node)
 
+    def reaper_changed(self, name: str) -> None:
+        if self.pipeline_enabled:  # molt run --dry-run reaps nothing
+            self.queue.add(REAPER_PREFIX + name)
+
     def config_changed(self) -> None:
         # Groups first: a template change makes a new revision, which drift reads.
         self._enqueue_groups()
@@ -143,6 +152,8 @@ class ControllerManager:
                 self.queue.add(NODE_PREFIX + node.name)
             if self.registration.wants(None, node):
                 self.queue.add(REGISTER_PREFIX + node.name)
+        for reaper in self.reads.reapers():
+            self.reaper_changed(reaper.metadata.name)
 
     async def dispatch(self, key: str) -> float | None:
         """Reconcile one key; returns when to look at it again (None: when it changes)."""
@@ -150,6 +161,8 @@ class ControllerManager:
             return await self.selection.reconcile()
         if key.startswith(GROUP_PREFIX):
             return await self.groups.reconcile(key.removeprefix(GROUP_PREFIX))
+        if key.startswith(REAPER_PREFIX):
+            return await self.reapers.reconcile(key.removeprefix(REAPER_PREFIX))
         if key.startswith(REGISTER_PREFIX):
             return await self.registration.reconcile(key.removeprefix(REGISTER_PREFIX))
         return await self.pipeline.reconcile(key.removeprefix(NODE_PREFIX))

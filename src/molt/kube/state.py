@@ -1,7 +1,7 @@
 """The controller's view of the cluster, served from watch caches.
 
-Implements the ``ClusterReads`` port: nodes, InstanceGroups and TerminationPolicies are
-cached cluster-wide; pods are cached only for nodes that are draining, through a watch
+Implements the ``ClusterReads`` port: nodes, InstanceGroups, TerminationPolicies and
+Reapers are cached cluster-wide; pods are cached only for nodes that are draining, through a watch
 narrowed by ``spec.nodeName`` that starts when a drain first asks and stops when the node
 leaves the pipeline. Every change is reported through ``on_change`` so the controller can
 enqueue work.
@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from molt.api import GROUP, VERSION, InstanceGroup, TerminationPolicy
+from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy
 from molt.kube.projections import group_view, node_view, pod_view
 from molt.kube.transport import Json, RawApi
 from molt.kube.watch import Reflector
@@ -29,6 +29,7 @@ PDBS = "/apis/policy/v1/poddisruptionbudgets"
 GROUPS = f"/apis/{GROUP}/{VERSION}/instancegroups"
 POLICIES = f"/apis/{GROUP}/{VERSION}/terminationpolicies"
 WATCHDOGS = f"/apis/{GROUP}/{VERSION}/watchdogs"
+REAPERS = f"/apis/{GROUP}/{VERSION}/reapers"
 
 
 def _group(raw: Json) -> tuple[GroupView, InstanceGroup]:
@@ -47,6 +48,7 @@ class KubeClusterState:
         on_node: Callable[[str, NodeView | None, NodeView | None], None] | None = None,
         on_pod: Callable[[str], None] | None = None,
         on_policy_or_group: Callable[[], None] | None = None,
+        on_reaper: Callable[[str], None] | None = None,
     ) -> None:
         self.raw = raw
         self._on_pod = on_pod
@@ -70,20 +72,26 @@ class KubeClusterState:
             name="terminationpolicies",
             on_change=notify,
         )
+        self.reapers_cache: Reflector[Reaper] = Reflector(
+            raw,
+            REAPERS,
+            Reaper.model_validate,
+            name="reapers",
+            on_change=(lambda key, *_: on_reaper(key)) if on_reaper else None,
+        )
         self._pods: dict[str, tuple[Reflector[PodView], asyncio.Task[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Start the cluster-wide caches (they run until ``stop``)."""
-        for cache in (self.nodes_cache, self.groups_cache, self.policies_cache):
+        for cache in self._caches():
             self._tasks.append(asyncio.create_task(cache.run(), name=f"cache-{cache.name}"))
 
+    def _caches(self) -> tuple[Reflector[Any], ...]:
+        return (self.nodes_cache, self.groups_cache, self.policies_cache, self.reapers_cache)
+
     async def wait_synced(self) -> None:
-        await asyncio.gather(
-            self.nodes_cache.synced.wait(),
-            self.groups_cache.synced.wait(),
-            self.policies_cache.synced.wait(),
-        )
+        await asyncio.gather(*(cache.synced.wait() for cache in self._caches()))
 
     async def stop(self) -> None:
         tasks = self._tasks + [task for _, task in self._pods.values()]
@@ -96,9 +104,7 @@ class KubeClusterState:
     # The ClusterReads port.
 
     def synced(self) -> bool:
-        return all(
-            c.synced.is_set() for c in (self.nodes_cache, self.groups_cache, self.policies_cache)
-        )
+        return all(c.synced.is_set() for c in self._caches())
 
     def nodes(self) -> list[NodeView]:
         return self.nodes_cache.values()
@@ -124,6 +130,9 @@ class KubeClusterState:
 
     def policy(self, name: str) -> TerminationPolicy | None:
         return self.policies_cache.get(name)
+
+    def reapers(self) -> list[Reaper]:
+        return self.reapers_cache.values()
 
     def pods_on(self, node: str) -> list[PodView] | None:
         watched = self._pods.get(node)

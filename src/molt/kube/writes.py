@@ -22,7 +22,7 @@ import structlog
 from molt.api import GROUP as API_GROUP
 from molt.api import VERSION as API_VERSION
 from molt.kube.projections import pdb_view, pod_view
-from molt.kube.state import GROUPS, NODES, PDBS, POLICIES
+from molt.kube.state import GROUPS, NODES, PDBS, POLICIES, REAPERS
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import format_rfc3339
@@ -297,6 +297,48 @@ class KubeWrites:
             self.nodes_cache.observe_delete(name)
         return True
 
+    async def force_delete_pod(self, pod: PodView) -> bool:
+        await self._before_write()
+        path = f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod.uid}}
+        try:
+            await self.raw.delete(path, body)
+        except ApiError as error:
+            if error.status in (404, 409):  # gone, or a new pod of that name: not ours
+                return False
+            raise
+        return True
+
+    async def list_finished_pods_now(self, phase: str) -> list[PodView]:
+        # One field-selected LIST per phase, paged by list_all: finished pods are few
+        # against a cluster's running ones, and the reaper asks once per pass, so this
+        # costs less than a cluster-wide pod watch (which Molt never runs).
+        items, _ = await self.raw.list_all(
+            "/api/v1/pods", [("fieldSelector", f"status.phase=={phase}")]
+        )
+        return [pod_view(item) for item in items]
+
+    async def namespace_labels_now(self) -> dict[str, dict[str, str]]:
+        items, _ = await self.raw.list_all("/api/v1/namespaces")
+        return {
+            item["metadata"]["name"]: dict(item["metadata"].get("labels") or {}) for item in items
+        }
+
+    async def record_pod_event(
+        self, pod: PodView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
+        await self._record(involved, reason, message, warning=warning, namespace=pod.namespace)
+
+    async def record_reaper_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Reaper", "name": name}
+        await self._record(involved, reason, message, warning=warning)
+
+    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
+        await self._patch_status(REAPERS, name, status)
+
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
@@ -314,7 +356,13 @@ class KubeWrites:
         await self._record(involved, reason, message, warning=warning)
 
     async def _record(
-        self, involved: dict[str, str], reason: str, message: str, *, warning: bool
+        self,
+        involved: dict[str, str],
+        reason: str,
+        message: str,
+        *,
+        warning: bool,
+        namespace: str = EVENT_NAMESPACE,
     ) -> None:
         await self._before_write()
         stamp = format_rfc3339(datetime.now(UTC))
@@ -323,7 +371,7 @@ class KubeWrites:
             "kind": "Event",
             "metadata": {
                 "name": f"{involved['name']}.{uuid.uuid4().hex[:12]}",
-                "namespace": EVENT_NAMESPACE,
+                "namespace": namespace,
             },
             "involvedObject": involved,
             "reason": reason,
@@ -336,7 +384,7 @@ class KubeWrites:
             "count": 1,
         }
         try:
-            await self.raw.create(f"/api/v1/namespaces/{EVENT_NAMESPACE}/events", event)
+            await self.raw.create(f"/api/v1/namespaces/{namespace}/events", event)
         except ApiError as error:
             # An Event is for people; failing to record one must not stop the controller.
             log.warning("event.not_recorded", on=involved["name"], reason=reason, error=str(error))
@@ -440,6 +488,29 @@ class DryRunWrites:
     async def delete_node(self, name: str) -> bool:
         self._note(f"delete node {name}")
         return True
+
+    async def force_delete_pod(self, pod: PodView) -> bool:
+        self._note(f"force-delete pod {pod.key}")
+        return True
+
+    async def list_finished_pods_now(self, phase: str) -> list[PodView]:
+        return []  # molt run --dry-run runs no reaper (a Reaper's own dryRun reports)
+
+    async def namespace_labels_now(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    async def record_pod_event(
+        self, pod: PodView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self._note(f"event on pod {pod.key}: {reason}: {message}")
+
+    async def record_reaper_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self._note(f"event on reaper {name}: {reason}: {message}")
+
+    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
+        self._note(f"status of reaper {name}: {status}")
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

@@ -434,6 +434,28 @@ class HistoryWrites:
     async def delete_node(self, name: str) -> bool:
         return await self.inner.delete_node(name)
 
+    async def force_delete_pod(self, pod: PodView) -> bool:
+        return await self.inner.force_delete_pod(pod)
+
+    async def list_finished_pods_now(self, phase: str) -> list[PodView]:
+        return await self.inner.list_finished_pods_now(phase)
+
+    async def namespace_labels_now(self) -> dict[str, dict[str, str]]:
+        return await self.inner.namespace_labels_now()
+
+    async def record_pod_event(
+        self, pod: PodView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        await self.inner.record_pod_event(pod, reason, message, warning=warning)
+
+    async def record_reaper_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        await self.inner.record_reaper_event(name, reason, message, warning=warning)
+
+    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
+        await self.inner.patch_reaper_status(name, status)
+
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         await self.inner.patch_policy_status(name, status)
 

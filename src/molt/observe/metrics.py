@@ -2,7 +2,7 @@
 
 Each controller instance owns a ``Metrics`` (no module-level globals), so tests and the
 simulator can run several side by side. Labels are bounded: groups, revisions, cells,
-policies and zones, never a node or a pod.
+policies, zones and reaper kinds, never a node or a pod.
 
 Defined here but not set by anything yet, so they export only their ``# HELP`` and
 ``# TYPE`` lines: ``molt_remediation_paused`` (the remediation controller) and
@@ -195,6 +195,14 @@ class Metrics:
             "launched while this process ran.",
             ["group"],
             buckets=HOST_INIT_BUCKETS,
+            registry=r,
+        )
+        # Reapers.
+        self.reaped = Counter(
+            "molt_reaped_total",
+            "Objects reapers deleted, by kind (stuckPods, finishedPods, ghostNodes); "
+            'dry_run="true" counts those a dry-run Reaper only reported.',
+            ["kind", "dry_run"],
             registry=r,
         )
         # Not built yet (remediation, watchdogs): exported with no series until they are.

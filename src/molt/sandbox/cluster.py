@@ -351,7 +351,7 @@ class Sandbox:
             _run([*kubectl, "apply", "--server-side", "-f", tmp])
             names = [f"crd/{r.names.plural}.{GROUP}" for r in RESOURCES]
             _run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s", *names])
-        report("  Molt CRDs installed (instancegroups, terminationpolicies, watchdogs)")
+        report("  Molt CRDs installed (instancegroups, terminationpolicies, watchdogs, reapers)")
 
     # -- down -------------------------------------------------------------------------
 

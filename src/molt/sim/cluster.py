@@ -22,6 +22,7 @@ from typing import Any
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
 from molt.api.labels import UNREACHABLE_TAINT
+from molt.api.reaper import Reaper
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
@@ -247,6 +248,9 @@ class SimCluster:
     def policy(self, name: str) -> TerminationPolicy | None:
         return self._policies.get(name)
 
+    def reapers(self) -> list[Reaper]:
+        return []  # the simulator models no Reaper yet
+
     def pods_on(self, node: str) -> list[PodView] | None:
         found = self._nodes.get(node)
         if found is None:
@@ -365,6 +369,34 @@ class SimCluster:
 
     async def delete_node(self, name: str) -> bool:
         return self.remove_node(name)
+
+    async def force_delete_pod(self, pod: PodView) -> bool:
+        found = self._pods.get(pod.uid)
+        if found is None:
+            return False
+        self._remove_pod(found, replace=False)
+        return True
+
+    async def list_finished_pods_now(self, phase: str) -> list[PodView]:
+        return []  # simulated pods never finish
+
+    async def namespace_labels_now(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    async def record_pod_event(
+        self, pod: PodView, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.recorded.append(RecordedEvent(self.clock.seconds, pod.key, reason, message, warning))
+
+    async def record_reaper_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.recorded.append(
+            RecordedEvent(self.clock.seconds, f"rp/{name}", reason, message, warning)
+        )
+
+    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
+        return None
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
