@@ -88,10 +88,16 @@ class KubeClusterState:
             self._tasks.append(asyncio.create_task(cache.run(), name=f"cache-{cache.name}"))
 
     def _caches(self) -> tuple[Reflector[Any], ...]:
-        return (self.nodes_cache, self.groups_cache, self.policies_cache, self.reapers_cache)
+        return (*self._core(), self.reapers_cache)
+
+    def _core(self) -> tuple[Reflector[Any], ...]:
+        """The caches nothing may act without. The others (Reapers) only ever add work:
+        until theirs syncs there is simply none, so a release whose newer CRD has not been
+        applied yet still rotates its nodes instead of waiting for ever."""
+        return (self.nodes_cache, self.groups_cache, self.policies_cache)
 
     async def wait_synced(self) -> None:
-        await asyncio.gather(*(cache.synced.wait() for cache in self._caches()))
+        await asyncio.gather(*(cache.synced.wait() for cache in self._core()))
 
     async def stop(self) -> None:
         tasks = self._tasks + [task for _, task in self._pods.values()]
@@ -104,7 +110,7 @@ class KubeClusterState:
     # The ClusterReads port.
 
     def synced(self) -> bool:
-        return all(c.synced.is_set() for c in self._caches())
+        return all(c.synced.is_set() for c in self._core())
 
     def nodes(self) -> list[NodeView]:
         return self.nodes_cache.values()
