@@ -1,0 +1,113 @@
+"""The Watchdog state machine on a fake clock: warm-up, cool-down, snooze, resolve."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from molt.policy.watchdog import Memory, Step, dedup_key, pauses_rotation, step
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+WARMUP = timedelta(minutes=5)
+COOLDOWN = timedelta(minutes=30)
+
+
+class FakeClock:
+    """Time that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.now += timedelta(**kwargs)
+        return self.now
+
+
+def run(memory: Memory, ok: bool, now: datetime, snooze_until: datetime | None = None) -> Step:
+    return step(memory, ok, now, warmup=WARMUP, cooldown=COOLDOWN, snooze_until=snooze_until)
+
+
+def test_passing_checks_are_healthy_and_silent() -> None:
+    s = run(Memory(), True, T0)
+    assert s.memory.state == "Healthy"
+    assert s.alert is None
+    assert s.memory.failing_since is None
+
+
+def test_a_blip_shorter_than_the_warmup_pages_nobody() -> None:
+    clock = FakeClock()
+    s = run(Memory(), False, clock.now)
+    assert (s.memory.state, s.alert, s.memory.failing_since) == ("WarmingUp", None, T0)
+    s = run(s.memory, False, clock.advance(minutes=4))
+    assert (s.memory.state, s.alert) == ("WarmingUp", None)
+    s = run(s.memory, True, clock.advance(minutes=1))
+    assert (s.memory.state, s.alert) == ("Healthy", None)
+
+
+def test_fires_after_warmup_then_once_per_cooldown_then_resolves() -> None:
+    clock = FakeClock()
+    s = run(Memory(), False, clock.now)
+    s = run(s.memory, False, clock.advance(minutes=5))
+    assert (s.memory.state, s.alert, s.episode_start) == ("Failing", "trigger", T0)
+    assert s.memory.last_alert_time == clock.now
+    alerts = []
+    for _ in range(29):
+        s = run(s.memory, False, clock.advance(minutes=1))
+        alerts.append(s.alert)
+    assert alerts == [None] * 29
+    assert s.memory.state == "Failing"
+    s = run(s.memory, False, clock.advance(minutes=1))
+    assert s.alert == "trigger"
+    s = run(s.memory, True, clock.advance(minutes=1))
+    assert (s.memory.state, s.alert, s.episode_start) == ("Healthy", "resolve", T0)
+    # The next failure is a new episode: it warms up again and fires with a new key.
+    s = run(s.memory, False, clock.advance(minutes=1))
+    assert (s.memory.state, s.alert) == ("WarmingUp", None)
+
+
+def test_snooze_silences_but_keeps_failing_and_alerts_when_it_ends() -> None:
+    clock = FakeClock()
+    until = T0 + timedelta(minutes=20)
+    s = run(Memory(), False, clock.now, until)
+    s = run(s.memory, False, clock.advance(minutes=6), until)
+    assert (s.memory.state, s.alert) == ("Snoozed", None)
+    assert pauses_rotation(s.memory.state)
+    s = run(s.memory, False, clock.advance(minutes=10), until)
+    assert (s.memory.state, s.alert) == ("Snoozed", None)
+    s = run(s.memory, False, clock.advance(minutes=5), until)
+    assert (s.memory.state, s.alert) == ("Failing", "trigger")
+
+
+def test_snooze_within_an_alerted_episode_keeps_the_cooldown() -> None:
+    clock = FakeClock()
+    s = run(Memory(), False, clock.now)
+    s = run(s.memory, False, clock.advance(minutes=5))
+    assert s.alert == "trigger"
+    until = clock.now + timedelta(minutes=10)
+    s = run(s.memory, False, clock.advance(minutes=5), until)
+    assert (s.memory.state, s.alert) == ("Snoozed", None)
+    s = run(s.memory, False, clock.advance(minutes=6), until)
+    assert (s.memory.state, s.alert) == ("Failing", None)  # 11 min since the alert
+
+
+def test_resolve_is_sent_only_for_an_alerted_episode() -> None:
+    clock = FakeClock()
+    s = run(Memory(last_alert_time=T0 - timedelta(days=1)), False, clock.now)
+    s = run(s.memory, True, clock.advance(minutes=1))
+    assert s.alert is None  # the old alert belongs to an earlier episode
+
+
+def test_only_failing_past_warmup_pauses_a_rotation() -> None:
+    assert not pauses_rotation("WarmingUp")
+    assert not pauses_rotation("Healthy")
+    assert not pauses_rotation(None)
+    assert pauses_rotation("Failing")
+
+
+def test_dedup_key_is_stable_per_episode() -> None:
+    assert dedup_key("api", T0) == dedup_key("api", T0)
+    assert dedup_key("api", T0) != dedup_key("api", T0 + timedelta(seconds=1))
+    assert dedup_key("api", T0) != dedup_key("probe", T0)
