@@ -6,7 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from molt.policy.watchdog import Memory, Step, dedup_key, pauses_rotation, step
+from molt.api.labels import ZONE_LABEL
+from molt.policy.snapshot import NodeCondition, NodeView
+from molt.policy.watchdog import (
+    Memory,
+    Step,
+    dedup_key,
+    node_condition_count,
+    node_ready_ratio,
+    pauses_rotation,
+    step,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -111,3 +121,42 @@ def test_dedup_key_is_stable_per_episode() -> None:
     assert dedup_key("api", T0) == dedup_key("api", T0)
     assert dedup_key("api", T0) != dedup_key("api", T0 + timedelta(seconds=1))
     assert dedup_key("api", T0) != dedup_key("probe", T0)
+
+
+def _node(name: str, zone: str, ready: bool, *extra: NodeCondition) -> NodeView:
+    ready_condition = NodeCondition("Ready", "True" if ready else "False")
+    return NodeView(
+        name=name,
+        created=T0,
+        labels={ZONE_LABEL: zone},
+        conditions=(ready_condition, *extra),
+    )
+
+
+def test_node_ready_ratio_fails_overall_and_per_zone() -> None:
+    nodes = [_node(f"a{i}", "a", True) for i in range(4)] + [
+        _node("b0", "b", True),
+        _node("b1", "b", False),
+    ]
+    assert node_ready_ratio(nodes, None, "50%").ok  # 5/6 overall, zone b 1/2
+    verdict = node_ready_ratio(nodes, None, "90%")
+    assert not verdict.ok
+    assert "5/6" in verdict.message
+    zone_only = node_ready_ratio(nodes, None, "60%")
+    assert not zone_only.ok
+    assert "zone b: 1/2" in zone_only.message
+    assert "5/6" not in zone_only.message  # overall 5/6 is above 60 %
+    assert node_ready_ratio(nodes, None, 5).ok
+    assert not node_ready_ratio(nodes, None, 6).ok
+    assert not node_ready_ratio([], None, "50%").ok
+
+
+def test_node_condition_count_fails_above_max() -> None:
+    deadlock = NodeCondition("KernelDeadlock", "True")
+    cleared = NodeCondition("KernelDeadlock", "False")
+    nodes = [_node("n0", "a", True, deadlock), _node("n1", "a", True, cleared)]
+    assert node_condition_count(nodes, None, "KernelDeadlock", 1).ok
+    verdict = node_condition_count(nodes, None, "KernelDeadlock", 0)
+    assert not verdict.ok
+    assert "n0" in verdict.message
+    assert "n1" not in verdict.message

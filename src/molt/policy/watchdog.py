@@ -14,13 +14,21 @@ check's outcome and ``now``; nothing here reads a clock or sends anything.
 
 An *episode* is one stretch of failure; it starts at ``failing_since``. Its
 ``dedup_key`` is the same on trigger and resolve, so PagerDuty closes what it opened.
+
+The node checks (``nodeReadyRatio``, ``nodeCondition``) are judged here too, from the
+node cache the controller already holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
+
+from molt.api.types import LabelSelector, resolve_count_or_percent
+from molt.policy.selection import matches_selector
+from molt.policy.snapshot import NodeView
 
 State = Literal["Unknown", "Healthy", "WarmingUp", "Failing", "Snoozed"]
 STATES: tuple[State, ...] = ("Unknown", "Healthy", "WarmingUp", "Failing", "Snoozed")
@@ -95,3 +103,57 @@ def pauses_rotation(state: str | None) -> bool:
 def dedup_key(watchdog: str, episode_start: datetime) -> str:
     """A key stable for one watchdog's one failure episode (trigger and resolve alike)."""
     return f"molt-watchdog/{watchdog}/{episode_start.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's outcome: passed or not, and a message saying why."""
+
+    ok: bool
+    message: str
+
+
+def node_ready_ratio(
+    nodes: Sequence[NodeView], selector: LabelSelector | None, min_ready: int | str
+) -> Verdict:
+    """Ready nodes over the selected nodes, overall and in each zone, against ``min_ready``.
+
+    ``min_ready`` is a count or a percentage; a percentage applies to each zone too, a
+    count only to the whole (a zone of two cannot hold a count of ten).
+    """
+    chosen = [n for n in nodes if matches_selector(n.labels, selector)]
+    if not chosen:
+        return Verdict(False, "no node matches the selector")
+    ready = sum(1 for n in chosen if n.ready)
+    need = resolve_count_or_percent(min_ready, len(chosen))
+    failures = []
+    if ready < need:
+        failures.append(f"{ready}/{len(chosen)} nodes Ready, below {min_ready}")
+    if isinstance(min_ready, str) and min_ready.endswith("%"):
+        zones: dict[str, list[NodeView]] = {}
+        for node in chosen:
+            zones.setdefault(node.zone or "unknown", []).append(node)
+        for zone, members in sorted(zones.items()):
+            zone_ready = sum(1 for n in members if n.ready)
+            if zone_ready < resolve_count_or_percent(min_ready, len(members)):
+                failures.append(f"zone {zone}: {zone_ready}/{len(members)} Ready")
+    if failures:
+        return Verdict(False, "; ".join(failures))
+    return Verdict(True, f"{ready}/{len(chosen)} nodes Ready")
+
+
+def node_condition_count(
+    nodes: Sequence[NodeView], selector: LabelSelector | None, condition: str, maximum: int
+) -> Verdict:
+    """How many selected nodes carry ``condition`` with status True; fails above ``maximum``."""
+    carrying = sorted(
+        n.name
+        for n in nodes
+        if matches_selector(n.labels, selector)
+        and any(c.type == condition and c.status == "True" for c in n.conditions)
+    )
+    message = f"{len(carrying)} node(s) with {condition}=True (max {maximum})"
+    if carrying:
+        shown = ", ".join(carrying[:5]) + (", ..." if len(carrying) > 5 else "")
+        message += f": {shown}"
+    return Verdict(len(carrying) <= maximum, message)
