@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from molt.api.labels import ZONE_LABEL
+from molt.observe.metrics import Metrics
 from molt.policy.snapshot import NodeCondition, NodeView
 from molt.policy.watchdog import (
+    STATES,
     Memory,
     Step,
     dedup_key,
@@ -160,3 +162,23 @@ def test_node_condition_count_fails_above_max() -> None:
     assert not verdict.ok
     assert "n0" in verdict.message
     assert "n1" not in verdict.message
+
+
+def test_the_state_gauge_is_one_for_the_current_state_only() -> None:
+    metrics = Metrics()
+    metrics.set_watchdog_state("probe", "WarmingUp")
+    metrics.set_watchdog_state("probe", "Failing")
+    values = {
+        s.labels["state"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "molt_watchdog_state"
+        for s in family.samples
+    }
+    assert values == {state: float(state == "Failing") for state in STATES}
+    metrics.set_watchdog_state("probe", None)
+    assert not [
+        s
+        for family in metrics.registry.collect()
+        if family.name == "molt_watchdog_state"
+        for s in family.samples
+    ]
