@@ -21,7 +21,6 @@ from molt.api.types import (
     Duration,
     LabelKey,
     LabelSelector,
-    Name,
     TaintEffect,
     cel,
 )
@@ -132,12 +131,6 @@ class Drain(ApiModel):
     )
 
 
-class PauseWhen(ApiModel):
-    """Hold the policy's selection while the named Watchdog fails past its warm-up."""
-
-    watchdog: Name
-
-
 class TerminationPolicySpec(ApiModel):
     """Which nodes are selected and how fast they go."""
 
@@ -157,12 +150,6 @@ class TerminationPolicySpec(ApiModel):
     lifecycle: Lifecycle = Field(
         default_factory=Lifecycle,
         description="Actions around the drain; a node runs its group's first, then these.",
-    )
-    pause_when: list[PauseWhen] = Field(
-        default_factory=list,
-        max_length=16,
-        description="While any of these watchdogs is Failing, no new node is selected "
-        "(nodes in flight finish).",
     )
 
 
