@@ -181,18 +181,47 @@ def test_a_valid_termination_policy_is_accepted_and_shows_its_counters(
     sandbox.kubectl("delete", "tp", name)
 
 
-def test_a_watchdog_needs_exactly_one_check(sandbox: RunningSandbox) -> None:
-    manifest = {
+def _watchdog(name: str, check: dict[str, Any]) -> dict[str, Any]:
+    return {
         "apiVersion": "molt.dev/v1alpha1",
         "kind": "Watchdog",
-        "metadata": {"name": _unique("wd")},
-        "spec": {"check": {"apiLatency": {}, "http": {"url": "http://127.0.0.1:1/"}}},
+        "metadata": {"name": name},
+        "spec": {"check": check},
     }
-    code, output = _apply(sandbox, manifest)
 
-    assert code != 0, output
-    assert "spec.check" in output
-    assert "exactly one of probePod, apiLatency, nodeReadyRatio or http" in output
+
+@pytest.mark.parametrize(
+    ("check", "field", "message"),
+    [
+        pytest.param(
+            {"apiLatency": {}, "http": {"url": "http://127.0.0.1:1/"}},
+            "spec.check",
+            "exactly one of probePod, apiLatency, nodeReadyRatio, http or nodeCondition",
+            id="two-checks",
+        ),
+        pytest.param({"dnsLookup": {"name": "x"}}, "spec.check", "unknown field", id="unknown"),
+        pytest.param(
+            {"http": {"url": "ftp://127.0.0.1/"}},
+            "spec.check.http.url",
+            "must be an http:// or https:// URL",
+            id="http-non-url",
+        ),
+        pytest.param(
+            {"nodeCondition": {"type": "KernelDeadlock", "max": -1}},
+            "spec.check.nodeCondition.max",
+            "greater than or equal to 0",
+            id="negative-max",
+        ),
+    ],
+)
+def test_the_api_server_refuses_an_invalid_watchdog(
+    sandbox: RunningSandbox, check: dict[str, Any], field: str, message: str
+) -> None:
+    code, output = _apply(sandbox, _watchdog(_unique("wd"), check))
+
+    assert code != 0, f"accepted: {output}"
+    assert field in output, output
+    assert message in output, output
 
 
 def _reaper_manifest(spec: dict[str, Any]) -> dict[str, Any]:
@@ -245,3 +274,16 @@ def test_a_valid_reaper_is_accepted_with_its_defaults_and_columns(
     for column in ("DRY-RUN", "STUCK-PODS", "FINISHED-PODS", "GHOST-NODES", "LAST-REAP"):
         assert column in header
     sandbox.kubectl("delete", "rp", name)
+
+
+def test_a_node_condition_watchdog_is_accepted_and_lists_state_and_last_check(
+    sandbox: RunningSandbox,
+) -> None:
+    name = _unique("wd")
+    code, output = _apply(sandbox, _watchdog(name, {"nodeCondition": {"type": "KernelDeadlock"}}))
+    assert code == 0, output
+
+    header = sandbox.kubectl("get", "wd", name).stdout.splitlines()[0].split()
+    assert "STATE" in header
+    assert "LAST-CHECK" in header
+    sandbox.kubectl("delete", "wd", name)

@@ -55,6 +55,18 @@ class HttpCheck(ApiModel):
     expect_status: Annotated[int, Field(ge=100, le=599)] = 200
 
 
+class NodeConditionCheck(ApiModel):
+    """At most ``max`` of the selected nodes may carry a condition type with status True.
+
+    For node-problem-detector's ``KernelDeadlock``, or a custom condition for sysctl or
+    hairpin-mode problems.
+    """
+
+    type: Annotated[str, Field(min_length=1, max_length=316)]
+    max: Annotated[int, Field(ge=0)] = 0
+    node_selector: LabelSelector = Field(default_factory=LabelSelector)
+
+
 class Check(ApiModel):
     """Exactly one kind of check."""
 
@@ -62,22 +74,29 @@ class Check(ApiModel):
     api_latency: ApiLatencyCheck | None = None
     node_ready_ratio: NodeReadyRatioCheck | None = None
     http: HttpCheck | None = None
+    node_condition: NodeConditionCheck | None = None
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Check:
-        chosen = [
-            c for c in (self.probe_pod, self.api_latency, self.node_ready_ratio, self.http) if c
-        ]
-        if len(chosen) != 1:
-            raise ValueError("exactly one of probePod, apiLatency, nodeReadyRatio or http")
+        kinds = (
+            self.probe_pod,
+            self.api_latency,
+            self.node_ready_ratio,
+            self.http,
+            self.node_condition,
+        )
+        if len([c for c in kinds if c]) != 1:
+            raise ValueError(
+                "exactly one of probePod, apiLatency, nodeReadyRatio, http or nodeCondition"
+            )
         return self
 
 
 CHECK_RULES = [
     cel(
-        "[has(self.probePod), has(self.apiLatency), has(self.nodeReadyRatio), has(self.http)]"
-        ".filter(x, x).size() == 1",
-        "exactly one of probePod, apiLatency, nodeReadyRatio or http must be set",
+        "[has(self.probePod), has(self.apiLatency), has(self.nodeReadyRatio), has(self.http),"
+        " has(self.nodeCondition)].filter(x, x).size() == 1",
+        "exactly one of probePod, apiLatency, nodeReadyRatio, http or nodeCondition must be set",
     )
 ]
 
@@ -88,11 +107,17 @@ class WebhookSink(ApiModel):
     url: Url
 
 
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
 class PagerDutySink(ApiModel):
     """PagerDuty Events API v2; the routing key lives in a Secret."""
 
     routing_key: SecretKeyRef
     severity: Literal["critical", "error", "warning", "info"] = "error"
+    url: Url = Field(
+        default=PAGERDUTY_EVENTS_URL, description="The Events API v2 endpoint (for tests)."
+    )
 
 
 class SlackSink(ApiModel):

@@ -6,8 +6,9 @@ policies, zones and reaper kinds, never a node or a pod.
 
 Defined here but not set by anything yet, so they export only their ``# HELP`` and
 ``# TYPE`` lines: ``molt_remediation_paused`` (the remediation controller) and
-``molt_watchdog_state`` (the watchdog controller). ``molt_history_rows_dropped_total``
-and ``molt_history_rows_buffered`` belong to the history store, which sets them.
+``molt_watchdog_state`` (the watchdog controller's, through ``set_watchdog_state``).
+``molt_history_rows_dropped_total`` and ``molt_history_rows_buffered`` belong to the
+history store, which sets them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Hashable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from molt.api.terminationpolicy import ALL_REASONS
+from molt.policy.watchdog import STATES
 from molt.ports import EvictionOutcome
 
 HOUR = 3600.0
@@ -292,6 +294,16 @@ class Metrics:
         self.policy_series = SeriesSet(self.past_max_age)
         self.blocked_series = SeriesSet(self.drain_blocked_longest)
         self.oldest_series = SeriesSet(self.oldest_node_age)
+        self.watchdog_series = SeriesSet(self.watchdog_state)
+
+    def set_watchdog_state(self, watchdog: str, state: str | None) -> None:
+        """``molt_watchdog_state``: 1 for ``state``, 0 for the others; None drops the series."""
+        if state is None:
+            self.watchdog_series.drop(watchdog)
+            return
+        self.watchdog_series.replace(
+            watchdog, {(watchdog, s): 1.0 if s == state else 0.0 for s in STATES}
+        )
 
     def workqueue(self, name: str) -> QueueMetrics:
         """The hook for the work queue called ``name`` (the ``name`` label)."""
