@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import uuid
@@ -21,6 +22,17 @@ from kubernetes_asyncio import client, config
 
 from molt.sandbox.binaries import Binaries, ensure_binaries, tool_path
 from molt.sandbox.cluster import Sandbox
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test run stopped with SIGTERM (a CI timeout, ``kill``) still tears its fixtures
+    down, so no sandbox, PostgreSQL or ``molt run`` outlives it: pytest runs teardown on
+    KeyboardInterrupt, not on a bare SIGTERM."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
