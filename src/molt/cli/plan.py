@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from molt.api.durations import format_duration
+from molt.cli.checks import require_kubeconfig, require_output_format
 from molt.kube.facts import all_pdbs, all_pods
 from molt.kube.reader import ClusterRead, connect, read_cluster
 from molt.kube.transport import RawApi
@@ -105,12 +106,8 @@ def plan_command(
     Read-only: nothing in the cluster changes. `-o json` prints a list of objects with
     node, policy, reason and action ("terminate" now, or "wait" for a budget).
     """
-    if output not in ("table", "json"):
-        errors.print(f"[red]error:[/red] --output must be table or json, not {output!r}")
-        raise typer.Exit(2)
-    if kubeconfig is not None and not kubeconfig.is_file():
-        errors.print(f"[red]error:[/red] kubeconfig {kubeconfig} does not exist", highlight=False)
-        raise typer.Exit(2)
+    require_output_format(output)
+    require_kubeconfig(kubeconfig)
     try:
         plan, read, now = asyncio.run(_plan(str(kubeconfig) if kubeconfig else None))
     except Exception as error:  # the CLI reports, it does not dump a traceback

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from molt.api.durations import InvalidDurationError, parse_duration
+from molt.cli.checks import require_kubeconfig
 from molt.cli.history import parse_age
 from molt.cli.logs import configure_logging
 from molt.controllers.app import RunOptions, run_controller
@@ -123,9 +124,7 @@ def run_command(
     if log_format not in ("console", "json"):
         errors.print(f"[red]error:[/red] --log-format must be console or json, not {log_format!r}")
         raise typer.Exit(2)
-    if kubeconfig is not None and not kubeconfig.is_file():
-        errors.print(f"[red]error:[/red] kubeconfig {kubeconfig} does not exist", highlight=False)
-        raise typer.Exit(2)
+    require_kubeconfig(kubeconfig)
     try:
         lease_seconds = parse_duration(lease_duration).total_seconds()
         resync_seconds = parse_duration(resync).total_seconds()

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from molt.api.durations import InvalidDurationError, parse_duration
+from molt.cli.checks import require_kubeconfig, require_output_format
 from molt.kube.facts import all_watchdogs
 from molt.kube.reader import connect, read_cluster
 from molt.kube.transport import RawApi
@@ -109,17 +110,13 @@ def status_command(
 
     Read-only. `--watch` redraws every `--interval`; `-o json` prints one object.
     """
-    if output not in ("table", "json"):
-        errors.print(f"[red]error:[/red] --output must be table or json, not {output!r}")
-        raise typer.Exit(2)
+    require_output_format(output)
     try:
         period = parse_duration(interval).total_seconds()
     except InvalidDurationError as error:
         errors.print(f"[red]error:[/red] --interval: {error}", highlight=False)
         raise typer.Exit(2) from error
-    if kubeconfig is not None and not kubeconfig.is_file():
-        errors.print(f"[red]error:[/red] kubeconfig {kubeconfig} does not exist", highlight=False)
-        raise typer.Exit(2)
+    require_kubeconfig(kubeconfig)
     path = str(kubeconfig) if kubeconfig else None
 
     def once() -> FleetStatus:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from molt.api.durations import format_duration, parse_duration
 from molt.api.instancegroup import InstanceGroup
+from molt.cli.checks import require_kubeconfig, require_output_format
 from molt.controllers.termination.progress import ActionProgress
 from molt.kube.facts import all_pdbs, median, node_pods, rotation_durations
 from molt.kube.reader import ClusterRead, connect, read_cluster
@@ -127,12 +128,8 @@ def why_command(
     Read-only. `-o json` prints one object with node, state, selected, policy, rule,
     reason, blocker (a stable code), message, since, nextStep, eta, etaBasis, details.
     """
-    if output not in ("table", "json"):
-        errors.print(f"[red]error:[/red] --output must be table or json, not {output!r}")
-        raise typer.Exit(2)
-    if kubeconfig is not None and not kubeconfig.is_file():
-        errors.print(f"[red]error:[/red] kubeconfig {kubeconfig} does not exist", highlight=False)
-        raise typer.Exit(2)
+    require_output_format(output)
+    require_kubeconfig(kubeconfig)
     try:
         inputs, read = asyncio.run(gather(str(kubeconfig) if kubeconfig else None, node))
     except UnknownNodeError:

@@ -6,27 +6,17 @@ thousands of nodes cheap to build.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.api.instancegroup import DEFAULT_MAX_NODE_AGE
 from molt.api.labels import CORDON_TAINT
 from molt.api.types import LabelSelector
-from molt.policy.age import parse_rfc3339
+from molt.policy.age import parse_rfc3339_or_none
 from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
 
 Json = dict[str, Any]
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        return None
 
 
 def node_view(raw: Json) -> NodeView:
@@ -34,7 +24,7 @@ def node_view(raw: Json) -> NodeView:
     meta = raw.get("metadata", {})
     spec = raw.get("spec", {})
     status = raw.get("status", {})
-    created = _time(meta.get("creationTimestamp"))
+    created = parse_rfc3339_or_none(meta.get("creationTimestamp"))
     if created is None:
         raise ValueError(f"node {meta.get('name')!r} has no creationTimestamp")
     return NodeView(
@@ -46,7 +36,7 @@ def node_view(raw: Json) -> NodeView:
             NodeCondition(
                 type=c.get("type", ""),
                 status=c.get("status", "Unknown"),
-                last_transition=_time(c.get("lastTransitionTime")),
+                last_transition=parse_rfc3339_or_none(c.get("lastTransitionTime")),
             )
             for c in status.get("conditions") or []
         ),
@@ -55,7 +45,7 @@ def node_view(raw: Json) -> NodeView:
                 key=t.get("key", ""),
                 effect=t.get("effect", ""),
                 value=t.get("value"),
-                added=_time(t.get("timeAdded")),
+                added=parse_rfc3339_or_none(t.get("timeAdded")),
             )
             for t in spec.get("taints") or []
         ),
@@ -88,13 +78,13 @@ def pod_view(raw: Json) -> PodView:
         owner_kinds=tuple(str(o.get("kind", "")) for o in meta.get("ownerReferences") or []),
         annotations=dict(meta.get("annotations") or {}),
         deleting=meta.get("deletionTimestamp") is not None,
-        deletion_timestamp=_time(meta.get("deletionTimestamp")),
+        deletion_timestamp=parse_rfc3339_or_none(meta.get("deletionTimestamp")),
         ready=any(
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in (raw.get("status") or {}).get("conditions") or []
         ),
         tolerates_cordon=tolerates_cordon((raw.get("spec") or {}).get("tolerations") or []),
-        created=_time(meta.get("creationTimestamp")),
+        created=parse_rfc3339_or_none(meta.get("creationTimestamp")),
         labels=dict(meta.get("labels") or {}),
     )
 
@@ -113,7 +103,7 @@ def pdb_view(raw: Json) -> PdbView:
             selector = None
     allowed_since = next(
         (
-            _time(c.get("lastTransitionTime"))
+            parse_rfc3339_or_none(c.get("lastTransitionTime"))
             for c in status.get("conditions") or []
             if c.get("type") == "DisruptionAllowed"
         ),

@@ -338,9 +338,9 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
     common: dict[str, Any] = {
         "policy": annotations.get(POLICY_ANNOTATION),
         "reason": annotations.get(REASON_ANNOTATION),
-        "since": _time(annotations.get(SELECTED_AT_ANNOTATION)),
+        "since": parse_rfc3339_or_none(annotations.get(SELECTED_AT_ANNOTATION)),
     }
-    deadline = _time(annotations.get(DEADLINE_ANNOTATION))
+    deadline = parse_rfc3339_or_none(annotations.get(DEADLINE_ANNOTATION))
     if node.state == SELECTED and annotations.get(REPLACEMENT_ANNOTATION) is None and node.group:
         short = [c for c in inputs.cells if c.ready < c.desired or not c.available]
         cells = ", ".join(
@@ -382,7 +382,7 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
                 **common,
             )
         if action.state == "failed":
-            retry = _time(action.retry_at)
+            retry = parse_rfc3339_or_none(action.retry_at)
             return _answer(
                 inputs,
                 "ActionFailed",
@@ -394,7 +394,7 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
                 details={"action": action.key, "attempt": action.attempts},
                 **common,
             )
-    wait_until = _time(annotations.get(DEREGISTRATION_WAIT_ANNOTATION))
+    wait_until = parse_rfc3339_or_none(annotations.get(DEREGISTRATION_WAIT_ANNOTATION))
     if node.state == SELECTED and wait_until is not None and wait_until > now:
         return _answer(
             inputs,
@@ -466,7 +466,7 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
 
 
 def _replacement_patience_end(inputs: WhyInputs, deadline: datetime | None) -> datetime | None:
-    selected = _time(inputs.node.annotations.get(SELECTED_AT_ANNOTATION))
+    selected = parse_rfc3339_or_none(inputs.node.annotations.get(SELECTED_AT_ANNOTATION))
     if deadline is None or selected is None or inputs.group_ready_timeout is None:
         return None
     return max(deadline, selected + inputs.group_ready_timeout)
@@ -494,10 +494,6 @@ def _answer(
         state = "running"
     fields.setdefault("warnings", [])
     return Explanation(node.name, state, blocker, message, next_step, **fields)
-
-
-def _time(raw: str | None) -> datetime | None:
-    return parse_rfc3339_or_none(raw)
 
 
 def _stamp(moment: datetime | None) -> str | None:

@@ -66,10 +66,9 @@ from molt.controllers.termination.progress import (
     drain_rules,
     drain_settings,
     read_time,
-    read_time_text,
 )
 from molt.observe.metrics import Metrics
-from molt.policy.age import format_rfc3339
+from molt.policy.age import format_rfc3339, parse_rfc3339_or_none
 from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
 from molt.policy.rollout import strategy_of
 from molt.policy.selection import covers
@@ -337,7 +336,7 @@ class PipelineReconciler:
             label = f"{hook} action {action.name}"
             runner_key = f"{node.name}/{key}"
             if not self.actions.running(runner_key) and state.retry_at:
-                retry_at = read_time_text(state.retry_at)
+                retry_at = parse_rfc3339_or_none(state.retry_at)
                 now = self.clock.now()
                 if retry_at is not None and retry_at > now:
                     return max(0.05, (retry_at - now).total_seconds())

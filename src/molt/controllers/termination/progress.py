@@ -29,12 +29,7 @@ GROUP_CAPACITY = "group capacity"
 
 def read_time(node: NodeView, annotation: str) -> datetime | None:
     """A timestamp annotation, or None when absent or unreadable."""
-    return read_time_text(node.annotations.get(annotation))
-
-
-def read_time_text(raw: str | None) -> datetime | None:
-    """An RFC 3339 timestamp, or None when absent or unreadable."""
-    return parse_rfc3339_or_none(raw)
+    return parse_rfc3339_or_none(node.annotations.get(annotation))
 
 
 def drain_settings(policy: TerminationPolicy | None) -> Drain:
