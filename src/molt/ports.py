@@ -7,7 +7,7 @@ simulator binds them to its in-memory cluster. Reconcilers see only these protoc
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -60,14 +60,28 @@ class EvictionResult:
 
 
 @dataclass(frozen=True)
-class JobView:
-    """A lifecycle action's Job, as far as the action needs it."""
+class ObjectRef:
+    """Any API object by kind and name: a Job, a Secret, a probe Pod, a manifest's object."""
 
+    api_version: str
+    kind: str
     name: str
-    state: str
-    """``running``, ``complete`` or ``failed`` (from the Job's conditions)."""
-    message: str = ""
-    """Why it failed: its pods' termination messages, else the Failed condition's."""
+    namespace: str | None = None
+    """None for a cluster-scoped object."""
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> ObjectRef:
+        """The object a manifest describes; ValueError when it lacks its kind or name."""
+        meta = body.get("metadata") or {}
+        api_version, kind, name = body.get("apiVersion"), body.get("kind"), meta.get("name")
+        if not (isinstance(api_version, str) and isinstance(kind, str) and isinstance(name, str)):
+            raise ValueError("an object needs apiVersion, kind and metadata.name")
+        namespace = meta.get("namespace")
+        return cls(api_version, kind, name, namespace if isinstance(namespace, str) else None)
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind.lower()} {where}"
 
 
 class ClusterReads(Protocol):
@@ -209,26 +223,33 @@ class ClusterWrites(Protocol):
 
     async def patch_group_status(self, name: str, status: dict[str, Any]) -> None: ...
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        """One key of a Secret, decoded, read straight from the API server (a lifecycle
-        action's credential); None when the Secret or the key is absent. Never cached
-        and never logged."""
+    async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """One object, read straight from the API server (never cached, never logged:
+        it may be a Secret); None when it is absent."""
         ...
 
-    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
-        """One key of a ConfigMap, read straight from the API server (a Job action's
-        template); None when the ConfigMap or the key is absent."""
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Objects of one kind (in one namespace, or cluster-wide for None), read straight
+        from the API server in pages."""
         ...
 
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
-        """Create a lifecycle action's Job; False when a Job of that name already exists
-        (a restarted controller finds the one it created)."""
+    async def create_object(self, body: dict[str, Any]) -> bool:
+        """Create an object; False when one of that name already exists (a restarted
+        controller finds the one it created)."""
         ...
 
-    async def read_job(self, namespace: str, name: str) -> JobView | None:
-        """A Job's state, read straight from the API server; None when it is gone."""
+    async def apply_object(self, body: dict[str, Any]) -> None:
+        """Server-side apply, as field manager ``molt`` (conflicts forced): creates the
+        object or brings Molt's fields of it to ``body``."""
         ...
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and (in the background) its pods; a gone Job is fine."""
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        """Delete an object, its dependents in the background; False when it was gone."""
         ...

@@ -28,6 +28,7 @@ import yaml
 from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
+from molt.actions.objects import read_config_map_key, read_job, read_secret_key
 from molt.api import GROUP, VERSION
 from molt.cloud.kwok import KwokProvider
 from molt.kube.leader import LeaderElector
@@ -35,7 +36,7 @@ from molt.kube.state import GROUPS, NODES, PODS, POLICIES, REAPERS
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
 from molt.policy.snapshot import PodView
-from molt.ports import EvictionOutcome
+from molt.ports import EvictionOutcome, ObjectRef
 from molt.sandbox.chart import default_manifests, documents, helm, template
 from tests.conftest import RunningSandbox
 from tests.support.builders import deployment, kwok_node, pdb
@@ -427,12 +428,12 @@ class Probes:
     async def read_config_map(self) -> object:
         if self.granted_namespace == "kube-system":
             return await KwokProvider(self.api)._faults()
-        return await self.writes.read_config_map_key(self.granted_namespace, ABSENT, "template")
+        return await read_config_map_key(self.writes, self.granted_namespace, ABSENT, "template")
 
     async def read_secret(self) -> object:
         names = self.grant.names if self.grant else ()
-        return await self.writes.read_secret_key(
-            self.granted_namespace, names[0] if names else ABSENT, "token"
+        return await read_secret_key(
+            self.writes, self.granted_namespace, names[0] if names else ABSENT, "token"
         )
 
     async def create_job(self) -> None:
@@ -441,7 +442,7 @@ class Probes:
         body = {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": ABSENT},
+            "metadata": {"name": ABSENT, "namespace": self.granted_namespace},
             "spec": {
                 "suspend": True,
                 "template": {
@@ -452,7 +453,7 @@ class Probes:
                 },
             },
         }
-        if not await self.writes.create_job(self.granted_namespace, body):
+        if not await self.writes.create_object(body):
             raise RuntimeError("the probe Job already existed")
         await client.BatchV1Api(self.admin).delete_namespaced_job(
             ABSENT, self.granted_namespace, propagation_policy="Background"
@@ -557,8 +558,10 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     # In kube-system, the kwok provider's faults; in a job namespace, a Job template.
     ("", "configmaps", "get"): lambda p: p.read_config_map(),
     ("batch", "jobs", "create"): lambda p: p.create_job(),
-    ("batch", "jobs", "get"): lambda p: p.writes.read_job(p.granted_namespace, ABSENT),
-    ("batch", "jobs", "delete"): lambda p: p.writes.delete_job(p.granted_namespace, ABSENT),
+    ("batch", "jobs", "get"): lambda p: read_job(p.writes, p.granted_namespace, ABSENT),
+    ("batch", "jobs", "delete"): lambda p: p.writes.delete_object(
+        ObjectRef("batch/v1", "Job", ABSENT, p.granted_namespace)
+    ),
     ("", "secrets", "get"): lambda p: p.read_secret(),
 }
 """For every verb the chart grants, the call Molt makes with it, through Molt's own code

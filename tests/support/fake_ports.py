@@ -12,6 +12,7 @@ on what the reconciler did. None of this is used by production code.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -41,7 +42,7 @@ from molt.ports import (
     ClusterWrites,
     EvictionOutcome,
     EvictionResult,
-    JobView,
+    ObjectRef,
 )
 
 __all__ = [
@@ -171,13 +172,12 @@ class FakeCluster:
             p.metadata.name: p for p in policies
         }
         self.pdbs: list[PdbView] = []
-        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
-        """(namespace, name) -> decoded data, for lifecycle actions' credentials."""
-        self.config_maps: dict[tuple[str, str], dict[str, str]] = {}
-        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        """Created Jobs' bodies; a test sets ``job_views`` to say how they end."""
-        self.job_views: dict[tuple[str, str], JobView] = {}
-        self.deleted_jobs: list[str] = []
+        self.objects: dict[ObjectRef, dict[str, Any]] = {}
+        """Other objects (Secrets, ConfigMaps, Jobs, probe Pods) by reference."""
+        self.deleted_objects: list[ObjectRef] = []
+        self.applied: list[dict[str, Any]] = []
+        self.job_endings: dict[tuple[str, str], tuple[str, str]] = {}
+        """(namespace, name) -> (condition, message): how a Job ends once created."""
         self.is_synced = True
         self.pods_syncing: set[str] = set()
         """Nodes whose pod cache has not synced yet: ``pods_on`` answers None for them."""
@@ -320,27 +320,71 @@ class FakeCluster:
     async def read_pdb(self, namespace: str, name: str) -> PdbView | None:
         return next((p for p in self.pdbs if p.key == f"{namespace}/{name}"), None)
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        return self.secrets.get((namespace, name), {}).get(key)
+    def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """A Secret holding ``data`` (given decoded, stored base64 as the API does)."""
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        self.objects[ObjectRef("v1", "Secret", name, namespace)] = {"data": encoded}
 
-    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
-        return self.config_maps.get((namespace, name), {}).get(key)
+    def put_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.objects[ObjectRef("v1", "ConfigMap", name, namespace)] = {"data": dict(data)}
 
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
-        key = (namespace, body["metadata"]["name"])
-        if key in self.jobs:
+    def jobs(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Jobs that exist, by (namespace, name)."""
+        return {
+            (ref.namespace or "", ref.name): body
+            for ref, body in self.objects.items()
+            if ref.kind == "Job"
+        }
+
+    def finish_job(self, namespace: str, name: str, condition: str, message: str = "") -> None:
+        """The Job ends with ``condition`` (Complete or Failed); a failure's ``message``
+        is its pod's termination message, as kube-controller-manager would leave it."""
+        job = self.objects[ObjectRef("batch/v1", "Job", name, namespace)]
+        job["status"] = {"conditions": [{"type": condition, "status": "True"}]}
+        if message:
+            terminated = {"exitCode": 1, "message": message}
+            self.objects[ObjectRef("v1", "Pod", f"{name}-pod", namespace)] = {
+                "metadata": {"labels": {"batch.kubernetes.io/job-name": name}},
+                "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
+            }
+
+    async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+        return self.objects.get(ref)
+
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        wanted = dict(part.split("=", 1) for part in (label_selector or "").split(",") if part)
+        return [
+            body
+            for ref, body in self.objects.items()
+            if (ref.api_version, ref.kind) == (api_version, kind)
+            and (namespace is None or ref.namespace == namespace)
+            and wanted.items() <= ((body.get("metadata") or {}).get("labels") or {}).items()
+        ]
+
+    async def create_object(self, body: dict[str, Any]) -> bool:
+        ref = ObjectRef.of(body)
+        if ref in self.objects:
             return False
-        self.jobs[key] = body
+        self.objects[ref] = body
+        ending = self.job_endings.get((ref.namespace or "", ref.name))
+        if ref.kind == "Job" and ending is not None:
+            self.finish_job(ref.namespace or "", ref.name, *ending)
         return True
 
-    async def read_job(self, namespace: str, name: str) -> JobView | None:
-        if (namespace, name) not in self.jobs:
-            return None
-        return self.job_views.get((namespace, name), JobView(name, "running"))
+    async def apply_object(self, body: dict[str, Any]) -> None:
+        self.applied.append(body)
+        self.objects[ObjectRef.of(body)] = body
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        self.deleted_jobs.append(f"{namespace}/{name}")
-        self.jobs.pop((namespace, name), None)
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        self.deleted_objects.append(ref)
+        return self.objects.pop(ref, None) is not None
 
     async def delete_pod(self, pod: PodView) -> None:
         self.deleted_pods.append(pod.key)

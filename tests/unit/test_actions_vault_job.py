@@ -12,12 +12,12 @@ import pytest
 
 from molt.actions.base import ActionContext, ActionFailedError
 from molt.actions.job import JobActionKind, job_body, job_name
+from molt.actions.objects import job_state, termination_messages
 from molt.actions.vault import VaultActionKind, vault_address
 from molt.api.lifecycle import LifecycleAction
 from molt.kube.projections import node_view
-from molt.kube.writes import job_state, termination_messages
 from molt.policy.snapshot import NodeView
-from molt.ports import JobView
+from molt.ports import ObjectRef
 from tests.support.fake_ports import FakeCluster
 from tests.support.fake_vault import FakeVault
 
@@ -62,7 +62,7 @@ async def vault() -> AsyncIterator[FakeVault]:
 
 def cluster_with(token: str = TOKEN) -> FakeCluster:
     cluster = FakeCluster()
-    cluster.secrets[("vault", "molt")] = {"token": token}
+    cluster.put_secret("vault", "molt", {"token": token})
     return cluster
 
 
@@ -169,25 +169,30 @@ async def test_a_complete_job_succeeds_and_a_restart_finds_it() -> None:
     kind = JobActionKind(cluster, poll_seconds=0.01)
     action = job_action(template=TEMPLATE)
     name = job_name(context(), "backup")
-    cluster.jobs[("ops", name)] = {"metadata": {"name": name}}  # created before a restart
-    cluster.job_views[("ops", name)] = JobView(name, "complete")
+    before_restart = {"apiVersion": "batch/v1", "kind": "Job"}
+    await cluster.create_object({**before_restart, "metadata": {"name": name, "namespace": "ops"}})
+    cluster.finish_job("ops", name, "Complete")
     await kind.attempt(action, context())
-    assert list(cluster.jobs) == [("ops", name)]
+    assert list(cluster.jobs()) == [("ops", name)]
 
 
 async def test_a_failed_job_fails_with_its_message() -> None:
     cluster = FakeCluster()
-    cluster.config_maps[("ops", "tpl")] = {
-        "template": "kind: Job\nspec:\n  template:\n"
-        "    spec:\n      containers: [{name: c, image: i}]\n"
-    }
+    cluster.put_config_map(
+        "ops",
+        "tpl",
+        {
+            "template": "kind: Job\nspec:\n  template:\n"
+            "    spec:\n      containers: [{name: c, image: i}]\n"
+        },
+    )
     kind = JobActionKind(cluster, poll_seconds=0.01)
     action = job_action(templateConfigMap={"name": "tpl"})
     name = job_name(context(), "backup")
-    cluster.job_views[("ops", name)] = JobView(name, "failed", "backup: disk full")
+    cluster.job_endings[("ops", name)] = ("Failed", "backup: disk full")
     with pytest.raises(ActionFailedError, match="failed: backup: disk full"):
         await kind.attempt(action, context())
-    assert cluster.jobs[("ops", name)]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert cluster.jobs()[("ops", name)]["spec"]["template"]["spec"]["containers"][0]["env"]
 
 
 async def test_a_job_past_its_timeout_is_deleted() -> None:
@@ -198,7 +203,9 @@ async def test_a_job_past_its_timeout_is_deleted() -> None:
     )
     with pytest.raises(ActionFailedError, match="did not finish within 1s; deleted"):
         await kind.attempt(action, context())
-    assert cluster.deleted_jobs == [f"ops/{job_name(context(), 'backup')}"]
+    assert cluster.deleted_objects == [
+        ObjectRef("batch/v1", "Job", job_name(context(), "backup"), "ops")
+    ]
 
 
 def test_job_state_and_termination_messages_from_the_api_objects() -> None:

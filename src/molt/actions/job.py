@@ -25,9 +25,10 @@ import structlog
 import yaml
 
 from molt.actions.base import ActionContext, ActionFailedError
+from molt.actions.objects import read_config_map_key, read_job
 from molt.api.durations import parse_duration
 from molt.api.lifecycle import JobAction, LifecycleAction
-from molt.ports import ClusterWrites
+from molt.ports import ClusterWrites, ObjectRef
 
 log = structlog.get_logger(__name__)
 
@@ -123,7 +124,7 @@ class JobActionKind:
             return template_of(job.template)
         ref = job.template_config_map
         assert ref is not None
-        text = await self.cluster.read_config_map_key(job.namespace, ref.name, ref.key)
+        text = await read_config_map_key(self.cluster, job.namespace, ref.name, ref.key)
         if text is None:
             raise ActionFailedError(f"configmap {job.namespace}/{ref.name} has no key {ref.key}")
         try:
@@ -140,12 +141,12 @@ class JobActionKind:
         try:
             async with asyncio.timeout(seconds):
                 body = job_body(name, await self._spec(job), job, action.name, context)
-                created = await self.cluster.create_job(job.namespace, body)
+                created = await self.cluster.create_object(body)
                 log.info(
                     "job.started" if created else "job.found", job=where, node=context.node.name
                 )
                 while True:
-                    view = await self.cluster.read_job(job.namespace, name)
+                    view = await read_job(self.cluster, job.namespace, name)
                     if view is None:
                         raise ActionFailedError(f"{where} is gone before it finished")
                     if view.state == "complete":
@@ -154,7 +155,7 @@ class JobActionKind:
                         raise ActionFailedError(f"{where} failed: {view.message or 'no message'}")
                     await asyncio.sleep(self.poll_seconds)
         except TimeoutError:
-            await self.cluster.delete_job(job.namespace, name)
+            await self.cluster.delete_object(ObjectRef("batch/v1", "Job", name, job.namespace))
             raise ActionFailedError(
                 f"{where} did not finish within {action.timeout}; deleted"
             ) from None

@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from molt.actions.base import ActionContext, ActionFailedError
+from molt.actions.objects import read_secret_key
 from molt.api.durations import parse_duration
 from molt.api.lifecycle import LifecycleAction, VaultAction
 from molt.policy.snapshot import NodeView
@@ -97,7 +98,7 @@ class VaultActionKind:
 
     async def _token(self, vault: VaultAction) -> str:
         ref = vault.token_secret
-        token = await self.cluster.read_secret_key(ref.namespace, ref.name, ref.key)
+        token = await read_secret_key(self.cluster, ref.namespace, ref.name, ref.key)
         if not token:
             raise ActionFailedError(f"secret {ref.namespace}/{ref.name} has no key {ref.key}")
         return token.strip()

@@ -147,6 +147,17 @@ class RawApi:
             "patch", "PATCH", path, body=body, content_type="application/merge-patch+json"
         )
 
+    async def apply(self, path: str, body: Json, field_manager: str) -> Json:
+        """Server-side apply (JSON is YAML), taking over fields other managers hold."""
+        return await self.request(
+            "patch",
+            "PATCH",
+            path,
+            query=[("fieldManager", field_manager), ("force", "true")],
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+
     async def delete(self, path: str, body: Json | None = None) -> Json:
         return await self.request("delete", "DELETE", path, body=body)
 

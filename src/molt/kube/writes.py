@@ -10,7 +10,6 @@ logs what would be written and writes nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import structlog
 
 from molt.api import GROUP as API_GROUP
 from molt.api import VERSION as API_VERSION
+from molt.kube.objects import ResourcePaths
 from molt.kube.projections import pdb_view, pod_view
 from molt.kube.state import GROUPS, NODES, PDBS, POLICIES, REAPERS
 from molt.kube.transport import ApiError, RawApi
@@ -29,12 +29,13 @@ from molt.policy.age import format_rfc3339
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
-from molt.ports import EvictionOutcome, EvictionResult, JobView
+from molt.ports import EvictionOutcome, EvictionResult, ObjectRef
 
 log = structlog.get_logger(__name__)
 
 EVENT_NAMESPACE = "default"
 COMPONENT = "molt"
+FIELD_MANAGER = "molt"
 REGISTRATION_ATTEMPTS = 3
 """A node's status changes often (heartbeats): a conflicting taint write is redone."""
 
@@ -94,6 +95,7 @@ class KubeWrites:
         burst: int = 40,
     ) -> None:
         self.raw = raw
+        self.paths = ResourcePaths(raw)
         self.check_fence = check_fence
         self.nodes_cache = nodes_cache
         self.bucket = TokenBucket(rate, burst)
@@ -225,65 +227,54 @@ class KubeWrites:
             if error.status not in (404, 409):
                 raise
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+    async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         try:
-            found = await self.raw.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+            return await self.raw.get(await self.paths.path(ref))
         except ApiError as error:
             if error.status == 404:
                 return None
             raise
-        encoded = (found.get("data") or {}).get(key)
-        if encoded is None:
-            return None
-        return base64.b64decode(encoded).decode()
 
-    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
-        try:
-            found = await self.raw.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
-        value = (found.get("data") or {}).get(key)
-        return str(value) if value is not None else None
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        path = await self.paths.collection(api_version, kind, namespace)
+        items, _ = await self.raw.list_all(path, query)
+        return items
 
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+    async def create_object(self, body: dict[str, Any]) -> bool:
+        ref = ObjectRef.of(body)
+        path = await self.paths.collection(ref.api_version, ref.kind, ref.namespace)
         await self._before_write()
         try:
-            await self.raw.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
+            await self.raw.create(path, body)
         except ApiError as error:
             if error.status == 409:
                 return False
             raise
         return True
 
-    async def read_job(self, namespace: str, name: str) -> JobView | None:
-        try:
-            found = await self.raw.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
-        state, reason = job_state(found)
-        if state != "failed":
-            return JobView(name, state)
-        pods, _ = await self.raw.list_all(
-            f"/api/v1/namespaces/{namespace}/pods",
-            [("labelSelector", f"batch.kubernetes.io/job-name={name}")],
-        )
-        messages = termination_messages(pods)
-        return JobView(name, state, "; ".join(messages) if messages else reason)
+    async def apply_object(self, body: dict[str, Any]) -> None:
+        path = await self.paths.path(ObjectRef.of(body))
+        await self._before_write()
+        await self.raw.apply(path, body, FIELD_MANAGER)
 
-    async def delete_job(self, namespace: str, name: str) -> None:
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        path = await self.paths.path(ref)
         await self._before_write()
         try:
-            await self.raw.delete(
-                f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
-                {"propagationPolicy": "Background"},
-            )
+            await self.raw.delete(path, {"propagationPolicy": "Background"})
         except ApiError as error:
-            if error.status != 404:
-                raise
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     async def delete_node(self, name: str) -> bool:
         await self._before_write()
@@ -411,32 +402,6 @@ def _taint_json(taint: NodeTaint) -> dict[str, str]:
     return found
 
 
-def job_state(job: dict[str, Any]) -> tuple[str, str]:
-    """``running``, ``complete`` or ``failed`` from a Job's conditions, and the reason."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            return "complete", ""
-        if condition.get("type") == "Failed":
-            reason = condition.get("reason") or ""
-            detail = condition.get("message") or ""
-            return "failed", f"{reason}: {detail}" if detail else reason or "failed"
-    return "running", ""
-
-
-def termination_messages(pods: list[dict[str, Any]]) -> list[str]:
-    """The termination messages of a Job's failed pods' containers, each once."""
-    found: list[str] = []
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (status.get("state") or {}).get("terminated") or {}
-            message = str(terminated.get("message") or "").strip()
-            if message and terminated.get("exitCode", 1) != 0 and message not in found:
-                found.append(message)
-    return found
-
-
 class DryRunWrites:
     """Logs each write it would make; changes nothing."""
 
@@ -528,18 +493,26 @@ class DryRunWrites:
     async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
         self._note(f"status of instance group {name}: revision {status.get('currentRevision')}")
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        return None  # a dry run never runs lifecycle actions
+    async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+        return None  # a dry run never runs lifecycle actions or probes
 
-    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
-        return None  # a dry run never runs lifecycle actions
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return []
 
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
-        self._note(f"create job {namespace}/{body.get('metadata', {}).get('name')}")
+    async def create_object(self, body: dict[str, Any]) -> bool:
+        self._note(f"create {ObjectRef.of(body)}")
         return True
 
-    async def read_job(self, namespace: str, name: str) -> JobView | None:
-        return None
+    async def apply_object(self, body: dict[str, Any]) -> None:
+        self._note(f"apply {ObjectRef.of(body)}")
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        self._note(f"delete job {namespace}/{name}")
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        self._note(f"delete {ref}")
+        return True

@@ -46,7 +46,7 @@ from molt.observe.metrics import Metrics
 from molt.policy.pdbs import PdbView
 from molt.policy.revisions import change_label
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
-from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionResult, JobView
+from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionResult, ObjectRef
 
 log = structlog.get_logger(__name__)
 
@@ -459,20 +459,29 @@ class HistoryWrites:
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         await self.inner.patch_policy_status(name, status)
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        return await self.inner.read_secret_key(namespace, name, key)
+    async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
+        return await self.inner.read_object(ref)
 
-    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
-        return await self.inner.read_config_map_key(namespace, name, key)
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return await self.inner.list_objects(
+            api_version, kind, namespace, label_selector=label_selector
+        )
 
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
-        return await self.inner.create_job(namespace, body)
+    async def create_object(self, body: dict[str, Any]) -> bool:
+        return await self.inner.create_object(body)
 
-    async def read_job(self, namespace: str, name: str) -> JobView | None:
-        return await self.inner.read_job(namespace, name)
+    async def apply_object(self, body: dict[str, Any]) -> None:
+        await self.inner.apply_object(body)
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        await self.inner.delete_job(namespace, name)
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        return await self.inner.delete_object(ref)
 
 
 def _status_dict(group: InstanceGroup) -> dict[str, Any]:

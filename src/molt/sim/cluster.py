@@ -27,7 +27,7 @@ from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatu
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
-from molt.ports import EvictionOutcome, EvictionResult, JobView
+from molt.ports import EvictionOutcome, EvictionResult, ObjectRef
 from molt.sim.clock import EventHeap
 from molt.sim.workloads import Budget, Deployment, SimPod
 
@@ -344,23 +344,30 @@ class SimCluster:
         found = self.budgets.get(f"{namespace}/{name}")
         return found.view() if found is not None else None
 
-    # A scenario carries no lifecycle actions (molt.sim.scenario refuses them), so nothing
-    # here is asked for their Secrets, ConfigMaps or Jobs; the answers say "absent".
+    # A scenario carries no lifecycle actions or probes (molt.sim.scenario refuses them),
+    # so nothing here is asked for other objects; the answers say "absent".
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+    async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return None
 
-    async def read_config_map_key(self, namespace: str, name: str, key: str) -> str | None:
-        return None
+    async def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return []
 
-    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
-        raise NotImplementedError("the simulator runs no lifecycle actions")
+    async def create_object(self, body: dict[str, Any]) -> bool:
+        raise NotImplementedError(f"the simulator makes no {ObjectRef.of(body)}")
 
-    async def read_job(self, namespace: str, name: str) -> JobView | None:
-        return None
+    async def apply_object(self, body: dict[str, Any]) -> None:
+        raise NotImplementedError(f"the simulator makes no {ObjectRef.of(body)}")
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        return None
+    async def delete_object(self, ref: ObjectRef) -> bool:
+        return False
 
     async def delete_pod(self, pod: PodView) -> None:
         found = self._pods.get(pod.uid)
