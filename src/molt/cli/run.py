@@ -13,9 +13,10 @@ from molt.api.durations import InvalidDurationError, parse_duration
 from molt.cli.checks import require_kubeconfig
 from molt.cli.history import parse_age
 from molt.cli.logs import configure_logging
-from molt.controllers.app import RunOptions, run_controller
 from molt.kube.reader import NoClusterError
 from molt.observe.history import make_engine
+from molt.runtime.providers import PROVIDERS, unknown_providers
+from molt.runtime.run import RunOptions, run_controller
 
 errors = Console(stderr=True)
 
@@ -136,9 +137,10 @@ def run_command(
         errors.print("[red]error:[/red] --lease-duration must be at least 3s")
         raise typer.Exit(2)
     providers = tuple(dict.fromkeys(provider or ["kwok"]))
-    unknown = [name for name in providers if name not in ("kwok", "aws")]
+    unknown = unknown_providers(providers)
     if unknown:
-        errors.print(f"[red]error:[/red] unknown --provider {unknown[0]!r} (use kwok or aws)")
+        known = " or ".join(PROVIDERS)
+        errors.print(f"[red]error:[/red] unknown --provider {unknown[0]!r} (use {known})")
         raise typer.Exit(2)
     if history:
         try:

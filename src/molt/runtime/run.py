@@ -1,4 +1,4 @@
-"""``molt run``: wire the termination controller to a real cluster and run it.
+"""``molt run``: wire the controllers to a real cluster and run them.
 
 Starts the watch caches (a standby replica keeps them warm), joins leader election when
 asked, waits for the caches to sync and for leadership, then runs the workers. Losing
@@ -21,8 +21,6 @@ from datetime import timedelta
 import structlog
 from prometheus_client import start_http_server
 
-from molt.cloud.aws import aws_provider_from_environment
-from molt.cloud.kwok import KwokProvider
 from molt.cloud.provider import Provider
 from molt.controllers.manager import ControllerManager
 from molt.kube.leader import Fence, LeaderElector
@@ -34,6 +32,7 @@ from molt.observe.history import HistoryOptions, HistoryStore, HistoryWrites
 from molt.observe.metrics import Metrics
 from molt.policy.snapshot import NodeView
 from molt.ports import ClusterWrites, SystemClock
+from molt.runtime.providers import PROVIDERS, Built
 
 log = structlog.get_logger(__name__)
 
@@ -115,19 +114,16 @@ async def run_controller(options: RunOptions) -> int:
     )
     writes: ClusterWrites
     providers: dict[str, Provider] = {}
-    kwok: KwokProvider | None = None
+    built: list[Built] = []
     if options.dry_run:
         writes = DryRunWrites()
     else:
         writes = KubeWrites(
             raw, check_fence=fence.check, nodes_cache=state.nodes_cache, rate=options.write_rate
         )
-        if "kwok" in options.providers:
-            kwok = KwokProvider(api, check_fence=fence.check)
-            providers["kwok"] = kwok
-        if "aws" in options.providers:
-            # Credentials, region and endpoint (AWS_ENDPOINT_URL) from boto3's usual chain.
-            providers["aws"] = aws_provider_from_environment(fence.check)
+        for name in options.providers:
+            built.append(PROVIDERS[name](api, fence.check))
+            providers[name] = built[-1].provider
     history: HistoryStore | None = None
     if options.history_url and options.dry_run:
         log.warning("history.off", detail="--dry-run changes nothing, so nothing is recorded")
@@ -196,8 +192,9 @@ async def run_controller(options: RunOptions) -> int:
         return exit_code
     finally:
         controller.queue.shut_down()
-        if kwok is not None:
-            await kwok.close()
+        for one in built:
+            if one.close is not None:
+                await one.close()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
