@@ -36,7 +36,13 @@ from molt.cloud.aws import (
     launch_template_name,
     provider_id,
 )
-from molt.cloud.provider import CapacityError, CellObservation, CellRef, ProviderError
+from molt.cloud.provider import (
+    CapacityError,
+    CellObservation,
+    CellRef,
+    ProviderError,
+    Rebooter,
+)
 from molt.policy.age import format_rfc3339
 from molt.policy.snapshot import NodeView
 from tests.support.aws_bridge import AwsNodeBridge
@@ -365,6 +371,31 @@ async def test_instance_exists_tells_a_ghost_from_a_sick_node(aws: Aws) -> None:
     assert await aws.provider.instance_exists(unknown) is False
     foreign = NodeView(name="k", created=CREATED, provider_id="kwok://k")
     assert await aws.provider.instance_exists(foreign) is None
+
+
+async def test_reboot_asks_ec2_to_restart_only_instances_of_molts_cells(aws: Aws) -> None:
+    assert isinstance(aws.provider, Rebooter)
+    cell = aws.cell(ZONES[2])
+    await aws.provider.scale(cell, aws.template(), 1)
+    instance = (await aws.observed())[cell].instances[0]
+    node = NodeView(name="sick", created=CREATED, provider_id=instance.provider_id)
+
+    await aws.provider.reboot(node)
+    sent = aws.proxy.seen("RebootInstances")
+    assert [entry.params.get("InstanceId.1") for entry in sent] == [instance.instance_id]
+    assert (await aws.observed())[cell].desired == 1  # a reboot replaces nothing
+
+    # An instance EC2 runs outside Molt's Auto Scaling groups is never rebooted.
+    outsider = aws.ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+    outside_id = outsider["Instances"][0]["InstanceId"]
+    stranger = NodeView(
+        name="stranger", created=CREATED, provider_id=provider_id(ZONES[0], outside_id)
+    )
+    with pytest.raises(ProviderError, match="not in an Auto Scaling group"):
+        await aws.provider.reboot(stranger)
+    with pytest.raises(ProviderError, match="no AWS providerID"):
+        await aws.provider.reboot(NodeView(name="k", created=CREATED, provider_id="kwok://k"))
+    assert len(aws.proxy.seen("RebootInstances")) == 1
 
 
 async def test_lowering_desired_never_removes_an_instance_only_terminate_does(aws: Aws) -> None:

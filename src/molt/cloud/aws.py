@@ -644,6 +644,26 @@ class AwsProvider:
         states = {str((i.get("State") or {}).get("Name")) for i in described}
         return bool(states - GONE_INSTANCE_STATES)
 
+    # -- reboot ------------------------------------------------------------------------
+
+    async def reboot(self, node: NodeView) -> None:
+        """``RebootInstances`` for the node's instance; only instances of Molt's cells."""
+        instance_id = self._instance_id(node)
+        membership = await self._run(
+            f"find the group of {instance_id}",
+            lambda: self.autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id]),
+        )
+        if not membership.get("AutoScalingInstances"):
+            raise ProviderError(
+                f"instance {instance_id} is not in an Auto Scaling group; Molt only reboots "
+                "instances of its cells"
+            )
+        self.check_fence()
+        await self._run(
+            f"reboot {instance_id}", lambda: self.ec2.reboot_instances(InstanceIds=[instance_id])
+        )
+        log.info("aws.rebooted", instance=instance_id, node=node.name)
+
     # -- load balancers ----------------------------------------------------------------
 
     def load_balancers_of(self, template: Template) -> tuple[str, ...]:

@@ -175,6 +175,20 @@ class LoadBalancers(Protocol):
 
 
 @runtime_checkable
+class Rebooter(Protocol):
+    """A provider that can restart the machine behind a Node in place (a remediation
+    step tried before replacing it)."""
+
+    name: str
+
+    async def reboot(self, node: NodeView) -> None:
+        """Ask for the instance behind ``node`` to restart; returns once the provider has
+        accepted (the node comes back, or not, later). Raises ``ProviderError`` for a node
+        that is not this provider's or a refusal."""
+        ...
+
+
+@runtime_checkable
 class InstanceChecker(Protocol):
     """A provider that can tell whether the instance behind a Node still exists."""
 
