@@ -4,6 +4,7 @@ zone out of capacity routed around and given its share back after the cool-down.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.cloud.kwok import FAULTS_CONFIGMAP, FAULTS_NAMESPACE
 from molt.policy.cells import template_revision
+from tests.conftest import RunningSandbox
 from tests.support.builders import instance_group
 from tests.support.controller import MoltProcess
 from tests.support.kube_fleet import KWOK_TEMPLATE
@@ -120,6 +122,38 @@ async def test_a_group_is_launched_spread_over_its_zones_and_reports_its_cells(
         labels = node.metadata.labels
         assert labels["molt.dev/revision"] == revision
         assert labels["molt.dev/capacity-type"] == "on-demand"
+
+
+async def test_kubectl_scale_sizes_a_group_and_molt_follows_it(
+    kube: client.ApiClient,
+    sandbox: RunningSandbox,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    group = f"sc-{uuid.uuid4().hex[:5]}"
+    await _create_group(kube, group, replicas=2, zones=ZONES[:2])
+    run_molt()
+
+    async def ready_nodes(count: int) -> bool:
+        return sum((await _ready_by(kube, group, "topology.kubernetes.io/zone")).values()) == count
+
+    await eventually(lambda: ready_nodes(2), within=60, what="2 Ready nodes")
+    scaled = sandbox.kubectl("scale", f"ig/{group}", "--replicas=4")
+    assert scaled.returncode == 0, scaled.stderr
+    await eventually(lambda: ready_nodes(4), within=60, what="4 Ready nodes after scaling up")
+    scale = sandbox.kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}/instancegroups/{group}/scale")
+    assert scale.returncode == 0, scale.stderr
+    answer = json.loads(scale.stdout)
+    assert answer["spec"]["replicas"] == 4
+    assert answer["status"]["selector"] == f"molt.dev/instance-group={group}"
+
+    # Outside minSize..maxSize the API server refuses, in words a person understands.
+    refused = sandbox.kubectl("scale", f"ig/{group}", "--replicas=13")
+    assert refused.returncode != 0
+    assert "replicas must lie between minSize and maxSize" in refused.stderr
+
+    assert sandbox.kubectl("scale", f"ig/{group}", "--replicas=1").returncode == 0
+    await eventually(lambda: ready_nodes(1), within=90, what="1 Ready node after scaling down")
 
 
 async def test_a_template_whose_nodes_never_become_ready_is_rolled_back(

@@ -46,7 +46,15 @@ def test_every_crd_is_cluster_scoped_with_status_and_conditions(text: str) -> No
     assert crd["spec"]["scope"] == "Cluster"
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"]["status"] == {}
+    if crd["spec"]["names"]["kind"] == "InstanceGroup":  # kubectl scale ig NAME --replicas N
+        assert version["subresources"]["scale"] == {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+    else:
+        assert set(version["subresources"]) == {"status"}
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     condition = status["properties"]["conditions"]["items"]
     assert set(condition["required"]) >= {"type", "status", "lastTransitionTime"}

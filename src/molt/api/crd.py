@@ -19,7 +19,7 @@ import yaml
 
 from molt.api.instancegroup import InstanceGroup
 from molt.api.reaper import Reaper
-from molt.api.resource import Resource
+from molt.api.resource import Resource, ResourceNames
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import CEL_RULES, INT_OR_STRING
 from molt.api.watchdog import Watchdog
@@ -163,6 +163,22 @@ def openapi_schema(resource: type[Resource]) -> Schema:
     }
 
 
+def subresources(names: ResourceNames) -> Schema:
+    """``status`` always; ``scale`` where the resource says where its replicas live."""
+    found: Schema = {"status": {}}
+    if names.scale is not None:
+        found["scale"] = {
+            "specReplicasPath": names.scale.spec_replicas_path,
+            "statusReplicasPath": names.scale.status_replicas_path,
+            **(
+                {"labelSelectorPath": names.scale.label_selector_path}
+                if names.scale.label_selector_path
+                else {}
+            ),
+        }
+    return found
+
+
 def crd_manifest(resource: type[Resource]) -> Schema:
     """The whole CustomResourceDefinition of a resource."""
     names = resource.names
@@ -196,7 +212,7 @@ def crd_manifest(resource: type[Resource]) -> Schema:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": subresources(names),
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": openapi_schema(resource)},
                 }

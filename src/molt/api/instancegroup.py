@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from molt.api.lifecycle import Lifecycle
-from molt.api.resource import PrinterColumn, Resource, ResourceNames
+from molt.api.resource import PrinterColumn, Resource, ResourceNames, ScaleSubresource
 from molt.api.types import (
     CEL_RULES,
     ApiModel,
@@ -245,6 +245,10 @@ class InstanceGroupStatus(ApiModel):
     current_revision: Name | None = None
     revisions: list[RevisionStatus] = Field(default_factory=list, max_length=64)
     cells: list[CellStatus] = Field(default_factory=list, max_length=512)
+    selector: Annotated[str, Field(max_length=512)] | None = Field(
+        default=None,
+        description="The label selector of the group's nodes, for the scale subresource.",
+    )
     conditions: Conditions
 
 
@@ -267,6 +271,7 @@ class InstanceGroup(Resource):
             PrinterColumn("Provider", ".spec.provider", priority=1),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
+        scale=ScaleSubresource(".spec.replicas", ".status.replicas", ".status.selector"),
     )
 
     kind: Literal["InstanceGroup"] = "InstanceGroup"

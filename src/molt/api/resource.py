@@ -20,6 +20,16 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ScaleSubresource:
+    """Where the ``scale`` subresource reads and writes the replica count, so
+    ``kubectl scale`` and any autoscaler speaking the scale API can size the resource."""
+
+    spec_replicas_path: str
+    status_replicas_path: str
+    label_selector_path: str | None = None
+
+
+@dataclass(frozen=True)
 class ResourceNames:
     """The names a CRD registers, and its columns."""
 
@@ -27,6 +37,7 @@ class ResourceNames:
     plural: str
     short_names: tuple[str, ...]
     columns: tuple[PrinterColumn, ...] = field(default_factory=tuple)
+    scale: ScaleSubresource | None = None
 
 
 class Resource(ApiModel):

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from molt.api.instancegroup import InstanceGroup
+from molt.api.labels import GROUP_LABEL
 from molt.controllers.conditions import ConditionWriter
 from molt.controllers.instancegroup.memory import GroupMemory
 from molt.policy.age import format_rfc3339
@@ -126,6 +127,7 @@ def group_status(
         "updatedReplicas": len(updated),
         "revisions": revisions[:MAX_REVISIONS],
         "cells": cell_entries[:512],
+        "selector": f"{GROUP_LABEL}={group.metadata.name}",
         "conditions": [
             condition(
                 "Ready",
