@@ -64,6 +64,17 @@ def test_a_valid_instance_group_is_accepted_and_listed_with_its_columns(
             "spec.template.aws.targetGroups[0]",
             "should match",
         ),
+        (
+            {
+                "lifecycle": {
+                    "postLaunch": [
+                        {"name": "hep", "manifest": {"kind": "HostEndpoint", "metadata": {}}}
+                    ]
+                }
+            },
+            "spec.lifecycle.postLaunch[0].manifest.apiVersion",
+            "Required value",
+        ),
     ],
     ids=[
         "min-above-max",
@@ -76,6 +87,7 @@ def test_a_valid_instance_group_is_accepted_and_listed_with_its_columns(
         "unknown-strategy",
         "unknown-field",
         "not-a-target-group-arn",
+        "manifest-without-api-version",
     ],
 )
 def test_the_api_server_refuses_an_invalid_instance_group(

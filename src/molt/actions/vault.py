@@ -24,6 +24,7 @@ from molt.actions.base import ActionContext, ActionFailedError
 from molt.actions.objects import read_secret_key
 from molt.api.durations import parse_duration
 from molt.api.lifecycle import LifecycleAction, VaultAction
+from molt.policy.node_template import TemplateError, render_text
 from molt.policy.snapshot import NodeView
 from molt.ports import ClusterWrites
 
@@ -35,9 +36,14 @@ POLL_SECONDS = 0.5
 
 
 def vault_address(template: str, node: NodeView) -> str:
-    """The node's Vault address: ``{node.name}`` and ``{node.address}`` replaced, no
-    trailing slash (a path is kept as a prefix of the ``/v1`` endpoints)."""
-    address = template.replace("{node.name}", node.name)
+    """The node's Vault address: ``{{ .Node.InternalIP }}``, ``{{ .Node.Name }}`` (and
+    the shorter ``{node.address}``, ``{node.name}``) replaced, no trailing slash (a path is
+    kept as a prefix of the ``/v1`` endpoints)."""
+    try:
+        address = render_text(template, node)
+    except TemplateError as error:
+        raise ActionFailedError(str(error)) from None
+    address = address.replace("{node.name}", node.name)
     if "{node.address}" in address:
         if not node.addresses:
             raise ActionFailedError(f"node {node.name} has no address for {template}")

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from molt.api.lifecycle import Lifecycle
+from molt.api.manifests import PostLaunchList
 from molt.api.resource import PrinterColumn, Resource, ResourceNames, ScaleSubresource
 from molt.api.types import (
     CEL_RULES,
@@ -136,6 +137,16 @@ class Health(ApiModel):
     )
 
 
+class GroupLifecycle(Lifecycle):
+    """A group's lifecycle: the hook points' actions, and post-launch manifests."""
+
+    post_launch: PostLaunchList = Field(
+        default_factory=list,
+        description="Applied for each node when it joins (and has an address), removed "
+        "when it goes.",
+    )
+
+
 class InstanceGroupSpec(ApiModel):
     """Desired fleet."""
 
@@ -157,9 +168,10 @@ class InstanceGroupSpec(ApiModel):
     )
     strategy: Strategy = Field(default_factory=Strategy)
     health: Health = Field(default_factory=Health)
-    lifecycle: Lifecycle = Field(
-        default_factory=Lifecycle,
-        description="Actions around each node's drain; they run before its policy's.",
+    lifecycle: GroupLifecycle = Field(
+        default_factory=lambda: GroupLifecycle(),
+        description="Actions around each node's drain (they run before its policy's), and "
+        "objects applied for each node while it lives.",
     )
 
     @model_validator(mode="after")

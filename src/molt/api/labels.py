@@ -46,6 +46,12 @@ DEREGISTRATION_WAIT_ANNOTATION = "molt.dev/deregistration-wait-until"
 """Until when the first eviction waits for the load balancers to drain the instance
 (RFC 3339): the deregistration time plus the longest deregistration delay."""
 
+# Post-launch manifests: what marks the objects Molt applies for a node.
+MANIFEST_NODE_LABEL = "molt.dev/node"
+"""On an object applied for a node: the node's name."""
+MANIFEST_ENTRY_LABEL = "molt.dev/post-launch"
+"""On an object applied for a node: the group's ``postLaunch`` entry it comes from."""
+
 # Kubernetes' names Molt acts on.
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")

@@ -94,8 +94,9 @@ class VaultAction(ApiModel):
 
     address: Url = Field(
         description=(
-            "The node's Vault: {node.name} and {node.address} (its first InternalIP) are "
-            "replaced, e.g. https://{node.address}:8200; a path is kept as a prefix of /v1."
+            "The node's Vault: {{ .Node.InternalIP }} (its first InternalIP) and "
+            "{{ .Node.Name }} are replaced (also written {node.address}, {node.name}), e.g. "
+            "https://{{ .Node.InternalIP }}:8200; a path is kept as a prefix of /v1."
         )
     )
     token_secret: SecretKeyRef = Field(

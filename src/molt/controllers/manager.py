@@ -4,12 +4,13 @@ the single entry point ``molt run`` and the simulator both drive.
 Keys are ``selection`` (plan and admit, for the whole cluster), ``group/<name>`` (one
 InstanceGroup's cells, rollout and status; its current revision is what drift is judged
 against), ``node/<name>`` (one node's pipeline) and ``register/<name>`` (label a node
-that joined one of Molt's cells without Molt's labels) and ``reaper/<name>`` (one
-Reaper's pass, requeued after its interval). Cache changes enqueue keys;
+that joined one of Molt's cells without Molt's labels), ``reaper/<name>`` (one
+Reaper's pass, requeued after its interval) and ``manifests/<group>`` (a group's
+post-launch manifests, applied for its nodes and removed when they go). Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
 implementation of the ports. The reconcilers it owns (``termination``, ``instancegroup``,
-``registration``, ``reaper``) know nothing of one another or of the queue; import-linter holds them
-apart.
+``registration``, ``reaper``, ``manifests``) know nothing of one another or of the queue;
+import-linter holds them apart.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from molt.actions.runner import ActionRunner, action_kinds
 from molt.api.labels import REPLACEMENT_ANNOTATION
 from molt.cloud.provider import InstanceChecker, Provider, Registrar
 from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.manifests.reconciler import ManifestReconciler
 from molt.controllers.reaper.reconciler import ReaperReconciler
 from molt.controllers.registration import RegistrationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
@@ -38,6 +40,7 @@ GROUP_PREFIX = "group/"
 NODE_PREFIX = "node/"
 REGISTER_PREFIX = "register/"
 REAPER_PREFIX = "reaper/"
+MANIFESTS_PREFIX = "manifests/"
 QUEUE_NAME = "molt"
 """The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
@@ -93,6 +96,7 @@ class ControllerManager:
         )
         checkers = [p for p in providers.values() if isinstance(p, InstanceChecker)]
         self.reapers = ReaperReconciler(reads, writes, clock, metrics, checkers)
+        self.manifests = ManifestReconciler(reads, writes, clock)
 
     def _selected(self, name: str) -> None:
         if self.pipeline_enabled:
@@ -114,6 +118,10 @@ class ControllerManager:
                 if waiting.in_pipeline and REPLACEMENT_ANNOTATION not in waiting.annotations:
                     self.queue.add(NODE_PREFIX + waiting.name)
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+        if self.pipeline_enabled and _changes_identity(old, new):
+            groups = {n.group for n in (old, new) if n is not None and self.manifests.wants(n)}
+            for group in groups:
+                self.queue.add(MANIFESTS_PREFIX + str(group))
         # A node that joins, goes, turns Ready or not, or moves along the pipeline changes
         # what its group may do next (select the next old node, launch the next one): look
         # at once. Other changes are coalesced.
@@ -142,6 +150,8 @@ class ControllerManager:
     def _enqueue_groups(self) -> None:
         for name in self.reads.groups():
             self.queue.add(GROUP_PREFIX + name)
+            if self.pipeline_enabled:  # molt run --dry-run applies nothing
+                self.queue.add(MANIFESTS_PREFIX + name)
 
     def enqueue_all(self) -> None:
         """Look at everything once: after the caches sync or leadership is won."""
@@ -163,6 +173,8 @@ class ControllerManager:
             return await self.groups.reconcile(key.removeprefix(GROUP_PREFIX))
         if key.startswith(REAPER_PREFIX):
             return await self.reapers.reconcile(key.removeprefix(REAPER_PREFIX))
+        if key.startswith(MANIFESTS_PREFIX):
+            return await self.manifests.reconcile(key.removeprefix(MANIFESTS_PREFIX))
         if key.startswith(REGISTER_PREFIX):
             return await self.registration.reconcile(key.removeprefix(REGISTER_PREFIX))
         return await self.pipeline.reconcile(key.removeprefix(NODE_PREFIX))
@@ -207,3 +219,11 @@ def _changes_membership(old: NodeView | None, new: NodeView | None) -> bool:
         or old.unschedulable != new.unschedulable
         or old.labels != new.labels
     )
+
+
+def _changes_identity(old: NodeView | None, new: NodeView | None) -> bool:
+    """Whether a node change alters what is applied for it: it came, went, was replaced by
+    a Node of the same name, or its addresses or labels changed."""
+    if old is None or new is None:
+        return True
+    return old.uid != new.uid or old.addresses != new.addresses or old.labels != new.labels

@@ -1,0 +1,1 @@
+"""Post-launch manifests: objects applied for each node of a group while it lives."""
