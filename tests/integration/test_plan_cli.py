@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from kubernetes_asyncio import client
 
+from molt.api import GROUP, VERSION
 from molt.sandbox.sample_fleet import CURRENT_REVISION, PREVIOUS_REVISION, install_sample_fleet
 from tests.conftest import RunningSandbox
 from tests.support.builders import kwok_node
@@ -47,6 +48,33 @@ async def test_plan_lists_the_sample_fleets_decisions_and_changes_nothing(
         annotations={"molt.dev/launched-at": "last tuesday"},
     )
     await client.CoreV1Api(kube).create_node(garbled)
+    # The group's actions come before the policy's at each hook point.
+    custom = client.CustomObjectsApi(kube)
+    hook = {"name": "notify", "http": {"url": "http://127.0.0.1:9/drain"}}
+    step_down = {
+        "name": "step-down",
+        "vault": {
+            "address": "https://{{ .Node.InternalIP }}:8200",
+            "tokenSecret": {"namespace": "vault", "name": "molt", "key": "token"},
+        },
+    }
+    merge = {"_content_type": "application/merge-patch+json"}
+    await custom.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "instancegroups",
+        "workers",
+        {"spec": {"lifecycle": {"preTerminate": [step_down]}}},
+        **merge,
+    )
+    await custom.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "terminationpolicies",
+        "rotate-48h",
+        {"spec": {"lifecycle": {"preDrain": [hook], "preTerminate": [{**hook, "name": "bye"}]}}},
+        **merge,
+    )
     # Let kwok (Ready) and the controller-manager (TTL annotation, taints) finish with the
     # new nodes, so that from here on only Molt could change them.
     await eventually(lambda: _all_ready(kube), what="kwok to mark every node Ready")
@@ -80,6 +108,10 @@ async def test_plan_lists_the_sample_fleets_decisions_and_changes_nothing(
     ]
     assert rows[0]["reason"] == "max-age: 61h > 48h (past its deadline)"
     assert rows[0]["policy"] == "rotate-48h"
+    assert rows[0]["lifecycle"] == {
+        "preDrain": ["http notify"],
+        "preTerminate": ["vault step-down", "http bye"],
+    }
     assert rows[2]["reason"].startswith("taint: example.com/volume-attach-stuck:NoExecute")
     assert rows[3]["reason"] == f"drift: revision {PREVIOUS_REVISION} != current {CURRENT_REVISION}"
     assert "budget full: 2/2 in flight in cluster" in rows[2]["blockedBy"]

@@ -13,19 +13,29 @@ from rich.console import Console
 from rich.table import Table
 
 from molt.api.durations import format_duration
+from molt.api.lifecycle import Hook
 from molt.cli.checks import require_kubeconfig, require_output_format
 from molt.kube.facts import all_pdbs, all_pods
 from molt.kube.reader import ClusterRead, connect, read_cluster
 from molt.kube.transport import RawApi
+from molt.policy.node_actions import describe, planned
 from molt.policy.pdbs import deadlocks_by_node
-from molt.policy.plan import Plan, compute_plan
+from molt.policy.plan import Decision, Plan, compute_plan
 
 # Plans are wide; keep them readable when piped or captured (rich assumes 80 columns).
 console = Console(width=None if Console().is_terminal else 160)
 errors = Console(stderr=True)
 
 
-def plan_as_json(plan: Plan) -> list[dict[str, Any]]:
+def actions_of(decision: Decision, read: ClusterRead) -> dict[Hook, list[str]]:
+    """The lifecycle actions the decision's node will run, by hook point."""
+    candidate = decision.candidate
+    group = read.instance_groups.get(candidate.group) if candidate.group else None
+    policy = next((p for p in read.policies if p.metadata.name == candidate.policy), None)
+    return planned(group, policy)
+
+
+def plan_as_json(plan: Plan, read: ClusterRead) -> list[dict[str, Any]]:
     """The ``-o json`` contract: a list with at least node, policy, reason, action."""
     rows = []
     for decision in plan.decisions:
@@ -43,6 +53,7 @@ def plan_as_json(plan: Plan) -> list[dict[str, Any]]:
                 "deadline": candidate.deadline.isoformat() if candidate.deadline else None,
                 "blockedBy": decision.blocked_by,
                 "deadlock": decision.deadlock,
+                "lifecycle": actions_of(decision, read),
             }
         )
     return rows
@@ -62,6 +73,9 @@ def render_table(plan: Plan, read: ClusterRead, now: datetime) -> Table:
         table.add_column(column, no_wrap=True)
     table.add_column("Reason", overflow="fold", ratio=2)
     table.add_column("When", overflow="fold", ratio=2)
+    actions = {d.node: actions_of(d, read) for d in plan.decisions}
+    if any(actions.values()):
+        table.add_column("Actions", overflow="fold", ratio=2)
     for decision in plan.decisions:
         candidate = decision.candidate
         when = (
@@ -69,7 +83,7 @@ def render_table(plan: Plan, read: ClusterRead, now: datetime) -> Table:
             if decision.action == "terminate"
             else (f"[yellow]waits[/yellow]: {decision.blocked_by}")
         )
-        table.add_row(
+        row = [
             candidate.node,
             candidate.group or "-",
             candidate.zone or "-",
@@ -77,7 +91,10 @@ def render_table(plan: Plan, read: ClusterRead, now: datetime) -> Table:
             candidate.policy,
             candidate.reason,
             when,
-        )
+        ]
+        if any(actions.values()):
+            row.append(describe(actions[decision.node]))
+        table.add_row(*row)
     return table
 
 
@@ -116,7 +133,7 @@ def plan_command(
     for problem in [*read.problems, *(f"node {p.node}: {p.message}" for p in plan.problems)]:
         errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False)
     if output == "json":
-        print(json.dumps(plan_as_json(plan), indent=2))
+        print(json.dumps(plan_as_json(plan, read), indent=2))
         return
     if not plan.decisions:
         console.print(

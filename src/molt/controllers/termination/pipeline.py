@@ -70,6 +70,7 @@ from molt.controllers.termination.progress import (
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339, parse_rfc3339_or_none
 from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
+from molt.policy.node_actions import actions_at
 from molt.policy.rollout import strategy_of
 from molt.policy.selection import covers
 from molt.policy.snapshot import NodeView, PodView
@@ -306,13 +307,8 @@ class PipelineReconciler:
         self, node: NodeView, policy: TerminationPolicy | None, hook: Hook
     ) -> list[tuple[str, LifecycleAction]]:
         """The node's actions at ``hook``: its group's, then its policy's."""
-        found: list[tuple[str, LifecycleAction]] = []
         group = self.reads.instance_group(node.group) if node.group else None
-        if group is not None:
-            found += [("ig", action) for action in group.spec.lifecycle.at(hook)]
-        if policy is not None:
-            found += [("tp", action) for action in policy.spec.lifecycle.at(hook)]
-        return found
+        return actions_at(hook, group, policy)
 
     async def _pre_drain(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
         if node.state in (DRAINING, TERMINATING):
