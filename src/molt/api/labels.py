@@ -46,6 +46,11 @@ DEREGISTRATION_WAIT_ANNOTATION = "molt.dev/deregistration-wait-until"
 """Until when the first eviction waits for the load balancers to drain the instance
 (RFC 3339): the deregistration time plus the longest deregistration delay."""
 
+INTERRUPTION_ANNOTATION = "molt.dev/interruption"
+"""A cloud's notice about the node's instance (JSON: kind, id, at, deadline, and the
+Auto Scaling lifecycle hook to complete): a spot interruption or an Auto Scaling
+termination drains it at once, a rebalance recommendation selects it within budgets."""
+
 # Post-launch manifests: what marks the objects Molt applies for a node.
 MANIFEST_NODE_LABEL = "molt.dev/node"
 """On an object applied for a node: the node's name."""

@@ -25,8 +25,8 @@ from molt.api.types import (
     cel,
 )
 
-Reason = Literal["MaxAge", "Condition", "Taint", "Drift", "Label"]
-ALL_REASONS: tuple[Reason, ...] = ("MaxAge", "Condition", "Taint", "Drift", "Label")
+Reason = Literal["MaxAge", "Condition", "Taint", "Drift", "Label", "Rebalance"]
+ALL_REASONS: tuple[Reason, ...] = ("MaxAge", "Condition", "Taint", "Drift", "Label", "Rebalance")
 
 
 class ConditionRule(ApiModel):
@@ -71,7 +71,7 @@ class Budget(ApiModel):
     scope: Literal["Cluster", "InstanceGroup", "Zone"] = "Cluster"
     reasons: list[Reason] = Field(
         default_factory=list,
-        max_length=5,
+        max_length=6,
         description="Reasons the budget applies to; empty means all.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )

@@ -109,6 +109,23 @@ def run_command(
             "--history-retention", help="Rows older than this are deleted; 0 keeps them all."
         ),
     ] = "30d",
+    interruption_queue: Annotated[
+        str | None,
+        typer.Option(
+            "--interruption-queue",
+            envvar="MOLT_INTERRUPTION_QUEUE",
+            help="URL of an SQS queue EventBridge sends EC2 spot interruption warnings, "
+            "rebalance recommendations and Auto Scaling termination lifecycle actions to: "
+            "interrupted nodes are drained at once, rebalanced ones replaced within budgets.",
+        ),
+    ] = None,
+    lifecycle_heartbeat: Annotated[
+        str,
+        typer.Option(
+            "--lifecycle-heartbeat",
+            help="How often an Auto Scaling lifecycle hook a draining node holds is extended.",
+        ),
+    ] = "5m",
 ) -> None:
     """Run the controller: select nodes under the TerminationPolicies and replace them.
 
@@ -130,6 +147,7 @@ def run_command(
         lease_seconds = parse_duration(lease_duration).total_seconds()
         resync_seconds = parse_duration(resync).total_seconds()
         retention = parse_age(history_retention)
+        heartbeat_seconds = parse_duration(lifecycle_heartbeat).total_seconds()
     except InvalidDurationError as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
@@ -165,6 +183,8 @@ def run_command(
         history_url=history or None,
         cluster_name=cluster_name,
         history_retention=retention if retention.total_seconds() > 0 else None,
+        interruption_queue=interruption_queue or None,
+        lifecycle_heartbeat=max(1.0, heartbeat_seconds),
     )
     try:
         code = asyncio.run(run_controller(options))

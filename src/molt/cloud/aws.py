@@ -65,12 +65,14 @@ from molt.cloud.provider import (
     CellRef,
     Instance,
     LaunchFailure,
+    LifecycleHooks,
     LoadBalancers,
     NodeOrigin,
     Provider,
     ProviderError,
     Registrar,
 )
+from molt.policy.interruptions import LifecycleHook
 from molt.policy.snapshot import NodeView
 
 log = structlog.get_logger(__name__)
@@ -644,6 +646,42 @@ class AwsProvider:
         states = {str((i.get("State") or {}).get("Name")) for i in described}
         return bool(states - GONE_INSTANCE_STATES)
 
+    # -- lifecycle hooks ---------------------------------------------------------------
+
+    async def heartbeat(self, hook: LifecycleHook, instance_id: str) -> None:
+        self.check_fence()
+        await self._run(
+            f"extend lifecycle hook {hook.name} of {hook.group}",
+            lambda: self.autoscaling.record_lifecycle_action_heartbeat(
+                AutoScalingGroupName=hook.group,
+                LifecycleHookName=hook.name,
+                LifecycleActionToken=hook.token,
+                InstanceId=instance_id,
+            ),
+        )
+
+    async def complete(self, hook: LifecycleHook, instance_id: str) -> bool:
+        self.check_fence()
+        try:
+            await asyncio.to_thread(
+                lambda: self.autoscaling.complete_lifecycle_action(
+                    AutoScalingGroupName=hook.group,
+                    LifecycleHookName=hook.name,
+                    LifecycleActionToken=hook.token,
+                    LifecycleActionResult="CONTINUE",
+                    InstanceId=instance_id,
+                )
+            )
+        except ClientError as error:
+            if "no active lifecycle action" in _message(error).lower():
+                return False  # completed before (a restart) or timed out: nothing waits
+            what = f"complete lifecycle hook {hook.name} of {hook.group}"
+            raise self._error(what, error) from error
+        except BotoCoreError as error:
+            raise ProviderError(f"cannot complete lifecycle hook {hook.name}: {error}") from error
+        log.info("aws.lifecycle_completed", instance=instance_id, asg=hook.group, hook=hook.name)
+        return True
+
     # -- reboot ------------------------------------------------------------------------
 
     async def reboot(self, node: NodeView) -> None:
@@ -824,3 +862,4 @@ if TYPE_CHECKING:
     _conforms: Provider = AwsProvider()  # mypy: AwsProvider implements the Provider protocol
     _registers: Registrar = AwsProvider()  # and the Registrar protocol
     _balances: LoadBalancers = AwsProvider()  # and the LoadBalancers protocol
+    _hooks: LifecycleHooks = AwsProvider()  # and the LifecycleHooks protocol

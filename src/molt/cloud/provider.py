@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from molt.api.instancegroup import Template
+from molt.policy.interruptions import LifecycleHook
 from molt.policy.snapshot import NodeView
 
 
@@ -185,6 +186,23 @@ class Rebooter(Protocol):
         """Ask for the instance behind ``node`` to restart; returns once the provider has
         accepted (the node comes back, or not, later). Raises ``ProviderError`` for a node
         that is not this provider's or a refusal."""
+        ...
+
+
+@runtime_checkable
+class LifecycleHooks(Protocol):
+    """A provider whose groups wait on a lifecycle hook before terminating an instance
+    (AWS Auto Scaling): Molt holds the hook while it drains the node, then lets go."""
+
+    name: str
+
+    async def heartbeat(self, hook: LifecycleHook, instance_id: str) -> None:
+        """Extend the hook's timeout while the drain runs; ProviderError on a refusal."""
+        ...
+
+    async def complete(self, hook: LifecycleHook, instance_id: str) -> bool:
+        """Let the group terminate the instance (CONTINUE); False when no such lifecycle
+        action is pending any more (completed before, or timed out)."""
         ...
 
 

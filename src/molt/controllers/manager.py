@@ -3,14 +3,15 @@ the single entry point ``molt run`` and the simulator both drive.
 
 Keys are ``selection`` (plan and admit, for the whole cluster), ``group/<name>`` (one
 InstanceGroup's cells, rollout and status; its current revision is what drift is judged
-against), ``node/<name>`` (one node's pipeline) and ``register/<name>`` (label a node
-that joined one of Molt's cells without Molt's labels), ``reaper/<name>`` (one
-Reaper's pass, requeued after its interval) and ``manifests/<group>`` (a group's
-post-launch manifests, applied for its nodes and removed when they go). Cache changes enqueue keys;
+against), ``node/<name>`` (one node's pipeline), ``register/<name>`` (label a node that
+joined one of Molt's cells without Molt's labels), ``reaper/<name>`` (one Reaper's pass,
+requeued after its interval), ``manifests/<group>`` (a group's post-launch manifests,
+applied for its nodes and removed when they go) and ``interruptions`` (a pass over the
+cloud's interruption queue, when one is configured). Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
 implementation of the ports. The reconcilers it owns (``termination``, ``instancegroup``,
-``registration``, ``reaper``, ``manifests``) know nothing of one another or of the queue;
-import-linter holds them apart.
+``registration``, ``reaper``, ``manifests``, ``interruption``) know nothing of one another
+or of the queue; import-linter holds them apart.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from molt.actions.runner import ActionRunner, action_kinds
 from molt.api.labels import REPLACEMENT_ANNOTATION
 from molt.cloud.provider import InstanceChecker, Provider, Registrar
 from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.interruption.reconciler import InterruptionReconciler, NoticeQueue
 from molt.controllers.manifests.reconciler import ManifestReconciler
 from molt.controllers.reaper.reconciler import ReaperReconciler
 from molt.controllers.registration import RegistrationReconciler
@@ -41,6 +43,7 @@ NODE_PREFIX = "node/"
 REGISTER_PREFIX = "register/"
 REAPER_PREFIX = "reaper/"
 MANIFESTS_PREFIX = "manifests/"
+INTERRUPTIONS = "interruptions"
 QUEUE_NAME = "molt"
 """The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
@@ -63,6 +66,8 @@ class ControllerManager:
         queue: WorkQueue[str] | None = None,
         resync_seconds: float = 30.0,
         pipeline: bool = True,
+        interruptions: NoticeQueue | None = None,
+        heartbeat_seconds: float | None = None,
     ) -> None:
         self.reads = reads
         self.pipeline_enabled = pipeline
@@ -89,6 +94,7 @@ class ControllerManager:
             metrics,
             providers=providers,
             actions=actions if actions is not None else ActionRunner(action_kinds(writes)),
+            **({"heartbeat_seconds": heartbeat_seconds} if heartbeat_seconds else {}),
         )
         registrars = [p for p in providers.values() if isinstance(p, Registrar)]
         self.registration = RegistrationReconciler(
@@ -97,6 +103,13 @@ class ControllerManager:
         checkers = [p for p in providers.values() if isinstance(p, InstanceChecker)]
         self.reapers = ReaperReconciler(reads, writes, clock, metrics, checkers)
         self.manifests = ManifestReconciler(reads, writes, clock)
+        self.interruptions = (
+            InterruptionReconciler(
+                reads, writes, clock, metrics, interruptions, on_selected=self._selected
+            )
+            if interruptions is not None and pipeline
+            else None
+        )
 
     def _selected(self, name: str) -> None:
         if self.pipeline_enabled:
@@ -164,6 +177,8 @@ class ControllerManager:
                 self.queue.add(REGISTER_PREFIX + node.name)
         for reaper in self.reads.reapers():
             self.reaper_changed(reaper.metadata.name)
+        if self.interruptions is not None:
+            self.queue.add(INTERRUPTIONS)
 
     async def dispatch(self, key: str) -> float | None:
         """Reconcile one key; returns when to look at it again (None: when it changes)."""
@@ -173,6 +188,8 @@ class ControllerManager:
             return await self.groups.reconcile(key.removeprefix(GROUP_PREFIX))
         if key.startswith(REAPER_PREFIX):
             return await self.reapers.reconcile(key.removeprefix(REAPER_PREFIX))
+        if key == INTERRUPTIONS and self.interruptions is not None:
+            return await self.interruptions.reconcile()
         if key.startswith(MANIFESTS_PREFIX):
             return await self.manifests.reconcile(key.removeprefix(MANIFESTS_PREFIX))
         if key.startswith(REGISTER_PREFIX):

@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 
 from molt.api.durations import format_duration, parse_duration
+from molt.api.labels import INTERRUPTION_ANNOTATION
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
 from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
+from molt.policy.interruptions import read_annotation
 from molt.policy.snapshot import NodeView, Snapshot
 
 
@@ -37,7 +39,7 @@ class Candidate:
     node: str
     policy: str
     rule: str
-    """The API reason: MaxAge, Condition, Taint, Drift or Label."""
+    """The API reason: MaxAge, Condition, Taint, Drift, Label or Rebalance."""
     reason: str
     urgency: Urgency
     age: timedelta
@@ -224,6 +226,17 @@ def _drift_candidate(
     return _candidate(policy, node, "Drift", reason, Urgency.DRIFTED, age, None)
 
 
+def _rebalance_candidate(
+    policy: TerminationPolicy, node: NodeView, age: timedelta
+) -> Candidate | None:
+    """A node its cloud recommends rebalancing away from (elevated interruption risk) is
+    replaced ahead of time, within the policy's budgets and windows."""
+    notice = read_annotation(node.annotations.get(INTERRUPTION_ANNOTATION))
+    if notice is None or notice.kind != "rebalance-recommendation":
+        return None
+    return _candidate(policy, node, "Rebalance", notice.describe(), Urgency.TAINTED, age, None)
+
+
 def _label_candidate(policy: TerminationPolicy, node: NodeView, age: timedelta) -> Candidate | None:
     selector = policy.spec.rules.labels
     if selector is None or not matches_selector(node.labels, selector):
@@ -284,6 +297,10 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
             ):
                 if maybe is not None:
                     found.append(maybe)
+        if INTERRUPTION_ANNOTATION in node.annotations:
+            rebalance = _rebalance_candidate(policy, node, age)
+            if rebalance is not None:
+                found.append(rebalance)
         if found:
             candidates.append(min(found, key=lambda c: c.urgency))
     candidates.sort(key=lambda c: (c.urgency, -c.age, c.node))

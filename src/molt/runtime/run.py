@@ -21,6 +21,7 @@ from datetime import timedelta
 import structlog
 from prometheus_client import start_http_server
 
+from molt.cloud.aws_queue import InterruptionQueue
 from molt.cloud.provider import Provider
 from molt.controllers.manager import ControllerManager
 from molt.kube.leader import Fence, LeaderElector
@@ -61,6 +62,10 @@ class RunOptions:
     """SQLAlchemy URL of the decision history (sqlite:///..., postgresql://...); None: off."""
     cluster_name: str = "default"
     history_retention: timedelta | None = timedelta(days=30)
+    interruption_queue: str | None = None
+    """URL of the SQS queue EventBridge delivers spot and Auto Scaling notices to."""
+    lifecycle_heartbeat: float | None = None
+    """Seconds between heartbeats of an Auto Scaling lifecycle hook a draining node holds."""
 
 
 def default_identity() -> str:
@@ -150,6 +155,10 @@ async def run_controller(options: RunOptions) -> int:
         workers=options.workers,
         resync_seconds=options.resync_seconds,
         pipeline=not options.dry_run,
+        interruptions=(
+            InterruptionQueue(options.interruption_queue) if options.interruption_queue else None
+        ),
+        heartbeat_seconds=options.lifecycle_heartbeat,
     )
     holder.append(controller)
 

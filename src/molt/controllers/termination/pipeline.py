@@ -45,6 +45,7 @@ from molt.api.labels import (
     DRAIN_STARTED_ANNOTATION,
     DRAINING,
     EXCLUDE_FROM_LB_LABEL,
+    INTERRUPTION_ANNOTATION,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
     REPLACEMENT_ANNOTATION,
@@ -55,7 +56,7 @@ from molt.api.labels import (
 )
 from molt.api.lifecycle import Hook, LifecycleAction
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.cloud.provider import LoadBalancers, Provider, ProviderError
+from molt.cloud.provider import LifecycleHooks, LoadBalancers, Provider, ProviderError
 from molt.controllers.termination.drain import EVICTION_SLICE_SECONDS, Drainer
 from molt.controllers.termination.progress import (
     GROUP_CAPACITY,
@@ -70,6 +71,7 @@ from molt.controllers.termination.progress import (
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339, parse_rfc3339_or_none
 from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
+from molt.policy.interruptions import read_annotation
 from molt.policy.node_actions import actions_at
 from molt.policy.rollout import strategy_of
 from molt.policy.selection import covers
@@ -89,6 +91,9 @@ REPLACEMENT_POLL = 60.0
 when its wait for a replacement runs out; this is the backstop poll."""
 LB_POLL = 5.0
 """How often the load balancers are asked whether they still list a deregistered node."""
+HEARTBEAT_SECONDS = 300.0
+"""How often an Auto Scaling lifecycle hook a draining node holds is extended (its
+heartbeat timeout is an hour by default)."""
 DRAIN_SETTLE_SECONDS = 3.0
 """How long a drained node must stay empty before it counts as drained: longer than a
 ReplicaSet and the scheduler take to place an evicted pod's replacement."""
@@ -108,6 +113,7 @@ class PipelineReconciler:
         actions: ActionRunner | None = None,
         eviction_slice: float = EVICTION_SLICE_SECONDS,
         drain_settle: float = DRAIN_SETTLE_SECONDS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.reads = reads
         self.drain_settle = drain_settle
@@ -128,6 +134,9 @@ class PipelineReconciler:
         """Node -> (failed deregistrations in a row, monotonic time of the next try)."""
         self._lb_drained: set[str] = set()
         """Nodes whose load balancers let them go (asked once more after a restart)."""
+        self.heartbeat_seconds = heartbeat_seconds
+        self._heartbeats: dict[str, float] = {}
+        """Node -> monotonic time its lifecycle hook's next heartbeat is due."""
 
     async def reconcile(self, name: str) -> Requeue:
         node = self.reads.node(name)
@@ -139,7 +148,9 @@ class PipelineReconciler:
             self._lb_drained.discard(name)
             self.drainer.forget(name)
             self.actions.forget(f"{name}/")
+            self._heartbeats.pop(name, None)
             return None
+        beat = await self._heartbeat(node) if INTERRUPTION_ANNOTATION in node.annotations else None
         policy = self.policy_for(node)
         steps = (
             self._adopt,
@@ -155,7 +166,7 @@ class PipelineReconciler:
         for step in steps:
             after = await step(node, policy)
             if after is not None:
-                return after
+                return after if beat is None else min(after, beat)
             node = self.reads.node(name) or node
         return None
 
@@ -403,6 +414,13 @@ class PipelineReconciler:
         the replacement (the node in the pipeline makes room for one more instance)."""
         if node.annotations.get(REPLACEMENT_ANNOTATION) is not None:
             return None  # passed this gate before
+        notice = read_annotation(node.annotations.get(INTERRUPTION_ANNOTATION))
+        if notice is not None and notice.urgent:
+            # The instance goes whatever Molt does: drain now; the group launches the
+            # replacement meanwhile (the node in the pipeline makes room for it).
+            why = f"{NO_REPLACEMENT}: {notice.describe()}, drained without waiting"
+            await self.writes.patch_node(node.name, annotations={REPLACEMENT_ANNOTATION: why})
+            return None
         why_not = self._no_replacement(node)
         if why_not is not None:
             await self.writes.patch_node(
@@ -653,6 +671,8 @@ class PipelineReconciler:
                 warning=True,
             )
             return 0.0
+        if not await self._release_lifecycle_hook(node, provider):
+            return 30.0
         self.reads.release_pods(node.name)
         try:
             await provider.terminate(node)
@@ -675,6 +695,50 @@ class PipelineReconciler:
         self.drainer.forget(node.name)
         log.info("node.terminated", node=node.name, policy=policy_name)
         return None
+
+    async def _heartbeat(self, node: NodeView) -> Requeue:
+        """Keep an Auto Scaling lifecycle hook from timing out while the node drains;
+        returns when the next heartbeat is due."""
+        notice = read_annotation(node.annotations.get(INTERRUPTION_ANNOTATION))
+        provider = self._provider_for(node)
+        if notice is None or notice.hook is None or not isinstance(provider, LifecycleHooks):
+            return None
+        instance = (node.provider_id or "").rsplit("/", 1)[-1]
+        due = self._heartbeats.get(node.name, 0.0)
+        now = self.clock.monotonic()
+        if now >= due:
+            try:
+                await provider.heartbeat(notice.hook, instance)
+                await self.writes.record_event(
+                    node, "LifecycleHeartbeat", f"holding lifecycle hook {notice.hook.name}"
+                )
+            except ProviderError as error:
+                log.warning("node.heartbeat_failed", node=node.name, error=str(error))
+            due = self._heartbeats[node.name] = now + self.heartbeat_seconds
+        return max(0.5, due - now)
+
+    async def _release_lifecycle_hook(self, node: NodeView, provider: Provider) -> bool:
+        """Let an Auto Scaling group terminate the drained instance it waits on; False:
+        not yet (the call failed, retried)."""
+        notice = read_annotation(node.annotations.get(INTERRUPTION_ANNOTATION))
+        if notice is None or notice.hook is None or not isinstance(provider, LifecycleHooks):
+            return True
+        instance = (node.provider_id or "").rsplit("/", 1)[-1]
+        try:
+            completed = await provider.complete(notice.hook, instance)
+        except ProviderError as error:
+            await self.writes.record_event(
+                node, "LifecycleHookFailed", f"lifecycle hook not completed: {error}", warning=True
+            )
+            return False
+        if completed:
+            await self.writes.record_event(
+                node,
+                "LifecycleHookCompleted",
+                f"drained: auto scaling group {notice.hook.group} may terminate the instance",
+            )
+        self._heartbeats.pop(node.name, None)
+        return True
 
     async def _count_completed(self, policy: TerminationPolicy) -> None:
         """Add one to the policy's completed count.

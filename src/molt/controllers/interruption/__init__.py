@@ -1,0 +1,1 @@
+"""Interruption notices from a cloud queue, recorded on their nodes."""
