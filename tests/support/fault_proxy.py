@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -75,6 +76,9 @@ class Fault:
     """A whole response body (XML) instead of the error document."""
     forward_first: bool = False
     """Let moto act on the request, then answer with the fault (a lost response)."""
+    on_answer: Callable[[dict[str, str]], None] | None = None
+    """Called with the request's parameters, in the proxy's thread, before it answers
+    (a test's look at the world at that very moment)."""
     hits: int = field(default=0, init=False)
 
     def matches(self, action: str, params: list[tuple[str, str]]) -> bool:
@@ -155,9 +159,12 @@ class FaultProxy:
         status: int = 200,
         times: int | None = None,
         match: str | None = None,
+        on_answer: Callable[[dict[str, str]], None] | None = None,
     ) -> Fault:
         """Answer ``action`` with ``body`` (e.g. an API moto does not emulate)."""
-        return self._add(Fault(action, status, "", "", times, match, body=body))
+        return self._add(
+            Fault(action, status, "", "", times, match, body=body, on_answer=on_answer)
+        )
 
     def _add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -272,6 +279,8 @@ class FaultProxy:
         if not action and target:
             action = target.rsplit(".", 1)[-1]
         fault = self._take(action, params)
+        if fault is not None and fault.on_answer is not None:
+            fault.on_answer(dict(params))
         if fault is not None and not fault.forward_first:
             self._record(action, params, fault.status, faulted=True)
             self._answer_fault(request, fault)

@@ -93,6 +93,9 @@ class InterruptionReconciler:
         self.on_selected = on_selected
         self._unclaimed: set[str] = set()
         """Message ids already logged as unclaimed."""
+        self._recorded: dict[str, datetime] = {}
+        """Notice id -> when it was recorded: a redelivery after its node is gone is
+        recognised and deleted at once."""
 
     async def reconcile(self) -> float:
         if not self.reads.synced():
@@ -103,17 +106,24 @@ class InterruptionReconciler:
             log.warning("interruptions.unreadable", error=str(error))
             return QUEUE_RETRY_SECONDS
         now = self.clock.now()
-        nodes = self.reads.nodes()
+        for seen in [k for k, at in self._recorded.items() if now - at > UNCLAIMED_TTL]:
+            del self._recorded[seen]
         for received in batch:
             if received.notice is None:
                 log.info("interruptions.ignored", message=received.message_id)
                 await self._delete(received)
                 continue
-            node = node_of(nodes, received.notice.instance_id)
+            if received.notice.id and received.notice.id in self._recorded:
+                log.info("interruptions.duplicate", id=received.notice.id)
+                await self._delete(received)
+                continue
+            node = node_of(self.reads.nodes(), received.notice.instance_id)
             if node is None:
                 await self._unclaimed_notice(received, received.notice, now)
                 continue
             await self._record(node, received.notice, now)
+            if received.notice.id:
+                self._recorded[received.notice.id] = now
             await self._delete(received)
         return 0.0 if len(batch) >= 10 else POLL_SECONDS
 
