@@ -16,7 +16,7 @@ from molt.cli.logs import configure_logging
 from molt.kube.reader import NoClusterError
 from molt.observe.history import make_engine
 from molt.runtime.providers import PROVIDERS, unknown_providers
-from molt.runtime.run import RunOptions, run_controller
+from molt.runtime.run import RunOptions, StartupError, run_controller
 
 errors = Console(stderr=True)
 
@@ -188,7 +188,7 @@ def run_command(
     )
     try:
         code = asyncio.run(run_controller(options))
-    except NoClusterError as error:
+    except (NoClusterError, StartupError) as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
     raise typer.Exit(code)

@@ -40,6 +40,10 @@ log = structlog.get_logger(__name__)
 EXIT_LOST_LEADERSHIP = 3
 
 
+class StartupError(Exception):
+    """``molt run`` cannot start as asked (a port taken, say); the message says why."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Everything ``molt run`` can be told."""
@@ -86,7 +90,15 @@ async def run_controller(options: RunOptions) -> int:
     raw = RawApi(api)
     metrics = Metrics()
     if options.metrics_port:
-        start_http_server(options.metrics_port, options.metrics_address, metrics.registry)
+        try:
+            start_http_server(options.metrics_port, options.metrics_address, metrics.registry)
+        except OSError as error:
+            await api.close()
+            where = f"{options.metrics_address}:{options.metrics_port}"
+            raise StartupError(
+                f"cannot serve metrics on {where}: {error.strerror or error} "
+                "(use --metrics-port to pick another port, 0 for none)"
+            ) from error
     identity = options.identity or default_identity()
     elector: LeaderElector | None = None
     if options.leader_elect:
