@@ -21,7 +21,7 @@ import structlog
 from molt.actions.runner import ActionRunner, action_kinds
 from molt.api.labels import REPLACEMENT_ANNOTATION
 from molt.cloud.provider import InstanceChecker, Provider, Registrar
-from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.controllers.reaper.reconciler import ReaperReconciler
 from molt.controllers.registration import RegistrationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
