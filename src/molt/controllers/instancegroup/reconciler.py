@@ -24,8 +24,8 @@ One reconcile of a group:
    past the group's ``maxNodeAge``) into the termination pipeline, at the pace the
    strategy (for age, the default budget) allows; the pipeline drains them once the group
    can spare them (``PipelineReconciler`` asks ``available_without``).
-5. **Collect**: nodes whose instance is gone are deleted; empty cells of other revisions
-   are removed.
+5. **Collect**: nodes whose instance is gone are deleted (with health, before sizing,
+   which then looks again); empty cells of other revisions are removed (last).
 6. **Report** the status (written only when it changes) and the group's metrics
    (``molt.controllers.instancegroup.gauges``).
 
