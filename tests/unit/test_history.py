@@ -23,7 +23,7 @@ from molt.api.labels import (
 )
 from molt.cli.history import parse_age
 from molt.cli.main import app
-from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.observe.history import (
     HistoryOptions,
     HistoryQuery,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from molt.api import InstanceGroup
-from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.observe.metrics import Metrics
 from molt.policy.cells import template_revision

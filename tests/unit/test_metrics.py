@@ -12,8 +12,8 @@ from prometheus_client import generate_latest
 from molt.api import InstanceGroup
 from molt.api.instancegroup import Capacity
 from molt.api.labels import BLOCKED_ANNOTATION, POLICY_ANNOTATION
-from molt.controllers.instancegroup.cells import CellReconciler
 from molt.controllers.instancegroup.gauges import GroupMetrics, routed_share
+from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.workqueue import WorkQueue
 from molt.observe.metrics import Metrics

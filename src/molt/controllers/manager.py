@@ -23,7 +23,7 @@ import structlog
 from molt.actions.runner import ActionRunner, action_kinds
 from molt.api.labels import REPLACEMENT_ANNOTATION
 from molt.cloud.provider import InstanceChecker, Provider, Registrar
-from molt.controllers.instancegroup.cells import CellReconciler
+from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.controllers.interruption.reconciler import InterruptionReconciler, NoticeQueue
 from molt.controllers.manifests.reconciler import ManifestReconciler
 from molt.controllers.reaper.reconciler import ReaperReconciler

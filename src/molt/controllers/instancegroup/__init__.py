@@ -1,1 +1,2 @@
-"""Instance groups: revisions, status and (to come) cells, rollouts and rollback."""
+"""Instance groups: the reconciler (``reconciler``) and the phases it runs over one
+group's scope (``scope``): ``health``, ``scaling``, ``gc`` and ``status``."""

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
-from molt.api.instancegroup import Capacity
+from molt.api.instancegroup import Capacity, InstanceGroupStatus
 from molt.cloud.provider import CellObservation
 from molt.observe.metrics import Metrics
 from molt.policy.cells import CellKey, split_capacity
@@ -31,19 +30,19 @@ def routed_share(
 
 
 def node_series(
-    group: str, status: Mapping[str, Any], members: Iterable[NodeView]
+    group: str, status: InstanceGroupStatus, members: Iterable[NodeView]
 ) -> dict[tuple[str, ...], float]:
     """``molt_group_nodes`` for one group: desired and Ready per revision and cell.
 
     The target revision's cells come from the status (their desired sizes as set); cells
     of other revisions have no desired size (0) and report their Ready nodes.
     """
-    target = status.get("currentRevision", "")
+    target = status.current_revision or ""
     series: dict[tuple[str, ...], float] = {}
-    for cell in status.get("cells", []):
-        key = str(CellKey(cell["zone"], cell["capacityType"]))
-        series[(group, cell["revision"], key, "desired")] = float(cell["desired"])
-        series[(group, cell["revision"], key, "ready")] = float(cell["ready"])
+    for cell in status.cells:
+        key = str(CellKey(cell.zone, cell.capacity_type))
+        series[(group, cell.revision, key, "desired")] = float(cell.desired)
+        series[(group, cell.revision, key, "ready")] = float(cell.ready)
     others: Counter[tuple[str, str]] = Counter()
     for node in members:
         revision = node.revision or "unknown"
@@ -56,11 +55,10 @@ def node_series(
     return series
 
 
-def degraded_series(group: str, status: Mapping[str, Any]) -> dict[tuple[str, ...], float]:
+def degraded_series(group: str, status: InstanceGroupStatus) -> dict[tuple[str, ...], float]:
     """``molt_revision_degraded`` for the revisions the status lists."""
     return {
-        (group, entry["name"]): 1.0 if entry.get("state") == "Degraded" else 0.0
-        for entry in status.get("revisions", [])
+        (group, entry.name): 1.0 if entry.state == "Degraded" else 0.0 for entry in status.revisions
     }
 
 
@@ -123,7 +121,7 @@ class GroupMetrics:
     def publish(
         self,
         group: str,
-        status: Mapping[str, Any],
+        status: InstanceGroupStatus,
         members: Sequence[NodeView],
         routed: Mapping[CellKey, int],
     ) -> None:

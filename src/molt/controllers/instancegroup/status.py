@@ -1,5 +1,6 @@
-"""An InstanceGroup's status: revisions, cells, counts and the Ready, Progressing and
-Degraded conditions, computed from what the controller knows and the group's nodes.
+"""The status phase: an InstanceGroup's status (revisions, cells, counts and the Ready,
+Progressing and Degraded conditions) as ``InstanceGroupStatus``, computed from the scope,
+and its shape on the wire.
 
 ``currentRevision`` is the revision capacity belongs to: the template's hash, or the
 previous revision while a degraded template is rolled back.
@@ -9,57 +10,71 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from molt.api.instancegroup import InstanceGroup
+from molt.api.instancegroup import CellStatus, InstanceGroupStatus, RevisionStatus
 from molt.api.labels import GROUP_LABEL
+from molt.api.types import Condition
 from molt.controllers.conditions import ConditionWriter
-from molt.controllers.instancegroup.memory import GroupMemory
+from molt.controllers.instancegroup.scope import GroupScope
 from molt.policy.age import format_rfc3339
-from molt.policy.cells import CellKey
 from molt.policy.snapshot import NodeView
 
 MAX_REVISIONS = 64
+MAX_CELLS = 512
+
+RevisionState = Literal["Current", "Previous", "Outdated", "Degraded"]
 
 
-@dataclass(frozen=True)
-class CellFigures:
-    """A target cell's desired size, as last set."""
-
-    key: CellKey
-    desired: int
-
-
-def group_status(
-    group: InstanceGroup,
-    nodes: Sequence[NodeView],
-    memory: GroupMemory,
-    template_revision: str,
-    cells: list[CellFigures],
-    now: datetime,
-) -> dict[str, Any]:
-    """The status subresource for ``group`` over its ``nodes``."""
+def group_status(scope: GroupScope) -> InstanceGroupStatus:
+    """The status subresource for the scope's group over its nodes."""
+    memory, template_revision = scope.memory, scope.template_revision
     target = memory.current or template_revision
-    desired = group.spec.desired_replicas
-    by_revision: dict[str, list[NodeView]] = {}
-    for node in nodes:
-        by_revision.setdefault(node.revision or "unknown", []).append(node)
+    desired = scope.spec.desired_replicas
+    by_revision = _by_revision(scope.members)
     updated = [n for n in by_revision.get(target, []) if n.ready and not n.in_pipeline]
     outdated = sum(len(v) for k, v in by_revision.items() if k != target)
     settled = len(updated) >= desired and outdated == 0
     degraded = template_revision in memory.degraded
-    rolled_back = degraded and target != template_revision
+    message = f"{len(updated)}/{desired} nodes Ready at revision {target}" + (
+        f", {outdated} of other revisions to replace" if outdated else ""
+    )
+    return InstanceGroupStatus(
+        observed_generation=scope.group.metadata.generation,
+        current_revision=target,
+        state="Degraded" if degraded else "Ready" if settled else "Progressing",
+        replicas=len(scope.members),
+        ready_replicas=sum(1 for n in scope.members if n.ready),
+        updated_replicas=len(updated),
+        revisions=_revisions(scope, target, by_revision)[:MAX_REVISIONS],
+        cells=_cells(scope, target, updated)[:MAX_CELLS],
+        selector=f"{GROUP_LABEL}={scope.group.metadata.name}",
+        conditions=_conditions(scope, target, settled, message),
+    )
 
-    def state_of(name: str) -> str:
+
+def _by_revision(nodes: Sequence[NodeView]) -> dict[str, list[NodeView]]:
+    found: dict[str, list[NodeView]] = {}
+    for node in nodes:
+        found.setdefault(node.revision or "unknown", []).append(node)
+    return found
+
+
+def _revisions(
+    scope: GroupScope, target: str, by_revision: dict[str, list[NodeView]]
+) -> list[RevisionStatus]:
+    """The target, the template's and the previous revision, then every revision a node
+    has, each once."""
+    memory = scope.memory
+
+    def state_of(name: str) -> RevisionState:
         if name in memory.degraded:
             return "Degraded"
         if name == target:
             return "Current"
         return "Previous" if name == memory.previous else "Outdated"
 
-    names = [target, template_revision]
+    names = [target, scope.template_revision]
     if memory.previous is not None:
         names.append(memory.previous)
     names += sorted(by_revision)
@@ -67,40 +82,45 @@ def group_status(
     for name in dict.fromkeys(names):
         members = by_revision.get(name, [])
         state = state_of(name)
-        entry: dict[str, Any] = {
-            "name": name,
-            "replicas": len(members),
-            "ready": sum(1 for n in members if n.ready),
-            "launchFailures": memory.failure_totals.get(name, 0),
-            "state": state,
-        }
-        if name in memory.degraded:
-            entry["message"] = memory.degraded[name][:1024]
         template = memory.templates.get(name)
-        if template is not None and state in ("Current", "Previous", "Degraded"):
-            entry["template"] = template.model_dump(mode="json", by_alias=True, exclude_none=True)
-        revisions.append(entry)
+        revisions.append(
+            RevisionStatus(
+                name=name,
+                replicas=len(members),
+                ready=sum(1 for n in members if n.ready),
+                launch_failures=memory.failure_totals.get(name, 0),
+                state=state,
+                message=memory.degraded[name][:1024] if name in memory.degraded else None,
+                template=template if state in ("Current", "Previous", "Degraded") else None,
+            )
+        )
+    return revisions
+
+
+def _cells(scope: GroupScope, target: str, updated: list[NodeView]) -> list[CellStatus]:
+    """The target revision's cells as last sized, with their Ready nodes and rests."""
     ready_by_cell = Counter(n.cell for n in updated)
-    resting = memory.rests_for(target, now)
-    cell_entries = [
-        {
-            "zone": figures.key.zone,
-            "capacityType": figures.key.capacity_type,
-            "revision": target,
-            "desired": figures.desired,
-            "ready": ready_by_cell[figures.key],
-            "available": figures.key not in resting,
-            **(
-                {"unavailableUntil": format_rfc3339(resting[figures.key])}
-                if figures.key in resting
-                else {}
-            ),
-        }
-        for figures in sorted(cells, key=lambda f: f.key)
+    resting = scope.memory.rests_for(target, scope.now)
+    return [
+        CellStatus(
+            zone=figures.key.zone,
+            capacity_type=figures.key.capacity_type,
+            revision=target,
+            desired=figures.desired,
+            ready=ready_by_cell[figures.key],
+            available=figures.key not in resting,
+            unavailable_until=format_rfc3339(resting[figures.key])
+            if figures.key in resting
+            else None,
+        )
+        for figures in sorted(scope.cells, key=lambda f: f.key)
     ]
-    message = f"{len(updated)}/{desired} nodes Ready at revision {target}" + (
-        f", {outdated} of other revisions to replace" if outdated else ""
-    )
+
+
+def _conditions(scope: GroupScope, target: str, settled: bool, message: str) -> list[Condition]:
+    memory, template_revision = scope.memory, scope.template_revision
+    degraded = template_revision in memory.degraded
+    rolled_back = degraded and target != template_revision
     if rolled_back:
         why = memory.degraded[template_revision]
         degraded_message = (
@@ -114,47 +134,45 @@ def group_status(
         )
     else:
         degraded_message = "no revision is failing"
+    group = scope.group
     condition = ConditionWriter(
-        group.status.conditions if group.status else [], group.metadata.generation, now
+        group.status.conditions if group.status else [], group.metadata.generation, scope.now
     )
-    state = "Degraded" if degraded else "Ready" if settled else "Progressing"
-    return {
-        "observedGeneration": group.metadata.generation,
-        "currentRevision": target,
-        "state": state,
-        "replicas": len(nodes),
-        "readyReplicas": sum(1 for n in nodes if n.ready),
-        "updatedReplicas": len(updated),
-        "revisions": revisions[:MAX_REVISIONS],
-        "cells": cell_entries[:512],
-        "selector": f"{GROUP_LABEL}={group.metadata.name}",
-        "conditions": [
-            condition(
-                "Ready",
-                settled,
-                "AllNodesCurrent" if settled else "NotAllNodesCurrent",
-                message,
-            ),
-            condition(
-                "Progressing",
-                not settled and not (degraded and not rolled_back),
-                "Settled" if settled else ("RollingBack" if rolled_back else "ReplacingNodes"),
-                message,
-            ),
-            condition(
-                "Degraded",
-                degraded,
-                ("RolledBack" if rolled_back else "RolloutStopped") if degraded else "Healthy",
-                degraded_message,
-            ),
-        ],
-    }
-
-
-def without_times(status: dict[str, Any]) -> dict[str, Any]:
-    """The status with transition times dropped, to tell whether anything changed."""
-    comparable = dict(status)
-    comparable["conditions"] = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+    written = [
+        condition(
+            "Ready",
+            settled,
+            "AllNodesCurrent" if settled else "NotAllNodesCurrent",
+            message,
+        ),
+        condition(
+            "Progressing",
+            not settled and not (degraded and not rolled_back),
+            "Settled" if settled else ("RollingBack" if rolled_back else "ReplacingNodes"),
+            message,
+        ),
+        condition(
+            "Degraded",
+            degraded,
+            ("RolledBack" if rolled_back else "RolloutStopped") if degraded else "Healthy",
+            degraded_message,
+        ),
     ]
-    return comparable
+    return [Condition.model_validate(c) for c in written]
+
+
+def without_times(status: InstanceGroupStatus) -> dict[str, Any]:
+    """The status with transition times dropped, to tell whether anything changed."""
+    return status.model_dump(exclude={"conditions": {"__all__": {"last_transition_time"}}})
+
+
+def wire(status: InstanceGroupStatus) -> dict[str, Any]:
+    """The status as the API server is sent it: camelCase, absent fields omitted, but
+    ``observedGeneration`` always written (null when the group has no generation yet) and
+    transition times at second precision, as Kubernetes writes them."""
+    body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["observedGeneration"] = status.observed_generation
+    for entry, condition in zip(body["conditions"], status.conditions, strict=True):
+        entry["lastTransitionTime"] = format_rfc3339(condition.last_transition_time)
+        entry["observedGeneration"] = condition.observed_generation
+    return body

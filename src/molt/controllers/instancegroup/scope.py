@@ -1,0 +1,78 @@
+"""What one reconcile of one instance group works over, and the ports it acts through.
+
+The reconciler builds a ``GroupScope`` from the group, what it remembers of it, its nodes
+and what the provider reports; each phase (``health``, ``scaling``, ``gc``, ``status``)
+reads the scope and records in it what it found, so the phases never call one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from molt.api.instancegroup import InstanceGroup, InstanceGroupSpec
+from molt.cloud.provider import CellObservation, Provider
+from molt.controllers.instancegroup.gauges import GroupMetrics
+from molt.controllers.instancegroup.memory import GroupMemory
+from molt.controllers.instancegroup.nodes import NodeIndex
+from molt.policy.cells import CellKey
+from molt.policy.snapshot import NodeView
+from molt.ports import ClusterReads, ClusterWrites
+
+
+@dataclass(frozen=True)
+class CellFigures:
+    """A target cell's desired size, as last set."""
+
+    key: CellKey
+    desired: int
+
+
+@dataclass
+class GroupScope:
+    """One group, for one reconcile."""
+
+    group: InstanceGroup
+    memory: GroupMemory
+    members: Sequence[NodeView]
+    template_revision: str
+    now: datetime
+    observations: list[CellObservation] = field(default_factory=list)
+    """The provider's cells; empty when the group's provider is not configured."""
+    index: NodeIndex = field(init=False)
+    target: str = ""
+    """The revision capacity belongs to, once the template has been followed."""
+    collected: bool = False
+    """An instance or a node went: observe again before sizing."""
+    cells: list[CellFigures] = field(default_factory=list)
+    """The target revision's cells as the scaling phase set them."""
+    busy: bool = False
+    """Work is pending (launches, replacements): requeue sooner."""
+
+    def __post_init__(self) -> None:
+        self.index = NodeIndex(self.members)
+
+    @property
+    def name(self) -> str:
+        return self.group.metadata.name
+
+    @property
+    def spec(self) -> InstanceGroupSpec:
+        return self.group.spec
+
+    def look_again(self, observations: list[CellObservation], members: Sequence[NodeView]) -> None:
+        """Replace what was observed (after instances or nodes went)."""
+        self.observations = observations
+        self.members = members
+        self.index = NodeIndex(members)
+
+
+@dataclass(frozen=True)
+class GroupPorts:
+    """What the phases act through: the caches, the writes, the provider and the metrics."""
+
+    reads: ClusterReads
+    writes: ClusterWrites
+    provider: Provider
+    metrics: GroupMetrics
