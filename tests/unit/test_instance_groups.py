@@ -18,6 +18,7 @@ from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.observe.metrics import Metrics
 from molt.policy.cells import template_revision
+from molt.policy.interruptions import Notice
 from molt.policy.snapshot import NodeView
 from tests.support.builders import instance_group
 from tests.support.fake_ports import FakeClock, FakeCluster, FakeProvider
@@ -297,3 +298,23 @@ async def test_a_zone_that_cannot_launch_keeps_its_nodes_and_the_others_make_up_
     assert drained == [], "nothing needed replacing, yet nodes were drained"
     assert sorted(by_zone(workers.cluster.nodes()).values()) == [1, 2, 3]
     assert workers.instances() == 6
+
+
+async def test_a_spot_interruption_rests_its_cell_so_the_replacement_launches_elsewhere() -> None:
+    workers = fleet(capacity={"types": ["spot"], "spotPercent": 100})
+    await workers.rounds(2)
+    [reclaimed, *_] = [n for n in workers.cluster.nodes() if n.zone == "zone-b"]
+    notice = Notice("spot-interruption", "i-1", workers.clock.now(), "e-1")
+    await workers.cluster.patch_node(
+        reclaimed.name,
+        labels={"molt.dev/state": "selected"},
+        annotations={"molt.dev/interruption": notice.annotation()},
+    )
+
+    await workers.rounds(10)
+
+    assert workers.cluster.node(reclaimed.name) is None
+    assert by_zone(workers.cluster.nodes()) == {"zone-a": 3, "zone-b": 1, "zone-c": 2}
+    unavailable = [e.message for e in workers.cluster.events if e.reason == "CellUnavailable"]
+    assert len(unavailable) == 1
+    assert "zone-b/spot" in unavailable[0]

@@ -15,13 +15,15 @@ from datetime import datetime, timedelta
 import structlog
 
 from molt.api.durations import parse_duration
+from molt.api.labels import INTERRUPTION_ANNOTATION
 from molt.cloud.provider import CellObservation, CellRef, Instance
 from molt.controllers.instancegroup.nodes import not_ready_since
 from molt.controllers.instancegroup.rests import rest_short, rest_unhealthy
 from molt.controllers.instancegroup.scope import GroupPorts, GroupScope
 from molt.policy.age import format_rfc3339
-from molt.policy.cells import CellKey, split_capacity
+from molt.policy.cells import SPOT, CellKey, split_capacity
 from molt.policy.health import NotReadyNode, degraded_backoff, judge_not_ready, judge_revision
+from molt.policy.interruptions import read_annotation
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +70,24 @@ async def count_failures(scope: GroupScope, ports: GroupPorts) -> None:
                 f"revision {cell.revision} in {cell.zone}/{cell.capacity_type}: {failure.message}",
                 warning=True,
             )
+    await _rest_interrupted_spot_cells(scope, ports)
+
+
+async def _rest_interrupted_spot_cells(scope: GroupScope, ports: GroupPorts) -> None:
+    """A spot interruption says the cell's spot pool is being reclaimed: rest the cell as
+    if it were out of capacity, so the node's replacement launches in another cell."""
+    memory = scope.memory
+    for node in scope.members:
+        if INTERRUPTION_ANNOTATION not in node.annotations or node.cell.capacity_type != SPOT:
+            continue
+        notice = read_annotation(node.annotations[INTERRUPTION_ANNOTATION])
+        if notice is None or notice.kind != "spot-interruption":
+            continue
+        mark = f"interrupted {node.name} {notice.id}"
+        if mark in memory.counted:
+            continue
+        memory.counted[mark] = notice.at
+        await rest_short(scope, ports, node.cell)
 
 
 def measure_host_init(scope: GroupScope, ports: GroupPorts) -> None:
