@@ -274,7 +274,7 @@ class WatchdogController:
         log.info(
             "watchdog.alert",
             watchdog=name,
-            event=alert.event,
+            alert=alert.event,
             dedup_key=alert.dedup_key,
             sent=sent,
             failed=[o.sink for o in failed],
