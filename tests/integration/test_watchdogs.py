@@ -24,6 +24,7 @@ from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
 from molt.kube.state import WATCHDOGS
+from molt.kube.transport import RawApi
 from molt.policy.age import parse_rfc3339_or_none
 from tests.conftest import RunningSandbox
 from tests.support.controller import MoltProcess
@@ -95,7 +96,8 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
 ) -> None:
     suffix = uuid.uuid4().hex[:5]
     group, probe, lonely = f"wd-{suffix}", f"sched-{suffix}", f"nosecret-{suffix}"
-    await install_old_fleet(kube, group, nodes=2, age=timedelta(hours=60))
+    # Younger than the group's own maxNodeAge (48h), so only the policy would rotate them.
+    await install_old_fleet(kube, group, nodes=2, age=timedelta(hours=30))
     await eventually(lambda: has_ready_nodes(kube, group, 2), what="two Ready kwok nodes")
     receiver = FakeAlertReceiver()
     await receiver.start()
@@ -159,7 +161,7 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
             kube,
             f"{group}-paused",
             group,
-            rules={"maxAge": "48h"},
+            rules={"maxAge": "24h"},
             budgets=[{"maxInFlight": 1}],
             pauseWhen=[{"watchdog": probe}],
         )
@@ -168,9 +170,7 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
         )
 
         snooze = (datetime.now(UTC) + timedelta(seconds=COOLDOWN + 15)).isoformat()
-        await custom.patch_cluster_custom_object(
-            GROUP, VERSION, "watchdogs", probe, {"spec": {"snoozeUntil": snooze}}
-        )
+        await RawApi(kube).merge_patch(f"{WATCHDOGS}/{probe}", {"spec": {"snoozeUntil": snooze}})
         await eventually(lambda: _state_is(kube, probe, "Snoozed"), what="the probe Snoozed")
         # Past the cool-down, still failing, still snoozed: silent.
         await asyncio.sleep(max(0.0, COOLDOWN + 3 - (time.monotonic() - fired_at)))
@@ -204,7 +204,7 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
     # Healthy again the rotation resumed.
     recovered = max(rv for rv, n, s in stream.states if n == probe and s == "Healthy")
     held = [(node, stream.state_at(probe, rv)) for node, rv in stream.selected.items()]
-    assert all(state == "Healthy" for _, state in held), held
+    assert all(state == "Healthy" for _, state in held), (held, stream.states, stream.selected)
     assert all(rv > recovered for rv in stream.selected.values()), stream.selected
 
 
