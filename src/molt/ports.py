@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from molt.api.instancegroup import InstanceGroup
 from molt.api.reaper import Reaper
 from molt.api.terminationpolicy import TerminationPolicy
+from molt.api.watchdog import Watchdog
 from molt.policy.pdbs import PdbView
 from molt.policy.snapshot import GroupView, NodeTaint, NodeView, PodView
 
@@ -120,6 +121,10 @@ class ClusterReads(Protocol):
         """Every Reaper (none: nothing is reaped)."""
         ...
 
+    def watchdogs(self) -> list[Watchdog]:
+        """Every Watchdog (none: nothing is checked and no policy is paused)."""
+        ...
+
     def pods_on(self, node: str) -> list[PodView] | None:
         """The node's pods, or None until its pod cache has synced (it starts on demand)."""
         ...
@@ -208,6 +213,14 @@ class ClusterWrites(Protocol):
         ...
 
     async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None: ...
+
+    async def record_watchdog_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """An Event on a Watchdog (fired, resolved, a sink that failed, a bad spec)."""
+        ...
+
+    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None: ...
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

@@ -30,9 +30,11 @@ from structlog.testing import capture_logs
 
 from molt.actions.objects import read_config_map_key, read_job, read_secret_key
 from molt.api import GROUP, VERSION
+from molt.api.watchdog import ProbePodCheck
 from molt.cloud.kwok import KwokProvider
+from molt.controllers.watchdog.checks import probe_pod_body
 from molt.kube.leader import LeaderElector
-from molt.kube.state import GROUPS, NODES, PODS, POLICIES, REAPERS
+from molt.kube.state import GROUPS, NODES, PODS, POLICIES, REAPERS, WATCHDOGS
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
 from molt.policy.snapshot import PodView
@@ -436,6 +438,15 @@ class Probes:
             self.writes, self.granted_namespace, names[0] if names else ABSENT, "token"
         )
 
+    async def create_probe_pod(self) -> None:
+        """A probe pod as a probePod Watchdog creates it; then deleted again (with the
+        ClusterRole's pod delete), so the next create is a create too."""
+        check = ProbePodCheck(namespace=self.granted_namespace)
+        await self.writes.create_object(probe_pod_body(ABSENT, check, ABSENT))
+        await client.CoreV1Api(self.admin).delete_namespaced_pod(
+            ABSENT, self.granted_namespace, grace_period_seconds=0
+        )
+
     async def create_job(self) -> None:
         """A suspended Job (no pod is ever made), as the job action creates it; then
         gone again, so the next create is a create too."""
@@ -546,6 +557,13 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     (GROUP, "reapers/status", "patch"): lambda p: p.writes.patch_reaper_status(
         ABSENT, {"reaped": {"stuckPods": 0}}
     ),
+    (GROUP, "watchdogs", "list"): lambda p: p.raw.list_all(WATCHDOGS),
+    (GROUP, "watchdogs", "watch"): lambda p: p.watch_once(WATCHDOGS),
+    (GROUP, "watchdogs/status", "patch"): lambda p: p.writes.patch_watchdog_status(
+        ABSENT, {"state": "Healthy"}
+    ),
+    # A probePod Watchdog's probe pod, in a namespace the chart grants it.
+    ("", "pods", "create"): lambda p: p.create_probe_pod(),
     # A Reaper's namespaceSelector (controllers/reaper: namespace_labels_now).
     ("", "namespaces", "list"): lambda p: p.writes.namespace_labels_now(),
     ("coordination.k8s.io", "leases", "create"): lambda p: p.create_lease(),

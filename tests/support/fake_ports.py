@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from molt.api import InstanceGroup, Reaper, TerminationPolicy
+from molt.api import InstanceGroup, Reaper, TerminationPolicy, Watchdog
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
 from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
@@ -155,9 +155,12 @@ class FakeCluster:
         groups: list[InstanceGroup] | tuple[InstanceGroup, ...] = (),
         policies: list[TerminationPolicy] | tuple[TerminationPolicy, ...] = (),
         reapers: list[Reaper] | tuple[Reaper, ...] = (),
+        watchdogs: list[Watchdog] | tuple[Watchdog, ...] = (),
     ) -> None:
         self.reaper_objects: dict[str, Reaper] = {r.metadata.name: r for r in reapers}
         self.reaper_status_patches: list[tuple[str, dict[str, Any]]] = []
+        self.watchdog_objects: dict[str, Watchdog] = {w.metadata.name: w for w in watchdogs}
+        self.watchdog_status_patches: list[tuple[str, dict[str, Any]]] = []
         self.finished_pods: list[PodView] = []
         """What ``list_finished_pods_now`` lists (filtered by phase), bound or not."""
         self.namespace_labels: dict[str, dict[str, str]] = {}
@@ -256,6 +259,9 @@ class FakeCluster:
 
     def reapers(self) -> list[Reaper]:
         return list(self.reaper_objects.values())
+
+    def watchdogs(self) -> list[Watchdog]:
+        return list(self.watchdog_objects.values())
 
     def pods_on(self, node: str) -> list[PodView] | None:
         if node in self.pods_syncing:
@@ -416,6 +422,14 @@ class FakeCluster:
 
     async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
         self.reaper_status_patches.append((name, status))
+
+    async def record_watchdog_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.events.append(RecordedEvent(f"watchdog/{name}", reason, message, warning))
+
+    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
+        self.watchdog_status_patches.append((name, status))
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

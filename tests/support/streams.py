@@ -20,6 +20,23 @@ from kubernetes_asyncio import client
 from molt.kube.transport import RawApi
 
 
+async def follow(raw: RawApi, path: str, handle: Any, listed: asyncio.Event) -> None:
+    """List ``path``, hand each object to ``handle``, set ``listed``, then watch on."""
+    items, version = await raw.list_all(path)
+    for item in items:
+        handle("ADDED", item)
+    listed.set()
+    while True:  # resumed from the last version when the server ends a stream
+        query = [("resourceVersion", version), ("allowWatchBookmarks", "true")]
+        async for event in raw.watch(path, query, timeout_seconds=600):
+            obj = event["object"]
+            if event["type"] == "ERROR":
+                raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
+            version = obj["metadata"].get("resourceVersion", version)
+            if event["type"] != "BOOKMARK":
+                handle(event["type"], obj)
+
+
 @dataclass
 class PodTrace:
     name: str
@@ -62,19 +79,7 @@ class PodNodeStreams:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _follow(self, raw: RawApi, path: str, handle: Any, listed: asyncio.Event) -> None:
-        items, version = await raw.list_all(path)
-        for item in items:
-            handle("ADDED", item)
-        listed.set()
-        while True:  # resumed from the last version when the server ends a stream
-            query = [("resourceVersion", version), ("allowWatchBookmarks", "true")]
-            async for event in raw.watch(path, query, timeout_seconds=600):
-                obj = event["object"]
-                if event["type"] == "ERROR":
-                    raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
-                version = obj["metadata"].get("resourceVersion", version)
-                if event["type"] != "BOOKMARK":
-                    handle(event["type"], obj)
+        await follow(raw, path, handle, listed)
 
     def _pod(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -126,3 +131,53 @@ class PodNodeStreams:
                     f"{pod.deletion_rv}, node deleted at {node.deleted_rv})"
                 )
         return sorted(found)
+
+
+@dataclass
+class SelectionStream:
+    """Follows Nodes and Watchdogs and records, in etcd revision order, each node's first
+    ``molt.dev/state`` label and each change of a watchdog's ``status.state``: "no node was
+    selected while the watchdog failed" is then decided exactly, not by a poll at the end."""
+
+    watchdog_path: str
+    selected: dict[str, int] = field(default_factory=dict)
+    """Node -> the revision at which it first carried a molt.dev/state label."""
+    states: list[tuple[int, str, str]] = field(default_factory=list)
+    """(revision, watchdog, state) at each state change."""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, kube: client.ApiClient) -> None:
+        raw = RawApi(kube)
+        listed = asyncio.Event(), asyncio.Event()
+        self.tasks = [
+            asyncio.create_task(follow(raw, "/api/v1/nodes", self._node, listed[0])),
+            asyncio.create_task(follow(raw, self.watchdog_path, self._watchdog, listed[1])),
+        ]
+        await asyncio.gather(listed[0].wait(), listed[1].wait())
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _node(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        if kind != "DELETED" and "molt.dev/state" in (meta.get("labels") or {}):
+            self.selected.setdefault(meta["name"], int(meta["resourceVersion"]))
+
+    def _watchdog(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        state = (obj.get("status") or {}).get("state") or "Unknown"
+        if kind == "DELETED":
+            return
+        last = next((s for _, n, s in reversed(self.states) if n == meta["name"]), None)
+        if state != last:
+            self.states.append((int(meta["resourceVersion"]), meta["name"], state))
+
+    def state_at(self, watchdog: str, revision: int) -> str:
+        """The watchdog's state as of ``revision``."""
+        found = "Unknown"
+        for rv, name, state in self.states:
+            if name == watchdog and rv <= revision:
+                found = state
+        return found

@@ -21,6 +21,7 @@ from molt.api.types import (
     Duration,
     LabelKey,
     LabelSelector,
+    Name,
     TaintEffect,
     cel,
 )
@@ -131,6 +132,15 @@ class Drain(ApiModel):
     )
 
 
+class PauseWhen(ApiModel):
+    """A condition that pauses the policy's selection."""
+
+    watchdog: Name = Field(
+        description="While this Watchdog is Failing (or Snoozed: still failing), the policy "
+        "selects no new node; nodes already in the pipeline finish."
+    )
+
+
 class TerminationPolicySpec(ApiModel):
     """Which nodes are selected and how fast they go."""
 
@@ -150,6 +160,11 @@ class TerminationPolicySpec(ApiModel):
     lifecycle: Lifecycle = Field(
         default_factory=Lifecycle,
         description="Actions around the drain; a node runs its group's first, then these.",
+    )
+    pause_when: list[PauseWhen] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Watchdogs that pause new selections while they fail.",
     )
 
 

@@ -15,12 +15,13 @@ from rich.table import Table
 from molt.api.durations import format_duration
 from molt.api.lifecycle import Hook
 from molt.cli.checks import require_kubeconfig, require_output_format
-from molt.kube.facts import all_pdbs, all_pods
+from molt.kube.facts import all_pdbs, all_pods, all_watchdogs
 from molt.kube.reader import ClusterRead, connect, read_cluster
 from molt.kube.transport import RawApi
 from molt.policy.node_actions import describe, planned
 from molt.policy.pdbs import deadlocks_by_node
 from molt.policy.plan import Decision, Plan, compute_plan
+from molt.policy.watchdog import paused_policies
 
 # Plans are wide; keep them readable when piped or captured (rich assumes 80 columns).
 console = Console(width=None if Console().is_terminal else 160)
@@ -107,8 +108,10 @@ async def _plan(kubeconfig: str | None) -> tuple[Plan, ClusterRead, datetime]:
         # One LIST of every pod finds the PDBs that can never allow a node's drain, as the
         # controller does (node by node) before it cordons.
         deadlocked = deadlocks_by_node(await all_pods(raw), pdbs) if pdbs else {}
+        watchdogs = {name: state for name, state, _ in await all_watchdogs(raw)}
     now = datetime.now(UTC)
-    return compute_plan(read.snapshot, read.policies, now, deadlocked), read, now
+    paused = paused_policies(read.policies, watchdogs)
+    return compute_plan(read.snapshot, read.policies, now, deadlocked, paused), read, now
 
 
 def plan_command(

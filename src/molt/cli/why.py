@@ -16,12 +16,13 @@ from molt.api.durations import format_duration, parse_duration
 from molt.api.instancegroup import InstanceGroup
 from molt.cli.checks import require_kubeconfig, require_output_format
 from molt.controllers.termination.progress import ActionProgress
-from molt.kube.facts import all_pdbs, median, node_pods, rotation_durations
+from molt.kube.facts import all_pdbs, all_watchdogs, median, node_pods, rotation_durations
 from molt.kube.reader import ClusterRead, connect, read_cluster
 from molt.kube.transport import RawApi
 from molt.policy.pdbs import describe, find_deadlocks
 from molt.policy.plan import compute_plan
 from molt.policy.snapshot import NodeView
+from molt.policy.watchdog import paused_policies
 from molt.policy.why import ActionFacts, CellFacts, Explanation, WhyInputs, explain
 
 console = Console(width=None if Console().is_terminal else 160)
@@ -44,6 +45,7 @@ async def gather(api_path: str | None, name: str) -> tuple[WhyInputs, ClusterRea
         pods = await node_pods(raw, name)
         pdbs = await all_pdbs(raw)
         durations = await rotation_durations(raw)
+        watchdogs = {name: state for name, state, _ in await all_watchdogs(raw)}
     now = datetime.now(UTC)
     group = read.instance_groups.get(node.group or "")
     # The same deadlock check the controller makes before it admits the node.
@@ -53,7 +55,13 @@ async def gather(api_path: str | None, name: str) -> tuple[WhyInputs, ClusterRea
         node=node,
         snapshot=read.snapshot,
         policies=read.policies,
-        plan=compute_plan(read.snapshot, read.policies, now, deadlocked),
+        plan=compute_plan(
+            read.snapshot,
+            read.policies,
+            now,
+            deadlocked,
+            paused_policies(read.policies, watchdogs),
+        ),
         now=now,
         pods=pods,
         pdbs=pdbs,

@@ -6,12 +6,14 @@ InstanceGroup's cells, rollout and status; its current revision is what drift is
 against), ``node/<name>`` (one node's pipeline), ``register/<name>`` (label a node that
 joined one of Molt's cells without Molt's labels), ``reaper/<name>`` (one Reaper's pass,
 requeued after its interval), ``manifests/<group>`` (a group's post-launch manifests,
-applied for its nodes and removed when they go) and ``interruptions`` (a pass over the
-cloud's interruption queue, when one is configured). Cache changes enqueue keys;
+applied for its nodes and removed when they go), ``interruptions`` (a pass over the
+cloud's interruption queue, when one is configured) and ``watchdog/<name>`` (start or stop
+one Watchdog's background task; its checks never hold a worker). A Watchdog whose state
+changes enqueues selection, which reads ``pauseWhen``. Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
 implementation of the ports. The reconcilers it owns (``termination``, ``instancegroup``,
-``registration``, ``reaper``, ``manifests``, ``interruption``) know nothing of one another
-or of the queue; import-linter holds them apart.
+``registration``, ``reaper``, ``manifests``, ``interruption``, ``watchdog``) know nothing
+of one another or of the queue; import-linter holds them apart.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from molt.controllers.reaper.reconciler import ReaperReconciler
 from molt.controllers.registration import RegistrationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
+from molt.controllers.watchdog.controller import WatchdogController
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
 from molt.observe.metrics import Metrics
 from molt.policy.snapshot import NodeView
@@ -44,6 +47,7 @@ REGISTER_PREFIX = "register/"
 REAPER_PREFIX = "reaper/"
 MANIFESTS_PREFIX = "manifests/"
 INTERRUPTIONS = "interruptions"
+WATCHDOG_PREFIX = "watchdog/"
 QUEUE_NAME = "molt"
 """The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
@@ -110,6 +114,9 @@ class ControllerManager:
             if interruptions is not None and pipeline
             else None
         )
+        self.watchdogs = WatchdogController(reads, writes, clock, metrics)
+        self._watchdog_states: dict[str, str | None] = {}
+        """Each Watchdog's state as last seen in the cache: a change enqueues selection."""
 
     def _selected(self, name: str) -> None:
         if self.pipeline_enabled:
@@ -155,6 +162,20 @@ class ControllerManager:
         if self.pipeline_enabled:  # molt run --dry-run reaps nothing
             self.queue.add(REAPER_PREFIX + name)
 
+    def watchdog_changed(self, name: str) -> None:
+        if self.pipeline_enabled:  # molt run --dry-run sends no alert and makes no probe pod
+            self.queue.add(WATCHDOG_PREFIX + name)
+        found = next((w for w in self.reads.watchdogs() if w.metadata.name == name), None)
+        state = found.status.state if found is not None and found.status else None
+        if found is None:
+            self._watchdog_states.pop(name, None)
+        elif self._watchdog_states.get(name) == state:
+            return
+        else:
+            self._watchdog_states[name] = state
+        # Failing (or recovered): a policy whose pauseWhen names it selects differently.
+        self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+
     def config_changed(self) -> None:
         # Groups first: a template change makes a new revision, which drift reads.
         self._enqueue_groups()
@@ -179,6 +200,8 @@ class ControllerManager:
             self.reaper_changed(reaper.metadata.name)
         if self.interruptions is not None:
             self.queue.add(INTERRUPTIONS)
+        for watchdog in self.reads.watchdogs():
+            self.watchdog_changed(watchdog.metadata.name)
 
     async def dispatch(self, key: str) -> float | None:
         """Reconcile one key; returns when to look at it again (None: when it changes)."""
@@ -192,6 +215,8 @@ class ControllerManager:
             return await self.interruptions.reconcile()
         if key.startswith(MANIFESTS_PREFIX):
             return await self.manifests.reconcile(key.removeprefix(MANIFESTS_PREFIX))
+        if key.startswith(WATCHDOG_PREFIX):
+            return await self.watchdogs.reconcile(key.removeprefix(WATCHDOG_PREFIX))
         if key.startswith(REGISTER_PREFIX):
             return await self.registration.reconcile(key.removeprefix(REGISTER_PREFIX))
         return await self.pipeline.reconcile(key.removeprefix(NODE_PREFIX))
@@ -221,9 +246,14 @@ class ControllerManager:
     async def run(self) -> None:
         """Run the workers until cancelled, or until one raises (e.g. leadership lost)."""
         self.enqueue_all()
-        async with asyncio.TaskGroup() as group:
-            for index in range(self.workers):
-                group.create_task(self._work(), name=f"worker-{index}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index in range(self.workers):
+                    group.create_task(self._work(), name=f"worker-{index}")
+        finally:
+            # The watchdogs' rounds run only while the workers do (a replica that lost
+            # its Lease probes and alerts no more).
+            await self.watchdogs.stop()
 
 
 def _changes_membership(old: NodeView | None, new: NodeView | None) -> bool:

@@ -1,10 +1,10 @@
 """The controller's view of the cluster, served from watch caches.
 
-Implements the ``ClusterReads`` port: nodes, InstanceGroups, TerminationPolicies and
-Reapers are cached cluster-wide; pods are cached only for nodes that are draining, through a watch
-narrowed by ``spec.nodeName`` that starts when a drain first asks and stops when the node
-leaves the pipeline. Every change is reported through ``on_change`` so the controller can
-enqueue work.
+Implements the ``ClusterReads`` port: nodes, InstanceGroups, TerminationPolicies,
+Reapers and Watchdogs are cached cluster-wide; pods are cached only for nodes that are
+draining, through a watch narrowed by ``spec.nodeName`` that starts when a drain first
+asks and stops when the node leaves the pipeline. Every change is reported through
+``on_change`` so the controller can enqueue work.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy
+from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy, Watchdog
 from molt.kube.projections import group_view, node_view, pod_view
 from molt.kube.transport import Json, RawApi
 from molt.kube.watch import Reflector
@@ -49,6 +49,7 @@ class KubeClusterState:
         on_pod: Callable[[str], None] | None = None,
         on_policy_or_group: Callable[[], None] | None = None,
         on_reaper: Callable[[str], None] | None = None,
+        on_watchdog: Callable[[str], None] | None = None,
     ) -> None:
         self.raw = raw
         self._on_pod = on_pod
@@ -79,6 +80,13 @@ class KubeClusterState:
             name="reapers",
             on_change=(lambda key, *_: on_reaper(key)) if on_reaper else None,
         )
+        self.watchdogs_cache: Reflector[Watchdog] = Reflector(
+            raw,
+            WATCHDOGS,
+            Watchdog.model_validate,
+            name="watchdogs",
+            on_change=(lambda key, *_: on_watchdog(key)) if on_watchdog else None,
+        )
         self._pods: dict[str, tuple[Reflector[PodView], asyncio.Task[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -88,10 +96,10 @@ class KubeClusterState:
             self._tasks.append(asyncio.create_task(cache.run(), name=f"cache-{cache.name}"))
 
     def _caches(self) -> tuple[Reflector[Any], ...]:
-        return (*self._core(), self.reapers_cache)
+        return (*self._core(), self.reapers_cache, self.watchdogs_cache)
 
     def _core(self) -> tuple[Reflector[Any], ...]:
-        """The caches nothing may act without. The others (Reapers) only ever add work:
+        """The caches nothing may act without. The others (Reapers, Watchdogs) only ever add work:
         until theirs syncs there is simply none, so a release whose newer CRD has not been
         applied yet still rotates its nodes instead of waiting for ever."""
         return (self.nodes_cache, self.groups_cache, self.policies_cache)
@@ -139,6 +147,9 @@ class KubeClusterState:
 
     def reapers(self) -> list[Reaper]:
         return self.reapers_cache.values()
+
+    def watchdogs(self) -> list[Watchdog]:
+        return self.watchdogs_cache.values()
 
     def pods_on(self, node: str) -> list[PodView] | None:
         watched = self._pods.get(node)

@@ -22,7 +22,7 @@ from molt.api import GROUP as API_GROUP
 from molt.api import VERSION as API_VERSION
 from molt.kube.objects import ResourcePaths
 from molt.kube.projections import pdb_view, pod_view
-from molt.kube.state import GROUPS, NODES, PDBS, POLICIES, REAPERS
+from molt.kube.state import GROUPS, NODES, PDBS, POLICIES, REAPERS, WATCHDOGS
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import format_rfc3339
@@ -330,6 +330,15 @@ class KubeWrites:
     async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
         await self._patch_status(REAPERS, name, status)
 
+    async def record_watchdog_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Watchdog", "name": name}
+        await self._record(involved, reason, message, warning=warning)
+
+    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
+        await self._patch_status(WATCHDOGS, name, status)
+
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
@@ -476,6 +485,14 @@ class DryRunWrites:
 
     async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
         self._note(f"status of reaper {name}: {status}")
+
+    async def record_watchdog_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self._note(f"event on watchdog {name}: {reason}: {message}")
+
+    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
+        self._note(f"status of watchdog {name}: {status}")
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

@@ -456,6 +456,14 @@ class HistoryWrites:
     async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
         await self.inner.patch_reaper_status(name, status)
 
+    async def record_watchdog_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        await self.inner.record_watchdog_event(name, reason, message, warning=warning)
+
+    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
+        await self.inner.patch_watchdog_status(name, status)
+
     async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         await self.inner.patch_policy_status(name, status)
 

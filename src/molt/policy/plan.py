@@ -31,6 +31,8 @@ class Decision:
     """The budget that holds it back, when one does."""
     deadlock: str | None = None
     """A PDB that can never allow its drain: the node waits uncordoned, using no budget."""
+    paused_by: str | None = None
+    """The Watchdog named in the policy's ``pauseWhen`` that holds it: nothing is selected."""
 
     @property
     def node(self) -> str:
@@ -57,13 +59,16 @@ def compute_plan(
     policies: list[TerminationPolicy],
     now: datetime,
     deadlocked: Mapping[str, str] | None = None,
+    paused: Mapping[str, str] | None = None,
 ) -> Plan:
     """Select candidates under every policy and admit them while all budgets allow.
 
     A node selected by several policies is decided once, under its most urgent selection.
     Policies are visited in name order so the plan is deterministic. A node in
     ``deadlocked`` (node name -> the PDB deadlock found on it) waits without using a
-    budget, unless it is past its deadline under a policy that deletes pods then.
+    budget, unless it is past its deadline under a policy that deletes pods then. A node
+    whose policy is in ``paused`` (policy name -> the Watchdog holding it) waits too, past
+    its deadline or not: while a watchdog fails, rotating more nodes adds to the trouble.
     """
     best: dict[str, Candidate] = {}
     problems: dict[str, NodeProblem] = {}
@@ -90,6 +95,11 @@ def compute_plan(
     queue = sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))
     decisions: list[Decision] = []
     for candidate in queue:
+        holder = (paused or {}).get(candidate.policy)
+        if holder is not None:
+            message = f"paused by watchdog {holder} (pauseWhen): it is failing"
+            decisions.append(Decision(candidate, "wait", message, paused_by=holder))
+            continue
         deadlock = (deadlocked or {}).get(candidate.node)
         if deadlock is not None and not (
             candidate.urgency == Urgency.PAST_DEADLINE

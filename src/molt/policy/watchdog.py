@@ -21,11 +21,12 @@ node cache the controller already holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector, resolve_count_or_percent
 from molt.policy.selection import matches_selector
 from molt.policy.snapshot import NodeView
@@ -98,6 +99,27 @@ def pauses_rotation(state: str | None) -> bool:
     A snoozed watchdog is silent but still failing, so it still holds the rotation.
     """
     return state in ("Failing", "Snoozed")
+
+
+def holding_watchdog(pause_when: Sequence[str], states: Mapping[str, str | None]) -> str | None:
+    """The first watchdog named in a policy's ``pauseWhen`` that holds it now, or None.
+
+    A named watchdog that does not exist (or has no state yet) holds nothing.
+    """
+    return next((name for name in pause_when if pauses_rotation(states.get(name))), None)
+
+
+def paused_policies(
+    policies: Sequence[TerminationPolicy], states: Mapping[str, str | None]
+) -> dict[str, str]:
+    """Policy name -> the watchdog that pauses it, for every policy held now."""
+    held: dict[str, str] = {}
+    for policy in policies:
+        names = [p.watchdog for p in policy.spec.pause_when]
+        holder = holding_watchdog(names, states)
+        if holder is not None:
+            held[policy.metadata.name] = holder
+    return held
 
 
 def dedup_key(watchdog: str, episode_start: datetime) -> str:

@@ -94,9 +94,9 @@ class Explanation:
     pipeline state label: ``selected``, ``draining``, ``terminating``."""
     blocker: str
     """A stable code: NoPolicy, ControlPlaneExcluded, InvalidMetadata, NoRule, TooYoung,
-    PdbDeadlock, DoNotDisrupt, WindowClosed, BudgetFull, Admitted, WaitingForCapacity,
-    DeregistrationFailed, ActionRunning, ActionFailed, LoadBalancersDraining, PdbAllowsZero,
-    DrainBlocked, Draining, Terminating."""
+    PausedByWatchdog, PdbDeadlock, DoNotDisrupt, WindowClosed, BudgetFull, Admitted,
+    WaitingForCapacity, DeregistrationFailed, ActionRunning, ActionFailed,
+    LoadBalancersDraining, PdbAllowsZero, DrainBlocked, Draining, Terminating."""
     message: str
     next_step: str
     policy: str | None = None
@@ -222,6 +222,17 @@ def _waiting(inputs: WhyInputs, decision: Decision, warnings: list[str]) -> Expl
         "reason": candidate.reason,
         "warnings": warnings,
     }
+    if decision.paused_by is not None:
+        return _answer(
+            inputs,
+            "PausedByWatchdog",
+            f"selected ({candidate.reason}) but the policy is paused: watchdog "
+            f"{decision.paused_by} (in its pauseWhen) is failing",
+            "enter the pipeline once the watchdog recovers",
+            details={"watchdog": decision.paused_by},
+            eta_basis="none until the watchdog recovers",
+            **common,
+        )
     if decision.deadlock is not None:
         deadlocks = find_deadlocks(inputs.pods, inputs.pdbs)
         return _answer(

@@ -376,6 +376,38 @@ class Sandbox:
             self._wait("kwok", kept, lambda: _http_ok(url), 60)
         report(f"Restarted {component}")
 
+    def stop(self, component: str, report: Report = print) -> None:
+        """Stop one component and leave it stopped (for fault tests: no kube-scheduler,
+        no pod is scheduled); :meth:`start` brings it back with the same flags."""
+        argvs = self._load_state().get("argv") or {}
+        assert isinstance(argvs, dict)
+        if component not in argvs:
+            raise SandboxError(f"no component {component!r} in {self.directory}")
+        processes = self.recorded_processes()
+        stop([p for p in processes if p.name == component])
+        self._save_state(self._ports(), [p for p in processes if p.name != component])
+        report(f"Stopped {component}")
+
+    def start(self, component: str, report: Report = print) -> None:
+        """Start a component :meth:`stop` stopped, with the flags ``up`` gave it; nothing
+        when it is running already."""
+        argvs = self._load_state().get("argv") or {}
+        assert isinstance(argvs, dict)
+        argv = argvs.get(component)
+        if argv is None:
+            raise SandboxError(f"no component {component!r} in {self.directory}")
+        processes = self.recorded_processes()
+        if any(p.name == component for p in processes):
+            return
+        fresh = start(component, list(argv), self.log_dir)
+        self._save_state(self._ports(), [*processes, fresh])
+        report(f"Started {component}")
+
+    def _ports(self) -> Ports:
+        ports = self._load_state().get("ports")
+        assert isinstance(ports, dict)
+        return Ports(**ports)
+
     def down(self, report: Report = print) -> list[str]:
         """Stop every process ``up`` started here; files stay."""
         processes = self.recorded_processes()

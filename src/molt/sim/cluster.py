@@ -24,6 +24,7 @@ from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
 from molt.api.labels import UNREACHABLE_TAINT
 from molt.api.reaper import Reaper
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
+from molt.api.watchdog import Watchdog
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
@@ -251,6 +252,9 @@ class SimCluster:
     def reapers(self) -> list[Reaper]:
         return []  # the simulator models no Reaper yet
 
+    def watchdogs(self) -> list[Watchdog]:
+        return []  # nor any Watchdog: no simulated policy is paused
+
     def pods_on(self, node: str) -> list[PodView] | None:
         found = self._nodes.get(node)
         if found is None:
@@ -403,6 +407,16 @@ class SimCluster:
         )
 
     async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
+        return None
+
+    async def record_watchdog_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.recorded.append(
+            RecordedEvent(self.clock.seconds, f"wd/{name}", reason, message, warning)
+        )
+
+    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
         return None
 
     async def record_event(

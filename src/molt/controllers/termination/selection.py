@@ -33,6 +33,7 @@ from molt.policy.age import format_rfc3339
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import Plan, compute_plan
 from molt.policy.snapshot import NodeView, Snapshot
+from molt.policy.watchdog import paused_policies
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)
@@ -81,7 +82,11 @@ class SelectionReconciler:
         nodes = self.reads.nodes()
         by_name = {node.name: node for node in nodes}
         snapshot = Snapshot(tuple(nodes), self.reads.groups())
-        plan = await self._plan_without_deadlocks(snapshot, policies, now, by_name)
+        states = {
+            w.metadata.name: w.status.state if w.status else None for w in self.reads.watchdogs()
+        }
+        paused = paused_policies(policies, states)
+        plan = await self._plan_without_deadlocks(snapshot, policies, now, by_name, paused)
         self.last_plan = plan
         await self._report_problems(plan, by_name)
         by_policy = {p.metadata.name: p for p in policies}
@@ -110,7 +115,7 @@ class SelectionReconciler:
                 node, "Selected", f"selected by policy {candidate.policy}: {candidate.reason}"
             )
             self.on_selected(node.name)
-        await self._write_statuses(policies, self.reads.nodes(), plan, now)
+        await self._write_statuses(policies, self.reads.nodes(), plan, now, paused)
         self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
@@ -122,6 +127,7 @@ class SelectionReconciler:
         policies: list[TerminationPolicy],
         now: datetime,
         nodes: dict[str, NodeView],
+        paused: dict[str, str],
     ) -> Plan:
         """The plan, after the pods of every node it would admit were checked against the
         PDBs: a node no drain can empty is held before it is cordoned, and its budget slot
@@ -136,7 +142,7 @@ class SelectionReconciler:
         checked: set[str] = set()
         while True:
             known = {name: message for name, (message, _) in self._deadlocked.items()}
-            plan = compute_plan(snapshot, policies, now, known)
+            plan = compute_plan(snapshot, policies, now, known, paused)
             fresh: list[tuple[str, str]] = []
             for decision in plan.admitted:
                 if decision.node in checked:
@@ -176,9 +182,15 @@ class SelectionReconciler:
             del self._reported_problems[name]
 
     async def _write_statuses(
-        self, policies: list[TerminationPolicy], nodes: list[NodeView], plan: Plan, now: datetime
+        self,
+        policies: list[TerminationPolicy],
+        nodes: list[NodeView],
+        plan: Plan,
+        now: datetime,
+        paused: dict[str, str],
     ) -> None:
-        """Counters and conditions per policy, from the nodes as they are after admission."""
+        """Counters and conditions per policy, from the nodes as they are after admission;
+        ``Paused`` names the watchdog that holds a ``pauseWhen`` policy."""
         waiting: dict[str, int] = {}
         deadlocked: dict[str, int] = {}
         for decision in plan.decisions:
@@ -206,7 +218,14 @@ class SelectionReconciler:
             blocked_text = "; ".join(
                 f"{n.name}: {n.annotations[BLOCKED_ANNOTATION]}" for n in blocked[:5]
             )
-            summary = (counts, blocked_text, waiting.get(name, 0), deadlocked.get(name, 0))
+            holder = paused.get(name)
+            summary = (
+                counts,
+                blocked_text,
+                waiting.get(name, 0),
+                deadlocked.get(name, 0),
+                holder,
+            )
             if self._written_status.get(name) == summary:
                 continue
             condition = ConditionWriter(
@@ -226,6 +245,15 @@ class SelectionReconciler:
                     bool(blocked),
                     "DrainBlocked" if blocked else "NotBlocked",
                     blocked_text or "no node is blocked",
+                ),
+                condition(
+                    "Paused",
+                    holder is not None,
+                    "PausedByWatchdog" if holder else "NotPaused",
+                    f"watchdog {holder} is failing: no new node is selected; nodes in the "
+                    "pipeline finish"
+                    if holder
+                    else "no watchdog named in pauseWhen is failing",
                 ),
             ]
             await self.writes.patch_policy_status(name, {**counts, "conditions": conditions})

@@ -1,0 +1,2 @@
+"""The Watchdog controller: each Watchdog's check on its own interval, its state machine,
+its alerts, and the status that pauses a TerminationPolicy's ``pauseWhen``."""
