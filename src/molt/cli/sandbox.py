@@ -1,4 +1,5 @@
-"""``molt sandbox up|down|status``: a real local control plane for development and tests."""
+"""``molt sandbox up|down|status|stop|start``: a real local control plane for development
+and tests, whose components can be stopped and started one at a time (fault tests)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,43 @@ def up(
 def down(directory: Path = DirOption) -> None:
     """Stop every process `up` started in DIR. Nothing else is removed."""
     Sandbox(directory).down(report=_say)
+
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+ComponentArgument = typer.Argument(
+    ..., help=f"One of: {', '.join(COMPONENTS)}.", show_default=False
+)
+
+
+def _component(name: str) -> str:
+    if name not in COMPONENTS:
+        console.print(
+            f"[red]error:[/red] unknown component {name!r} (one of: {', '.join(COMPONENTS)})",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    return name
+
+
+@app.command("stop")
+def stop_component(component: str = ComponentArgument, directory: Path = DirOption) -> None:
+    """Stop one component and leave it stopped (e.g. no kube-scheduler: nothing is
+    scheduled; no kube-controller-manager: PDB status goes stale). `start` brings it back."""
+    try:
+        Sandbox(directory).stop(_component(component), report=_say)
+    except SandboxError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from error
+
+
+@app.command("start")
+def start_component(component: str = ComponentArgument, directory: Path = DirOption) -> None:
+    """Start a component `stop` stopped, with the flags `up` gave it."""
+    try:
+        Sandbox(directory).start(_component(component), report=_say)
+    except (SandboxError, ProcessFailedError) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(1) from error
 
 
 @app.command()
