@@ -1,0 +1,160 @@
+"""Chaos: ``kill -9`` of ``molt run`` at random moments drawn from a seed, through an age
+rotation of a 6-node kwok group and then a template rollout, with a PDB-guarded workload.
+
+The seed is printed (``MOLT_CHAOS_SEED`` replays one; ``MOLT_CHAOS_KILLS`` sets the count,
+30 by default; ``make chaos`` runs more). Watch streams follow the pods, nodes and the
+Deployment throughout, so the invariants are decided on every event, not on a final look:
+every old node replaced exactly once (no launch is repeated), at most the budget in
+flight, no node cordoned without a recorded reason, the PDB never breached, and no pod
+still running when its node was deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+from kubernetes_asyncio import client
+
+from molt.api import GROUP, VERSION
+from molt.api.instancegroup import Template
+from molt.policy.cells import template_revision
+from tests.support.builders import deployment, pdb
+from tests.support.controller import FleetWatch, MoltProcess
+from tests.support.kube_fleet import (
+    KWOK_TEMPLATE,
+    has_ready_nodes,
+    has_ready_replicas,
+    install_old_fleet,
+    install_policy,
+    ready_nodes,
+)
+from tests.support.streams import PodNodeStreams
+from tests.support.waiting import eventually
+
+NODES = 6
+REPLICAS = 12
+IN_FLIGHT = 2
+
+
+async def _states(kube: client.ApiClient, group: str) -> list[str]:
+    """Where the group's nodes are at this moment (pipeline state, or launching/serving)."""
+    nodes = await client.CoreV1Api(kube).list_node(
+        label_selector=f"molt.dev/instance-group={group}"
+    )
+    found = []
+    for node in nodes.items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        found.append(
+            (node.metadata.labels or {}).get("molt.dev/state")
+            or ("serving" if ready else "launching")
+        )
+    return found
+
+
+async def _revisions(kube: client.ApiClient, group: str) -> Counter[str]:
+    nodes = await client.CoreV1Api(kube).list_node(
+        label_selector=f"molt.dev/instance-group={group}"
+    )
+    return Counter((n.metadata.labels or {}).get("molt.dev/revision", "") for n in nodes.items)
+
+
+async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
+    kube: client.ApiClient,
+    namespace: str,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    seed = int(os.environ.get("MOLT_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    kills = int(os.environ.get("MOLT_CHAOS_KILLS") or 30)
+    print(f"chaos seed {seed} ({kills} kills): MOLT_CHAOS_SEED={seed} replays it")
+    rng = random.Random(seed)
+    group = f"chaos-{uuid.uuid4().hex[:5]}"
+    old = await install_old_fleet(kube, group, nodes=NODES, age=timedelta(hours=60))
+    await eventually(lambda: has_ready_nodes(kube, group, NODES), what="six Ready nodes")
+    await client.AppsV1Api(kube).create_namespaced_deployment(
+        namespace,
+        deployment("web", namespace, REPLICAS, node_selector={"molt.dev/instance-group": group}),
+    )
+    await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
+        namespace, pdb("web", namespace, "web", max_unavailable=1)
+    )
+    await eventually(lambda: has_ready_replicas(kube, namespace, REPLICAS), what="web ready")
+    streams, watch = PodNodeStreams(), FleetWatch()
+    await streams.start(kube)
+    await watch.start(kube, namespace, "web", REPLICAS, group)
+    await install_policy(
+        kube, f"{group}-48h", group, rules={"maxAge": "48h"}, budgets=[{"maxInFlight": IN_FLIGHT}]
+    )
+    second = {**KWOK_TEMPLATE, "labels": {"example.com/chaos": "second"}}
+    rev2 = template_revision(Template.model_validate(second))
+    killed_at: Counter[str] = Counter()
+    rolled_out = False
+    try:
+        molt = run_molt(name="chaos-0")
+        for kill in range(kills):
+            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            ready = await ready_nodes(kube, group)
+            if not rolled_out and len(ready) == NODES and not set(ready) & set(old):
+                # The age rotation is done: the kills go on through a template rollout.
+                await client.CustomObjectsApi(kube).patch_cluster_custom_object(
+                    GROUP,
+                    VERSION,
+                    "instancegroups",
+                    group,
+                    {"spec": {"template": second}},
+                    _content_type="application/merge-patch+json",
+                )
+                rolled_out = True
+            killed_at.update(await _states(kube, group))
+            molt.kill(signal.SIGKILL)
+            molt = run_molt(name=f"chaos-{kill + 1}")
+        if not rolled_out:
+            await eventually(
+                lambda: _rotated(kube, group, old), within=300, interval=1, what="rotation"
+            )
+            await client.CustomObjectsApi(kube).patch_cluster_custom_object(
+                GROUP,
+                VERSION,
+                "instancegroups",
+                group,
+                {"spec": {"template": second}},
+                _content_type="application/merge-patch+json",
+            )
+
+        async def rolled() -> bool:
+            return (
+                await _revisions(kube, group) == Counter({rev2: NODES})
+                and len(await ready_nodes(kube, group)) == NODES
+            )
+
+        await eventually(rolled, within=300, interval=1, what="every node at the new revision")
+        await eventually(lambda: has_ready_replicas(kube, namespace, REPLICAS), what="web ready")
+        assert molt.alive(), molt.log()
+    finally:
+        await streams.stop()
+        await watch.stop()
+
+    print(f"kills {kills} at node states {dict(killed_at)}")
+    in_group = [name for name, trace in streams.nodes.items() if trace.group == group]
+    # Six old nodes, six of the age rotation, six of the rollout: none launched twice.
+    assert len(in_group) == 3 * NODES, sorted(in_group)
+    gone = [name for name in in_group if streams.nodes[name].deleted_rv is not None]
+    assert len(gone) == 2 * NODES
+    assert set(old) <= set(gone)
+    assert watch.max_in_pipeline <= IN_FLIGHT, watch.max_in_pipeline
+    assert watch.cordoned_without_reason == set()
+    assert watch.min_ready is not None
+    assert watch.min_ready >= REPLICAS - 1, f"PDB breached: {watch.min_ready} ready"
+    assert streams.died_with_their_node() == []
+
+
+async def _rotated(kube: client.ApiClient, group: str, old: list[str]) -> bool:
+    ready = await ready_nodes(kube, group)
+    return len(ready) == NODES and not set(ready) & set(old)
