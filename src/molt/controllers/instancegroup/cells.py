@@ -96,7 +96,10 @@ def not_ready_since(node: NodeView, now: datetime) -> datetime:
 
 
 def dead_nodes(
-    members: Sequence[NodeView], now: datetime, not_ready_for: timedelta
+    members: Sequence[NodeView],
+    now: datetime,
+    not_ready_for: timedelta,
+    struck_before: frozenset[str] = frozenset(),
 ) -> frozenset[str]:
     """Nodes NotReady for at least ``not_ready_for`` on their own (a zone down, a node
     lost): they serve nothing, so they hold no surge and are replaced first. A blink is
@@ -106,7 +109,7 @@ def dead_nodes(
         for n in members
         if not n.ready
     ]
-    struck = struck_at_once(down, len(members))
+    struck = struck_at_once(down, len(members), struck_before=struck_before)
     return frozenset(
         n.name for n in down if n.name not in struck and now - n.since >= not_ready_for
     )
@@ -465,7 +468,10 @@ class CellReconciler:
         count it nowhere. True when a node went."""
         name = group.metadata.name
         not_ready_for = parse_duration(group.spec.health.not_ready_for)
-        verdict = judge_not_ready(not_ready, group_size, now, not_ready_for)
+        verdict = judge_not_ready(
+            not_ready, group_size, now, not_ready_for, struck_before=frozenset(memory.struck)
+        )
+        memory.struck = set(verdict.struck)
         fresh = [n for n in verdict.excused if n not in memory.excused]
         if fresh:
             memory.excused.update(fresh)
@@ -577,7 +583,9 @@ class CellReconciler:
         desired = spec.desired_replicas
         strategy = strategy_of(group)
         template = memory.templates.get(target, spec.template)
-        dead = dead_nodes(members, now, parse_duration(spec.health.not_ready_for))
+        dead = dead_nodes(
+            members, now, parse_duration(spec.health.not_ready_for), frozenset(memory.struck)
+        )
         instances: Counter[tuple[str, CellKey]] = Counter()
         other_instances = 0
         ready_at_target = 0
@@ -698,7 +706,9 @@ class CellReconciler:
             ideal.cells,
             frozenset(memory.degraded),
             memory.resting_cells(now, target),
-            dead_nodes(members, now, parse_duration(spec.health.not_ready_for)),
+            dead_nodes(
+                members, now, parse_duration(spec.health.not_ready_for), frozenset(memory.struck)
+            ),
         )
         if not picks:
             # The group's own maxNodeAge, for the nodes no TerminationPolicy covers (a
