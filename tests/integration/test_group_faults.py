@@ -14,6 +14,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -62,6 +63,19 @@ async def _spread_at(kube: client.ApiClient, group: str, revision: str, want: Co
     return at_revision and len(nodes) == want.total() and await ready_by(kube, group, ZONE) == want
 
 
+def _not_ready_status() -> dict[str, Any]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "KubeletDown",
+        "message": "the kubelet stopped posting node status",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+    return {"status": {"conditions": [ready]}}
+
+
 async def _settled(kube: client.ApiClient, group: str, revision: str) -> dict[str, Any] | None:
     status = await group_status(kube, group)
     if status.get("state") == "Ready" and status.get("currentRevision") == revision:
@@ -87,9 +101,9 @@ async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing
     streams = GroupStreams(group)
     await streams.start(kube)
     try:
-        new = await set_template(kube, group, NEXT_TEMPLATE)
-        # zone-b goes down: what launches there never becomes Ready, and the kubelets of
-        # its nodes die (kwok started afresh no longer runs them; their Leases expire).
+        # zone-b goes down as the template changes: what launches there never becomes
+        # Ready, and the kubelets of its nodes die (kwok started afresh no longer runs
+        # them; their Leases expire).
         await faults(kube, {"notReady": "zone-b/*"})
         core = client.CoreV1Api(kube)
         lost = [
@@ -103,6 +117,12 @@ async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing
                 name, {"metadata": {"annotations": {KWOK_NODE_ANNOTATION: "dead"}}}
             )
         await asyncio.to_thread(sandbox.sandbox.restart, "kwok", lambda _: None)
+        # What the node-lifecycle controller would say once their Leases expire (40 s on),
+        # said at once, so they are NotReady while the rollout is under way; no kwok runs
+        # them any more to say otherwise.
+        for name in lost:
+            await core.patch_node_status(name, _not_ready_status())
+        new = await set_template(kube, group, NEXT_TEMPLATE)
 
         # zone-b's share moves: the new revision runs in full in the other two zones.
         routed = Counter({"zone-a": 3, "zone-c": 3})
@@ -112,6 +132,7 @@ async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing
             interval=1,
             what="zone-b's share in zone-a and zone-c, at the new revision",
         )
+        assert set(lost) <= streams.fell, "zone-b's nodes were never seen NotReady"
         assert not set(lost) & streams.members, "zone-b's dead nodes are still in the group"
         assert set(lost) <= set(streams.gone)
         during = await group_status(kube, group)

@@ -10,7 +10,7 @@ late either stream delivers.
 
 ``GroupStreams`` follows one InstanceGroup and its nodes: every revision ever reported
 Degraded, every current revision in turn, the most group nodes NotReady at one moment,
-and the nodes that joined or went.
+the nodes that fell from Ready to NotReady, and the nodes that joined or went.
 """
 
 from __future__ import annotations
@@ -167,9 +167,12 @@ class GroupStreams:
     """The most group nodes NotReady at one moment."""
     whole_group_not_ready: int = 0
     """The largest group whose every node was NotReady at one moment."""
+    fell: set[str] = field(default_factory=set)
+    """Nodes seen Ready, then NotReady."""
     joined: list[str] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _was_ready: set[str] = field(default_factory=set)
 
     async def start(self, kube: client.ApiClient) -> None:
         raw = RawApi(kube)
@@ -213,8 +216,11 @@ class GroupStreams:
             self.joined.append(name)
         if _ready(obj):
             self.not_ready.discard(name)
+            self._was_ready.add(name)
         else:
             self.not_ready.add(name)
+            if name in self._was_ready:
+                self.fell.add(name)
         self.most_not_ready = max(self.most_not_ready, len(self.not_ready))
         if self.not_ready == self.members:
             self.whole_group_not_ready = max(self.whole_group_not_ready, len(self.members))
