@@ -126,12 +126,15 @@ async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing
 
         # zone-b's share moves: the new revision runs in full in the other two zones.
         routed = Counter({"zone-a": 3, "zone-c": 3})
-        await eventually(
-            lambda: _spread_at(kube, group, new, routed),
-            within=240,
-            interval=1,
-            what="zone-b's share in zone-a and zone-c, at the new revision",
-        )
+        try:
+            await eventually(
+                lambda: _spread_at(kube, group, new, routed),
+                within=240,
+                interval=1,
+                what="zone-b's share in zone-a and zone-c, at the new revision",
+            )
+        except AssertionError as error:
+            raise AssertionError(await _explain(kube, group, molt, streams)) from error
         assert set(lost) <= streams.fell, "zone-b's nodes were never seen NotReady"
         assert not set(lost) & streams.members, "zone-b's dead nodes are still in the group"
         assert set(lost) <= set(streams.gone)
@@ -145,12 +148,15 @@ async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing
 
         # zone-b is back: its share returns, and the rotation finishes.
         await faults(kube, None)
-        await eventually(
-            lambda: _spread_at(kube, group, new, everywhere),
-            within=180,
-            interval=1,
-            what="2 Ready nodes per zone at the new revision",
-        )
+        try:
+            await eventually(
+                lambda: _spread_at(kube, group, new, everywhere),
+                within=180,
+                interval=1,
+                what="2 Ready nodes per zone at the new revision",
+            )
+        except AssertionError as error:
+            raise AssertionError(await _explain(kube, group, molt, streams)) from error
         await eventually(lambda: _settled(kube, group, new), within=60, what="a Ready group")
     finally:
         await streams.stop()
