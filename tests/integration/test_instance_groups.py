@@ -14,99 +14,38 @@ from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
-from molt.cloud.kwok import FAULTS_CONFIGMAP, FAULTS_NAMESPACE
 from molt.policy.cells import template_revision
 from tests.conftest import RunningSandbox
-from tests.support.builders import instance_group
 from tests.support.controller import MoltProcess
+from tests.support.groups import (
+    ZONES,
+    create_group,
+    faults,
+    group_events,
+    group_status,
+    ready_by,
+    set_template,
+)
 from tests.support.kube_fleet import KWOK_TEMPLATE
 from tests.support.waiting import eventually
-
-ZONES = ["zone-a", "zone-b", "zone-c"]
-HEALTH = {
-    "readyTimeout": "8s",
-    "failureThreshold": "50%",
-    "window": "10m",
-    "capacityCooldown": "20s",
-}
-
-
-async def _create_group(kube: client.ApiClient, name: str, **spec: Any) -> None:
-    spec.setdefault("zones", ZONES)
-    spec.setdefault("template", KWOK_TEMPLATE)
-    spec.setdefault("health", HEALTH)
-    await client.CustomObjectsApi(kube).create_cluster_custom_object(
-        GROUP, VERSION, "instancegroups", instance_group(name, minSize=0, maxSize=12, **spec)
-    )
-
-
-async def _status(kube: client.ApiClient, name: str) -> dict[str, Any]:
-    found = await client.CustomObjectsApi(kube).get_cluster_custom_object_status(
-        GROUP, VERSION, "instancegroups", name
-    )
-    return dict(found.get("status") or {})
-
-
-async def _ready_by(kube: client.ApiClient, group: str, label: str) -> Counter[str]:
-    nodes = await client.CoreV1Api(kube).list_node(
-        label_selector=f"molt.dev/instance-group={group}"
-    )
-    return Counter(
-        (n.metadata.labels or {}).get(label, "")
-        for n in nodes.items
-        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-    )
-
-
-async def _group_events(kube: client.ApiClient, group: str) -> list[tuple[str, str]]:
-    events = await client.CoreV1Api(kube).list_namespaced_event(
-        "default", field_selector=f"involvedObject.kind=InstanceGroup,involvedObject.name={group}"
-    )
-    return [(e.reason, e.message) for e in events.items]
-
-
-async def _set_template(kube: client.ApiClient, group: str, template: dict[str, Any]) -> str:
-    await client.CustomObjectsApi(kube).patch_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "instancegroups",
-        group,
-        {"spec": {"template": template}},
-        _content_type="application/merge-patch+json",
-    )
-    return template_revision(Template.model_validate(template))
-
-
-async def _faults(kube: client.ApiClient, data: dict[str, str] | None) -> None:
-    core = client.CoreV1Api(kube)
-    try:
-        await core.delete_namespaced_config_map(FAULTS_CONFIGMAP, FAULTS_NAMESPACE)
-    except client.ApiException as error:
-        if error.status != 404:
-            raise
-    if data is not None:
-        await core.create_namespaced_config_map(
-            FAULTS_NAMESPACE,
-            client.V1ConfigMap(metadata=client.V1ObjectMeta(name=FAULTS_CONFIGMAP), data=data),
-        )
 
 
 async def test_a_group_is_launched_spread_over_its_zones_and_reports_its_cells(
     kube: client.ApiClient, empty_cluster: None, run_molt: Callable[..., MoltProcess]
 ) -> None:
     group = f"ig-{uuid.uuid4().hex[:5]}"
-    await _create_group(kube, group, replicas=6)
+    await create_group(kube, group, replicas=6)
     run_molt()
 
     async def spread() -> bool:
-        return await _ready_by(kube, group, "topology.kubernetes.io/zone") == Counter(
+        return await ready_by(kube, group, "topology.kubernetes.io/zone") == Counter(
             {zone: 2 for zone in ZONES}
         )
 
     await eventually(spread, within=60, what="2 Ready nodes in each of 3 zones")
 
     async def reported() -> dict[str, Any] | None:
-        status = await _status(kube, group)
+        status = await group_status(kube, group)
         return status if status.get("state") == "Ready" else None
 
     status = await eventually(reported, within=30, what="a Ready group status")
@@ -131,11 +70,11 @@ async def test_kubectl_scale_sizes_a_group_and_molt_follows_it(
     run_molt: Callable[..., MoltProcess],
 ) -> None:
     group = f"sc-{uuid.uuid4().hex[:5]}"
-    await _create_group(kube, group, replicas=2, zones=ZONES[:2])
+    await create_group(kube, group, replicas=2, zones=ZONES[:2])
     run_molt()
 
     async def ready_nodes(count: int) -> bool:
-        return sum((await _ready_by(kube, group, "topology.kubernetes.io/zone")).values()) == count
+        return sum((await ready_by(kube, group, "topology.kubernetes.io/zone")).values()) == count
 
     await eventually(lambda: ready_nodes(2), within=60, what="2 Ready nodes")
     scaled = sandbox.kubectl("scale", f"ig/{group}", "--replicas=4")
@@ -160,20 +99,20 @@ async def test_a_template_whose_nodes_never_become_ready_is_rolled_back(
     kube: client.ApiClient, empty_cluster: None, run_molt: Callable[..., MoltProcess]
 ) -> None:
     group = f"rb-{uuid.uuid4().hex[:5]}"
-    await _create_group(kube, group, replicas=3, zones=["zone-a"])
+    await create_group(kube, group, replicas=3, zones=["zone-a"])
     good = template_revision(Template.model_validate(KWOK_TEMPLATE))
     run_molt()
 
     async def three_good() -> bool:
-        return await _ready_by(kube, group, "molt.dev/revision") == Counter({good: 3})
+        return await ready_by(kube, group, "molt.dev/revision") == Counter({good: 3})
 
     await eventually(three_good, within=60, what="3 Ready nodes at the first revision")
 
     bad_template = {**KWOK_TEMPLATE, "kwok": {"bootDelay": "1s", "neverReady": True}}
-    bad = await _set_template(kube, group, bad_template)
+    bad = await set_template(kube, group, bad_template)
 
     async def rolled_back() -> dict[str, Any] | None:
-        status = await _status(kube, group)
+        status = await group_status(kube, group)
         degraded = [c for c in status.get("conditions", []) if c["type"] == "Degraded"]
         if degraded and degraded[0]["status"] == "True":
             return status
@@ -187,7 +126,7 @@ async def test_a_template_whose_nodes_never_become_ready_is_rolled_back(
     [bad_entry] = [r for r in status["revisions"] if r["name"] == bad]
     assert bad_entry["state"] == "Degraded"
     assert bad_entry["launchFailures"] >= 2
-    events = await _group_events(kube, group)
+    events = await group_events(kube, group)
     assert any(
         reason == "RevisionDegraded" and f"rolling back to revision {good}" in message
         for reason, message in events
@@ -200,10 +139,10 @@ async def test_a_template_whose_nodes_never_become_ready_is_rolled_back(
         return not nodes.items
 
     await eventually(bad_scaled_down, within=30, what="no node of the bad revision")
-    assert await _ready_by(kube, group, "molt.dev/revision") == Counter({good: 3})
+    assert await ready_by(kube, group, "molt.dev/revision") == Counter({good: 3})
 
     # A merge patch keeps fields it does not name: unset neverReady explicitly.
-    fixed = await _set_template(
+    fixed = await set_template(
         kube,
         group,
         {
@@ -214,11 +153,11 @@ async def test_a_template_whose_nodes_never_become_ready_is_rolled_back(
     )
 
     async def rolled_forward() -> bool:
-        status = await _status(kube, group)
+        status = await group_status(kube, group)
         return (
             status.get("currentRevision") == fixed
             and status.get("state") == "Ready"
-            and await _ready_by(kube, group, "molt.dev/revision") == Counter({fixed: 3})
+            and await ready_by(kube, group, "molt.dev/revision") == Counter({fixed: 3})
         )
 
     await eventually(rolled_forward, within=120, interval=1, what="the fixed template rolled out")
@@ -228,31 +167,31 @@ async def test_a_zone_out_of_capacity_has_its_share_moved_and_back_after_the_coo
     kube: client.ApiClient, empty_cluster: None, run_molt: Callable[..., MoltProcess]
 ) -> None:
     group = f"cap-{uuid.uuid4().hex[:5]}"
-    await _faults(kube, {"capacityErrors": "zone-b/*"})
+    await faults(kube, {"capacityErrors": "zone-b/*"})
     try:
-        await _create_group(kube, group, replicas=6)
+        await create_group(kube, group, replicas=6)
         run_molt()
 
         async def routed() -> bool:
-            return await _ready_by(kube, group, "topology.kubernetes.io/zone") == Counter(
+            return await ready_by(kube, group, "topology.kubernetes.io/zone") == Counter(
                 {"zone-a": 3, "zone-c": 3}
             )
 
         await eventually(routed, within=60, what="zone-b's share in zone-a and zone-c")
-        events = await _group_events(kube, group)
+        events = await group_events(kube, group)
         assert any(reason == "CellUnavailable" and "zone-b" in msg for reason, msg in events)
-        status = await _status(kube, group)
+        status = await group_status(kube, group)
         [zone_b] = [c for c in status["cells"] if c["zone"] == "zone-b"]
         assert zone_b["available"] is False
         assert zone_b["unavailableUntil"]
 
-        await _faults(kube, None)
+        await faults(kube, None)
 
         async def back() -> bool:
-            return await _ready_by(kube, group, "topology.kubernetes.io/zone") == Counter(
+            return await ready_by(kube, group, "topology.kubernetes.io/zone") == Counter(
                 {zone: 2 for zone in ZONES}
             )
 
         await eventually(back, within=120, interval=1, what="zone-b given its share back")
     finally:
-        await _faults(kube, None)
+        await faults(kube, None)

@@ -7,11 +7,17 @@ the revision of its deletion and the moments it was cordoned and became Ready. S
 resourceVersions are etcd revisions, one total order over both streams, "a pod was still
 running, its deletion not started, when its node was deleted" is decided exactly, however
 late either stream delivers.
+
+``GroupStreams`` follows one InstanceGroup and its nodes: every revision ever reported
+Degraded, every current revision in turn, the most group nodes NotReady at one moment,
+the nodes that fell from Ready to NotReady, and the nodes that joined or went.
+``SelectionStream`` orders node selections against Watchdog states by etcd revision.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +26,22 @@ from kubernetes_asyncio import client
 from molt.kube.transport import RawApi
 
 
-async def follow(raw: RawApi, path: str, handle: Any, listed: asyncio.Event) -> None:
-    """List ``path``, hand each object to ``handle``, set ``listed``, then watch on."""
-    items, version = await raw.list_all(path)
+async def follow(
+    raw: RawApi,
+    path: str,
+    query: list[tuple[str, str]],
+    handle: Callable[[str, dict[str, Any]], None],
+    listed: asyncio.Event,
+) -> None:
+    """List ``path`` (with ``query``), then watch it for good: ``handle(type, object)`` for
+    every item listed (as ``ADDED``) and every event; ``listed`` is set once the list is in."""
+    items, version = await raw.list_all(path, query)
     for item in items:
         handle("ADDED", item)
     listed.set()
     while True:  # resumed from the last version when the server ends a stream
-        query = [("resourceVersion", version), ("allowWatchBookmarks", "true")]
-        async for event in raw.watch(path, query, timeout_seconds=600):
+        watch_query = [*query, ("resourceVersion", version), ("allowWatchBookmarks", "true")]
+        async for event in raw.watch(path, watch_query, timeout_seconds=600):
             obj = event["object"]
             if event["type"] == "ERROR":
                 raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
@@ -79,7 +92,7 @@ class PodNodeStreams:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _follow(self, raw: RawApi, path: str, handle: Any, listed: asyncio.Event) -> None:
-        await follow(raw, path, handle, listed)
+        await follow(raw, path, [], handle, listed)
 
     def _pod(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
@@ -133,6 +146,87 @@ class PodNodeStreams:
         return sorted(found)
 
 
+def _ready(obj: dict[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+@dataclass
+class GroupStreams:
+    """Follows one InstanceGroup's status and its nodes from the moment ``start`` returns."""
+
+    group: str
+    current: list[str] = field(default_factory=list)
+    """``status.currentRevision`` as reported, each change once, in order."""
+    degraded: dict[str, str] = field(default_factory=dict)
+    """Revisions ever reported Degraded -> the message then."""
+    degraded_conditions: list[str] = field(default_factory=list)
+    """Messages of every ``Degraded=True`` condition reported."""
+    members: set[str] = field(default_factory=set)
+    not_ready: set[str] = field(default_factory=set)
+    most_not_ready: int = 0
+    """The most group nodes NotReady at one moment."""
+    whole_group_not_ready: int = 0
+    """The largest group whose every node was NotReady at one moment."""
+    fell: set[str] = field(default_factory=set)
+    """Nodes seen Ready, then NotReady."""
+    joined: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _was_ready: set[str] = field(default_factory=set)
+
+    async def start(self, kube: client.ApiClient) -> None:
+        raw = RawApi(kube)
+        listed = asyncio.Event(), asyncio.Event()
+        group_path = "/apis/molt.dev/v1alpha1/instancegroups"
+        by_name = [("fieldSelector", f"metadata.name={self.group}")]
+        in_group = [("labelSelector", f"molt.dev/instance-group={self.group}")]
+        self.tasks = [
+            asyncio.create_task(follow(raw, group_path, by_name, self._group, listed[0])),
+            asyncio.create_task(follow(raw, "/api/v1/nodes", in_group, self._node, listed[1])),
+        ]
+        await asyncio.gather(listed[0].wait(), listed[1].wait())
+        self.joined.clear()  # only nodes that join from now on
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _group(self, kind: str, obj: dict[str, Any]) -> None:
+        status = obj.get("status") or {}
+        current = status.get("currentRevision")
+        if current and (not self.current or self.current[-1] != current):
+            self.current.append(current)
+        for revision in status.get("revisions") or []:
+            if revision.get("state") == "Degraded":
+                self.degraded.setdefault(revision["name"], revision.get("message") or "")
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "Degraded" and condition.get("status") == "True":
+                self.degraded_conditions.append(condition.get("message") or "")
+
+    def _node(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self.members.discard(name)
+            self.not_ready.discard(name)
+            self.gone.append(name)
+            return
+        if name not in self.members:
+            self.members.add(name)
+            self.joined.append(name)
+        if _ready(obj):
+            self.not_ready.discard(name)
+            self._was_ready.add(name)
+        else:
+            self.not_ready.add(name)
+            if name in self._was_ready:
+                self.fell.add(name)
+        self.most_not_ready = max(self.most_not_ready, len(self.not_ready))
+        if self.not_ready == self.members:
+            self.whole_group_not_ready = max(self.whole_group_not_ready, len(self.members))
+
+
 @dataclass
 class SelectionStream:
     """Follows Nodes and Watchdogs and records, in etcd revision order, each node's first
@@ -150,8 +244,8 @@ class SelectionStream:
         raw = RawApi(kube)
         listed = asyncio.Event(), asyncio.Event()
         self.tasks = [
-            asyncio.create_task(follow(raw, "/api/v1/nodes", self._node, listed[0])),
-            asyncio.create_task(follow(raw, self.watchdog_path, self._watchdog, listed[1])),
+            asyncio.create_task(follow(raw, "/api/v1/nodes", [], self._node, listed[0])),
+            asyncio.create_task(follow(raw, self.watchdog_path, [], self._watchdog, listed[1])),
         ]
         await asyncio.gather(listed[0].wait(), listed[1].wait())
 

@@ -18,6 +18,7 @@ from molt.policy.health import (
     judge_not_ready,
     judge_revision,
     past_threshold,
+    struck_at_once,
 )
 
 pytestmark = pytest.mark.unit
@@ -129,6 +130,39 @@ def test_young_nodes_of_one_revision_failing_in_several_cells_still_count() -> N
 def test_a_zone_outage_counts_against_that_zone_only() -> None:
     nodes = [_node("b1", "zone-b", 300), _node("b2", "zone-b", 300, young=False, rev="r1")]
     assert judge_not_ready(nodes, 9, NOW, timedelta(minutes=2)).failing == ("b1",)
+
+
+def test_nodes_struck_by_a_burst_stay_excused_while_the_others_come_back_one_by_one() -> None:
+    # kwok (or a network) back after an outage: the group's nodes turn Ready one by one,
+    # and the last ones still NotReady are no longer "the whole group".
+    zones = ["zone-a", "zone-b", "zone-c"] * 2
+    group = [_node(f"n{i}", zone, 10) for i, zone in enumerate(zones)]
+    onset = judge_not_ready(group, 6, NOW, timedelta(seconds=20))
+    assert onset.failing == onset.excused == ()  # not past notReadyFor yet
+    assert onset.struck == {n.name for n in group}
+    later = NOW + timedelta(seconds=30)
+    left = group[3:]
+    forgetful = judge_not_ready(left, 6, later, timedelta(seconds=20))
+    assert forgetful.failing == ("n3", "n4", "n5")  # what a verdict without memory says
+    verdict = judge_not_ready(left, 6, later, timedelta(seconds=20), struck_before=onset.struck)
+    assert verdict.failing == ()
+    assert verdict.excused == ("n3", "n4", "n5")
+    assert verdict.struck == {"n3", "n4", "n5"}  # the Ready ones are forgotten
+
+
+def test_a_node_ready_again_after_a_burst_fails_if_it_then_goes_not_ready_on_its_own() -> None:
+    lone = [_node("n1", "zone-a", 150)]
+    struck = judge_not_ready(lone, 6, NOW, timedelta(minutes=2), struck_before=frozenset())
+    assert struck.failing == ("n1",)
+    # Passing back a verdict's struck set forgets nodes that were Ready in between.
+    before = judge_not_ready([], 6, NOW, timedelta(minutes=2), struck_before=frozenset({"n1"}))
+    assert before.struck == frozenset()
+
+
+def test_dead_node_detection_keeps_a_burst_s_nodes_struck_too() -> None:
+    left = [_node("n3", "zone-a", 30), _node("n4", "zone-b", 31), _node("n5", "zone-c", 32)]
+    assert struck_at_once(left[:1], 6) == frozenset()
+    assert struck_at_once(left[:1], 6, struck_before=frozenset({"n3", "n9"})) == {"n3"}
 
 
 def test_degraded_is_retried_after_a_doubling_backoff_with_a_cap() -> None:

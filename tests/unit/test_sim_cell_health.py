@@ -1,7 +1,8 @@
 """Health is judged per cell, shown end to end in the simulator: a zone that goes down
 during a good rollout rests and gives its share to the other zones, and the rollout
 finishes once it returns, with nothing rolled back; a template that fails in every cell is
-still rolled back; and a blink every node sees at once is no failure at all."""
+still rolled back; and a blink every node sees at once is no failure at all, however the
+nodes come back."""
 
 from __future__ import annotations
 
@@ -181,3 +182,27 @@ def test_a_blink_every_young_node_sees_at_once_is_no_failure() -> None:
     assert all(r.state != "Degraded" for r in final.revisions)
     assert final.current_revision == second
     assert revisions(sim) == Counter({second: 9})
+
+
+def test_nodes_back_one_by_one_after_a_group_wide_outage_count_against_nothing() -> None:
+    # Every node NotReady at once for 4 minutes (past notReadyFor); five come back after a
+    # minute, the other four only at the end: those four are still the event's, not failures.
+    sim = simulation(
+        "staggered-recovery",
+        "1h",
+        "  - at: 20m\n    notReadyBlink: {group: workers, duration: 4m}\n",
+        ("5m", "15m"),
+    )
+    sim.events.run_until(20 * 60 + 1)
+    down = sorted(n.name for n in sim.cluster.group_nodes("workers") if not n.ready)
+    assert len(down) == 9
+    sim.events.run_until(21 * 60)
+    for name in down[:5]:
+        sim.cluster.set_ready(name, True)
+    sim.events.run_until(60 * 60)
+    final = status(sim)
+    assert all(r.state != "Degraded" for r in final.revisions), final.revisions
+    assert final.revisions[0].launch_failures == 0
+    assert "NodeNotReady" not in reasons(sim)
+    assert "NodesNotReady" in reasons(sim)
+    assert sorted(n.name for n in sim.cluster.group_nodes("workers")) == down

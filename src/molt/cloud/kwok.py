@@ -9,9 +9,12 @@ size is its node count until the controller sets it again.
 Faults, for tests and demos in the sandbox: the ConfigMap ``molt-kwok-faults`` in
 ``kube-system`` lists cells as ``zone/capacity-type`` patterns (``*`` matches anything)
 under ``capacityErrors`` (launching there raises ``CapacityError``, like AWS's
-``InsufficientInstanceCapacity``) and ``launchErrors`` (launches fail and are reported
-as failures); a template with ``kwok.neverReady`` makes nodes that join but never
-become Ready.
+``InsufficientInstanceCapacity``), ``launchErrors`` (launches fail and are reported
+as failures) and ``notReady`` (launches succeed, but the nodes join without a kubelet
+and never become Ready: a zone whose network or images are broken). A template with
+``kwok.neverReady`` makes such nodes in every cell. Faults are read at each launch, so
+nodes already running are not touched; a node's kubelet dies when its
+``kwok.x-k8s.io/node`` annotation is changed from ``fake`` and kwok is restarted.
 
 What an instance is: a kwok Node *is* its instance, and kwok runs it while the node
 carries the annotation ``kwok.x-k8s.io/node`` (``fake``: kwok runs its kubelet; another
@@ -173,17 +176,18 @@ class KwokProvider:
             return
         self._desired[cell] = desired
         boot = parse_duration(template.kwok.boot_delay if template.kwok else "0s")
+        ready = not _matches(faults.get("notReady", ""), cell)
         for _ in range(missing):
             name = f"{cell.group}-{cell.revision[:6]}-{secrets.token_hex(3)}"
             launched = self.now()
             task = asyncio.create_task(
-                self._boot(name, cell, template, launched, boot.total_seconds())
+                self._boot(name, cell, template, launched, boot.total_seconds(), ready=ready)
             )
             self._booting[name] = (cell, launched, task)
         log.info("kwok.scaled", cell=str(cell), desired=desired, launching=missing)
 
     def _manifest(
-        self, name: str, cell: CellRef, template: Template, launched: datetime
+        self, name: str, cell: CellRef, template: Template, launched: datetime, *, ready: bool
     ) -> dict[str, object]:
         labels = dict(template.labels)
         labels.update(
@@ -199,7 +203,7 @@ class KwokProvider:
             for t in template.taints
         ]
         manifest = kwok_node(name, labels=labels, launched_at=launched, taints=taints or None)
-        if template.kwok is not None and template.kwok.never_ready:
+        if not ready or (template.kwok is not None and template.kwok.never_ready):
             # kwok runs only nodes annotated ``fake``: this one has no simulated kubelet and
             # never turns Ready, but its instance exists (the annotation says so).
             manifest["metadata"]["annotations"][KWOK_NODE_ANNOTATION] = NEVER_READY
@@ -207,13 +211,21 @@ class KwokProvider:
         return manifest
 
     async def _boot(
-        self, name: str, cell: CellRef, template: Template, launched: datetime, delay: float
+        self,
+        name: str,
+        cell: CellRef,
+        template: Template,
+        launched: datetime,
+        delay: float,
+        *,
+        ready: bool = True,
     ) -> None:
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
             self.check_fence()
-            await self.core.create_node(self._manifest(name, cell, template, launched))  # type: ignore[arg-type]
+            manifest = self._manifest(name, cell, template, launched, ready=ready)
+            await self.core.create_node(manifest)  # type: ignore[arg-type]
             log.info("kwok.launched", node=name, cell=str(cell))
         except ApiException as error:
             if error.status != 409:  # 409: it already exists, which is what we wanted

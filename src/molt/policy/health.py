@@ -8,6 +8,8 @@ revision is Degraded only when more than one of its cells is past the threshold,
 only cell when the group has just one. A node that goes NotReady counts against its cell
 only once it has stayed NotReady for ``notReadyFor``; NotReady that arrives in several
 cells (or the whole group) at once is an infrastructure event and counts against nothing.
+A node struck by such an event stays excused until it is Ready again: when the event
+ends, nodes come back one by one, and the last ones are no less the event's for it.
 """
 
 from __future__ import annotations
@@ -98,7 +100,11 @@ class NotReadyVerdict:
 
     failing: tuple[str, ...]
     excused: tuple[str, ...]
-    """Part of a NotReady burst across cells: an infrastructure event."""
+    """Past ``notReadyFor``, but part of a NotReady burst across cells: an infrastructure
+    event."""
+    struck: frozenset[str] = frozenset()
+    """Every NotReady node struck by such a burst so far, past ``notReadyFor`` or not: pass
+    it back as ``struck_before`` next time, so the excuse outlasts the burst's end."""
 
 
 def judge_not_ready(
@@ -107,6 +113,7 @@ def judge_not_ready(
     now: datetime,
     not_ready_for: timedelta,
     span: timedelta = BURST_SPAN,
+    struck_before: frozenset[str] = frozenset(),
 ) -> NotReadyVerdict:
     """Young nodes NotReady for at least ``not_ready_for`` fail, unless their NotReady
     arrived together (within ``span``) with NotReady in another cell that also struck
@@ -116,31 +123,40 @@ def judge_not_ready(
     ``nodes`` are all the group's NotReady nodes, young or not: an old node going NotReady
     with the young ones is what shows the event is not theirs. Young nodes of one revision
     failing together in several cells, with the rest of the group Ready, are the
-    template's failure and count.
+    template's failure and count. ``struck_before`` are the nodes an earlier verdict found
+    struck by a burst (``NotReadyVerdict.struck``): those still NotReady stay excused,
+    though the nodes they went down with are Ready again and no longer listed.
     """
     failing: list[str] = []
     excused: list[str] = []
+    struck = {node.name for node in nodes if node.name in struck_before}
     for node in sorted(nodes, key=lambda n: n.name):
-        if not node.young or now - node.since < not_ready_for:
-            continue
         together = [other for other in nodes if abs(other.since - node.since) <= span]
         cells = {other.cell for other in together}
         whole_group = group_size > 1 and len(together) >= group_size
         proven = any(not o.young or o.revision != node.revision for o in together)
         if (len(cells) > 1 and proven) or whole_group:
+            struck.add(node.name)
+        if not node.young or now - node.since < not_ready_for:
+            continue
+        if node.name in struck:
             excused.append(node.name)
         else:
             failing.append(node.name)
-    return NotReadyVerdict(tuple(failing), tuple(excused))
+    return NotReadyVerdict(tuple(failing), tuple(excused), frozenset(struck))
 
 
 def struck_at_once(
-    nodes: Sequence[NotReadyNode], group_size: int, span: timedelta = BURST_SPAN
+    nodes: Sequence[NotReadyNode],
+    group_size: int,
+    span: timedelta = BURST_SPAN,
+    struck_before: frozenset[str] = frozenset(),
 ) -> frozenset[str]:
     """The NotReady nodes whose NotReady arrived together with NotReady in another cell, or
     with every node of the group: an infrastructure event, not those nodes' own death, so
-    nothing is replaced or rerouted for them."""
-    struck: set[str] = set()
+    nothing is replaced or rerouted for them. Nodes in ``struck_before`` (found struck
+    earlier) that are still NotReady stay struck, as in ``judge_not_ready``."""
+    struck: set[str] = {node.name for node in nodes if node.name in struck_before}
     for node in nodes:
         together = [other for other in nodes if abs(other.since - node.since) <= span]
         if len({o.cell for o in together}) > 1 or (group_size > 1 and len(together) >= group_size):

@@ -355,9 +355,10 @@ class Sandbox:
 
     # -- down -------------------------------------------------------------------------
 
-    def restart(self, component: str, report: Report = print) -> None:
-        """Stop one component and start it again with the same flags (for fault tests:
-        a restarted kwok, say, forgets the nodes it no longer selects)."""
+    def restart(self, component: str, report: Report = print, down_for: float = 0.0) -> None:
+        """Stop one component and start it again with the same flags, ``down_for`` seconds
+        later (for fault tests: a restarted kwok forgets the nodes it no longer selects;
+        one down longer than the node-monitor grace period lets every node go NotReady)."""
         state = self._load_state()
         argvs = state.get("argv") or {}
         assert isinstance(argvs, dict)
@@ -366,6 +367,8 @@ class Sandbox:
             raise SandboxError(f"no component {component!r} in {self.directory}")
         processes = self.recorded_processes()
         stop([p for p in processes if p.name == component])
+        if down_for > 0:
+            time.sleep(down_for)
         fresh = start(component, list(argv), self.log_dir)
         kept = [p if p.name != component else fresh for p in processes]
         ports = state.get("ports")

@@ -193,7 +193,10 @@ async def _judge_not_ready(
     count it nowhere."""
     name, memory, now = scope.name, scope.memory, scope.now
     not_ready_for = parse_duration(scope.spec.health.not_ready_for)
-    verdict = judge_not_ready(not_ready, len(scope.members), now, not_ready_for)
+    verdict = judge_not_ready(
+        not_ready, len(scope.members), now, not_ready_for, struck_before=frozenset(memory.struck)
+    )
+    memory.struck = set(verdict.struck)
     fresh = [n for n in verdict.excused if n not in memory.excused]
     if fresh:
         memory.excused.update(fresh)

@@ -57,6 +57,8 @@ class GroupMemory:
     seen_ready: set[str] = field(default_factory=set)
     excused: set[str] = field(default_factory=set)
     """Nodes whose NotReady was reported as an infrastructure event."""
+    struck: set[str] = field(default_factory=set)
+    """NotReady nodes struck by an infrastructure event, until they are Ready again."""
     missing: Counter[str] = field(default_factory=Counter)
     """Nodes whose instance the provider did not list, by consecutive observations."""
 

@@ -20,7 +20,10 @@ def not_ready_since(node: NodeView, now: datetime) -> datetime:
 
 
 def dead_nodes(
-    members: Sequence[NodeView], now: datetime, not_ready_for: timedelta
+    members: Sequence[NodeView],
+    now: datetime,
+    not_ready_for: timedelta,
+    struck_before: frozenset[str] = frozenset(),
 ) -> frozenset[str]:
     """Nodes NotReady for at least ``not_ready_for`` on their own (a zone down, a node
     lost): they serve nothing, so they hold no surge and are replaced first. A blink is
@@ -30,7 +33,7 @@ def dead_nodes(
         for n in members
         if not n.ready
     ]
-    struck = struck_at_once(down, len(members))
+    struck = struck_at_once(down, len(members), struck_before=struck_before)
     return frozenset(
         n.name for n in down if n.name not in struck and now - n.since >= not_ready_for
     )

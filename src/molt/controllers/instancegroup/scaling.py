@@ -47,7 +47,12 @@ async def scale(scope: GroupScope, ports: GroupPorts) -> None:
     spec, memory, target, index = scope.spec, scope.memory, scope.target, scope.index
     strategy = strategy_of(scope.group)
     template = memory.templates.get(target, spec.template)
-    dead = dead_nodes(scope.members, scope.now, parse_duration(spec.health.not_ready_for))
+    dead = dead_nodes(
+        scope.members,
+        scope.now,
+        parse_duration(spec.health.not_ready_for),
+        frozenset(scope.memory.struck),
+    )
     instances: Instances = Counter()
     other_instances = 0
     ready_at_target = 0
@@ -197,7 +202,9 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
         ideal.cells,
         frozenset(memory.degraded),
         memory.resting_cells(now, target),
-        dead_nodes(members, now, parse_duration(spec.health.not_ready_for)),
+        dead_nodes(
+            members, now, parse_duration(spec.health.not_ready_for), frozenset(memory.struck)
+        ),
     )
     if not picks:
         # The group's own maxNodeAge, for the nodes no TerminationPolicy covers (a
