@@ -16,6 +16,7 @@ from enum import StrEnum
 import structlog
 
 from molt.actions.base import ActionContext, ActionFailedError, ActionHeldError, ActionKind
+from molt.actions.etcd import EtcdActionKind
 from molt.actions.http import HttpActionKind
 from molt.actions.job import JobActionKind
 from molt.actions.vault import VaultActionKind
@@ -46,6 +47,7 @@ def action_kinds(cluster: ClusterWrites) -> dict[str, ActionKind]:
         "http": HttpActionKind(),
         "vault": VaultActionKind(cluster),
         "job": JobActionKind(cluster),
+        "etcd": EtcdActionKind(cluster),
     }
 
 
