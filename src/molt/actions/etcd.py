@@ -37,7 +37,7 @@ from molt.policy.etcd import (
     member_table,
     removal_decision,
 )
-from molt.ports import ClusterWrites, ObjectRef
+from molt.ports import ClusterWrites
 
 log = structlog.get_logger(__name__)
 
@@ -237,9 +237,9 @@ class EtcdActionKind:
                 "the node belongs to no instance group: set etcd.members to say how many "
                 "members must remain"
             )
-        found = await self.cluster.read_object(
-            ObjectRef("molt.dev/v1alpha1", "InstanceGroup", group)
-        )
+        # A list (which Molt's role grants for its watch), not a get: no extra verb.
+        groups = await self.cluster.list_objects("molt.dev/v1alpha1", "InstanceGroup", None)
+        found = next((g for g in groups if (g.get("metadata") or {}).get("name") == group), None)
         if found is None:
             raise ActionFailedError(f"instance group {group} not found")
         spec = found.get("spec") or {}
