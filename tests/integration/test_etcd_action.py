@@ -36,6 +36,8 @@ from tests.support.etcd_bridge import (
 from tests.support.kube_fleet import install_old_fleet, install_policy, node_annotation, ready_nodes
 from tests.support.waiting import eventually
 
+LEADER_MOVE_BOUND = 1.5
+"""Seconds from a node turning terminating until leadership has left its member."""
 ELECTION_SLACK = 2.0
 """A failed write counts as during an election when it is this close to a leader change."""
 
@@ -67,7 +69,9 @@ async def running(*coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[None]
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        ended = await asyncio.gather(*tasks, return_exceptions=True)
+        crashed = [e for e in ended if not isinstance(e, asyncio.CancelledError | type(None))]
+        assert not crashed, f"a background task crashed: {crashed!r}"
 
 
 def etcd_action(cluster: EtcdCluster, snapshot: Path | None = None) -> dict[str, object]:
@@ -161,7 +165,9 @@ async def test_rotating_every_etcd_node_keeps_quorum_and_moves_leadership_first(
         moved_at = next(at for at, leader in after if leader and leader != node)
         windows[node] = moved_at - terminating[node]
         assert not [at for at, leader in after if at > moved_at and leader == node], node
-        assert windows[node] < 1.0, (node, windows[node], "a leader moves as the action starts")
+        # The action asks every member first (each bounded by 1 s: a member still
+        # starting can hold its answer), then moves leadership.
+        assert windows[node] < LEADER_MOVE_BOUND, (node, windows[node])
     # The only elections are the moves Molt made (at most one per rotated member).
     assert len(changes) - 1 <= len(old), changes
     for sample in samples:

@@ -29,6 +29,8 @@ from kubernetes_asyncio import client
 
 GROUP_LABEL = "molt.dev/instance-group"
 CALL_SECONDS = 1.0
+POLL_CALL_SECONDS = 0.3
+"""The poller's bound on one status: a member still starting must not stretch a sample."""
 
 
 def free_port() -> int:
@@ -47,11 +49,15 @@ class MemberProcess:
 
 
 async def gateway(
-    session: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any] | None = None
+    session: aiohttp.ClientSession,
+    url: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    seconds: float = CALL_SECONDS,
 ) -> dict[str, Any]:
     """POST to the member's JSON gateway; raises on anything but a 200 with an object."""
     async with session.post(
-        f"{url}/v3/{path}", json=body or {}, timeout=aiohttp.ClientTimeout(total=CALL_SECONDS)
+        f"{url}/v3/{path}", json=body or {}, timeout=aiohttp.ClientTimeout(total=seconds)
     ) as response:
         found = await response.json(content_type=None)
         if response.status != 200 or not isinstance(found, dict) or "error" in found:
@@ -145,12 +151,15 @@ class EtcdCluster:
             self.stop_member(name)
 
 
-async def member_list(session: aiohttp.ClientSession, cluster: EtcdCluster) -> list[dict[str, Any]]:
+async def member_list(
+    session: aiohttp.ClientSession, cluster: EtcdCluster, seconds: float = CALL_SECONDS
+) -> list[dict[str, Any]]:
     for member in cluster.running():
         with contextlib.suppress(RuntimeError, aiohttp.ClientError, TimeoutError):
-            return list(
-                (await gateway(session, member.client_url, "cluster/member/list"))["members"]
+            found = await gateway(
+                session, member.client_url, "cluster/member/list", seconds=seconds
             )
+            return list(found["members"])
     return []
 
 
@@ -177,23 +186,31 @@ async def run_bridge(
     when each Node was first seen in Molt's ``terminating`` state and when it was gone."""
     core = client.CoreV1Api(kube)
     seen = set(cluster.members)
-    while True:
-        nodes = await core.list_node(label_selector=f"{GROUP_LABEL}={group}")
-        names = {n.metadata.name for n in nodes.items}
-        for node in nodes.items:
-            if (node.metadata.labels or {}).get("molt.dev/state") == "terminating":
-                terminating.setdefault(node.metadata.name, time.monotonic())
-        for name in sorted(names - seen):
-            try:
-                await cluster.join(session, name, within=5)
-                seen.add(name)
-            except (RuntimeError, aiohttp.ClientError, TimeoutError):
-                pass  # refused (e.g. quorum at risk with a member down): tried again
-        for name in sorted(seen - names):
-            if name not in deleted:
-                deleted[name] = time.monotonic()
-                cluster.stop_member(name)
-        await asyncio.sleep(0.2)
+    joining: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            nodes = await core.list_node(label_selector=f"{GROUP_LABEL}={group}")
+            names = {n.metadata.name for n in nodes.items}
+            for node in nodes.items:
+                if (node.metadata.labels or {}).get("molt.dev/state") == "terminating":
+                    terminating.setdefault(node.metadata.name, time.monotonic())
+            for name, task in list(joining.items()):
+                if task.done():
+                    del joining[name]
+                    if task.exception() is None:
+                        seen.add(name)
+            # Joins run beside this loop, so a slow one never delays what it notes.
+            for name in sorted(names - seen - set(joining)):
+                joining[name] = asyncio.create_task(cluster.join(session, name, within=5))
+            for name in sorted(seen - names):
+                if name not in deleted:
+                    deleted[name] = time.monotonic()
+                    cluster.stop_member(name)
+            await asyncio.sleep(0.1)
+    finally:
+        for task in joining.values():
+            task.cancel()
+        await asyncio.gather(*joining.values(), return_exceptions=True)
 
 
 @dataclass
@@ -248,7 +265,7 @@ class Observer:
             tick = time.monotonic()
             members = {
                 str(m["ID"]): str(m.get("name") or "")
-                for m in await member_list(self.session, self.cluster)
+                for m in await member_list(self.session, self.cluster, POLL_CALL_SECONDS)
             }
             answers = await asyncio.gather(
                 *(self._leader_of(m, members) for m in self.cluster.running())
@@ -262,7 +279,9 @@ class Observer:
     ) -> tuple[str, str | None]:
         """The member's name and who it says leads ("" none, None: no answer)."""
         try:
-            status = await gateway(self.session, member.client_url, "maintenance/status")
+            status = await gateway(
+                self.session, member.client_url, "maintenance/status", seconds=POLL_CALL_SECONDS
+            )
         except (RuntimeError, aiohttp.ClientError, TimeoutError):
             return member.name, None
         leader = str(status.get("leader") or "")

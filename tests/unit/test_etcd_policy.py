@@ -77,6 +77,17 @@ def test_leadership_goes_to_a_healthy_member_on_a_node_that_stays_most_caught_up
     assert target.name == "new-a"
 
 
+def test_leadership_prefers_the_youngest_staying_node() -> None:
+    members = [
+        row("old-a", 1, leader=True, node_leaving=True),
+        row("old-b", 2, raft_index=90, node_created="2026-01-01T00:00:00Z"),
+        row("new-a", 3, raft_index=80, node_created="2026-03-01T00:00:00Z"),
+    ]
+    target = leadership_target(members, 1)
+    assert target is not None
+    assert target.name == "new-a"
+
+
 def test_no_leadership_target_when_every_other_member_is_down() -> None:
     members = [row("a", 1, leader=True), row("b", 2, healthy=False)]
     assert leadership_target(members, 1) is None

@@ -16,6 +16,7 @@ each attempt and is never logged.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,9 @@ LEADER_SETTLE_SECONDS = 0.2
 """How often the cluster is asked again while a leadership move settles."""
 
 
-def node_facts(node: dict[str, Any]) -> tuple[str, tuple[str, ...], bool, bool]:
-    """A Node object's name, addresses, Ready, and whether it is leaving (in Molt's
-    pipeline, cordoned or being deleted)."""
+def node_facts(node: dict[str, Any]) -> tuple[str, tuple[str, ...], bool, bool, str]:
+    """A Node object's name, addresses, Ready, whether it is leaving (in Molt's pipeline,
+    cordoned or being deleted), and its creationTimestamp."""
     meta = node.get("metadata") or {}
     status = node.get("status") or {}
     addresses = tuple(str(a.get("address")) for a in status.get("addresses") or [])
@@ -60,7 +61,8 @@ def node_facts(node: dict[str, Any]) -> tuple[str, tuple[str, ...], bool, bool]:
         or (node.get("spec") or {}).get("unschedulable")
         or meta.get("deletionTimestamp")
     )
-    return str(meta.get("name", "")), addresses, ready, leaving
+    created = str(meta.get("creationTimestamp") or "")
+    return str(meta.get("name", "")), addresses, ready, leaving, created
 
 
 def build_table(
@@ -96,10 +98,10 @@ def build_table(
             raft_index=status.raft_index if isinstance(status, Status) else 0,
             error=error,
         )
-        for name, addresses, ready, leaving in facts:
+        for name, addresses, ready, leaving, created in facts:
             if maps_to(row, name, addresses):
-                row = MemberRow(
-                    **{**row.__dict__, "node": name, "node_ready": ready, "node_leaving": leaving}
+                row = replace(
+                    row, node=name, node_ready=ready, node_leaving=leaving, node_created=created
                 )
                 break
         rows.append(row)

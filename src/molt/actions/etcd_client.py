@@ -19,7 +19,11 @@ import grpc
 from aetcd import rpc
 
 CALL_SECONDS = 5.0
-"""The bound on one RPC; a member slower than this counts as unhealthy."""
+"""The bound on one RPC that changes or lists the cluster."""
+STATUS_SECONDS = 1.0
+"""The bound on a member's status: one slower than this counts as unhealthy (a member
+still starting can hold a connection open without answering), and the action, which
+waits for every member's answer, moves leadership no later than this."""
 
 
 class EtcdError(Exception):
@@ -98,9 +102,11 @@ class Endpoint:
     ) -> None:
         await self.channel.close()
 
-    async def _call(self, what: str, method: Any, request: Any) -> Any:
+    async def _call(
+        self, what: str, method: Any, request: Any, seconds: float = CALL_SECONDS
+    ) -> Any:
         try:
-            return await method(request, timeout=CALL_SECONDS)
+            return await method(request, timeout=seconds)
         except grpc.aio.AioRpcError as error:
             raise EtcdError(
                 f"{what} at {self.url}: {error.code().name}: {error.details()}"
@@ -122,7 +128,9 @@ class Endpoint:
         ]
 
     async def status(self) -> Status:
-        answer = await self._call("status", self.maintenance.Status, rpc.StatusRequest())
+        answer = await self._call(
+            "status", self.maintenance.Status, rpc.StatusRequest(), STATUS_SECONDS
+        )
         return Status(
             answer.header.member_id,
             answer.leader,

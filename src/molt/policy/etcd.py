@@ -25,6 +25,8 @@ class MemberRow:
     node_ready: bool = False
     node_leaving: bool = False
     """Its Node is in Molt's pipeline, cordoned or being deleted."""
+    node_created: str = ""
+    """Its Node's creationTimestamp (RFC 3339, UTC), "" when unknown."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,19 @@ def quorum(voters: int) -> int:
 
 def leadership_target(members: list[MemberRow], leaving_id: int) -> MemberRow | None:
     """The member leadership moves to: a healthy voting member other than the leaving
-    one, preferring those on Ready nodes that stay, then the most caught-up."""
+    one, preferring those on Ready nodes that stay, then the youngest node (the last to be
+    rotated, so leadership moves once per rotation rather than once per node), then the
+    most caught-up."""
     candidates = [m for m in members if m.id != leaving_id and m.healthy and not m.learner]
     if not candidates:
         return None
     return max(
         candidates,
-        key=lambda m: (bool(m.node) and m.node_ready and not m.node_leaving, m.raft_index),
+        key=lambda m: (
+            bool(m.node) and m.node_ready and not m.node_leaving,
+            m.node_created,
+            m.raft_index,
+        ),
     )
 
 
