@@ -131,11 +131,16 @@ def test_the_api_server_refuses_an_invalid_instance_group(
         (
             {
                 "lifecycle": {
-                    "preTerminate": [{"name": "etcd", "etcd": {"endpoints": ["https://e:2379"]}}]
+                    "preTerminate": [
+                        {
+                            "name": "etcd",
+                            "etcd": {"endpoints": ["https://e:2379"], "snapshot": {"dir": "bak"}},
+                        }
+                    ]
                 }
             },
-            "spec.lifecycle.preTerminate[0]",
-            "etcd actions are not implemented yet; only http, vault and job are",
+            "spec.lifecycle.preTerminate[0].etcd.snapshot.dir",
+            "should match '^/'",
         ),
         (
             {"lifecycle": {"preDrain": [{"http": {"url": "https://h.example"}}]}},

@@ -46,8 +46,17 @@ def test_invalid_instance_groups_are_refused(change: dict[str, Any], message: st
             "exactly one of http, job, etcd or vault",
         ),
         (
-            {"lifecycle": {"preTerminate": [{"name": "x", "etcd": {"endpoints": ["https://e"]}}]}},
-            "not implemented yet",
+            {
+                "lifecycle": {
+                    "preTerminate": [
+                        {
+                            "name": "x",
+                            "etcd": {"endpoints": ["https://e"], "snapshot": {"dir": "bak"}},
+                        }
+                    ]
+                }
+            },
+            "should match pattern",
         ),
         (
             {"lifecycle": {"preTerminate": [{"name": "x", "vault": {"address": "https://v"}}]}},
@@ -92,3 +101,19 @@ def test_counts_and_percents_resolve_against_a_total(
     value: int | str, total: int, expected: int
 ) -> None:
     assert resolve_count_or_percent(value, total) == expected
+
+
+def test_an_etcd_action_is_accepted_with_its_secret_and_snapshot() -> None:
+    etcd = {
+        "endpoints": ["https://{node.address}:2379"],
+        "clientSecret": {"namespace": "kube-system", "name": "etcd-client"},
+        "snapshot": {"dir": "/var/backups/etcd"},
+    }
+    found = TerminationPolicy.model_validate(
+        termination_policy(lifecycle={"preTerminate": [{"name": "etcd", "etcd": etcd}]})
+    )
+    action = found.spec.lifecycle.pre_terminate[0]
+    assert action.kind == "etcd"
+    assert action.etcd is not None
+    assert action.etcd.client_secret is not None
+    assert action.etcd.client_secret.name == "etcd-client"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from molt.actions.base import ActionContext, ActionFailedError
+from molt.actions.base import ActionContext, ActionFailedError, ActionHeldError
 from molt.actions.runner import ActionRunner
 from molt.api import TerminationPolicy
 from molt.api.lifecycle import LifecycleAction
@@ -31,6 +31,7 @@ class ScriptedKind:
         self.attempts: list[int] = []
         self.gates: dict[str, asyncio.Event] = {}
         self.failures: dict[str, int] = {}
+        self.holds: dict[str, int] = {}
 
     async def attempt(self, action: LifecycleAction, context: ActionContext) -> None:
         self.calls.append((context.hook, action.name))
@@ -38,6 +39,9 @@ class ScriptedKind:
         gate = self.gates.get(action.name)
         if gate is not None:
             await gate.wait()
+        if self.holds.get(action.name, 0) > 0:
+            self.holds[action.name] -= 1
+            raise ActionHeldError("waiting for the replacement's member")
         if self.failures.get(action.name, 0) > 0:
             self.failures[action.name] -= 1
             raise ActionFailedError("503 from the hook")
@@ -136,6 +140,35 @@ async def test_a_failing_action_is_retried_with_backoff_and_holds_the_node() -> 
     assert fleet.cluster.event_reasons("old").count("ActionFailed") == 2
     assert fleet.provider.terminations == ["old"]
     assert kind.attempts == [1, 2, 3]
+
+
+async def test_a_held_action_holds_the_node_without_using_its_retries() -> None:
+    kind = ScriptedKind()
+    kind.holds["etcd"] = 6
+    held = {"name": "etcd", "retries": 1, "http": {"url": "https://hooks.example/etcd"}}
+    fleet = world(
+        selected_node(replacement=NEW),
+        replacement_node(),
+        rotate=policy("rotate", lifecycle={"preTerminate": [held]}),
+    )
+    _with_kind(fleet, kind)
+    blocked: list[str | None] = []
+
+    for _ in range(80):
+        await fleet.reconcile()
+        await asyncio.sleep(0)
+        node = fleet.cluster.node("old")
+        if node is None:
+            break
+        blocked.append(node.annotations.get("molt.dev/blocked"))
+        fleet.clock.advance(5)
+
+    assert kind.calls == [("preTerminate", "etcd")] * 7
+    assert kind.attempts == [1] * 7, "a held attempt is given back"
+    assert any(b and "held: waiting for the replacement's member" in b for b in blocked)
+    assert fleet.cluster.event_reasons("old").count("ActionFailed") == 0
+    assert fleet.cluster.event_reasons("old").count("ActionHeld") == 1, "once per message"
+    assert fleet.provider.terminations == ["old"]
 
 
 async def test_a_restarted_controller_resumes_the_attempt_in_flight() -> None:

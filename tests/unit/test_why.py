@@ -10,7 +10,7 @@ from molt.api.types import LabelSelector
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import compute_plan
 from molt.policy.snapshot import Snapshot
-from molt.policy.why import WhyInputs, explain
+from molt.policy.why import ActionFacts, WhyInputs, explain
 from tests.support.fake_ports import pod
 from tests.support.fleet import NOW, node, policy
 
@@ -71,3 +71,15 @@ def test_a_pdb_deadlock_holds_a_node_but_not_past_its_deadline_when_pods_are_del
     )
     assert goes.blocker == "Admitted"
     assert goes.warnings, "the deadlock is still worth a warning"
+
+
+def test_a_held_action_names_what_it_waits_for() -> None:
+    message = "preTerminate action etcd held: etcd member old not removed: 2 healthy member(s)"
+    leaving = node(
+        "old", age_hours=60, state="terminating", annotations={"molt.dev/blocked": message}
+    )
+    inputs = _inputs([leaving], [policy()], "old")
+    inputs.actions.append(ActionFacts("preTerminate/tp/etcd", "held", 0))
+    answer = explain(inputs)
+    assert answer.blocker == "ActionHeld"
+    assert message in answer.message

@@ -13,6 +13,12 @@ class ActionFailedError(Exception):
     """A lifecycle action did not succeed; the message says what happened."""
 
 
+class ActionHeldError(Exception):
+    """Not yet: the action must wait for the cluster (e.g. a replacement to join) before it
+    may act. It is tried again soon without using up one of its retries; the message says
+    what it waits for."""
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """The node an action runs for, and why it is leaving."""
@@ -35,5 +41,6 @@ class ActionKind(Protocol):
     """
 
     async def attempt(self, action: LifecycleAction, context: ActionContext) -> None:
-        """Do the action once; raise ActionFailedError unless it succeeded."""
+        """Do the action once; raise ActionFailedError unless it succeeded, or
+        ActionHeldError when it must wait before it may act."""
         ...

@@ -15,7 +15,8 @@ from enum import StrEnum
 
 import structlog
 
-from molt.actions.base import ActionContext, ActionFailedError, ActionKind
+from molt.actions.base import ActionContext, ActionFailedError, ActionHeldError, ActionKind
+from molt.actions.etcd import EtcdActionKind
 from molt.actions.http import HttpActionKind
 from molt.actions.job import JobActionKind
 from molt.actions.vault import VaultActionKind
@@ -30,6 +31,8 @@ class AttemptState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    HELD = "held"
+    """The action waits for the cluster; it is tried again without using a retry."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ def action_kinds(cluster: ClusterWrites) -> dict[str, ActionKind]:
         "http": HttpActionKind(),
         "vault": VaultActionKind(cluster),
         "job": JobActionKind(cluster),
+        "etcd": EtcdActionKind(cluster),
     }
 
 
@@ -74,6 +78,8 @@ class ActionRunner:
         error = task.exception() if not task.cancelled() else ActionFailedError("cancelled")
         if error is None:
             return AttemptOutcome(AttemptState.SUCCEEDED)
+        if isinstance(error, ActionHeldError):
+            return AttemptOutcome(AttemptState.HELD, str(error))
         if not isinstance(error, ActionFailedError):
             log.warning("action.crashed", key=key, error=repr(error))
         return AttemptOutcome(AttemptState.FAILED, str(error) or repr(error))

@@ -6,9 +6,7 @@ A node runs its group's actions, then its policy's. Each action has a ``name``, 
 node's progress is recorded per hook and name, so editing a list while a node is in
 flight neither skips nor repeats an action.
 
-``http``, ``vault`` and ``job`` are implemented; the schema already carries ``etcd`` so
-its shape is reviewable, but the API server refuses it until it works, rather than
-accepting an action that would hold a node cordoned forever.
+The kinds are ``http``, ``vault``, ``job`` and ``etcd``.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from molt.api.types import CEL_RULES, ApiModel, Duration, Name, Url, cel
 ActionName = Annotated[
     str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ]
-IMPLEMENTED_KINDS = ("http", "vault", "job")
+IMPLEMENTED_KINDS = ("http", "vault", "job", "etcd")
 
 
 class HttpAction(ApiModel):
@@ -82,11 +80,60 @@ class JobAction(ApiModel):
         return self
 
 
-class EtcdAction(ApiModel):
-    """Move etcd leadership away from the node and remove its member."""
+class SecretRef(ApiModel):
+    """A whole Secret."""
 
-    endpoints: list[Url] = Field(min_length=1, max_length=5)
-    client_secret: Name | None = None
+    namespace: Name
+    name: Name
+
+
+class EtcdSnapshot(ApiModel):
+    """Where a snapshot is saved before the member is removed."""
+
+    dir: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^/")] = Field(
+        description=(
+            "An absolute directory on the controller's filesystem; the snapshot is "
+            "written there as NODE-YYYYMMDDTHHMMSSZ.db."
+        )
+    )
+
+
+class EtcdAction(ApiModel):
+    """Move etcd leadership off the node's member, then remove the member once the
+    cluster can spare it.
+
+    The node's member is the one named like the node, or whose peer URL host is one of
+    the node's addresses. It is removed only when every other member is healthy, quorum
+    holds without it, and at least ``members`` healthy members (the group's size by
+    default) on Ready nodes that are not leaving would remain; until then the node is
+    held and the member table reported in ``molt.dev/blocked``.
+    """
+
+    endpoints: list[Url] = Field(
+        min_length=1,
+        max_length=5,
+        description=(
+            "Client URLs Molt reaches the cluster through (gRPC, http:// or https://); "
+            "{{ .Node.InternalIP }} (the node's first InternalIP) and {{ .Node.Name }} are "
+            "replaced (also written {node.address}, {node.name}). "
+            "Each member is then also asked at its own advertised client URLs."
+        ),
+    )
+    client_secret: SecretRef | None = Field(
+        default=None,
+        description=(
+            "A Secret with ca.crt and, for client certificates, tls.crt and tls.key; "
+            "https endpoints without it are verified against the system's CAs."
+        ),
+    )
+    snapshot: EtcdSnapshot | None = None
+    members: Annotated[int, Field(ge=1, le=9)] | None = Field(
+        default=None,
+        description=(
+            "How many healthy members must remain after the removal; by default the size "
+            "of the node's InstanceGroup."
+        ),
+    )
 
 
 class VaultAction(ApiModel):
@@ -104,7 +151,7 @@ class VaultAction(ApiModel):
     )
 
 
-NOT_IMPLEMENTED = "etcd actions are not implemented yet; only http, vault and job are"
+NOT_IMPLEMENTED = "this action kind is not implemented"
 
 
 class LifecycleAction(ApiModel):
@@ -123,12 +170,10 @@ class LifecycleAction(ApiModel):
     vault: VaultAction | None = None
 
     @model_validator(mode="after")
-    def _exactly_one_implemented_kind(self) -> LifecycleAction:
+    def _exactly_one_kind(self) -> LifecycleAction:
         kinds = [k for k in (self.http, self.job, self.etcd, self.vault) if k is not None]
         if len(kinds) != 1:
             raise ValueError("exactly one of http, job, etcd or vault must be set")
-        if self.etcd is not None:
-            raise ValueError(NOT_IMPLEMENTED)
         return self
 
     @property
@@ -141,7 +186,6 @@ ACTION_RULES = [
         "[has(self.http), has(self.job), has(self.etcd), has(self.vault)].filter(x, x).size() == 1",
         "exactly one of http, job, etcd or vault must be set",
     ),
-    cel("!has(self.etcd)", NOT_IMPLEMENTED),
 ]
 
 ActionList = Annotated[

@@ -392,6 +392,15 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
                 details={"action": action.key, "attempt": action.attempts},
                 **common,
             )
+        if action.state == "held":
+            return _answer(
+                inputs,
+                "ActionHeld",
+                f"lifecycle action {action.key} is held: {blocked or 'waiting for the cluster'}",
+                "the action, once the cluster can spare the node",
+                details={"action": action.key},
+                **common,
+            )
         if action.state == "failed":
             retry = parse_rfc3339_or_none(action.retry_at)
             return _answer(

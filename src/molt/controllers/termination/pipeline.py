@@ -85,6 +85,8 @@ Requeue = float | None
 
 ACTION_RETRY_MAX = 300.0
 ACTION_POLL = 1.0
+ACTION_HELD_RETRY = 3.0
+"""How soon an action that waits for the cluster (it answered held) is tried again."""
 """How often a running action is checked; it ends in the background meanwhile."""
 REPLACEMENT_POLL = 60.0
 """A node waiting for its group's capacity is woken when a group node turns Ready, and
@@ -364,7 +366,7 @@ class PipelineReconciler:
             if outcome.state == AttemptState.STARTED:
                 started = ActionState("running", context.attempt, state.error)
                 await self._record_progress(node, progress.with_state(key, started))
-                if state.attempts == 0:
+                if state.attempts == 0 and state.state != "held":
                     await self.writes.record_event(node, "ActionStarted", f"{label} started")
                 return ACTION_POLL
             if outcome.state == AttemptState.SUCCEEDED:
@@ -373,6 +375,17 @@ class PipelineReconciler:
                 await self.writes.record_event(node, "ActionDone", f"{label} succeeded")
                 node = self.reads.node(node.name) or node
                 continue
+            if outcome.state == AttemptState.HELD:
+                # Not a failure: the attempt is given back, and the node is held meanwhile.
+                message = f"{label} held: {outcome.error}"
+                retry_at = self.clock.now() + timedelta(seconds=ACTION_HELD_RETRY)
+                held = ActionState(
+                    "held", max(0, state.attempts - 1), None, format_rfc3339(retry_at)
+                )
+                await self._record_progress(node, progress.with_state(key, held), blocked=message)
+                if node.annotations.get(BLOCKED_ANNOTATION) != message:
+                    await self.writes.record_event(node, "ActionHeld", message, warning=True)
+                return ACTION_HELD_RETRY
             attempts = max(1, state.attempts)
             exhausted = attempts > action.retries
             delay = min(ACTION_RETRY_MAX, 2.0**attempts)

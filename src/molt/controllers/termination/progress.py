@@ -66,7 +66,8 @@ class ActionState:
     """One action's progress on one node."""
 
     state: str = "pending"
-    """``running``, ``done`` or ``failed`` (the last attempt failed; it is retried)."""
+    """``running``, ``done``, ``failed`` (the last attempt failed; it is retried) or
+    ``held`` (it waits for the cluster; tried again without using a retry)."""
     attempts: int = 0
     error: str | None = None
     retry_at: str | None = None
