@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from molt.api.instancegroup import InstanceGroup
 from molt.api.reaper import Reaper
+from molt.api.resource import Resource
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.watchdog import Watchdog
 from molt.policy.pdbs import PdbView
@@ -212,15 +213,11 @@ class ClusterWrites(Protocol):
         """An Event on a Reaper."""
         ...
 
-    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None: ...
-
     async def record_watchdog_event(
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         """An Event on a Watchdog (fired, resolved, a sink that failed, a bad spec)."""
         ...
-
-    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None: ...
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
@@ -232,9 +229,10 @@ class ClusterWrites(Protocol):
         """An Event on an InstanceGroup (a rollback, a cell out of capacity)."""
         ...
 
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None: ...
-
-    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None: ...
+    async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource of one of Molt's objects (any kind: an
+        InstanceGroup, a TerminationPolicy, a Reaper, a Watchdog); a gone one is fine."""
+        ...
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         """One object, read straight from the API server (never cached, never logged:

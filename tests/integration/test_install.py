@@ -29,7 +29,7 @@ from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
 from molt.actions.objects import read_config_map_key, read_job, read_secret_key
-from molt.api import GROUP, VERSION
+from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy, Watchdog
 from molt.api.watchdog import ProbePodCheck
 from molt.cloud.kwok import KwokProvider
 from molt.controllers.watchdog.checks import probe_pod_body
@@ -546,21 +546,21 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     (GROUP, "instancegroups", "watch"): lambda p: p.watch_once(GROUPS),
     (GROUP, "terminationpolicies", "list"): lambda p: p.raw.list_all(POLICIES),
     (GROUP, "terminationpolicies", "watch"): lambda p: p.watch_once(POLICIES),
-    (GROUP, "instancegroups/status", "patch"): lambda p: p.writes.patch_group_status(
-        ABSENT, {"currentRevision": "probe"}
+    (GROUP, "instancegroups/status", "patch"): lambda p: p.writes.patch_status(
+        InstanceGroup, ABSENT, {"currentRevision": "probe"}
     ),
-    (GROUP, "terminationpolicies/status", "patch"): lambda p: p.writes.patch_policy_status(
-        ABSENT, {"selected": 0}
+    (GROUP, "terminationpolicies/status", "patch"): lambda p: p.writes.patch_status(
+        TerminationPolicy, ABSENT, {"selected": 0}
     ),
     (GROUP, "reapers", "list"): lambda p: p.raw.list_all(REAPERS),
     (GROUP, "reapers", "watch"): lambda p: p.watch_once(REAPERS),
-    (GROUP, "reapers/status", "patch"): lambda p: p.writes.patch_reaper_status(
-        ABSENT, {"reaped": {"stuckPods": 0}}
+    (GROUP, "reapers/status", "patch"): lambda p: p.writes.patch_status(
+        Reaper, ABSENT, {"reaped": {"stuckPods": 0}}
     ),
     (GROUP, "watchdogs", "list"): lambda p: p.raw.list_all(WATCHDOGS),
     (GROUP, "watchdogs", "watch"): lambda p: p.watch_once(WATCHDOGS),
-    (GROUP, "watchdogs/status", "patch"): lambda p: p.writes.patch_watchdog_status(
-        ABSENT, {"state": "Healthy"}
+    (GROUP, "watchdogs/status", "patch"): lambda p: p.writes.patch_status(
+        Watchdog, ABSENT, {"state": "Healthy"}
     ),
     # A probePod Watchdog's probe pod, in a namespace the chart grants it.
     ("", "pods", "create"): lambda p: p.create_probe_pod(),

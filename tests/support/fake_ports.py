@@ -22,6 +22,7 @@ from molt.api import InstanceGroup, Reaper, TerminationPolicy, Watchdog
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import Template
 from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
+from molt.api.resource import Resource
 from molt.api.types import dump_manifest
 from molt.cloud.provider import (
     CapacityError,
@@ -420,16 +421,10 @@ class FakeCluster:
     ) -> None:
         self.events.append(RecordedEvent(f"reaper/{name}", reason, message, warning))
 
-    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
-        self.reaper_status_patches.append((name, status))
-
     async def record_watchdog_event(
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self.events.append(RecordedEvent(f"watchdog/{name}", reason, message, warning))
-
-    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
-        self.watchdog_status_patches.append((name, status))
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
@@ -441,8 +436,19 @@ class FakeCluster:
     ) -> None:
         self.events.append(RecordedEvent(f"instancegroup/{group}", reason, message, warning))
 
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
-        """Record the patch and merge it into the stored policy (a missing one is ignored)."""
+    async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
+        """Record the patch, by kind; a policy's or group's is merged into the stored
+        object (a missing one is ignored)."""
+        if kind is Reaper:
+            self.reaper_status_patches.append((name, status))
+        elif kind is Watchdog:
+            self.watchdog_status_patches.append((name, status))
+        elif kind is TerminationPolicy:
+            self._patch_policy_status(name, status)
+        elif kind is InstanceGroup:
+            self._patch_group_status(name, status)
+
+    def _patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         self.policy_status_patches.append((name, status))
         current = self.termination_policies.get(name)
         if current is None:
@@ -451,8 +457,7 @@ class FakeCluster:
         manifest["status"] = {**manifest.get("status", {}), **status}
         self.termination_policies[name] = TerminationPolicy.model_validate(manifest)
 
-    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
-        """Record the patch and merge it into the stored group (a missing one is ignored)."""
+    def _patch_group_status(self, name: str, status: dict[str, Any]) -> None:
         self.group_status_patches.append((name, status))
         current = self.instance_groups.get(name)
         if current is None:

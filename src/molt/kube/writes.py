@@ -20,9 +20,10 @@ import structlog
 
 from molt.api import GROUP as API_GROUP
 from molt.api import VERSION as API_VERSION
+from molt.api.resource import Resource
 from molt.kube.objects import ResourcePaths
 from molt.kube.projections import pdb_view, pod_view
-from molt.kube.state import GROUPS, NODES, PDBS, POLICIES, REAPERS, WATCHDOGS
+from molt.kube.state import NODES, PDBS
 from molt.kube.transport import ApiError, RawApi
 from molt.kube.watch import Reflector
 from molt.policy.age import format_rfc3339
@@ -327,17 +328,11 @@ class KubeWrites:
         involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Reaper", "name": name}
         await self._record(involved, reason, message, warning=warning)
 
-    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status(REAPERS, name, status)
-
     async def record_watchdog_event(
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Watchdog", "name": name}
         await self._record(involved, reason, message, warning=warning)
-
-    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status(WATCHDOGS, name, status)
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
@@ -389,13 +384,8 @@ class KubeWrites:
             # An Event is for people; failing to record one must not stop the controller.
             log.warning("event.not_recorded", on=involved["name"], reason=reason, error=str(error))
 
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status(POLICIES, name, status)
-
-    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
-        await self._patch_status(GROUPS, name, status)
-
-    async def _patch_status(self, collection: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
+        collection = f"/apis/{API_GROUP}/{API_VERSION}/{kind.names.plural}"
         await self._before_write()
         try:
             await self.raw.merge_patch(f"{collection}/{name}/status", {"status": status})
@@ -483,16 +473,10 @@ class DryRunWrites:
     ) -> None:
         self._note(f"event on reaper {name}: {reason}: {message}")
 
-    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
-        self._note(f"status of reaper {name}: {status}")
-
     async def record_watchdog_event(
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self._note(f"event on watchdog {name}: {reason}: {message}")
-
-    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
-        self._note(f"status of watchdog {name}: {status}")
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
@@ -504,11 +488,8 @@ class DryRunWrites:
     ) -> None:
         self._note(f"event on instance group {group}: {reason}: {message}")
 
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
-        self._note(f"status of policy {name}: {status}")
-
-    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
-        self._note(f"status of instance group {name}: revision {status.get('currentRevision')}")
+    async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
+        self._note(f"status of {kind.names.kind} {name}: {sorted(status)}")
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return None  # a dry run never runs lifecycle actions or probes

@@ -41,6 +41,7 @@ from molt.api.labels import (
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
 )
+from molt.api.resource import Resource
 from molt.observe.history_schema import events
 from molt.observe.metrics import Metrics
 from molt.policy.pdbs import PdbView
@@ -339,14 +340,17 @@ class HistoryWrites:
             warning=warning,
         )
 
-    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
+        if kind is not InstanceGroup:
+            await self.inner.patch_status(kind, name, status)
+            return
         # The status as it was, read before the write: the cache may see the patch at once.
         before = self._group_status.get(name)
         if before is None and self.reads is not None:
             group = self.reads.instance_group(name)
             if group is not None and group.status is not None:
                 before = _status_dict(group)
-        await self.inner.patch_group_status(name, status)
+        await self.inner.patch_status(kind, name, status)
         self._group_status[name] = status
         for row in group_decisions(name, before, status):
             self.store.record(**row)
@@ -453,19 +457,10 @@ class HistoryWrites:
     ) -> None:
         await self.inner.record_reaper_event(name, reason, message, warning=warning)
 
-    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
-        await self.inner.patch_reaper_status(name, status)
-
     async def record_watchdog_event(
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         await self.inner.record_watchdog_event(name, reason, message, warning=warning)
-
-    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
-        await self.inner.patch_watchdog_status(name, status)
-
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
-        await self.inner.patch_policy_status(name, status)
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return await self.inner.read_object(ref)

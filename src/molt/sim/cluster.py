@@ -23,6 +23,7 @@ from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, InstanceGroupStatus
 from molt.api.labels import UNREACHABLE_TAINT
 from molt.api.reaper import Reaper
+from molt.api.resource import Resource
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
 from molt.api.watchdog import Watchdog
 from molt.policy.pdbs import PdbView
@@ -406,18 +407,12 @@ class SimCluster:
             RecordedEvent(self.clock.seconds, f"rp/{name}", reason, message, warning)
         )
 
-    async def patch_reaper_status(self, name: str, status: dict[str, Any]) -> None:
-        return None
-
     async def record_watchdog_event(
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self.recorded.append(
             RecordedEvent(self.clock.seconds, f"wd/{name}", reason, message, warning)
         )
-
-    async def patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
-        return None
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
@@ -431,7 +426,14 @@ class SimCluster:
             RecordedEvent(self.clock.seconds, f"ig/{group}", reason, message, warning)
         )
 
-    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
+        if kind is TerminationPolicy:
+            self._patch_policy_status(name, status)
+        elif kind is InstanceGroup:
+            self._patch_group_status(name, status)
+        # A scenario has no Reapers or Watchdogs: nothing else carries a status here.
+
+    def _patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         current = self._policies.get(name)
         if current is None:
             return
@@ -439,7 +441,7 @@ class SimCluster:
         merged = TerminationPolicyStatus.model_validate({**old, **status})
         self._policies[name] = current.model_copy(update={"status": merged})
 
-    async def patch_group_status(self, name: str, status: dict[str, Any]) -> None:
+    def _patch_group_status(self, name: str, status: dict[str, Any]) -> None:
         current = self._groups.get(name)
         if current is None:
             return

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import structlog
 
+from molt.api.instancegroup import InstanceGroup
 from molt.cloud.provider import Provider, ProviderError
 from molt.controllers.instancegroup import gc, health, scaling
 from molt.controllers.instancegroup.gauges import GroupMetrics, routed_share
@@ -150,7 +151,7 @@ class CellReconciler:
         )
         comparable = without_times(status)
         if self._written.get(name) != comparable:
-            await self.writes.patch_group_status(name, wire(status))
+            await self.writes.patch_status(InstanceGroup, name, wire(status))
             self._written[name] = comparable
         settled = status.state in ("Ready", "Degraded") and not scope.busy
         wait = IDLE_REQUEUE if settled else BUSY_REQUEUE

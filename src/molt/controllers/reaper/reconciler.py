@@ -290,7 +290,7 @@ class ReaperReconciler:
             body["lastReapTime"] = format_rfc3339(status.last_reap_time)
         if not tally.acted and _unchanged(status, body):
             return
-        await self.writes.patch_reaper_status(reaper.metadata.name, body)
+        await self.writes.patch_status(Reaper, reaper.metadata.name, body)
         if limited:
             await self.writes.record_reaper_event(
                 reaper.metadata.name,

@@ -766,7 +766,7 @@ class PipelineReconciler:
             if fresh is not None and fresh.status is not None:
                 cached = max(cached, fresh.status.completed)
             completed = max(cached, self._completed_written.get(name, 0)) + 1
-            await self.writes.patch_policy_status(name, {"completed": completed})
+            await self.writes.patch_status(TerminationPolicy, name, {"completed": completed})
             self._completed_written[name] = completed
 
 

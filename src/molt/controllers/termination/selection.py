@@ -256,5 +256,7 @@ class SelectionReconciler:
                     else "no watchdog named in pauseWhen is failing",
                 ),
             ]
-            await self.writes.patch_policy_status(name, {**counts, "conditions": conditions})
+            await self.writes.patch_status(
+                TerminationPolicy, name, {**counts, "conditions": conditions}
+            )
             self._written_status[name] = summary

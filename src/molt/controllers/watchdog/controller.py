@@ -215,8 +215,8 @@ class WatchdogController:
             )
         watch.memory = outcome.memory
         self.metrics.set_watchdog_state(name, outcome.memory.state)
-        await self.writes.patch_watchdog_status(
-            name, self._status(watchdog, watch, outcome.memory, timed, now, delivered)
+        await self.writes.patch_status(
+            Watchdog, name, self._status(watchdog, watch, outcome.memory, timed, now, delivered)
         )
         if outcome.memory.state != memory.state:
             log.info(
