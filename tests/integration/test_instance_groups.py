@@ -31,7 +31,10 @@ from tests.support.waiting import eventually
 
 
 async def test_a_group_is_launched_spread_over_its_zones_and_reports_its_cells(
-    kube: client.ApiClient, empty_cluster: None, run_molt: Callable[..., MoltProcess]
+    kube: client.ApiClient,
+    sandbox: RunningSandbox,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
 ) -> None:
     group = f"ig-{uuid.uuid4().hex[:5]}"
     await create_group(kube, group, replicas=6)
@@ -61,6 +64,14 @@ async def test_a_group_is_launched_spread_over_its_zones_and_reports_its_cells(
         labels = node.metadata.labels
         assert labels["molt.dev/revision"] == revision
         assert labels["molt.dev/capacity-type"] == "on-demand"
+    # Launch to Ready (kwok's boot delay, 1 s, and its Ready stage): p50 and p90 of six.
+    host_init = status["hostInit"]
+    assert host_init["samples"] == 6
+    assert 1 <= host_init["p50Seconds"] <= host_init["p90Seconds"] <= 30
+    wide = sandbox.kubectl("get", "ig", group, "-o", "wide")
+    header, row = wide.stdout.splitlines()[:2]
+    assert "INIT-P50" in header.split()
+    assert row.split()[header.split().index("INIT-P50")] == str(host_init["p50Seconds"])
 
 
 async def test_kubectl_scale_sizes_a_group_and_molt_follows_it(

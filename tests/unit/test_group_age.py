@@ -90,4 +90,8 @@ def test_a_group_no_policy_names_still_has_its_nodes_rotated_by_48h() -> None:
     assert report["fullRotationHours"] is not None  # every starting node was replaced
     assert report["maxNodeAgeHours"] <= 48
     assert report["maxInPipeline"] == 1  # the default budget: one node of nine
+    # Launch to Ready is the cloud's launch delay (60 s, +-10 s) plus its ready delay (20 s).
+    init = report["hostInit"]["workers"]
+    assert init["samples"] >= 9
+    assert 70 <= init["p50Seconds"] <= init["p90Seconds"] <= 90
     assert all(not p["violations"] for p in report["pdbs"])

@@ -14,6 +14,7 @@ from molt.controllers.instancegroup.memory import GroupMemory
 from molt.controllers.instancegroup.scope import CellFigures, GroupScope
 from molt.controllers.instancegroup.status import group_status, wire, without_times
 from molt.policy.cells import CellKey, template_revision
+from molt.policy.host_init import SAMPLES, HostInitFigures, figures, keep_latest
 from tests.support.builders import instance_group
 from tests.support.fleet import NOW
 
@@ -82,3 +83,14 @@ def test_only_transition_times_do_not_count_as_a_change() -> None:
     assert without_times(earlier) == without_times(later)
     later_scope.cells = [CellFigures(CellKey("zone-b", "on-demand"), 3)]
     assert without_times(group_status(later_scope)) != without_times(earlier)
+
+
+def test_host_init_is_the_nearest_rank_median_and_p90_of_the_latest_launches() -> None:
+    assert figures([]) is None
+    assert figures([30.0]) == HostInitFigures(30, 30, 1)
+    assert figures([float(s) for s in range(1, 11)]) == HostInitFigures(5, 9, 10)
+    samples: list[float] = []
+    for seconds in range(120):
+        keep_latest(samples, float(seconds))
+    assert len(samples) == SAMPLES
+    assert samples[0] == 70.0, "the oldest launches drop out"

@@ -117,7 +117,13 @@ async def test_the_group_controller_reports_cells_launches_host_init_and_routing
         assert value(metrics, "molt_launches_total", group="workers", cell=cell) == 2
         assert value(metrics, "molt_routed_nodes", group="workers", cell=cell) == 0
     assert value(metrics, "molt_revision_degraded", group="workers", revision=revision) == 0
-    assert value(metrics, "molt_host_init_seconds_count", group="workers") == 4
+    assert value(metrics, "molt_host_init_seconds_count", group="workers", revision=revision) == 4
+    status = cluster.instance_groups["workers"].status
+    assert status is not None
+    assert status.host_init is not None
+    assert status.host_init.samples == 4
+    [current] = [r for r in status.revisions if r.name == revision]
+    assert current.host_init == status.host_init
 
     provider.capacity_errors.add(("zone-b", "on-demand"))
     for node_view in [n for n in cluster.nodes() if n.zone == "zone-b"][:1]:
@@ -152,9 +158,10 @@ def test_host_init_counts_a_launch_stamped_in_the_second_the_controller_started(
     ready = node("n1", conditions=(NodeCondition("Ready", "True", NOW + timedelta(seconds=9)),))
     earlier = node("n0", conditions=(NodeCondition("Ready", "True", NOW),))
     launched = {"n1": NOW, "n0": NOW - timedelta(seconds=1)}  # second precision
-    gauges.became_ready("workers", [ready, earlier], launched, NOW + timedelta(seconds=10))
-    assert value(metrics, "molt_host_init_seconds_count", group="workers") == 1
-    assert value(metrics, "molt_host_init_seconds_sum", group="workers") == 9
+    seen = gauges.became_ready("workers", [ready, earlier], launched, NOW + timedelta(seconds=10))
+    assert seen == [("rev1", 9.0)]
+    assert value(metrics, "molt_host_init_seconds_count", group="workers", revision="rev1") == 1
+    assert value(metrics, "molt_host_init_seconds_sum", group="workers", revision="rev1") == 9
 
 
 # Selection: blocked drains.

@@ -218,6 +218,14 @@ INSTANCE_GROUP_SPEC_RULES = [
 ]
 
 
+class HostInit(ApiModel):
+    """Launch to Ready of the latest launches (at most 50), in whole seconds."""
+
+    p50_seconds: Annotated[int, Field(ge=0)]
+    p90_seconds: Annotated[int, Field(ge=0)]
+    samples: Annotated[int, Field(ge=0)]
+
+
 class RevisionStatus(ApiModel):
     """Counts for one template revision."""
 
@@ -227,6 +235,7 @@ class RevisionStatus(ApiModel):
     launch_failures: int = 0
     state: Literal["Current", "Previous", "Outdated", "Degraded"] = "Current"
     message: Annotated[str, Field(max_length=1024)] | None = None
+    host_init: HostInit | None = None
     template: Template | None = Field(
         default=None,
         description="Kept for the current and previous revisions, so a rollback can launch "
@@ -257,6 +266,10 @@ class InstanceGroupStatus(ApiModel):
     current_revision: Name | None = None
     revisions: list[RevisionStatus] = Field(default_factory=list, max_length=64)
     cells: list[CellStatus] = Field(default_factory=list, max_length=512)
+    host_init: HostInit | None = Field(
+        default=None,
+        description="Launch to Ready at the current revision (p50, p90 of recent launches).",
+    )
     selector: Annotated[str, Field(max_length=512)] | None = Field(
         default=None,
         description="The label selector of the group's nodes, for the scale subresource.",
@@ -280,6 +293,7 @@ class InstanceGroup(Resource):
             PrinterColumn("Ready", ".status.readyReplicas", "integer"),
             PrinterColumn("Updated", ".status.updatedReplicas", "integer"),
             PrinterColumn("Revision", ".status.currentRevision", priority=1),
+            PrinterColumn("Init-P50", ".status.hostInit.p50Seconds", "integer", priority=1),
             PrinterColumn("Provider", ".spec.provider", priority=1),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),

@@ -70,6 +70,11 @@ def render_report(report: dict[str, Any]) -> None:
     evictions = ", ".join(f"{k} {v}" for k, v in report["evictions"].items()) or "none"
     table.add_row("evictions", evictions)
     table.add_row("max in pipeline", str(report["maxInPipeline"]))
+    for group, init in report["hostInit"].items():
+        table.add_row(
+            f"host init {group}",
+            f"p50 {init['p50Seconds']} s, p90 {init['p90Seconds']} s ({init['samples']} launches)",
+        )
     limit = report["policyMaxAgeHours"]
     table.add_row(
         "oldest node",

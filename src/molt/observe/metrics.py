@@ -195,7 +195,7 @@ class Metrics:
             "molt_host_init_seconds",
             "Time from an instance's launch to its Node turning Ready, for instances "
             "launched while this process ran.",
-            ["group"],
+            ["group", "revision"],
             buckets=HOST_INIT_BUCKETS,
             registry=r,
         )

@@ -3,7 +3,8 @@
 Full-rotation time (when the last node that was running at the start had gone), nodes
 replaced by reason, evictions by answer, the fewest healthy pods each PDB kept (and any
 eviction that broke one, which would be a bug), the oldest node against the policy's
-limit, ready capacity by zone over time, and the instance-group controller's rollbacks
+limit, each group's launch-to-Ready (p50, p90), ready capacity by zone over time, and the
+instance-group controller's rollbacks
 and routing decisions as it recorded them in Events.
 """
 
@@ -62,6 +63,16 @@ def group_events(sim: Simulation) -> list[GroupEvent]:
         found.append(
             GroupEvent(round(event.at / 3600, 2), event.node[3:], event.reason, event.message, kind)
         )
+    return found
+
+
+def host_init(sim: Simulation) -> dict[str, dict[str, int]]:
+    """Each group's launch-to-Ready at its current revision, as its status reports it."""
+    found = {}
+    for name in sorted(sim.cluster.groups()):
+        group = sim.cluster.instance_group(name)
+        if group is not None and group.status is not None and group.status.host_init:
+            found[name] = group.status.host_init.model_dump(by_alias=True)
     return found
 
 
@@ -126,6 +137,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             {"atHours": round(s.at / 3600, 2), "ready": s.ready_by_zone, "nodes": s.nodes_by_zone}
             for s in sim.recorder.samples
         ],
+        "hostInit": host_init(sim),
         "groupEvents": [e.__dict__ for e in events],
         "rollbacks": [e.__dict__ for e in events if e.kind == "rollback"],
         "routing": [e.__dict__ for e in events if e.kind == "routing"],

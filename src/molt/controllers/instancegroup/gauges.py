@@ -108,15 +108,20 @@ class GroupMetrics:
         fresh: Sequence[NodeView],
         launched: Mapping[str, datetime],
         now: datetime,
-    ) -> None:
+    ) -> list[tuple[str, float]]:
         """Observe launch-to-Ready for nodes Ready for the first time (this process saw);
-        ``launched`` maps node names to their instance's launch time."""
+        ``launched`` maps node names to their instance's launch time. Returns each
+        observation as (revision, seconds)."""
+        found: list[tuple[str, float]] = []
         for node in fresh:
             start = launched.get(node.name)
             if start is None or start < self.started:
                 continue
-            seconds = ((ready_at(node) or now) - start).total_seconds()
-            self.metrics.host_init.labels(group=group).observe(max(0.0, seconds))
+            seconds = max(0.0, ((ready_at(node) or now) - start).total_seconds())
+            revision = node.revision or "unknown"
+            self.metrics.host_init.labels(group=group, revision=revision).observe(seconds)
+            found.append((revision, seconds))
+        return found
 
     def publish(
         self,

@@ -23,6 +23,7 @@ from molt.controllers.instancegroup.scope import GroupPorts, GroupScope
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import SPOT, CellKey, split_capacity
 from molt.policy.health import NotReadyNode, degraded_backoff, judge_not_ready, judge_revision
+from molt.policy.host_init import keep_latest
 from molt.policy.interruptions import read_annotation
 
 log = structlog.get_logger(__name__)
@@ -102,7 +103,8 @@ def measure_host_init(scope: GroupScope, ports: GroupPorts) -> None:
             node = scope.index.node_for(instance)
             if node is not None and instance.launched_at is not None:
                 launched[node.name] = instance.launched_at
-    ports.metrics.became_ready(scope.name, fresh, launched, scope.now)
+    for revision, seconds in ports.metrics.became_ready(scope.name, fresh, launched, scope.now):
+        keep_latest(scope.memory.host_init.setdefault(revision, []), seconds)
 
 
 async def judge_launches(scope: GroupScope, ports: GroupPorts) -> None:

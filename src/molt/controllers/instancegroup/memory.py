@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from molt.api.instancegroup import InstanceGroupStatus, Template
+from molt.api.instancegroup import HostInit, InstanceGroupStatus, Template
 from molt.policy.age import parse_rfc3339
 from molt.policy.cells import CellKey
 from molt.policy.health import CellRecord
@@ -61,6 +61,10 @@ class GroupMemory:
     """NotReady nodes struck by an infrastructure event, until they are Ready again."""
     missing: Counter[str] = field(default_factory=Counter)
     """Nodes whose instance the provider did not list, by consecutive observations."""
+    host_init: dict[str, list[float]] = field(default_factory=dict)
+    """Revision -> launch-to-Ready seconds of its latest launches this process saw."""
+    host_init_reported: dict[str, HostInit] = field(default_factory=dict)
+    """Revision -> the figures the status held at start, shown until new launches come."""
 
     @classmethod
     def from_status(cls, status: InstanceGroupStatus | None) -> GroupMemory:
@@ -77,6 +81,8 @@ class GroupMemory:
             if revision.state == "Previous":
                 memory.previous = revision.name
             memory.failure_totals[revision.name] = revision.launch_failures
+            if revision.host_init is not None:
+                memory.host_init_reported[revision.name] = revision.host_init
         for cell in status.cells:
             if cell.unavailable_until:
                 try:

@@ -12,12 +12,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from molt.api.instancegroup import CellStatus, InstanceGroupStatus, RevisionStatus
+from molt.api.instancegroup import CellStatus, HostInit, InstanceGroupStatus, RevisionStatus
 from molt.api.labels import GROUP_LABEL
 from molt.api.types import Condition
 from molt.controllers.conditions import ConditionWriter
 from molt.controllers.instancegroup.scope import GroupScope
 from molt.policy.age import format_rfc3339
+from molt.policy.host_init import figures
 from molt.policy.snapshot import NodeView
 
 MAX_REVISIONS = 64
@@ -48,6 +49,7 @@ def group_status(scope: GroupScope) -> InstanceGroupStatus:
         updated_replicas=len(updated),
         revisions=_revisions(scope, target, by_revision)[:MAX_REVISIONS],
         cells=_cells(scope, target, updated)[:MAX_CELLS],
+        host_init=host_init_of(scope, target),
         selector=f"{GROUP_LABEL}={scope.group.metadata.name}",
         conditions=_conditions(scope, target, settled, message),
     )
@@ -92,9 +94,21 @@ def _revisions(
                 state=state,
                 message=memory.degraded[name][:1024] if name in memory.degraded else None,
                 template=template if state in ("Current", "Previous", "Degraded") else None,
+                host_init=host_init_of(scope, name),
             )
         )
     return revisions
+
+
+def host_init_of(scope: GroupScope, revision: str) -> HostInit | None:
+    """Launch to Ready of the revision's latest launches this process saw; else what the
+    status said when it started."""
+    found = figures(scope.memory.host_init.get(revision, []))
+    if found is None:
+        return scope.memory.host_init_reported.get(revision)
+    return HostInit(
+        p50_seconds=found.p50_seconds, p90_seconds=found.p90_seconds, samples=found.samples
+    )
 
 
 def _cells(scope: GroupScope, target: str, updated: list[NodeView]) -> list[CellStatus]:
