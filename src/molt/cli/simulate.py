@@ -70,6 +70,8 @@ def render_report(report: dict[str, Any]) -> None:
     evictions = ", ".join(f"{k} {v}" for k, v in report["evictions"].items()) or "none"
     table.add_row("evictions", evictions)
     table.add_row("max in pipeline", str(report["maxInPipeline"]))
+    for name, counts in report["actions"].items():
+        table.add_row(f"action {name}", f"{counts['attempts']} attempts, {counts['failed']} failed")
     for group, init in report["hostInit"].items():
         table.add_row(
             f"host init {group}",

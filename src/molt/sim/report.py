@@ -138,6 +138,10 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             for s in sim.recorder.samples
         ],
         "hostInit": host_init(sim),
+        "actions": {
+            name: {"attempts": count, "failed": sim.actions.failed[name]}
+            for name, count in sorted(sim.actions.started.items())
+        },
         "groupEvents": [e.__dict__ for e in events],
         "rollbacks": [e.__dict__ for e in events if e.kind == "rollback"],
         "routing": [e.__dict__ for e in events if e.kind == "routing"],

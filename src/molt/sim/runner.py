@@ -34,6 +34,7 @@ from molt.observe.metrics import Metrics
 from molt.policy.age import node_age
 from molt.policy.cells import CellKey, split_capacity, template_revision
 from molt.ports import ClusterWrites
+from molt.sim.actions import SimulatedActions
 from molt.sim.clock import EventHeap, VirtualClock
 from molt.sim.cloud import CloudSettings, Outage, SimCloud
 from molt.sim.cluster import SimCluster
@@ -138,12 +139,16 @@ class Simulation:
         if history is not None:
             self.history = HistoryStore(history, self.clock, self.metrics)
             writes = self.history_writes = HistoryWrites(self.cluster, self.history, self.cluster)
+        self.actions = SimulatedActions(
+            self.clock, scenario.actions, random.Random(f"{scenario.seed}/actions")
+        )
         self.controller = ControllerManager(
             self.cluster,
             writes,
             self.clock,
             self.metrics,
             providers=providers,
+            actions=self.actions,
             queue=self.queue,
             resync_seconds=seconds(scenario.controller.resync),
         )

@@ -134,13 +134,17 @@ class Ages(ApiModel):
         return [old - step * index for index in range(count)]
 
 
-def _refuse_actions(lifecycle: Lifecycle) -> None:
-    """Lifecycle actions call real endpoints: a scenario may not carry them."""
-    if lifecycle.pre_drain or lifecycle.pre_terminate:
-        raise ValueError(
-            "lifecycle actions call real endpoints and are not simulated; "
-            "remove them from the scenario"
-        )
+def action_names(lifecycle: Lifecycle) -> set[str]:
+    return {a.name for a in (*lifecycle.pre_drain, *lifecycle.pre_terminate)}
+
+
+class ActionTiming(ApiModel):
+    """How a lifecycle action behaves in a simulation: it calls nothing, it takes
+    ``duration`` and fails with probability ``failureRate`` (each attempt drawn from the
+    scenario's seed)."""
+
+    duration: Duration = "5s"
+    failure_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
 
 class GroupEntry(ApiModel):
@@ -152,8 +156,12 @@ class GroupEntry(ApiModel):
 
     @field_validator("spec")
     @classmethod
-    def _no_actions(cls, spec: InstanceGroupSpec) -> InstanceGroupSpec:
-        _refuse_actions(spec.lifecycle)
+    def _no_manifests(cls, spec: InstanceGroupSpec) -> InstanceGroupSpec:
+        if spec.lifecycle.post_launch:
+            raise ValueError(
+                "lifecycle.postLaunch applies objects to a real API server and is not "
+                "simulated; remove it from the scenario"
+            )
         return spec
 
     def node_ages(self) -> list[timedelta]:
@@ -169,12 +177,6 @@ class PolicyEntry(ApiModel):
 
     name: Name
     spec: TerminationPolicySpec
-
-    @field_validator("spec")
-    @classmethod
-    def _no_actions(cls, spec: TerminationPolicySpec) -> TerminationPolicySpec:
-        _refuse_actions(spec.lifecycle)
-        return spec
 
 
 class InstanceShape(ApiModel):
@@ -296,9 +298,23 @@ class Scenario(ApiModel):
     pdbs: list[PdbEntry] = Field(default_factory=list)
     policies: list[PolicyEntry] = Field(default_factory=list)
     timeline: list[TimelineEvent] = Field(default_factory=list)
+    actions: dict[str, ActionTiming] = Field(
+        default_factory=dict,
+        description="Lifecycle actions by name: how long each takes and how often it fails "
+        "(an action not listed takes 5 s and succeeds). Nothing is called.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
+        named = set().union(
+            *(action_names(g.spec.lifecycle) for g in self.fleet),
+            *(action_names(p.spec.lifecycle) for p in self.policies),
+        )
+        for name in self.actions:
+            if name not in named:
+                raise ValueError(
+                    f"actions: {name!r} is no lifecycle action of the fleet or the policies"
+                )
         groups = {g.name for g in self.fleet}
         for event in self.timeline:
             if event.template_change and event.template_change.group not in groups:
