@@ -86,8 +86,11 @@ def _pick_ports(previous: dict[str, int] | None) -> Ports:
 class Sandbox:
     """A control plane rooted at one directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, apiserver_flags: tuple[str, ...] = ()) -> None:
+        """``apiserver_flags`` are added to kube-apiserver's (e.g. ``--watch-cache=false``,
+        so a watch from a compacted revision really expires)."""
         self.directory = directory.resolve()
+        self.apiserver_flags = apiserver_flags
         self.state_path = self.directory / STATE_FILE
         self.kubeconfig = self.directory / "kubeconfig"
         self.log_dir = self.directory / "logs"
@@ -210,6 +213,7 @@ class Sandbox:
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
+                *self.apiserver_flags,
             ],
         )
         ssl_ctx = self._client_ssl(certs)
@@ -405,6 +409,12 @@ class Sandbox:
         fresh = start(component, list(argv), self.log_dir)
         self._save_state(self._ports(), [*processes, fresh])
         report(f"Started {component}")
+
+    @property
+    def etcd_url(self) -> str:
+        """The sandbox etcd's client URL (plain HTTP on loopback; it serves the JSON
+        gateway too)."""
+        return f"http://127.0.0.1:{self._ports().etcd_client}"
 
     def _ports(self) -> Ports:
         ports = self._load_state().get("ports")
