@@ -88,6 +88,10 @@ def test_a_baremetal_group_with_hosts_in_its_racks_parses() -> None:
             "String should match pattern",
         ),
         ({"template": _template(hosts=[_host("Bad_Name", "rack-1")])}, "String should match"),
+        (
+            {"template": _template(hosts=[_host("a", "rack-1"), _host("a", "rack-2")])},
+            "lists a host name twice",
+        ),
     ],
 )
 def test_invalid_baremetal_groups_are_refused(change: dict[str, Any], message: str) -> None:
@@ -122,6 +126,12 @@ def test_a_claim_carries_what_a_terminate_needs_and_survives_its_json() -> None:
     assert claim.secret == "bmc"
     assert claim.address == "http://127.0.0.1:8000"
     assert Claim.from_json(claim.to_json()) == claim
+
+
+def test_a_claim_keeps_its_times_to_the_second_as_they_are_stored() -> None:
+    claim = _claim("r1-h01", powered_on_at=NOW.replace(microsecond=123456))
+    assert claim.powered_on_at == NOW
+    assert Claim.from_json(claim.to_json()).powered_on_at == claim.powered_on_at
 
 
 def test_a_stored_value_that_is_not_a_claim_is_refused() -> None:

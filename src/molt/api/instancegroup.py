@@ -148,6 +148,14 @@ class BareMetalTemplate(ApiModel):
         "in time fails the launch, and the failure counts against the host's rack.",
     )
 
+    @model_validator(mode="after")
+    def _check_unique_hosts(self) -> BareMetalTemplate:
+        # The API server enforces this through the list's map key (name).
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("template.baremetal.hosts lists a host name twice")
+        return self
+
 
 class Template(ApiModel):
     """The immutable node template. Any change creates a new revision."""

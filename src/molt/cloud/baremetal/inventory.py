@@ -69,6 +69,14 @@ class Claim:
     wipe_timeout: float = 1800.0
     wipe_started_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        # Stored as RFC 3339 to the second: hold them so in memory too, so a claim read
+        # back compares equal to the one written (claims are matched by claimedAt).
+        for key in ("claimed_at", "powered_on_at", "wipe_started_at"):
+            value = getattr(self, key)
+            if value is not None and value.microsecond:
+                object.__setattr__(self, key, value.replace(microsecond=0))
+
     @property
     def cell(self) -> CellRef:
         return CellRef(self.group, self.revision, self.zone, self.capacity_type)

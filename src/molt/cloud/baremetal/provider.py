@@ -112,6 +112,8 @@ class BareMetalProvider:
         self._claims: dict[str, Claim] = {}
         """The claims as last read (``owns`` answers from them)."""
         self._bmcs: dict[tuple[str, str, str, bool], Bmc] = {}
+        self._worked: dict[str, tuple[datetime, str]] = {}
+        """Host -> the claim (claimedAt, state) this process last started work for."""
 
     # -- reads -------------------------------------------------------------------------
 
@@ -233,6 +235,7 @@ class BareMetalProvider:
         if running is not None and not running.done():
             return
         work = self._launch(claim) if claim.state == "launching" else self._leave(claim)
+        self._worked[claim.host] = (claim.claimed_at, claim.state)
         task = asyncio.create_task(work, name=f"baremetal-{claim.host}")
         self._work[claim.host] = task
         task.add_done_callback(functools.partial(self._finished, claim.host))
@@ -243,10 +246,15 @@ class BareMetalProvider:
 
     def _resume(self, claims: dict[str, Claim]) -> None:
         """Restart the work of claims in flight that no task of this process carries (a
-        restart, or a task that gave up)."""
+        restart, or a task that gave up). A claim this process already worked through
+        in the state read (the read may predate the write that moved it on) is not
+        started again."""
         for claim in claims.values():
-            if claim.state == "launching" or claim.state in LEAVING:
-                self._start(claim)
+            if claim.state != "launching" and claim.state not in LEAVING:
+                continue
+            if self._worked.get(claim.host) == (claim.claimed_at, claim.state):
+                continue
+            self._start(claim)
 
     async def _launch(self, claim: Claim) -> None:
         host = claim.host
@@ -269,9 +277,13 @@ class BareMetalProvider:
                     raise ProviderError(f"host {host}: no image to insert")
                 await self._call(claim, f"insert {claim.image}", bmc.insert, claim.image)
             await self._call(claim, "set a one-time boot", bmc.boot_once, claim.boot)
+            # The power-on time is recorded before it is asked for: once the host can
+            # boot, its claim already says since when it runs (its age never counts short).
+            powered = self.now()
+            claim = await self._move(claim, claim.moved("launching", powered_on_at=powered))
             self.check_fence()
             await self._call(claim, "power on", bmc.power_on)
-            await self._mark_running(claim, self.now())
+            await self._mark_running(claim, powered)
             log.info("baremetal.launched", host=host, cell=str(claim.cell))
         except asyncio.CancelledError:
             raise
@@ -535,6 +547,11 @@ class BareMetalProvider:
         except ProviderError:
             raise
         except Exception as error:
+            if "timed out" in str(error).lower():
+                raise ProviderError(
+                    f"BMC {claim.address} did not answer ({what}) within "
+                    f"{claim.timeout:.0f}s: {error}"
+                ) from error
             raise ProviderError(f"BMC {claim.address}: cannot {what}: {error}") from error
 
 
