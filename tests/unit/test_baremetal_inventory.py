@@ -13,12 +13,14 @@ from molt.api import InstanceGroup
 from molt.api.instancegroup import BareMetalHost, Template
 from molt.cloud.baremetal.inventory import (
     Claim,
+    claim_hosts,
     free_hosts,
     host_for_node,
     host_of_provider_id,
     live_in,
     new_claim,
     provider_id,
+    release,
 )
 from molt.cloud.provider import CellRef
 from tests.support.builders import instance_group
@@ -174,3 +176,30 @@ def test_only_launching_and_running_claims_are_instances_of_their_cell() -> None
         "rack-1": ["a", "b"]
     }
     assert live_in(claims, "other") == {}
+
+
+def test_claiming_takes_free_hosts_of_the_rack_and_no_more_than_there_are() -> None:
+    template = Template.model_validate(
+        _template(hosts=[_host("a", "rack-1"), _host("b", "rack-1"), _host("c", "rack-2")])
+    )
+    assert template.baremetal is not None
+    hosts = template.baremetal.hosts
+    cell = CellRef("g", "rev1", "rack-1", "on-demand")
+    current: dict[str, Claim] = {"a": _claim("a", state="running")}
+    taken = claim_hosts(current, hosts, cell, template, 2, NOW)
+    assert [c.host for c in taken] == ["b"]  # a is claimed, c is in another rack
+    assert current["b"].state == "launching"
+    assert current["b"].cell == cell
+    assert claim_hosts(current, hosts, cell, template, 1, NOW) == []
+
+
+def test_a_release_drops_only_the_claim_it_names_in_the_states_it_names() -> None:
+    claim = _claim("a")
+    newer = _claim("a").moved("launching", claimed_at=NOW.replace(hour=13))
+    current = {"a": newer}
+    assert not release(current, claim)  # the host was claimed again since: left alone
+    assert "a" in current
+    current = {"a": claim.moved("running")}
+    assert not release(current, claim, only_in={"launching"})
+    assert release(current, claim)
+    assert current == {}

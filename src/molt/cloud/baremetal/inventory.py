@@ -169,3 +169,34 @@ def live_in(claims: Mapping[str, Claim], group: str) -> dict[CellRef, list[Claim
         if claim.group == group and claim.state in LIVE:
             cells.setdefault(claim.cell, []).append(claim)
     return cells
+
+
+def claim_hosts(
+    current: dict[str, Claim],
+    hosts: Sequence[BareMetalHost],
+    cell: CellRef,
+    template: Template,
+    wanted: int,
+    now: datetime,
+    held_back: Iterable[str] = (),
+) -> list[Claim]:
+    """Claim up to ``wanted`` free hosts of the cell's rack in ``current`` (edited in
+    place); the new claims, fewer than wanted when the rack runs out."""
+    taken = []
+    for host in free_hosts(hosts, cell.zone, current, held_back)[: max(0, wanted)]:
+        current[host.name] = new_claim(cell, host, template, now)
+        taken.append(current[host.name])
+    return taken
+
+
+def release(current: dict[str, Claim], claim: Claim, *, only_in: Iterable[str] = ()) -> bool:
+    """Drop ``claim`` from ``current`` if the host still holds that very claim (same
+    claimedAt) and, when ``only_in`` names states, is in one of them. Whether it went."""
+    found = current.get(claim.host)
+    states = set(only_in)
+    if found is None or found.claimed_at != claim.claimed_at:
+        return False
+    if states and found.state not in states:
+        return False
+    del current[claim.host]
+    return True

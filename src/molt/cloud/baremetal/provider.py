@@ -47,12 +47,12 @@ from molt.cloud.baremetal.inventory import (
     LEAVING,
     LIVE,
     Claim,
-    free_hosts,
+    claim_hosts,
     host_for_node,
     host_of_provider_id,
     live_in,
-    new_claim,
     provider_id,
+    release,
 )
 from molt.cloud.baremetal.redfish import Bmc, Credentials
 from molt.cloud.baremetal.store import ClaimStore
@@ -211,14 +211,9 @@ class BareMetalProvider:
         now = self.now()
         held = {h for h, until in self._held_back.items() if until > now}
 
-        def take(current: dict[str, Claim]) -> list[Claim]:
-            taken = []
-            for host in free_hosts(bare.hosts, cell.zone, current, held)[:missing]:
-                current[host.name] = new_claim(cell, host, template, now)
-                taken.append(current[host.name])
-            return taken
-
-        taken: list[Claim] = await self.store.update(take)
+        taken: list[Claim] = await self.store.update(
+            lambda current: claim_hosts(current, bare.hosts, cell, template, missing, now, held)
+        )
         for claim in taken:
             self._start(claim)
         log.info("baremetal.scaled", cell=str(cell), desired=desired, claimed=len(taken))
@@ -313,14 +308,8 @@ class BareMetalProvider:
                 await self._call(claim, "power off", bmc.force_off)
                 await self._call(claim, "eject", bmc.eject)
 
-        def release(current: dict[str, Claim]) -> None:
-            found = current.get(host)
-            same = found is not None and found.claimed_at == claim.claimed_at
-            if found is not None and same and found.state == "launching":
-                del current[host]
-
         try:
-            await self.store.update(release)
+            await self.store.update(lambda current: release(current, claim, only_in={"launching"}))
         except ProviderError as failure:  # the next observe resumes the launch, or not
             log.warning("baremetal.release_failed", host=host, error=str(failure))
 
@@ -451,12 +440,7 @@ class BareMetalProvider:
         return moved
 
     async def _release(self, claim: Claim) -> None:
-        def release(current: dict[str, Claim]) -> None:
-            found = current.get(claim.host)
-            if found is not None and found.claimed_at == claim.claimed_at:
-                del current[claim.host]
-
-        await self.store.update(release)
+        await self.store.update(lambda current: release(current, claim))
         log.info("baremetal.released", host=claim.host)
 
     # -- reboot ------------------------------------------------------------------------
