@@ -10,11 +10,13 @@ A group over two racks comes up on its hosts, rotates every node by max age (eac
 powered off, wiped and returned to the pool, where later launches take it again), and
 a ForceRestart reaches the BMC of the node it is asked for; a host whose BMC never
 answers is a launch failure of its rack, and a rack with no free host routes its share
-to the rack that has some.
+to the rack that has some; a terminate cut short by a controller restart mid-wipe is
+resumed from the host's claim and the host released.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -333,3 +335,81 @@ async def test_a_hung_bmc_fails_its_rack_and_an_empty_rack_routes_its_share_away
         assert json.dumps(sorted(c.zone for c in claims.values())) == json.dumps(["rack-3"] * 3)
     finally:
         hung.close()
+
+
+async def test_a_terminate_cut_short_by_a_restart_resumes_and_releases_the_host(
+    lab: Lab,
+    kube: client.ApiClient,
+    controller_namespace: str,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    namespace = controller_namespace
+    group = f"br{uuid.uuid4().hex[:6]}"
+    system = lab.systems[0]
+    await _create_group(
+        kube,
+        group,
+        minSize=0,
+        maxSize=1,
+        replicas=1,
+        zones=["rack-1"],
+        template={
+            "instanceTypes": ["metal"],
+            "image": lab.os_image,
+            "baremetal": {
+                "credentialsSecret": SECRET,
+                "hosts": [lab.host(system, "rack-1")],
+                "reprovision": {"image": lab.wipe_image, "timeout": "5m"},
+            },
+        },
+    )
+    async with RedfishNodeBridge(
+        kube, lab.emulator.url, [system], lab.os_image, lab.wipe_image, wipe_seconds=3600
+    ) as bridge:
+        first = run_molt("--provider", "baremetal")
+        await eventually(
+            lambda: _has_ready(kube, group, 1), within=60, interval=1, what="the node Ready"
+        )
+        await client.CustomObjectsApi(kube).patch_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "instancegroups",
+            group,
+            {"spec": {"replicas": 0}},
+            _content_type="application/merge-patch+json",
+        )
+
+        async def wiping() -> bool:
+            claim = (await _claims(kube, namespace)).get(system.name)
+            return claim is not None and claim.state == "wiping"
+
+        await eventually(wiping, within=90, interval=1, what="the host wiping")
+        assert first.stop() == 0
+        # The wipe finishes while no controller runs; the claim still says "wiping".
+        bridge.wipe_seconds = 0.0
+        await eventually(
+            lambda: _true(bridge.wipes[system.name] == 1), within=30, what="the wipe done"
+        )
+        await eventually(
+            lambda: _reads_off(bridge, system), within=30, interval=0.5, what="the host off"
+        )
+        assert (await _claims(kube, namespace))[system.name].state == "wiping"
+
+        run_molt("--provider", "baremetal", name="restarted")
+
+        async def released() -> bool:
+            return system.name not in await _claims(kube, namespace)
+
+        await eventually(released, within=60, interval=1, what="the host released")
+        assert bridge.joins[system.name] == 1  # nothing launched it again
+        assert not bridge.errors, bridge.errors[-3:]
+
+
+async def _has_ready(kube: client.ApiClient, group: str, count: int) -> bool:
+    return len(await _ready_by_zone(kube, group)) == count
+
+
+async def _reads_off(bridge: RedfishNodeBridge, system: FakeSystem) -> bool:
+    power, _ = await asyncio.to_thread(bridge.read, system)
+    return power == "Off"

@@ -91,7 +91,8 @@ class RedfishNodeBridge:
                     self.errors.append(f"{system.name}: {error!r}")
             await asyncio.sleep(self.interval)
 
-    def _read(self, system: FakeSystem) -> tuple[str, str]:
+    def read(self, system: FakeSystem) -> tuple[str, str]:
+        """The host's power state and the image in its CD drive ('' for none)."""
         base = f"{self.url}/redfish/v1/Systems/{system.system_id}"
         power = self.session.get(base, timeout=5).json().get("PowerState", "")
         cd: dict[str, Any] = self.session.get(f"{base}/VirtualMedia/Cd", timeout=5).json()
@@ -106,7 +107,7 @@ class RedfishNodeBridge:
         ).raise_for_status()
 
     async def _poll(self, system: FakeSystem) -> None:
-        power, media = await asyncio.to_thread(self._read, system)
+        power, media = await asyncio.to_thread(self.read, system)
         host = system.name
         if power != "On":
             self._wipe_seen.pop(host, None)

@@ -80,6 +80,9 @@ HOLD_BACK = timedelta(minutes=5)
 """A host whose BMC failed a launch is not picked again for this long."""
 OFF_WAIT = 180.0
 """How long a terminate waits for a host to report Off before it tries again."""
+POWER_SETTLE = 30.0
+"""Seconds a BMC may take to apply a power-on: until then a host that reads Off may be
+one whose wipe has not started yet."""
 RETRY_DELAY = 10.0
 """Pause between attempts of a terminate whose BMC call failed."""
 
@@ -403,7 +406,8 @@ class BareMetalProvider:
         if claim.state == "wiping":
             started = claim.wipe_started_at or self.now()
             left = claim.wipe_timeout - (self.now() - started).total_seconds()
-            if not await self._wait_off(claim, bmc, max(0.0, left), settle=True):
+            settled = started + timedelta(seconds=POWER_SETTLE)
+            if not await self._wait_off(claim, bmc, max(0.0, left), settle_until=settled):
                 self.check_fence()
                 await self._call(claim, "power off", bmc.force_off)
                 log.warning("baremetal.wipe_failed", host=claim.host)
@@ -413,19 +417,23 @@ class BareMetalProvider:
             return None
         return claim
 
-    async def _wait_off(self, claim: Claim, bmc: Bmc, within: float, settle: bool = False) -> bool:
-        """Poll until the host reports Off; with ``settle``, after it first reported On
-        (a wipe that was just powered on may still read Off). False when time ran out."""
+    async def _wait_off(
+        self, claim: Claim, bmc: Bmc, within: float, settle_until: datetime | None = None
+    ) -> bool:
+        """Poll until the host reports Off. Before ``settle_until`` an Off counts only
+        after an On was seen (a wipe just powered on may still read Off); after it, Off
+        is the wipe's end, also one that ended while no controller ran. False when
+        time ran out (only with ``settle_until``)."""
         deadline = asyncio.get_running_loop().time() + within
-        was_on = not settle
+        was_on = False
         while True:
             seen = await self._call(claim, "read the power state", bmc.state)
             if seen.powered_on:
                 was_on = True
-            elif was_on:
+            elif was_on or settle_until is None or self.now() >= settle_until:
                 return True
             if asyncio.get_running_loop().time() >= deadline:
-                if settle:
+                if settle_until is not None:
                     return False
                 raise ProviderError(f"host {claim.host} is not off after {within:.0f}s")
             await asyncio.sleep(self.poll_interval)
