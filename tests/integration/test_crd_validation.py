@@ -100,6 +100,80 @@ def test_the_api_server_refuses_an_invalid_instance_group(
     assert message in output, output
 
 
+def _bare(hosts: list[dict[str, Any]] | None = None, **template: Any) -> dict[str, Any]:
+    """A baremetal group over rack-1 and rack-2; ``template`` replaces template fields."""
+    host = {
+        "name": "r1-h01",
+        "zone": "rack-1",
+        "redfish": {"address": "https://10.1.0.11", "systemId": "1"},
+    }
+    body: dict[str, Any] = {
+        "instanceTypes": ["metal"],
+        "image": "https://images.example/os.iso",
+        "baremetal": {"credentialsSecret": "bmc", "hosts": hosts or [host]},
+    }
+    body.update(template)
+    return {"provider": "baremetal", "zones": ["rack-1", "rack-2"], "template": body}
+
+
+@pytest.mark.parametrize(
+    ("spec_change", "field", "message"),
+    [
+        (_bare(baremetal=None), "spec.template", "needs template.baremetal with its hosts"),
+        (_bare(image=None), "spec.template", "boots from virtual media needs template.image"),
+        (
+            _bare(
+                [
+                    {
+                        "name": "r9-h01",
+                        "zone": "rack-9",
+                        "redfish": {"address": "https://h", "systemId": "1"},
+                    }
+                ]
+            ),
+            "spec.template.baremetal.hosts",
+            "every host's zone in template.baremetal.hosts must be in zones",
+        ),
+        (
+            _bare(
+                [
+                    {
+                        "name": "a",
+                        "zone": "rack-1",
+                        "redfish": {"address": "https://h", "systemId": "1"},
+                    },
+                    {
+                        "name": "a",
+                        "zone": "rack-2",
+                        "redfish": {"address": "https://i", "systemId": "1"},
+                    },
+                ]
+            ),
+            "spec.template.baremetal.hosts[1]",
+            "Duplicate value",
+        ),
+    ],
+    ids=["no-baremetal-block", "no-image", "host-outside-the-zones", "host-twice"],
+)
+def test_the_api_server_refuses_an_invalid_baremetal_group(
+    sandbox: RunningSandbox, spec_change: dict[str, Any], field: str, message: str
+) -> None:
+    spec = {k: v for k, v in spec_change.items()}
+    spec["template"] = {k: v for k, v in spec["template"].items() if v is not None}
+    code, output = _apply(sandbox, instance_group(_unique("bad"), **spec))
+
+    assert code != 0, f"accepted: {output}"
+    assert field in output, output
+    assert message in output, output
+
+
+def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> None:
+    name = _unique("metal")
+    code, output = _apply(sandbox, instance_group(name, **_bare()))
+    assert code == 0, output
+    sandbox.kubectl("delete", "ig", name)
+
+
 @pytest.mark.parametrize(
     ("spec_change", "field", "message"),
     [

@@ -11,6 +11,7 @@ with a token of the chart's ServiceAccount.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -19,18 +20,21 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
 from structlog.testing import capture_logs
 
 from molt.actions.objects import read_config_map_key, read_job, read_secret_key
 from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy, Watchdog
 from molt.api.watchdog import ProbePodCheck
+from molt.cloud.baremetal.inventory import Claim
+from molt.cloud.baremetal.store import CLAIMS_CONFIGMAP, ClaimStore
 from molt.cloud.kwok import KwokProvider
 from molt.controllers.watchdog.checks import probe_pod_body
 from molt.kube.leader import LeaderElector
@@ -430,7 +434,38 @@ class Probes:
     async def read_config_map(self) -> object:
         if self.granted_namespace == "kube-system":
             return await KwokProvider(self.api)._faults()
+        if self.grant is not None and CLAIMS_CONFIGMAP in self.grant.names:
+            return await self._claims().load()
         return await read_config_map_key(self.writes, self.granted_namespace, ABSENT, "template")
+
+    def _claims(self) -> ClaimStore:
+        return ClaimStore(client.CoreV1Api(self.api), self.granted_namespace, lambda: None)
+
+    async def _drop_claims(self) -> None:
+        with contextlib.suppress(ApiException):
+            await client.CoreV1Api(self.admin).delete_namespaced_config_map(
+                CLAIMS_CONFIGMAP, self.granted_namespace
+            )
+
+    async def create_claims(self) -> None:
+        """The baremetal provider's first claim creates its ConfigMap; gone again after."""
+        await self._drop_claims()
+        try:
+            await self._claims().update(_probe_claim)
+        finally:
+            await self._drop_claims()
+
+    async def update_claims(self) -> None:
+        """A later claim replaces the ConfigMap (made here by the admin first)."""
+        await self._drop_claims()
+        await client.CoreV1Api(self.admin).create_namespaced_config_map(
+            self.granted_namespace,
+            client.V1ConfigMap(metadata=client.V1ObjectMeta(name=CLAIMS_CONFIGMAP), data={}),
+        )
+        try:
+            await self._claims().update(_probe_claim)
+        finally:
+            await self._drop_claims()
 
     async def read_secret(self) -> object:
         names = self.grant.names if self.grant else ()
@@ -581,9 +616,27 @@ PROBES: dict[tuple[str, str, str], Probe] = {
         ObjectRef("batch/v1", "Job", ABSENT, p.granted_namespace)
     ),
     ("", "secrets", "get"): lambda p: p.read_secret(),
+    # The baremetal provider's host claims, in the release namespace.
+    ("", "configmaps", "create"): lambda p: p.create_claims(),
+    ("", "configmaps", "update"): lambda p: p.update_claims(),
 }
 """For every verb the chart grants, the call Molt makes with it, through Molt's own code
 wherever it has one."""
+
+
+def _probe_claim(claims: dict[str, Claim]) -> None:
+    claims[ABSENT] = Claim(
+        host=ABSENT,
+        group=ABSENT,
+        revision="probe",
+        zone="rack-1",
+        capacity_type="on-demand",
+        state="launching",
+        address="http://127.0.0.1:1",
+        system_id="1",
+        secret=ABSENT,
+        claimed_at=datetime.now(UTC),
+    )
 
 
 async def _outcome(probes: Probes, probe: Probe) -> str | None:
@@ -642,15 +695,24 @@ async def probe_events(kube: client.ApiClient) -> AsyncIterator[None]:
     )
 
 
-ALL_PROVIDERS = ["kwok", "aws"]
+ALL_PROVIDERS = ["kwok", "aws", "baremetal"]
+BAREMETAL_VALUES = {"credentialsSecrets": ["bmc-creds"]}
+
+
+JOB_NAMESPACE = "default"
+"""Job actions run outside the release namespace: there the baremetal Role grants its own
+ConfigMap, and one verb granted twice on one object could not be shown necessary."""
 
 
 def action_values(namespace: str) -> dict[str, Any]:
-    """Job and vault actions in the test's namespace, so their roles are rendered."""
-    return {"jobNamespaces": [namespace], "secrets": [{"namespace": namespace, "name": "tok"}]}
+    """Job and vault actions, so their roles are rendered."""
+    return {
+        "jobNamespaces": [JOB_NAMESPACE],
+        "secrets": [{"namespace": namespace, "name": "tok"}],
+    }
 
 
-@pytest.mark.parametrize("providers", [["kwok"], ALL_PROVIDERS], ids=["kwok", "kwok+aws"])
+@pytest.mark.parametrize("providers", [["kwok"], ALL_PROVIDERS], ids=["kwok", "kwok+aws+baremetal"])
 async def test_every_verb_the_chart_grants_is_one_molt_needs(
     providers: list[str],
     sandbox: RunningSandbox,
@@ -660,7 +722,9 @@ async def test_every_verb_the_chart_grants_is_one_molt_needs(
     probe_events: None,
     tmp_path: Path,
 ) -> None:
-    release = install(providers=providers, actions=action_values(namespace))
+    release = install(
+        providers=providers, actions=action_values(namespace), baremetal=BAREMETAL_VALUES
+    )
     roles = [doc for doc in documents(release.text) if doc["kind"] in RBAC_KINDS]
     grants = [grant for role in roles for grant in _grants(role)]
     granted = {grant.key for grant in grants}

@@ -22,4 +22,4 @@ def test_an_unknown_provider_is_named_and_the_known_ones_listed(tmp_path: Path) 
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     result = CliRunner().invoke(app, ["run", "--provider", "gce", "--kubeconfig", str(kubeconfig)])
     assert result.exit_code == 2
-    assert "unknown --provider 'gce' (use kwok or aws)" in result.output
+    assert "unknown --provider 'gce' (use kwok, aws or baremetal)" in result.output

@@ -25,7 +25,7 @@ from molt.api.types import (
     cel,
 )
 
-Provider = Literal["kwok", "aws"]
+Provider = Literal["kwok", "aws", "baremetal"]
 CapacityType = Literal["on-demand", "spot"]
 Zone = Annotated[str, Field(min_length=1, max_length=63)]
 TARGET_GROUP_ARN = (
@@ -71,6 +71,93 @@ class KwokTemplate(ApiModel):
     )
 
 
+HOST_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+"""A host's name: a DNS label (it becomes the Node's name and its providerID)."""
+MAC_ADDRESS = r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"
+
+
+class RedfishEndpoint(ApiModel):
+    """Where a host's BMC answers Redfish, and which system it is there."""
+
+    address: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^/\s]+/?$")] = Field(
+        description="The BMC's base URL (scheme and authority), e.g. https://10.1.0.11."
+    )
+    system_id: Annotated[str, Field(min_length=1, max_length=253)] = Field(
+        description="The ComputerSystem's id under /redfish/v1/Systems/."
+    )
+    insecure_skip_verify: bool = Field(
+        default=False,
+        description="Accept the BMC's TLS certificate unchecked (BMCs often ship self-signed).",
+    )
+
+
+class BareMetalHost(ApiModel):
+    """One machine of the pool: its rack (zone), its BMC, and how its Node is found."""
+
+    name: Annotated[str, Field(max_length=63, pattern=HOST_NAME)]
+    zone: Zone = Field(description="The host's rack; one of the group's zones.")
+    redfish: RedfishEndpoint
+    mac: Annotated[str, Field(pattern=MAC_ADDRESS)] | None = Field(
+        default=None, description="The boot NIC's MAC address (for PXE and for people)."
+    )
+    ip: Annotated[str, Field(min_length=1, max_length=45)] | None = Field(
+        default=None,
+        description="The address its Node reports as InternalIP: a Node that joins without "
+        "a baremetal:// providerID is matched to the host by it.",
+    )
+
+
+class Reprovision(ApiModel):
+    """The wipe step of a terminate: a cleaning image booted once after power-off."""
+
+    image: Annotated[str, Field(min_length=1, max_length=2048)] = Field(
+        description="Inserted as virtual media and booted once; it wipes the disks and "
+        "powers the host off when done."
+    )
+    timeout: Duration = Field(
+        default="30m",
+        description="A wipe still running after this is stopped and the host is held back "
+        "from the pool (state wipe-failed) for a person to look at.",
+    )
+
+
+class BareMetalTemplate(ApiModel):
+    """Bare-metal specifics: a pool of hosts driven through their BMCs over Redfish."""
+
+    credentials_secret: Name = Field(
+        description="A Secret with keys username and password for the BMCs, in the "
+        "controller's namespace."
+    )
+    hosts: list[BareMetalHost] = Field(
+        min_length=1,
+        max_length=256,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+        description="The pool. A host is claimed at launch and released after its wipe.",
+    )
+    boot: Literal["VirtualMedia", "PXE"] = Field(
+        default="VirtualMedia",
+        description="VirtualMedia: insert template.image and boot it once; PXE: boot once "
+        "from the network (the image is then the PXE server's business).",
+    )
+    reprovision: Reprovision | None = None
+    bmc_timeout: Duration = Field(
+        default="30s",
+        description="How long one Redfish request may take; a BMC that does not answer "
+        "in time fails the launch, and the failure counts against the host's rack.",
+    )
+
+    @model_validator(mode="after")
+    def _check_unique_hosts(self) -> BareMetalTemplate:
+        # The API server enforces this through the list's map key (name).
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError("template.baremetal.hosts lists a host name twice")
+        return self
+
+
 class Template(ApiModel):
     """The immutable node template. Any change creates a new revision."""
 
@@ -84,6 +171,7 @@ class Template(ApiModel):
     taints: list[Taint] = Field(default_factory=list, max_length=32)
     aws: AwsTemplate | None = None
     kwok: KwokTemplate | None = None
+    baremetal: BareMetalTemplate | None = None
 
 
 def _on_demand_only() -> list[CapacityType]:
@@ -183,6 +271,20 @@ class InstanceGroupSpec(ApiModel):
             raise ValueError("replicas must lie between minSize and maxSize")
         if self.provider == "aws" and (self.template.image is None or self.template.aws is None):
             raise ValueError("an aws InstanceGroup needs template.image and template.aws")
+        bare = self.template.baremetal
+        if self.provider == "baremetal" and bare is None:
+            raise ValueError("a baremetal InstanceGroup needs template.baremetal with its hosts")
+        if (
+            self.provider == "baremetal"
+            and bare is not None
+            and bare.boot == "VirtualMedia"
+            and self.template.image is None
+        ):
+            raise ValueError(
+                "a baremetal InstanceGroup that boots from virtual media needs template.image"
+            )
+        if bare is not None and any(h.zone not in self.zones for h in bare.hosts):
+            raise ValueError("every host's zone in template.baremetal.hosts must be in zones")
         if self.capacity.spot_percent and "spot" not in self.capacity.types:
             raise ValueError("capacity.spotPercent above 0 needs 'spot' in capacity.types")
         return self
@@ -208,6 +310,24 @@ INSTANCE_GROUP_SPEC_RULES = [
         "self.provider != 'aws' || (has(self.template.image) && has(self.template.aws))",
         "an aws InstanceGroup needs template.image and template.aws",
         ".template",
+    ),
+    cel(
+        "self.provider != 'baremetal' || has(self.template.baremetal)",
+        "a baremetal InstanceGroup needs template.baremetal with its hosts",
+        ".template",
+    ),
+    cel(
+        "self.provider != 'baremetal' || !has(self.template.baremetal) "
+        "|| (has(self.template.baremetal.boot) && self.template.baremetal.boot == 'PXE') "
+        "|| has(self.template.image)",
+        "a baremetal InstanceGroup that boots from virtual media needs template.image",
+        ".template",
+    ),
+    cel(
+        "!has(self.template.baremetal) "
+        "|| self.template.baremetal.hosts.all(h, h.zone in self.zones)",
+        "every host's zone in template.baremetal.hosts must be in zones",
+        ".template.baremetal.hosts",
     ),
     cel(
         "!has(self.capacity) || !has(self.capacity.spotPercent) || self.capacity.spotPercent == 0 "

@@ -80,9 +80,10 @@ def run_command(
         list[str] | None,
         typer.Option(
             "--provider",
-            help="A cloud to manage InstanceGroups in; repeat for more (kwok, aws). AWS "
-            "credentials, region and endpoint (AWS_ENDPOINT_URL) come from the usual "
-            "boto3 chain. Default: kwok.",
+            help="A cloud to manage InstanceGroups in; repeat for more (kwok, aws, "
+            "baremetal). AWS credentials, region and endpoint (AWS_ENDPOINT_URL) come from "
+            "the usual boto3 chain; baremetal reads BMC credentials and keeps host claims "
+            "in MOLT_NAMESPACE (default molt-system). Default: kwok.",
         ),
     ] = None,
     history: Annotated[
@@ -157,7 +158,8 @@ def run_command(
     providers = tuple(dict.fromkeys(provider or ["kwok"]))
     unknown = unknown_providers(providers)
     if unknown:
-        known = " or ".join(PROVIDERS)
+        names = list(PROVIDERS)
+        known = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
         errors.print(f"[red]error:[/red] unknown --provider {unknown[0]!r} (use {known})")
         raise typer.Exit(2)
     if history:

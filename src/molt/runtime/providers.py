@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from kubernetes_asyncio import client
 
 from molt.cloud.aws import aws_provider_from_environment
+from molt.cloud.baremetal import baremetal_provider_from_environment
 from molt.cloud.kwok import KwokProvider
 from molt.cloud.provider import Provider
 
@@ -35,9 +36,16 @@ def _aws(api: client.ApiClient, check_fence: Callable[[], None]) -> Built:
     return Built(aws_provider_from_environment(check_fence))
 
 
+def _baremetal(api: client.ApiClient, check_fence: Callable[[], None]) -> Built:
+    # Claims and BMC credentials live in the controller's namespace (MOLT_NAMESPACE).
+    provider = baremetal_provider_from_environment(api, check_fence)
+    return Built(provider, provider.close)
+
+
 PROVIDERS: dict[str, Callable[[client.ApiClient, Callable[[], None]], Built]] = {
     "kwok": _kwok,
     "aws": _aws,
+    "baremetal": _baremetal,
 }
 """Provider name (``InstanceGroup.spec.provider``) -> how to build it."""
 

@@ -61,7 +61,7 @@ class RunOptions:
     resync_seconds: float = 30.0
     write_rate: float = 20.0
     providers: tuple[str, ...] = ("kwok",)
-    """Clouds this controller may launch into and terminate in: kwok, aws."""
+    """Clouds this controller may launch into and terminate in: kwok, aws, baremetal."""
     history_url: str | None = None
     """SQLAlchemy URL of the decision history (sqlite:///..., postgresql://...); None: off."""
     cluster_name: str = "default"
