@@ -130,7 +130,13 @@ class ControllerManager:
         in_pipeline = (old is not None and old.in_pipeline) or (new is not None and new.in_pipeline)
         if in_pipeline and self.pipeline_enabled:
             self.queue.add(NODE_PREFIX + key)
-        became_ready = new is not None and new.ready and (old is None or not old.ready)
+        # Ready and in its group for the first time: Ready before registration labelled
+        # it (a cloud node registers itself bare), or labelled before Ready.
+        became_ready = (
+            new is not None
+            and new.ready
+            and (old is None or not old.ready or old.group != new.group)
+        )
         if became_ready and self.pipeline_enabled and new is not None and new.group is not None:
             # A node that can stand in for others: wake the group's nodes waiting at the
             # drain gate (those past it have no use for another Ready node).
