@@ -22,11 +22,11 @@ from datetime import timedelta
 
 from kubernetes_asyncio import client
 
-from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.policy.cells import template_revision
 from tests.support.builders import deployment, pdb
 from tests.support.controller import FleetWatch, MoltProcess
+from tests.support.groups import set_template
 from tests.support.kube_fleet import (
     KWOK_TEMPLATE,
     has_ready_nodes,
@@ -103,14 +103,7 @@ async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
             ready = await ready_nodes(kube, group)
             if not rolled_out and len(ready) == NODES and not set(ready) & set(old):
                 # The age rotation is done: the kills go on through a template rollout.
-                await client.CustomObjectsApi(kube).patch_cluster_custom_object(
-                    GROUP,
-                    VERSION,
-                    "instancegroups",
-                    group,
-                    {"spec": {"template": second}},
-                    _content_type="application/merge-patch+json",
-                )
+                await set_template(kube, group, second)
                 rolled_out = True
             killed_at.update(await _states(kube, group))
             molt.kill(signal.SIGKILL)
@@ -119,14 +112,7 @@ async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
             await eventually(
                 lambda: _rotated(kube, group, old), within=300, interval=1, what="rotation"
             )
-            await client.CustomObjectsApi(kube).patch_cluster_custom_object(
-                GROUP,
-                VERSION,
-                "instancegroups",
-                group,
-                {"spec": {"template": second}},
-                _content_type="application/merge-patch+json",
-            )
+            await set_template(kube, group, second)
 
         async def rolled() -> bool:
             return (
