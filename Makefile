@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help venv binaries postgresql demo test test-unit test-integration lint crds manifests bench clean
+.PHONY: help venv binaries postgresql demo test test-unit test-integration lint crds manifests bench chaos clean
 
 help:
 	@echo "make demo        run the demo (no cluster needed)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint        ruff, mypy, import-linter"
 	@echo "make crds        regenerate the CRD YAML from molt.api (and the chart's copy)"
 	@echo "make manifests   re-render deploy/molt.yaml from charts/molt"
+	@echo "make chaos       the chaos tests at full count (100 kills of molt run; slow)"
 	@echo "make binaries    build/find etcd, kube-*, kubectl, kwok, helm, promtool (cached in ~/.cache/molt)"
 	@echo "make postgresql  install Debian's PostgreSQL for the history tests when missing"
 
@@ -59,6 +60,10 @@ test: lint binaries postgresql
 
 bench: venv binaries
 	$(BIN)/python -m bench
+
+# The chaos tests at full count: 100 kills of molt run (MOLT_CHAOS_SEED=N replays a run).
+chaos: venv binaries
+	MOLT_CHAOS_KILLS=$${MOLT_CHAOS_KILLS:-100} $(BIN)/pytest -s tests/integration/test_chaos_kills.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
