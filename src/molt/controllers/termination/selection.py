@@ -10,6 +10,7 @@ state labels, and within one run because each write lands in the cache at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 
@@ -35,6 +36,7 @@ from molt.policy.control_plane import (
     RotationState,
     advance,
     bake_time,
+    baking_until,
     node_failures,
 )
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
@@ -50,6 +52,9 @@ RESYNC_SECONDS = 30.0
 DEADLOCK_RECHECK_SECONDS = 60.0
 """How long a PDB deadlock found on a node stands before its pods and PDBs are read again
 (a scaled-up Deployment or an edited PDB ends it)."""
+CONTROL_PLANE_PASS_SECONDS = 5.0
+"""While a control-plane rotation bakes or is halted, selection runs at least this often,
+so a failing gate halts it promptly and a bake's end or a halt's resume is not missed."""
 GATE_RECHECK_SECONDS = 2.0
 """How long one answer of a policy's health checks stands (selection can run many times a
 second while nodes change)."""
@@ -138,7 +143,7 @@ class SelectionReconciler:
         self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
-        return self.resync_seconds
+        return min([self.resync_seconds, *(_next_pass(g, now) for g in gates.values())])
 
     async def _plan_without_deadlocks(
         self,
@@ -359,3 +364,17 @@ def _halted_condition(
         if halted
         else "the control-plane health gate has not failed during a bake",
     )
+
+
+def _next_pass(gate: GateInputs, now: datetime) -> float:
+    """How soon a policy's control-plane rotation needs selection again."""
+    state = gate.state
+    due = (
+        [CONTROL_PLANE_PASS_SECONDS] if state.halted or baking_until(state, now, gate.bake) else []
+    )
+    end = baking_until(state, now, gate.bake)
+    if end is not None:
+        due.append((end - now).total_seconds() + 0.05)
+    if state.halted and state.healthy_since is not None:
+        due.append((state.healthy_since + gate.bake - now).total_seconds() + 0.05)
+    return max(0.05, min(due)) if due else math.inf
