@@ -201,6 +201,9 @@ class SelectionReconciler:
         passing ends the halt), and record an Event when it halts or resumes."""
         gates: dict[str, GateInputs] = {}
         control_plane = [n for n in snapshot.nodes if n.is_control_plane]
+        present = {p.metadata.name for p in policies}
+        for gone in [name for name in self._rotation if name not in present]:
+            del self._rotation[gone]  # a policy recreated under its name starts afresh
         for policy in policies:
             name = policy.metadata.name
             if not policy.spec.include_control_plane or not any(
@@ -369,10 +372,8 @@ def _halted_condition(
 def _next_pass(gate: GateInputs, now: datetime) -> float:
     """How soon a policy's control-plane rotation needs selection again."""
     state = gate.state
-    due = (
-        [CONTROL_PLANE_PASS_SECONDS] if state.halted or baking_until(state, now, gate.bake) else []
-    )
     end = baking_until(state, now, gate.bake)
+    due = [CONTROL_PLANE_PASS_SECONDS] if state.halted or end is not None else []
     if end is not None:
         due.append((end - now).total_seconds() + 0.05)
     if state.halted and state.healthy_since is not None:
