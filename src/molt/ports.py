@@ -223,6 +223,12 @@ class ClusterWrites(Protocol):
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None: ...
 
+    async def record_policy_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """An Event on a TerminationPolicy (a control-plane rotation halted or resumed)."""
+        ...
+
     async def record_group_event(
         self, group: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
@@ -263,4 +269,13 @@ class ClusterWrites(Protocol):
 
     async def delete_object(self, ref: ObjectRef) -> bool:
         """Delete an object, its dependents in the background; False when it was gone."""
+        ...
+
+
+class HealthProbe(Protocol):
+    """The I/O half of the control-plane health gate."""
+
+    async def failures(self, urls: Sequence[str]) -> list[str]:
+        """The checks failing now, in words: the API server's ``/readyz``, then each URL
+        (each must answer 2xx within a short timeout); empty when all pass."""
         ...

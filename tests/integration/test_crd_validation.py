@@ -235,6 +235,16 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
             "spec.lifecycle.preTerminate[0].vault.tokenSecret",
             "Required value",
         ),
+        (
+            {"controlPlane": {"healthChecks": ["etcd-0:2379/health"]}},
+            "spec.controlPlane.healthChecks[0]",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            {"controlPlane": {"bakeTime": "ten minutes"}},
+            "spec.controlPlane.bakeTime",
+            "must be a duration",
+        ),
     ],
     ids=[
         "malformed-duration",
@@ -246,6 +256,8 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
         "action-without-name",
         "job-without-template",
         "vault-without-token",
+        "control-plane-health-check-not-http",
+        "control-plane-malformed-bake-time",
     ],
 )
 def test_the_api_server_refuses_an_invalid_termination_policy(

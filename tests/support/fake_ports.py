@@ -426,6 +426,11 @@ class FakeCluster:
     ) -> None:
         self.events.append(RecordedEvent(f"watchdog/{name}", reason, message, warning))
 
+    async def record_policy_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.events.append(RecordedEvent(f"policy/{name}", reason, message, warning))
+
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:

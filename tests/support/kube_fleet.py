@@ -27,6 +27,7 @@ async def install_old_fleet(
     nodes: int,
     age: timedelta | list[timedelta],
     annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
     revision: str = KWOK_REVISION,
     surge: int = 1,
     template: dict[str, Any] = KWOK_TEMPLATE,
@@ -34,7 +35,7 @@ async def install_old_fleet(
 ) -> list[str]:
     """An InstanceGroup (kwok, ``surge`` spare slots, RollingReplace with that maxSurge,
     ``group_spec`` on top) and ``nodes`` kwok nodes launched ``age`` ago (or each its own
-    age, given a list)."""
+    age, given a list), carrying ``labels`` besides the group's."""
     await client.CustomObjectsApi(kube).create_cluster_custom_object(
         GROUP,
         VERSION,
@@ -61,6 +62,7 @@ async def install_old_fleet(
                     GROUP_LABEL: group,
                     "molt.dev/revision": revision,
                     "topology.kubernetes.io/zone": "zone-a",
+                    **(labels or {}),
                 },
                 annotations=annotations,
                 # A launch time given in ``annotations`` (even a malformed one) wins.

@@ -6,6 +6,7 @@ flight; drain settings and lifecycle actions shape how each one leaves.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -23,6 +24,7 @@ from molt.api.types import (
     LabelSelector,
     Name,
     TaintEffect,
+    Url,
     cel,
 )
 
@@ -141,6 +143,24 @@ class PauseWhen(ApiModel):
     )
 
 
+class ControlPlane(ApiModel):
+    """How control-plane nodes rotate (with ``includeControlPlane: true``): one at a time,
+    each after a bake, only while the health gate passes."""
+
+    bake_time: Duration = Field(
+        default="10m",
+        description="After a control-plane node is gone, wait this long, the health gate "
+        "passing, before the next one; a gate failing meanwhile halts the rotation until it "
+        "has passed again for a whole bakeTime.",
+    )
+    health_checks: list[Url] = Field(
+        default_factory=list,
+        max_length=16,
+        description="URLs (e.g. etcd or API server health endpoints) that must answer 2xx; "
+        "with every other control-plane node Ready and the API server's /readyz.",
+    )
+
+
 class TerminationPolicySpec(ApiModel):
     """Which nodes are selected and how fast they go."""
 
@@ -150,6 +170,7 @@ class TerminationPolicySpec(ApiModel):
     include_control_plane: bool = Field(
         default=False, description="Also cover control-plane nodes (off unless you opt in)."
     )
+    control_plane: ControlPlane = Field(default_factory=ControlPlane)
     rules: Rules
     budgets: list[Annotated[Budget, Field(json_schema_extra={CEL_RULES: BUDGET_RULES})]] = Field(
         default_factory=list,
@@ -168,6 +189,20 @@ class TerminationPolicySpec(ApiModel):
     )
 
 
+class ControlPlaneStatus(ApiModel):
+    """The control-plane rotation's memory, kept across restarts."""
+
+    last_completed: datetime | None = Field(
+        default=None, description="When the latest control-plane node of the policy was gone."
+    )
+    halted: str | None = Field(
+        default=None, description="Why the rotation is halted; unset when it is not."
+    )
+    healthy_since: datetime | None = Field(
+        default=None, description="Since when the health gate has passed without a break."
+    )
+
+
 class TerminationPolicyStatus(ApiModel):
     """What the policy is doing."""
 
@@ -181,6 +216,7 @@ class TerminationPolicyStatus(ApiModel):
         description="Selected nodes held before cordoning: a PodDisruptionBudget over their "
         "pods can never allow a disruption (e.g. minAvailable equal to the replicas).",
     )
+    control_plane: ControlPlaneStatus | None = None
     conditions: Conditions
 
 

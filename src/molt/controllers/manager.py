@@ -36,7 +36,7 @@ from molt.controllers.watchdog.controller import WatchdogController
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
 from molt.observe.metrics import Metrics
 from molt.policy.snapshot import NodeView
-from molt.ports import Clock, ClusterReads, ClusterWrites, NotLeaderError
+from molt.ports import Clock, ClusterReads, ClusterWrites, HealthProbe, NotLeaderError
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,7 @@ class ControllerManager:
         pipeline: bool = True,
         interruptions: NoticeQueue | None = None,
         heartbeat_seconds: float | None = None,
+        probe: HealthProbe | None = None,
     ) -> None:
         self.reads = reads
         self.pipeline_enabled = pipeline
@@ -87,6 +88,7 @@ class ControllerManager:
             metrics,
             on_selected=self._selected,
             resync_seconds=resync_seconds,
+            probe=probe,
         )
         self.groups = CellReconciler(
             reads, writes, clock, providers if pipeline else {}, metrics=metrics

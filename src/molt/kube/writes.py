@@ -334,6 +334,16 @@ class KubeWrites:
         involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Watchdog", "name": name}
         await self._record(involved, reason, message, warning=warning)
 
+    async def record_policy_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        involved = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "TerminationPolicy",
+            "name": name,
+        }
+        await self._record(involved, reason, message, warning=warning)
+
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
@@ -477,6 +487,11 @@ class DryRunWrites:
         self, name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self._note(f"event on watchdog {name}: {reason}: {message}")
+
+    async def record_policy_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self._note(f"event on policy {name}: {reason}: {message}")
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False

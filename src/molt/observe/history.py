@@ -462,6 +462,11 @@ class HistoryWrites:
     ) -> None:
         await self.inner.record_watchdog_event(name, reason, message, warning=warning)
 
+    async def record_policy_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        await self.inner.record_policy_event(name, reason, message, warning=warning)
+
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return await self.inner.read_object(ref)
 

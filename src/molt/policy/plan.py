@@ -14,6 +14,15 @@ from typing import Literal
 from molt.api.labels import DO_NOT_DISRUPT
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.policy.budgets import BudgetHold, BudgetLedger
+from molt.policy.control_plane import (
+    ONE_AT_A_TIME,
+    ControlPlaneHold,
+    GateInputs,
+    RotationState,
+    bake_time,
+    hold,
+    node_failures,
+)
 from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
 from molt.policy.snapshot import Snapshot
 
@@ -33,6 +42,8 @@ class Decision:
     """A PDB that can never allow its drain: the node waits uncordoned, using no budget."""
     paused_by: str | None = None
     """The Watchdog named in the policy's ``pauseWhen`` that holds it: nothing is selected."""
+    control_plane: ControlPlaneHold | None = None
+    """What holds a control-plane node: another one in flight, a bake, a halt, the gate."""
 
     @property
     def node(self) -> str:
@@ -60,6 +71,7 @@ def compute_plan(
     now: datetime,
     deadlocked: Mapping[str, str] | None = None,
     paused: Mapping[str, str] | None = None,
+    control_plane: Mapping[str, GateInputs] | None = None,
 ) -> Plan:
     """Select candidates under every policy and admit them while all budgets allow.
 
@@ -69,6 +81,11 @@ def compute_plan(
     budget, unless it is past its deadline under a policy that deletes pods then. A node
     whose policy is in ``paused`` (policy name -> the Watchdog holding it) waits too, past
     its deadline or not: while a watchdog fails, rotating more nodes adds to the trouble.
+
+    Control-plane nodes go one at a time cluster-wide, whatever the budgets allow, and only
+    while their policy is neither baking nor halted and the health gate passes:
+    ``control_plane`` (policy name -> its rotation state and the failures of the gate's
+    I/O checks) says so; a policy missing from it is judged on its status alone.
     """
     best: dict[str, Candidate] = {}
     problems: dict[str, NodeProblem] = {}
@@ -94,6 +111,8 @@ def compute_plan(
     by_name = {policy.metadata.name: policy for policy in ordered}
     queue = sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))
     decisions: list[Decision] = []
+    control_plane_moving = sum(1 for n in snapshot.nodes if n.is_control_plane and n.in_pipeline)
+    control_plane_nodes = {n.name for n in snapshot.nodes if n.is_control_plane}
     for candidate in queue:
         holder = (paused or {}).get(candidate.policy)
         if holder is not None:
@@ -109,9 +128,19 @@ def compute_plan(
                 Decision(candidate, "wait", f"PDB deadlock: {deadlock}", deadlock=deadlock)
             )
             continue
+        if candidate.node in control_plane_nodes:
+            gate = (control_plane or {}).get(candidate.policy) or _status_gate(
+                by_name[candidate.policy]
+            )
+            blocker = _control_plane_hold(gate, control_plane_moving, snapshot, candidate, now)
+            if blocker is not None:
+                decisions.append(
+                    Decision(candidate, "wait", blocker.message, control_plane=blocker)
+                )
+                continue
         ledger = ledgers[candidate.policy]
-        hold = ledger.hold(candidate)
-        refusal = hold.message if hold is not None else None
+        budget_hold = ledger.hold(candidate)
+        refusal = budget_hold.message if budget_hold is not None else None
         if (
             refusal is None
             and candidate.node in held
@@ -121,6 +150,22 @@ def compute_plan(
         if refusal is None:
             ledger.admit(candidate)
             decisions.append(Decision(candidate, "terminate"))
+            if candidate.node in control_plane_nodes:
+                control_plane_moving += 1
         else:
-            decisions.append(Decision(candidate, "wait", refusal, hold))
+            decisions.append(Decision(candidate, "wait", refusal, budget_hold))
     return Plan(tuple(decisions), tuple(problems.values()))
+
+
+def _status_gate(policy: TerminationPolicy) -> GateInputs:
+    """A policy's gate as its status tells it, with no I/O check run (``molt plan``)."""
+    return GateInputs(RotationState.of(policy), bake_time(policy))
+
+
+def _control_plane_hold(
+    gate: GateInputs, moving: int, snapshot: Snapshot, candidate: Candidate, now: datetime
+) -> ControlPlaneHold | None:
+    if moving >= 1:
+        return ControlPlaneHold("ControlPlaneOneAtATime", ONE_AT_A_TIME)
+    failures = [*gate.failures, *node_failures(snapshot, except_node=candidate.node)]
+    return hold(gate.state, failures, now, gate.bake)

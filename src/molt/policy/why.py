@@ -94,7 +94,8 @@ class Explanation:
     pipeline state label: ``selected``, ``draining``, ``terminating``."""
     blocker: str
     """A stable code: NoPolicy, ControlPlaneExcluded, InvalidMetadata, NoRule, TooYoung,
-    PausedByWatchdog, PdbDeadlock, DoNotDisrupt, WindowClosed, BudgetFull, Admitted,
+    PausedByWatchdog, PdbDeadlock, ControlPlaneOneAtATime, ControlPlaneHalted,
+    ControlPlaneBaking, ControlPlaneGateFailing, DoNotDisrupt, WindowClosed, BudgetFull, Admitted,
     WaitingForCapacity, DeregistrationFailed, ActionRunning, ActionFailed,
     LoadBalancersDraining, PdbAllowsZero, DrainBlocked, Draining, Terminating."""
     message: str
@@ -213,6 +214,14 @@ def _not_selected(inputs: WhyInputs, warnings: list[str]) -> Explanation:
 
 # Selected by the plan, not in the pipeline yet.
 
+_CONTROL_PLANE_NEXT = {
+    "ControlPlaneOneAtATime": "enter the pipeline once the control-plane node in flight is gone "
+    "and its bake is over",
+    "ControlPlaneBaking": "enter the pipeline when the bake ends, if the health gate passes",
+    "ControlPlaneHalted": "none until the health gate has passed for a whole bakeTime",
+    "ControlPlaneGateFailing": "enter the pipeline once the health gate passes",
+}
+
 
 def _waiting(inputs: WhyInputs, decision: Decision, warnings: list[str]) -> Explanation:
     candidate = decision.candidate
@@ -243,6 +252,23 @@ def _waiting(inputs: WhyInputs, decision: Decision, warnings: list[str]) -> Expl
             details={"pdbs": sorted({d.pdb for d in deadlocks})},
             eta_basis="never on its own: no eviction can succeed",
             **{**common, "warnings": []},
+        )
+    if decision.control_plane is not None:
+        held = decision.control_plane
+        return _answer(
+            inputs,
+            held.code,
+            f"selected ({candidate.reason}) but waiting: {held.message}",
+            _CONTROL_PLANE_NEXT[held.code],
+            eta=held.until,
+            eta_basis=(
+                "the bake's end (the health gate must pass then)"
+                if held.code == "ControlPlaneBaking"
+                else "the halt's earliest end, if the health gate keeps passing"
+                if held.until
+                else None
+            ),
+            **common,
         )
     if decision.action == "terminate":
         return _answer(

@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from molt.cloud.aws_queue import InterruptionQueue
 from molt.cloud.provider import Provider
 from molt.controllers.manager import ControllerManager
+from molt.kube.health import KubeHealthProbe
 from molt.kube.leader import Fence, LeaderElector
 from molt.kube.reader import connect
 from molt.kube.state import KubeClusterState
@@ -172,6 +173,7 @@ async def run_controller(options: RunOptions) -> int:
             InterruptionQueue(options.interruption_queue) if options.interruption_queue else None
         ),
         heartbeat_seconds=options.lifecycle_heartbeat,
+        probe=KubeHealthProbe(raw),
     )
     holder.append(controller)
 

@@ -414,6 +414,13 @@ class SimCluster:
             RecordedEvent(self.clock.seconds, f"wd/{name}", reason, message, warning)
         )
 
+    async def record_policy_event(
+        self, name: str, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        self.recorded.append(
+            RecordedEvent(self.clock.seconds, f"tp/{name}", reason, message, warning)
+        )
+
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:

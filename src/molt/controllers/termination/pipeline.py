@@ -704,7 +704,7 @@ class PipelineReconciler:
         policy_name = node.annotations.get(POLICY_ANNOTATION, "")
         self.metrics.completed.labels(policy=policy_name).inc()
         if policy is not None:
-            await self._count_completed(policy)
+            await self._count_completed(policy, control_plane=node.is_control_plane)
         self.drainer.forget(node.name)
         log.info("node.terminated", node=node.name, policy=policy_name)
         return None
@@ -753,8 +753,11 @@ class PipelineReconciler:
         self._heartbeats.pop(node.name, None)
         return True
 
-    async def _count_completed(self, policy: TerminationPolicy) -> None:
-        """Add one to the policy's completed count.
+    async def _count_completed(
+        self, policy: TerminationPolicy, *, control_plane: bool = False
+    ) -> None:
+        """Add one to the policy's completed count; a control-plane node also stamps
+        ``status.controlPlane.lastCompleted``, which starts the bake selection waits out.
 
         Two nodes can finish before the policy cache shows the first write, so the count
         is the larger of the cached one and the last this process wrote, under a lock.
@@ -766,7 +769,10 @@ class PipelineReconciler:
             if fresh is not None and fresh.status is not None:
                 cached = max(cached, fresh.status.completed)
             completed = max(cached, self._completed_written.get(name, 0)) + 1
-            await self.writes.patch_status(TerminationPolicy, name, {"completed": completed})
+            status: dict[str, object] = {"completed": completed}
+            if control_plane:
+                status["controlPlane"] = {"lastCompleted": format_rfc3339(self.clock.now())}
+            await self.writes.patch_status(TerminationPolicy, name, status)
             self._completed_written[name] = completed
 
 

@@ -10,6 +10,7 @@ state labels, and within one run because each write lands in the cache at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 
@@ -30,11 +31,20 @@ from molt.controllers.conditions import ConditionWriter
 from molt.controllers.termination.fleet_gauges import FleetGauges
 from molt.observe.metrics import Metrics
 from molt.policy.age import format_rfc3339
+from molt.policy.control_plane import (
+    GateInputs,
+    RotationState,
+    advance,
+    bake_time,
+    baking_until,
+    node_failures,
+)
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import Plan, compute_plan
+from molt.policy.selection import covers
 from molt.policy.snapshot import NodeView, Snapshot
 from molt.policy.watchdog import paused_policies
-from molt.ports import Clock, ClusterReads, ClusterWrites
+from molt.ports import Clock, ClusterReads, ClusterWrites, HealthProbe
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +52,12 @@ RESYNC_SECONDS = 30.0
 DEADLOCK_RECHECK_SECONDS = 60.0
 """How long a PDB deadlock found on a node stands before its pods and PDBs are read again
 (a scaled-up Deployment or an edited PDB ends it)."""
+CONTROL_PLANE_PASS_SECONDS = 5.0
+"""While a control-plane rotation bakes or is halted, selection runs at least this often,
+so a failing gate halts it promptly and a bake's end or a halt's resume is not missed."""
+GATE_RECHECK_SECONDS = 2.0
+"""How long one answer of a policy's health checks stands (selection can run many times a
+second while nodes change)."""
 
 
 class SelectionReconciler:
@@ -56,6 +72,7 @@ class SelectionReconciler:
         *,
         on_selected: Callable[[str], None] = lambda _: None,
         resync_seconds: float = RESYNC_SECONDS,
+        probe: HealthProbe | None = None,
     ) -> None:
         self.reads = reads
         self.writes = writes
@@ -73,6 +90,12 @@ class SelectionReconciler:
         """Node -> the PDB deadlock found on it, and when (monotonic) it was found."""
         self._deadlock_reported: dict[str, str] = {}
         """Node -> the deadlock last reported by an Event, so a recheck does not repeat it."""
+        self.probe = probe
+        """The health gate's I/O checks; None: only node readiness is checked."""
+        self._rotation: dict[str, RotationState] = {}
+        """Policy -> its control-plane rotation state as last written (ahead of the cache)."""
+        self._probed: dict[str, tuple[float, tuple[str, ...]]] = {}
+        """Policy -> when (monotonic) its health checks last ran, and what failed."""
 
     async def reconcile(self) -> float:
         if not self.reads.synced():
@@ -86,7 +109,8 @@ class SelectionReconciler:
             w.metadata.name: w.status.state if w.status else None for w in self.reads.watchdogs()
         }
         paused = paused_policies(policies, states)
-        plan = await self._plan_without_deadlocks(snapshot, policies, now, by_name, paused)
+        gates = await self._control_plane_gates(policies, snapshot, now)
+        plan = await self._plan_without_deadlocks(snapshot, policies, now, by_name, paused, gates)
         self.last_plan = plan
         await self._report_problems(plan, by_name)
         by_policy = {p.metadata.name: p for p in policies}
@@ -115,11 +139,11 @@ class SelectionReconciler:
                 node, "Selected", f"selected by policy {candidate.policy}: {candidate.reason}"
             )
             self.on_selected(node.name)
-        await self._write_statuses(policies, self.reads.nodes(), plan, now, paused)
+        await self._write_statuses(policies, self.reads.nodes(), plan, now, paused, gates)
         self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
-        return self.resync_seconds
+        return min([self.resync_seconds, *(_next_pass(g, now) for g in gates.values())])
 
     async def _plan_without_deadlocks(
         self,
@@ -128,6 +152,7 @@ class SelectionReconciler:
         now: datetime,
         nodes: dict[str, NodeView],
         paused: dict[str, str],
+        gates: dict[str, GateInputs],
     ) -> Plan:
         """The plan, after the pods of every node it would admit were checked against the
         PDBs: a node no drain can empty is held before it is cordoned, and its budget slot
@@ -142,7 +167,7 @@ class SelectionReconciler:
         checked: set[str] = set()
         while True:
             known = {name: message for name, (message, _) in self._deadlocked.items()}
-            plan = compute_plan(snapshot, policies, now, known, paused)
+            plan = compute_plan(snapshot, policies, now, known, paused, gates)
             fresh: list[tuple[str, str]] = []
             for decision in plan.admitted:
                 if decision.node in checked:
@@ -168,6 +193,66 @@ class SelectionReconciler:
                     nodes[name], "PDBDeadlock", f"not selected: {message}", warning=True
                 )
 
+    async def _control_plane_gates(
+        self, policies: list[TerminationPolicy], snapshot: Snapshot, now: datetime
+    ) -> dict[str, GateInputs]:
+        """Evaluate the health gate of each policy that rotates control-plane nodes, move
+        its rotation state along (a failure during the bake halts it; a whole bake of
+        passing ends the halt), and record an Event when it halts or resumes."""
+        gates: dict[str, GateInputs] = {}
+        control_plane = [n for n in snapshot.nodes if n.is_control_plane]
+        present = {p.metadata.name for p in policies}
+        for gone in [name for name in self._rotation if name not in present]:
+            del self._rotation[gone]  # a policy recreated under its name starts afresh
+        for policy in policies:
+            name = policy.metadata.name
+            if not policy.spec.include_control_plane or not any(
+                covers(policy, n) for n in control_plane
+            ):
+                self._rotation.pop(name, None)
+                continue
+            cached = RotationState.of(policy)
+            known = self._rotation.get(name)
+            before = (
+                RotationState(cached.last_completed, known.halted, known.healthy_since)
+                if known is not None
+                else cached
+            )
+            checked = await self._probe(policy)
+            bake = bake_time(policy)
+            after = advance(before, [*checked, *node_failures(snapshot)], now, bake)
+            if after.halted is not None and before.halted is None:
+                log.warning("policy.control_plane_halted", policy=name, why=after.halted)
+                await self.writes.record_policy_event(
+                    name,
+                    "ControlPlaneHalted",
+                    f"control-plane rotation halted: {after.halted}",
+                    warning=True,
+                )
+            elif after.halted is None and before.halted is not None:
+                log.info("policy.control_plane_resumed", policy=name)
+                await self.writes.record_policy_event(
+                    name,
+                    "ControlPlaneResumed",
+                    f"control-plane rotation resumed: the health gate passed for "
+                    f"{policy.spec.control_plane.bake_time}",
+                )
+            self._rotation[name] = after
+            gates[name] = GateInputs(after, bake, checked)
+        return gates
+
+    async def _probe(self, policy: TerminationPolicy) -> tuple[str, ...]:
+        if self.probe is None:
+            return ()
+        name = policy.metadata.name
+        monotonic = self.clock.monotonic()
+        last = self._probed.get(name)
+        if last is not None and monotonic - last[0] < GATE_RECHECK_SECONDS:
+            return last[1]
+        failed = tuple(await self.probe.failures(list(policy.spec.control_plane.health_checks)))
+        self._probed[name] = (self.clock.monotonic(), failed)
+        return failed
+
     async def _report_problems(self, plan: Plan, nodes: dict[str, NodeView]) -> None:
         current = {problem.node: problem.message for problem in plan.problems}
         for name, message in current.items():
@@ -188,9 +273,11 @@ class SelectionReconciler:
         plan: Plan,
         now: datetime,
         paused: dict[str, str],
+        gates: dict[str, GateInputs],
     ) -> None:
         """Counters and conditions per policy, from the nodes as they are after admission;
-        ``Paused`` names the watchdog that holds a ``pauseWhen`` policy."""
+        ``Paused`` names the watchdog that holds a ``pauseWhen`` policy, ``Halted`` says
+        why a control-plane rotation stopped."""
         waiting: dict[str, int] = {}
         deadlocked: dict[str, int] = {}
         for decision in plan.decisions:
@@ -225,6 +312,7 @@ class SelectionReconciler:
                 waiting.get(name, 0),
                 deadlocked.get(name, 0),
                 holder,
+                gates.get(name),
             )
             if self._written_status.get(name) == summary:
                 continue
@@ -256,7 +344,38 @@ class SelectionReconciler:
                     else "no watchdog named in pauseWhen is failing",
                 ),
             ]
-            await self.writes.patch_status(
-                TerminationPolicy, name, {**counts, "conditions": conditions}
-            )
+            status: dict[str, object] = {**counts, "conditions": conditions}
+            gate = gates.get(name)
+            if gate is not None:
+                conditions.append(_halted_condition(condition, gate, policy))
+                status["controlPlane"] = gate.state.to_status()
+            await self.writes.patch_status(TerminationPolicy, name, status)
             self._written_status[name] = summary
+
+
+def _halted_condition(
+    condition: ConditionWriter, gate: GateInputs, policy: TerminationPolicy
+) -> dict[str, object]:
+    bake = policy.spec.control_plane.bake_time
+    halted = gate.state.halted
+    return condition(
+        "Halted",
+        halted is not None,
+        "HealthGateFailed" if halted else "NotHalted",
+        f"{halted}; no control-plane node is selected until the health gate has passed "
+        f"for {bake} without a break"
+        if halted
+        else "the control-plane health gate has not failed during a bake",
+    )
+
+
+def _next_pass(gate: GateInputs, now: datetime) -> float:
+    """How soon a policy's control-plane rotation needs selection again."""
+    state = gate.state
+    end = baking_until(state, now, gate.bake)
+    due = [CONTROL_PLANE_PASS_SECONDS] if state.halted or end is not None else []
+    if end is not None:
+        due.append((end - now).total_seconds() + 0.05)
+    if state.halted and state.healthy_since is not None:
+        due.append((state.healthy_since + gate.bake - now).total_seconds() + 0.05)
+    return max(0.05, min(due)) if due else math.inf
