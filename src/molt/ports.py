@@ -207,32 +207,15 @@ class ClusterWrites(Protocol):
         """An Event on a pod, in its namespace."""
         ...
 
-    async def record_reaper_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        """An Event on a Reaper."""
-        ...
-
-    async def record_watchdog_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        """An Event on a Watchdog (fired, resolved, a sink that failed, a bad spec)."""
-        ...
-
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None: ...
 
-    async def record_policy_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
+    async def record_resource_event(
+        self, kind: type[Resource], name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
-        """An Event on a TerminationPolicy (a control-plane rotation halted or resumed)."""
-        ...
-
-    async def record_group_event(
-        self, group: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        """An Event on an InstanceGroup (a rollback, a cell out of capacity)."""
+        """An Event on one of Molt's objects (an InstanceGroup's rollback, a Reaper's pass,
+        a Watchdog firing, a policy's halt)."""
         ...
 
     async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:

@@ -605,8 +605,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("coordination.k8s.io", "leases", "get"): lambda p: p.campaign(),
     ("coordination.k8s.io", "leases", "update"): lambda p: p.renew_lease(),
     # Molt swallows a failed Event (it logs event.not_recorded); the log says why.
-    ("", "events", "create"): lambda p: p.writes.record_group_event(
-        ABSENT, "RbacProbe", "a probe of the chart's RBAC"
+    ("", "events", "create"): lambda p: p.writes.record_resource_event(
+        InstanceGroup, ABSENT, "RbacProbe", "a probe of the chart's RBAC"
     ),
     # In kube-system, the kwok provider's faults; in a job namespace, a Job template.
     ("", "configmaps", "get"): lambda p: p.read_config_map(),

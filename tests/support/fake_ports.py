@@ -416,30 +416,18 @@ class FakeCluster:
     ) -> None:
         self.events.append(RecordedEvent(f"pod/{pod.key}", reason, message, warning))
 
-    async def record_reaper_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self.events.append(RecordedEvent(f"reaper/{name}", reason, message, warning))
-
-    async def record_watchdog_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self.events.append(RecordedEvent(f"watchdog/{name}", reason, message, warning))
-
-    async def record_policy_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self.events.append(RecordedEvent(f"policy/{name}", reason, message, warning))
-
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self.events.append(RecordedEvent(node.name, reason, message, warning))
 
-    async def record_group_event(
-        self, group: str, reason: str, message: str, *, warning: bool = False
+    async def record_resource_event(
+        self, kind: type[Resource], name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
-        self.events.append(RecordedEvent(f"instancegroup/{group}", reason, message, warning))
+        """Recorded on ``instancegroup/NAME``, ``reaper/NAME``, ``watchdog/NAME`` or
+        ``policy/NAME``."""
+        on = "policy" if kind is TerminationPolicy else kind.names.kind.lower()
+        self.events.append(RecordedEvent(f"{on}/{name}", reason, message, warning))
 
     async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
         """Record the patch, by kind; a policy's or group's is merged into the stored

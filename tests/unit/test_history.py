@@ -265,8 +265,8 @@ async def test_every_event_becomes_a_row_with_the_nodes_group_revision_zone_and_
     assert await writes.patch_node("n1", annotations=dict(marks))
     await writes.record_event(_node("n1"), "Selected", "selected by policy rotate")
     await writes.record_event(_node("n1", **marks), "Cordoned", "cordoned")
-    await writes.record_group_event(
-        "web", "CellUnavailable", "zone-a out of capacity", warning=True
+    await writes.record_resource_event(
+        InstanceGroup, "web", "CellUnavailable", "zone-a out of capacity", warning=True
     )
     assert [e.reason for e in cluster.events] == ["Selected", "Cordoned", "CellUnavailable"]
     assert await store.flush()

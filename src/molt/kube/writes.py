@@ -322,24 +322,12 @@ class KubeWrites:
         involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
         await self._record(involved, reason, message, warning=warning, namespace=pod.namespace)
 
-    async def record_reaper_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Reaper", "name": name}
-        await self._record(involved, reason, message, warning=warning)
-
-    async def record_watchdog_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Watchdog", "name": name}
-        await self._record(involved, reason, message, warning=warning)
-
-    async def record_policy_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
+    async def record_resource_event(
+        self, kind: type[Resource], name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
         involved = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": "TerminationPolicy",
+            "kind": kind.names.kind,
             "name": name,
         }
         await self._record(involved, reason, message, warning=warning)
@@ -348,16 +336,6 @@ class KubeWrites:
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
         involved = {"kind": "Node", "name": node.name, "uid": node.uid or node.name}
-        await self._record(involved, reason, message, warning=warning)
-
-    async def record_group_event(
-        self, group: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        involved = {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": "InstanceGroup",
-            "name": group,
-        }
         await self._record(involved, reason, message, warning=warning)
 
     async def _record(
@@ -478,30 +456,15 @@ class DryRunWrites:
     ) -> None:
         self._note(f"event on pod {pod.key}: {reason}: {message}")
 
-    async def record_reaper_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
+    async def record_resource_event(
+        self, kind: type[Resource], name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
-        self._note(f"event on reaper {name}: {reason}: {message}")
-
-    async def record_watchdog_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self._note(f"event on watchdog {name}: {reason}: {message}")
-
-    async def record_policy_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self._note(f"event on policy {name}: {reason}: {message}")
+        self._note(f"event on {kind.names.kind} {name}: {reason}: {message}")
 
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self._note(f"event on node {node.name}: {reason}: {message}")
-
-    async def record_group_event(
-        self, group: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self._note(f"event on instance group {group}: {reason}: {message}")
 
     async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
         self._note(f"status of {kind.names.kind} {name}: {sorted(status)}")

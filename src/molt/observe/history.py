@@ -326,10 +326,13 @@ class HistoryWrites:
             **fields, reason=reason, message=message, warning=warning, details=details
         )
 
-    async def record_group_event(
-        self, group: str, reason: str, message: str, *, warning: bool = False
+    async def record_resource_event(
+        self, kind: type[Resource], name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
-        await self.inner.record_group_event(group, reason, message, warning=warning)
+        await self.inner.record_resource_event(kind, name, reason, message, warning=warning)
+        if kind is not InstanceGroup:
+            return
+        group = name
         self.store.record(
             kind="InstanceGroup",
             name=group,
@@ -451,21 +454,6 @@ class HistoryWrites:
         self, pod: PodView, reason: str, message: str, *, warning: bool = False
     ) -> None:
         await self.inner.record_pod_event(pod, reason, message, warning=warning)
-
-    async def record_reaper_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        await self.inner.record_reaper_event(name, reason, message, warning=warning)
-
-    async def record_watchdog_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        await self.inner.record_watchdog_event(name, reason, message, warning=warning)
-
-    async def record_policy_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        await self.inner.record_policy_event(name, reason, message, warning=warning)
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return await self.inner.read_object(ref)

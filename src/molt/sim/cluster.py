@@ -400,38 +400,16 @@ class SimCluster:
     ) -> None:
         self.recorded.append(RecordedEvent(self.clock.seconds, pod.key, reason, message, warning))
 
-    async def record_reaper_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self.recorded.append(
-            RecordedEvent(self.clock.seconds, f"rp/{name}", reason, message, warning)
-        )
-
-    async def record_watchdog_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self.recorded.append(
-            RecordedEvent(self.clock.seconds, f"wd/{name}", reason, message, warning)
-        )
-
-    async def record_policy_event(
-        self, name: str, reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        self.recorded.append(
-            RecordedEvent(self.clock.seconds, f"tp/{name}", reason, message, warning)
-        )
-
     async def record_event(
         self, node: NodeView, reason: str, message: str, *, warning: bool = False
     ) -> None:
         self.recorded.append(RecordedEvent(self.clock.seconds, node.name, reason, message, warning))
 
-    async def record_group_event(
-        self, group: str, reason: str, message: str, *, warning: bool = False
+    async def record_resource_event(
+        self, kind: type[Resource], name: str, reason: str, message: str, *, warning: bool = False
     ) -> None:
-        self.recorded.append(
-            RecordedEvent(self.clock.seconds, f"ig/{group}", reason, message, warning)
-        )
+        on = f"{kind.names.short_names[0]}/{name}"  # ig/workers, as the report reads them
+        self.recorded.append(RecordedEvent(self.clock.seconds, on, reason, message, warning))
 
     async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
         if kind is TerminationPolicy:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import structlog
 
+from molt.api.instancegroup import InstanceGroup
 from molt.cloud.provider import ProviderError
 from molt.controllers.instancegroup.scope import GroupPorts, GroupScope
 
@@ -30,7 +31,8 @@ async def collect_nodes(scope: GroupScope, ports: GroupPorts) -> None:
         if memory.missing[node.name] >= 2:
             if await ports.writes.delete_node(node.name):
                 scope.collected = True
-                await ports.writes.record_group_event(
+                await ports.writes.record_resource_event(
+                    InstanceGroup,
                     scope.name,
                     "InstanceGone",
                     f"deleted node {node.name}: its instance no longer exists",

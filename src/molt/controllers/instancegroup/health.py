@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from molt.api.durations import parse_duration
+from molt.api.instancegroup import InstanceGroup
 from molt.api.labels import INTERRUPTION_ANNOTATION
 from molt.cloud.provider import CellObservation, CellRef, Instance
 from molt.controllers.instancegroup.nodes import not_ready_since
@@ -65,7 +66,8 @@ async def count_failures(scope: GroupScope, ports: GroupPorts) -> None:
             await rest_unhealthy(
                 scope, ports, cell.revision, key, f"a launch failed: {failure.message}"
             )
-            await ports.writes.record_group_event(
+            await ports.writes.record_resource_event(
+                InstanceGroup,
                 scope.name,
                 "LaunchFailed",
                 f"revision {cell.revision} in {cell.zone}/{cell.capacity_type}: {failure.message}",
@@ -174,7 +176,8 @@ async def _not_ready_in_time(
     scope.memory.record_failure(cell.revision, key, instance.instance_id, scope.now)
     ports.metrics.failed(scope.name, key)
     await rest_unhealthy(scope, ports, cell.revision, key, "a node was not Ready in time")
-    await ports.writes.record_group_event(
+    await ports.writes.record_resource_event(
+        InstanceGroup,
         scope.name,
         "InstanceNotReady",
         f"instance {instance.instance_id} (revision {cell.revision}, "
@@ -207,7 +210,9 @@ async def _judge_not_ready(
             f"{len(not_ready)} node(s) went NotReady at once across {', '.join(cells)}: "
             "an infrastructure event, counted against no cell or revision"
         )
-        await ports.writes.record_group_event(name, "NodesNotReady", message, warning=True)
+        await ports.writes.record_resource_event(
+            InstanceGroup, name, "NodesNotReady", message, warning=True
+        )
         log.warning("group.not_ready_burst", group=name, nodes=len(not_ready), cells=cells)
     for node_name in verdict.failing:
         cell, instance = launches[node_name]
@@ -220,7 +225,8 @@ async def _judge_not_ready(
         await ports.provider.terminate_instance(cell, instance.instance_id)
         await ports.writes.delete_node(node_name)
         scope.collected = True
-        await ports.writes.record_group_event(
+        await ports.writes.record_resource_event(
+            InstanceGroup,
             name,
             "NodeNotReady",
             f"{node_name} (revision {cell.revision}, {key}) has been NotReady for "
@@ -255,7 +261,8 @@ async def _retry_degraded(scope: GroupScope, ports: GroupPorts) -> None:
         del memory.degraded[revision]
         del memory.degraded_until[revision]
         memory.forget_health(revision)
-        await ports.writes.record_group_event(
+        await ports.writes.record_resource_event(
+            InstanceGroup,
             scope.name,
             "RevisionRetried",
             f"revision {revision} was degraded {memory.times_degraded[revision]} time(s); "
@@ -281,7 +288,8 @@ async def _degrade(scope: GroupScope, ports: GroupPorts, revision: str, why: str
         if back_to
         else "no previous revision to return to: the group keeps its size from it"
     )
-    await ports.writes.record_group_event(
+    await ports.writes.record_resource_event(
+        InstanceGroup,
         name,
         "RevisionDegraded",
         f"revision {revision} is degraded: {why}; {action}; tried again at "

@@ -111,8 +111,12 @@ class CellReconciler:
             scope.observations = await provider.observe(name)
         except ProviderError as error:
             log.warning("group.observe_failed", group=name, error=str(error))
-            await self.writes.record_group_event(
-                name, "ProviderUnavailable", f"cannot list cells: {error}", warning=True
+            await self.writes.record_resource_event(
+                InstanceGroup,
+                name,
+                "ProviderUnavailable",
+                f"cannot list cells: {error}",
+                warning=True,
             )
             return False
         ports = GroupPorts(self.reads, self.writes, provider, self.metrics)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import structlog
 
 from molt.api.durations import parse_duration
-from molt.api.instancegroup import Health
+from molt.api.instancegroup import Health, InstanceGroup
 from molt.controllers.instancegroup.scope import GroupPorts, GroupScope
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey, split_capacity
@@ -25,7 +25,8 @@ async def rest_short(scope: GroupScope, ports: GroupPorts, cell: CellKey) -> Non
         cell, now, parse_duration(health.capacity_cooldown), parse_duration(health.window)
     )
     if fresh:
-        await ports.writes.record_group_event(
+        await ports.writes.record_resource_event(
+            InstanceGroup,
             name,
             "CellUnavailable",
             f"cell {cell} is out of capacity; its share moves to other cells until "
@@ -51,7 +52,8 @@ async def rest_unhealthy(
     fresh = cell not in resting
     memory.rest_unhealthy(revision, cell, until)
     if fresh:
-        await ports.writes.record_group_event(
+        await ports.writes.record_resource_event(
+            InstanceGroup,
             name,
             "CellUnhealthy",
             f"cell {cell} of revision {revision} rests until {format_rfc3339(until)} ({why}); "

@@ -17,7 +17,7 @@ from collections import Counter
 import structlog
 
 from molt.api.durations import parse_duration
-from molt.api.instancegroup import Template
+from molt.api.instancegroup import InstanceGroup, Template
 from molt.api.labels import REASON_ANNOTATION, SELECTED, SELECTED_AT_ANNOTATION, STATE_LABEL
 from molt.cloud.provider import CapacityError, CellRef, Provider, ProviderError
 from molt.controllers.instancegroup.nodes import dead_nodes
@@ -156,8 +156,8 @@ async def _size_target(
             except ProviderError as error:
                 memory.record_failure(target, key, f"scale {format_rfc3339(now)}", now)
                 ports.metrics.failed(scope.name, key)
-                await ports.writes.record_group_event(
-                    scope.name, "ScaleFailed", f"cell {cell}: {error}", warning=True
+                await ports.writes.record_resource_event(
+                    InstanceGroup, scope.name, "ScaleFailed", f"cell {cell}: {error}", warning=True
                 )
             pending = pending or want > have
         if not retry:

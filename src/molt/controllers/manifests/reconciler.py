@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from molt.api.instancegroup import InstanceGroup
 from molt.api.labels import GROUP_LABEL, MANIFEST_ENTRY_LABEL, MANIFEST_NODE_LABEL
 from molt.api.manifests import PostLaunchManifest
 from molt.policy.node_template import TemplateError, render_object, uses_address
@@ -187,7 +188,8 @@ class ManifestReconciler:
             ref = ObjectRef(api_version, kind, str(meta.get("name")), meta.get("namespace"))
             if await self.writes.delete_object(ref):
                 log.info("manifest.removed", group=group, object=str(ref))
-                await self.writes.record_group_event(
+                await self.writes.record_resource_event(
+                    InstanceGroup,
                     group,
                     REMOVED_REASON,
                     f"removed {ref}: node {labels.get(MANIFEST_NODE_LABEL)} no longer needs it",
@@ -204,6 +206,6 @@ class ManifestReconciler:
         reported.add(key)
         message = f"post-launch manifest {entry.name}: {error}"
         await self.writes.record_event(node, FAILED_REASON, message, warning=True)
-        await self.writes.record_group_event(
-            group, FAILED_REASON, f"node {node.name}: {message}", warning=True
+        await self.writes.record_resource_event(
+            InstanceGroup, group, FAILED_REASON, f"node {node.name}: {message}", warning=True
         )

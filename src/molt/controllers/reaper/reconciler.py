@@ -246,7 +246,7 @@ class ReaperReconciler:
             await self.writes.record_pod_event(pod, reason, message, warning=not dry_run)
         if node is not None:
             await self.writes.record_event(node, reason, message, warning=not dry_run)
-        await self.writes.record_reaper_event(name, reason, message)
+        await self.writes.record_resource_event(Reaper, name, reason, message)
         log.info("reaper.reaped", reaper=name, kind=kind, dry_run=dry_run, message=message)
 
     async def _delete(self, kind: str, pod: PodView | None, node: NodeView | None) -> bool:
@@ -292,7 +292,8 @@ class ReaperReconciler:
             return
         await self.writes.patch_status(Reaper, reaper.metadata.name, body)
         if limited:
-            await self.writes.record_reaper_event(
+            await self.writes.record_resource_event(
+                Reaper,
                 reaper.metadata.name,
                 RATE_LIMITED,
                 f"{tally.throttled} due objects wait for maxPerMinute",

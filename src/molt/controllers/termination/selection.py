@@ -223,7 +223,8 @@ class SelectionReconciler:
             after = advance(before, [*checked, *node_failures(snapshot)], now, bake)
             if after.halted is not None and before.halted is None:
                 log.warning("policy.control_plane_halted", policy=name, why=after.halted)
-                await self.writes.record_policy_event(
+                await self.writes.record_resource_event(
+                    TerminationPolicy,
                     name,
                     "ControlPlaneHalted",
                     f"control-plane rotation halted: {after.halted}",
@@ -231,7 +232,8 @@ class SelectionReconciler:
                 )
             elif after.halted is None and before.halted is not None:
                 log.info("policy.control_plane_resumed", policy=name)
-                await self.writes.record_policy_event(
+                await self.writes.record_resource_event(
+                    TerminationPolicy,
                     name,
                     "ControlPlaneResumed",
                     f"control-plane rotation resumed: the health gate passed for "

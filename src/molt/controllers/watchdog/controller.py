@@ -208,7 +208,8 @@ class WatchdogController:
             )
             await self._report_alert(watchdog, watch, alert, delivered)
         elif outcome.memory.state != memory.state and outcome.memory.state == "Snoozed":
-            await self.writes.record_watchdog_event(
+            await self.writes.record_resource_event(
+                Watchdog,
                 name,
                 "Snoozed",
                 f"failing but snoozed until {spec.snooze_until}: {timed.verdict.message}",
@@ -241,7 +242,8 @@ class WatchdogController:
                 problems[sink_name(sink, index)] = problem
         for label, problem in problems.items():
             if watch.sink_problems.get(label) != problem:
-                await self.writes.record_watchdog_event(
+                await self.writes.record_resource_event(
+                    Watchdog,
                     watchdog.metadata.name,
                     "SinkMisconfigured",
                     f"{label}: {problem}; its alerts cannot be sent",
@@ -260,11 +262,12 @@ class WatchdogController:
                 watch.sink_problems[outcome.sink] = outcome.delivery.error
         reason = "Fired" if alert.event == "trigger" else "Resolved"
         told = f"; sent to {', '.join(sent)}" if sent else ""
-        await self.writes.record_watchdog_event(
-            name, reason, f"{alert.message}{told}", warning=alert.event == "trigger"
+        await self.writes.record_resource_event(
+            Watchdog, name, reason, f"{alert.message}{told}", warning=alert.event == "trigger"
         )
         for outcome in failed:
-            await self.writes.record_watchdog_event(
+            await self.writes.record_resource_event(
+                Watchdog,
                 name,
                 "AlertFailed",
                 f"{alert.event} to {outcome.sink} failed after {outcome.delivery.attempts} "
