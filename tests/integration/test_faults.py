@@ -18,11 +18,13 @@ import pytest
 from kubernetes_asyncio import client
 
 from molt.api import GROUP, VERSION
+from molt.policy.age import format_rfc3339
 from tests.conftest import RunningSandbox
 from tests.support.builders import deployment, never_scheduled, pdb
 from tests.support.controller import FleetWatch, MoltProcess
 from tests.support.kube_fleet import (
     GROUP_LABEL,
+    LAUNCHED_AT,
     has_ready_nodes,
     has_ready_replicas,
     install_old_fleet,
@@ -165,9 +167,8 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
     # The aged nodes are due (past maxAge less the drain lead) but not yet past their
     # deadline, so the unhealthy node goes first, as Molt orders departures.
     due = timedelta(hours=47, minutes=30)
-    ages = [timedelta(hours=10), due, due - timedelta(minutes=5), due - timedelta(minutes=10)]
+    ages = [due, due - timedelta(minutes=5), due - timedelta(minutes=10), due]
     nodes = await install_old_fleet(kube, group, nodes=4, age=ages)
-    dead, aged = nodes[0], nodes[1:]
     await eventually(lambda: has_ready_nodes(kube, group, 4), what="four Ready nodes")
     await client.AppsV1Api(kube).create_namespaced_deployment(
         namespace,
@@ -182,10 +183,17 @@ async def test_a_dead_kubelet_is_replaced_within_minutes_and_the_rotation_goes_o
         namespace, pdb("web", namespace, "web", max_unavailable=1)
     )
     await eventually(lambda: has_ready_replicas(kube, namespace, 8), what="8 ready replicas")
-    on_dead = await client.CoreV1Api(kube).list_namespaced_pod(
-        namespace, field_selector=f"spec.nodeName={dead}"
+    # The kubelet that dies is one the scheduler gave pods to (its spread is soft, so
+    # not every node need have some); that node is made the young one, not yet due.
+    placed = await client.CoreV1Api(kube).list_namespaced_pod(namespace)
+    used = {pod.spec.node_name for pod in placed.items}
+    dead = next(node for node in nodes if node in used)
+    aged = [node for node in nodes if node != dead][:3]
+    nodes = [dead, *aged]
+    young = format_rfc3339(datetime.now(UTC) - timedelta(hours=10))
+    await client.CoreV1Api(kube).patch_node(
+        dead, {"metadata": {"annotations": {LAUNCHED_AT: young}}}
     )
-    assert on_dead.items, "the scheduler put no pod on the node whose kubelet dies"
     # The kubelet dies: kwok no longer selects the node, and a kwok started afresh leaves
     # it alone, so its Lease expires and the node-lifecycle controller takes over.
     await client.CoreV1Api(kube).patch_node(
