@@ -100,6 +100,50 @@ async def test_pre_drain_runs_before_the_first_eviction_and_pre_terminate_after_
     assert fleet.provider.terminations == ["old"]
 
 
+async def test_a_node_turns_terminating_only_after_its_pre_terminate_actions() -> None:
+    """Readers of the state label (an etcd member table, dashboards) must never see a
+    terminating node that still holds what a preTerminate action hands off."""
+    kind = ScriptedKind()
+    kind.gates["step-down"] = asyncio.Event()
+    fleet = world(
+        selected_node(replacement=NEW),
+        replacement_node(),
+        pods=(pod("web"),),
+        rotate=_policy(preTerminate=["step-down"]),
+    )
+    _with_kind(fleet, kind)
+    for _ in range(10):
+        await fleet.reconcile()
+        await asyncio.sleep(0)
+    during = fleet.node()
+
+    assert kind.calls == [("preTerminate", "step-down")]
+    assert fleet.cluster.evictions, "the drain ran first"
+    assert during.state == "draining"
+    assert "molt.dev/drained-at" in during.annotations
+    assert "Drained" in fleet.cluster.event_reasons("old")
+    assert fleet.provider.terminations == []
+
+    order: list[str] = []
+    patch_node, terminate = fleet.cluster.patch_node, fleet.provider.terminate
+
+    async def patch_and_note(name, *, labels=None, **rest):  # type: ignore[no-untyped-def]
+        if labels and "molt.dev/state" in labels:
+            order.append(f"label {labels['molt.dev/state']}")
+        return await patch_node(name, labels=labels, **rest)
+
+    async def terminate_and_note(node):  # type: ignore[no-untyped-def]
+        order.append("terminate")
+        return await terminate(node)
+
+    fleet.cluster.patch_node = patch_and_note  # type: ignore[method-assign]
+    fleet.provider.terminate = terminate_and_note  # type: ignore[method-assign]
+    kind.gates["step-down"].set()
+    await _settle(fleet)
+    assert order == ["label terminating", "terminate"]
+    assert fleet.provider.terminations == ["old"]
+
+
 async def test_an_action_in_progress_returns_the_worker_at_once() -> None:
     kind = ScriptedKind()
     kind.gates["slow"] = asyncio.Event()

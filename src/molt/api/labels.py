@@ -32,6 +32,10 @@ DEADLINE_ANNOTATION = "molt.dev/deadline"
 REPLACEMENT_ANNOTATION = "molt.dev/replacement"
 """Written when a node passes its group's drain gate (or goes without a replacement)."""
 DRAIN_STARTED_ANNOTATION = "molt.dev/drain-started-at"
+DRAINED_AT_ANNOTATION = "molt.dev/drained-at"
+"""When the drain finished (RFC 3339). The node stays ``draining`` while its preTerminate
+actions run and turns ``terminating`` only after them, so a node labelled terminating has
+already handed off what those actions move (etcd leadership, an active Vault)."""
 ACTIONS_ANNOTATION = "molt.dev/actions"
 """Lifecycle action progress, as JSON keyed ``<hook>/<source>/<name>``."""
 UNREACHABLE_ANNOTATION = "molt.dev/unreachable"

@@ -20,6 +20,7 @@ from molt.api.labels import (
     DEREGISTERED_AT_ANNOTATION,
     DEREGISTRATION_BLOCKED,
     DEREGISTRATION_WAIT_ANNOTATION,
+    DRAINED_AT_ANNOTATION,
     DRAINING,
     POLICY_ANNOTATION,
     REASON_ANNOTATION,
@@ -456,6 +457,15 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
     if node.state == TERMINATING:
         return _answer(
             inputs, "Terminating", "drained; its instance is being terminated", "gone", **common
+        )
+    if node.state == DRAINING and DRAINED_AT_ANNOTATION in annotations:
+        return _answer(
+            inputs,
+            "Drained",
+            f"drained at {annotations[DRAINED_AT_ANNOTATION]}; its preTerminate actions run "
+            "before it turns terminating",
+            "terminate once the preTerminate actions are done",
+            **common,
         )
     refusing = refusing_now(inputs.pods, inputs.pdbs)
     if node.state == DRAINING and refusing:

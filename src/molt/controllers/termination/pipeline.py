@@ -43,6 +43,7 @@ from molt.api.labels import (
     DEREGISTRATION_WAIT_ANNOTATION,
     DO_NOT_DISRUPT,
     DRAIN_STARTED_ANNOTATION,
+    DRAINED_AT_ANNOTATION,
     DRAINING,
     EXCLUDE_FROM_LB_LABEL,
     INTERRUPTION_ANNOTATION,
@@ -329,7 +330,13 @@ class PipelineReconciler:
         return await self._run_hook(node, policy, "preDrain")
 
     async def _pre_terminate(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
-        return await self._run_hook(node, policy, "preTerminate")
+        after = await self._run_hook(node, policy, "preTerminate")
+        if after is not None or node.state == TERMINATING:
+            return after
+        # Terminating only once the preTerminate actions are done: whoever reads the label
+        # (an etcd member table, a dashboard) sees a node that has handed off its duties.
+        await self.writes.patch_node(node.name, labels={STATE_LABEL: TERMINATING})
+        return None
 
     async def _run_hook(
         self, node: NodeView, policy: TerminationPolicy | None, hook: Hook
@@ -514,7 +521,7 @@ class PipelineReconciler:
             )
             self.drainer.began(node.name)
             node = self.reads.node(node.name) or node
-        if node.state == TERMINATING:
+        if node.state == TERMINATING or DRAINED_AT_ANNOTATION in node.annotations:
             return None
         pods = self.reads.pods_on(node.name)
         if pods is None:
@@ -645,7 +652,8 @@ class PipelineReconciler:
         if started is not None:
             self.metrics.drain_duration.observe(max(0.0, (now - started).total_seconds()))
         await self.writes.patch_node(
-            node.name, labels={STATE_LABEL: TERMINATING}, annotations={BLOCKED_ANNOTATION: None}
+            node.name,
+            annotations={BLOCKED_ANNOTATION: None, DRAINED_AT_ANNOTATION: format_rfc3339(now)},
         )
         await self.writes.record_event(node, "Drained", "every evictable pod has left")
         return None
@@ -675,7 +683,9 @@ class PipelineReconciler:
         left = await self._left_on_node(node, policy)
         if not left.done:
             names = ", ".join(p.key for p in (*left.evict, *left.delete, *left.leaving)[:5])
-            await self.writes.patch_node(node.name, labels={STATE_LABEL: DRAINING})
+            await self.writes.patch_node(
+                node.name, labels={STATE_LABEL: DRAINING}, annotations={DRAINED_AT_ANNOTATION: None}
+            )
             await self.writes.record_event(
                 node,
                 "PodsArrived",
