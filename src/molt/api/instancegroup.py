@@ -235,6 +235,17 @@ class GroupLifecycle(Lifecycle):
     )
 
 
+class Overflow(ApiModel):
+    """Where a group's shortfall goes while none of its cells can launch."""
+
+    group: Name = Field(
+        description="The InstanceGroup (any provider) that launches this group's missing "
+        "replicas while every one of this group's cells is out of capacity or resting; they "
+        "are handed back, through the termination pipeline, as this group's own nodes "
+        "become Ready again."
+    )
+
+
 class InstanceGroupSpec(ApiModel):
     """Desired fleet."""
 
@@ -261,6 +272,7 @@ class InstanceGroupSpec(ApiModel):
         description="Actions around each node's drain (they run before its policy's), and "
         "objects applied for each node while it lives.",
     )
+    overflow: Overflow | None = None
 
     @model_validator(mode="after")
     def _check_cross_field_rules(self) -> InstanceGroupSpec:
@@ -375,6 +387,14 @@ class CellStatus(ApiModel):
     unavailable_until: str | None = None
 
 
+class OverflowStatus(ApiModel):
+    """Replicas this group asks its overflow group to run for it."""
+
+    group: Name
+    replicas: Annotated[int, Field(ge=0)]
+    since: str | None = Field(default=None, description="When the overflow began (RFC 3339).")
+
+
 class InstanceGroupStatus(ApiModel):
     """Observed fleet."""
 
@@ -393,6 +413,12 @@ class InstanceGroupStatus(ApiModel):
     selector: Annotated[str, Field(max_length=512)] | None = Field(
         default=None,
         description="The label selector of the group's nodes, for the scale subresource.",
+    )
+    overflow: OverflowStatus | None = Field(
+        default=None, description="Replicas another group runs for this one (spec.overflow)."
+    )
+    borrowed: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Replicas this group runs for the groups that overflow into it."
     )
     conditions: Conditions
 

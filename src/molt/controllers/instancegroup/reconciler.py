@@ -46,6 +46,7 @@ from molt.controllers.instancegroup.scope import GroupPorts, GroupScope
 from molt.controllers.instancegroup.status import group_status, wire, without_times
 from molt.observe.metrics import Metrics
 from molt.policy.cells import template_revision
+from molt.policy.overflow import borrowed_by
 from molt.ports import Clock, ClusterReads, ClusterWrites
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,7 @@ class CellReconciler:
             self.reads.group_nodes(name),
             template_revision(group.spec.template),
             self.clock.now(),
+            borrowed=borrowed_by(name, (self.reads.instance_group(g) for g in self.reads.groups())),
         )
         provider = self.providers.get(group.spec.provider)
         if provider is None:
@@ -145,7 +147,7 @@ class CellReconciler:
             status,
             scope.members,
             routed_share(
-                spec.desired_replicas,
+                scope.desired,
                 spec.zones,
                 spec.capacity,
                 memory.resting_cells(now, target_rev),

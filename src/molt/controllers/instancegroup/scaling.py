@@ -26,6 +26,7 @@ from molt.controllers.instancegroup.scope import CellFigures, GroupPorts, GroupS
 from molt.policy.age import format_rfc3339
 from molt.policy.cells import CellKey, split_capacity
 from molt.policy.group_age import aged_out
+from molt.policy.overflow import requested
 from molt.policy.rollout import (
     Replacement,
     cell_targets,
@@ -77,7 +78,7 @@ async def scale(scope: GroupScope, ports: GroupPorts) -> None:
     leaving = Counter((n.revision or "unknown", n.cell) for n in scope.members if n.in_pipeline)
     leaving_at_target = sum(c for (rev, _), c in leaving.items() if rev == target)
     staying = target_staying(
-        spec.desired_replicas, strategy, other_instances, leaving_at_target, spec.max_size
+        scope.desired, strategy, other_instances, leaving_at_target, spec.max_size
     )
     if target in memory.degraded:
         # Nothing healthy to return to: keep the group at size from this revision, but
@@ -86,8 +87,43 @@ async def scale(scope: GroupScope, ports: GroupPorts) -> None:
         staying = min(staying, ready_at_target + 1)
     await _shrink_others(scope, ports, instances, template)
     leaving_here = Counter({key: c for (rev, key), c in leaving.items() if rev == target})
-    grows = await _size_target(scope, ports, instances, leaving_here, staying, template)
+    grows, unplaced = await _size_target(scope, ports, instances, leaving_here, staying, template)
     scope.busy = pending or grows
+    await _request_overflow(scope, ports, unplaced)
+
+
+async def _request_overflow(scope: GroupScope, ports: GroupPorts, unplaced: int) -> None:
+    """Size the request to the overflow group (``molt.policy.overflow``); an Event when
+    an overflow begins or ends."""
+    overflow = scope.spec.overflow
+    if overflow is None:
+        return
+    before = scope.group.status.overflow if scope.group.status else None
+    already = before.replicas if before is not None and before.group == overflow.group else 0
+    if overflow.group == scope.name:
+        if already == 0 and unplaced:
+            log.warning("group.overflow_to_itself", group=scope.name)
+        return
+    ready = sum(1 for n in scope.members if n.ready and not n.in_pipeline)
+    own = min(scope.spec.desired_replicas, scope.desired)
+    scope.overflow_request = requested(own, ready, unplaced, already)
+    if scope.overflow_request and not already:
+        await ports.writes.record_resource_event(
+            InstanceGroup,
+            scope.name,
+            "Overflowing",
+            f"no cell can place {unplaced} node(s): group {overflow.group} runs "
+            f"{scope.overflow_request} replica(s) until this group's own nodes are Ready",
+            warning=True,
+        )
+    elif already and not scope.overflow_request:
+        await ports.writes.record_resource_event(
+            InstanceGroup,
+            scope.name,
+            "OverflowReturned",
+            f"this group's own nodes are Ready again: group {overflow.group} hands its "
+            f"{already} replica(s) back",
+        )
 
 
 async def _shrink_others(
@@ -119,16 +155,19 @@ async def _size_target(
     leaving: Counter[CellKey],
     staying: int,
     template: Template,
-) -> bool:
+) -> tuple[bool, int]:
     """Size the target revision's cells for ``staying`` nodes, resting any cell out of
-    capacity and splitting again around it; True when a cell is still to grow."""
+    capacity and splitting again around it. Returns whether a cell is still to grow and
+    how many nodes no cell could place."""
     spec, memory, target, now = scope.spec, scope.memory, scope.target, scope.now
     by_cell = {o.cell: o for o in scope.observations if o.cell.revision == target}
     pending = False
     figures: list[CellFigures] = []
+    unplaced = 0
     for _ in range(8):  # each pass rests at least one more cell, or finishes
         resting = memory.resting_cells(now, target)
         plan = split_capacity(staying, list(spec.zones), spec.capacity, resting)
+        unplaced = plan.unplaced
         targets = cell_targets(
             plan,
             leaving,
@@ -163,7 +202,7 @@ async def _size_target(
         if not retry:
             break
     scope.cells = figures
-    return pending
+    return pending, unplaced
 
 
 async def _shrink(provider: Provider, cell: CellRef, template: Template, size: int) -> None:
@@ -193,11 +232,11 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
         return False  # frozen: replacing nodes now would only lose capacity
     # The share every cell would have with capacity everywhere: a resting cell's nodes
     # are never drained for being there, only moved back once it can launch again.
-    ideal = split_capacity(spec.desired_replicas, list(spec.zones), spec.capacity)
+    ideal = split_capacity(scope.desired, list(spec.zones), spec.capacity)
     picks = rollout_replacements(
         members,
         target,
-        spec.desired_replicas,
+        scope.desired,
         strategy_of(scope.group),
         ideal.cells,
         frozenset(memory.degraded),

@@ -49,6 +49,10 @@ class GroupScope:
     """The target revision's cells as the scaling phase set them."""
     busy: bool = False
     """Work is pending (launches, replacements): requeue sooner."""
+    borrowed: int = 0
+    """Replicas the groups that overflow into this one ask it to run."""
+    overflow_request: int = 0
+    """Replicas this group asks its overflow group for (set by the scaling phase)."""
 
     def __post_init__(self) -> None:
         self.index = NodeIndex(self.members)
@@ -60,6 +64,11 @@ class GroupScope:
     @property
     def spec(self) -> InstanceGroupSpec:
         return self.group.spec
+
+    @property
+    def desired(self) -> int:
+        """The group's desired size with what it runs for others, within its maxSize."""
+        return min(self.spec.max_size, self.spec.desired_replicas + self.borrowed)
 
     def look_again(self, observations: list[CellObservation], members: Sequence[NodeView]) -> None:
         """Replace what was observed (after instances or nodes went)."""

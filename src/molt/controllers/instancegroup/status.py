@@ -12,7 +12,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from molt.api.instancegroup import CellStatus, HostInit, InstanceGroupStatus, RevisionStatus
+from molt.api.instancegroup import (
+    CellStatus,
+    HostInit,
+    InstanceGroupStatus,
+    OverflowStatus,
+    RevisionStatus,
+)
 from molt.api.labels import GROUP_LABEL
 from molt.api.types import Condition
 from molt.controllers.conditions import ConditionWriter
@@ -31,7 +37,7 @@ def group_status(scope: GroupScope) -> InstanceGroupStatus:
     """The status subresource for the scope's group over its nodes."""
     memory, template_revision = scope.memory, scope.template_revision
     target = memory.current or template_revision
-    desired = scope.spec.desired_replicas
+    desired = scope.desired
     by_revision = _by_revision(scope.members)
     updated = [n for n in by_revision.get(target, []) if n.ready and not n.in_pipeline]
     outdated = sum(len(v) for k, v in by_revision.items() if k != target)
@@ -51,7 +57,21 @@ def group_status(scope: GroupScope) -> InstanceGroupStatus:
         cells=_cells(scope, target, updated)[:MAX_CELLS],
         host_init=host_init_of(scope, target),
         selector=f"{GROUP_LABEL}={scope.group.metadata.name}",
+        overflow=_overflow(scope),
+        borrowed=scope.borrowed,
         conditions=_conditions(scope, target, settled, message),
+    )
+
+
+def _overflow(scope: GroupScope) -> OverflowStatus | None:
+    """The request to the overflow group, keeping when it began."""
+    target = scope.spec.overflow.group if scope.spec.overflow else None
+    if target is None or scope.overflow_request <= 0:
+        return None
+    before = scope.group.status.overflow if scope.group.status else None
+    since = before.since if before is not None and before.group == target else None
+    return OverflowStatus(
+        group=target, replicas=scope.overflow_request, since=since or format_rfc3339(scope.now)
     )
 
 
@@ -183,9 +203,12 @@ def without_times(status: InstanceGroupStatus) -> dict[str, Any]:
 def wire(status: InstanceGroupStatus) -> dict[str, Any]:
     """The status as the API server is sent it: camelCase, absent fields omitted, but
     ``observedGeneration`` always written (null when the group has no generation yet) and
-    transition times at second precision, as Kubernetes writes them."""
+    transition times at second precision, as Kubernetes writes them; ``overflow`` is null
+    when there is none."""
     body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     body["observedGeneration"] = status.observed_generation
+    # A merge patch keeps what it does not name: an ended overflow is removed with null.
+    body.setdefault("overflow", None)
     for entry, condition in zip(body["conditions"], status.conditions, strict=True):
         entry["lastTransitionTime"] = format_rfc3339(condition.last_transition_time)
         entry["observedGeneration"] = condition.observed_generation

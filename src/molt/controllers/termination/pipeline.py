@@ -74,6 +74,7 @@ from molt.policy.age import format_rfc3339, parse_rfc3339_or_none
 from molt.policy.drain import DrainView, blocked_message, classify_pods, unreachable_since
 from molt.policy.interruptions import read_annotation
 from molt.policy.node_actions import actions_at
+from molt.policy.overflow import effective_desired
 from molt.policy.rollout import strategy_of
 from molt.policy.selection import covers
 from molt.policy.snapshot import NodeView, PodView
@@ -451,7 +452,11 @@ class PipelineReconciler:
         assert node.group is not None
         group = self.reads.instance_group(node.group)
         assert group is not None
-        desired = group.spec.desired_replicas
+        # What the group runs for groups that overflow into it counts too: a borrowed
+        # node is serving someone's shortfall.
+        desired = effective_desired(
+            group, (self.reads.instance_group(name) for name in self.reads.groups())
+        )
         unavailable = strategy_of(group).max_unavailable
         async with self._gate_lock:
             spare = self._available_without(node)
