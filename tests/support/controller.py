@@ -90,6 +90,10 @@ class FleetWatch:
     max_in_pipeline: int = 0
     in_pipeline_now: set[str] = field(default_factory=set)
     ever_in_pipeline: set[str] = field(default_factory=set)
+    states: dict[str, str] = field(default_factory=dict)
+    """Each node's last pipeline state and reason."""
+    peak: dict[str, str] = field(default_factory=dict)
+    """The nodes in the pipeline together when the most were, with their states."""
     cordoned_without_reason: set[str] = field(default_factory=set)
     armed: bool = False
     """Ready replicas count only once the Deployment first reached full strength."""
@@ -109,15 +113,27 @@ class FleetWatch:
         if new is not None and new["unschedulable"] and not new["reason"]:
             self.cordoned_without_reason.add(key)
         if new is not None and new["state"]:
+            self.states[key] = f"{new['state']} ({new['reason']})"
             self.in_pipeline_now.add(key)
             self.ever_in_pipeline.add(key)
         else:
             self.in_pipeline_now.discard(key)
-        self.max_in_pipeline = max(self.max_in_pipeline, len(self.in_pipeline_now))
+        if len(self.in_pipeline_now) > self.max_in_pipeline:
+            self.max_in_pipeline = len(self.in_pipeline_now)
+            self.peak = {n: self.states.get(n, "") for n in self.in_pipeline_now}
 
     async def start(
-        self, kube: client.ApiClient, namespace: str, deployment: str, replicas: int, group: str
+        self,
+        kube: client.ApiClient,
+        namespace: str,
+        deployment: str,
+        replicas: int,
+        group: str,
+        *,
+        node_selector: str | None = None,
     ) -> None:
+        """Follow ``deployment`` and the nodes of ``group`` (or those ``node_selector``
+        picks, e.g. several groups under one budget)."""
         raw = RawApi(kube)
         self.replicas = replicas
         deployments = Reflector(
@@ -133,7 +149,7 @@ class FleetWatch:
             "/api/v1/nodes",
             _node_facts,
             name="watch-nodes",
-            label_selector=f"molt.dev/instance-group={group}",
+            label_selector=node_selector or f"molt.dev/instance-group={group}",
             on_change=self._node,
         )
         for reflector in (deployments, nodes):

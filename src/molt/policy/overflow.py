@@ -24,8 +24,9 @@ from molt.api.instancegroup import InstanceGroup
 def requested(desired: int, ready: int, unplaced: int, already: int) -> int:
     """Replicas to ask the overflow group for now.
 
-    ``desired`` is the group's own desired size, ``ready`` its Ready nodes that are not
-    leaving, ``unplaced`` what its cells could not place this reconcile and ``already``
+    ``desired`` is the group's own desired size, ``ready`` its Ready nodes that still
+    serve (not draining or terminating; a node selected but waiting for its replacement
+    serves), ``unplaced`` what its cells could not place this reconcile and ``already``
     the request it published last.
     """
     missing = max(0, desired - ready)

@@ -18,7 +18,14 @@ import structlog
 
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroup, Template
-from molt.api.labels import REASON_ANNOTATION, SELECTED, SELECTED_AT_ANNOTATION, STATE_LABEL
+from molt.api.labels import (
+    DRAINING,
+    REASON_ANNOTATION,
+    SELECTED,
+    SELECTED_AT_ANNOTATION,
+    STATE_LABEL,
+    TERMINATING,
+)
 from molt.cloud.provider import CapacityError, CellRef, Provider, ProviderError
 from molt.controllers.instancegroup.nodes import dead_nodes
 from molt.controllers.instancegroup.rests import rest_short
@@ -104,7 +111,9 @@ async def _request_overflow(scope: GroupScope, ports: GroupPorts, unplaced: int)
         if already == 0 and unplaced:
             log.warning("group.overflow_to_itself", group=scope.name)
         return
-    ready = sum(1 for n in scope.members if n.ready and not n.in_pipeline)
+    # A node selected but not yet draining still serves: a rotation short of a surge
+    # slot is not a shortfall, and a borrowed node would not let its drain start anyway.
+    ready = sum(1 for n in scope.members if n.ready and n.state not in (DRAINING, TERMINATING))
     own = min(scope.spec.desired_replicas, scope.desired)
     scope.overflow_request = requested(own, ready, unplaced, already)
     if scope.overflow_request and not already:
