@@ -27,6 +27,9 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 
+from molt.kube.transport import RawApi
+from molt.kube.watch import Reflector
+
 GROUP_LABEL = "molt.dev/instance-group"
 CALL_SECONDS = 1.0
 POLL_CALL_SECONDS = 0.3
@@ -187,13 +190,27 @@ async def run_bridge(
     core = client.CoreV1Api(kube)
     seen = set(cluster.members)
     joining: dict[str, asyncio.Task[None]] = {}
+
+    def note(key: str, old: Any, new: Any) -> None:
+        if new == "terminating":
+            terminating.setdefault(key, time.monotonic())
+
+    # A watch, not the poll below: a node is terminating only while Molt terminates it
+    # (milliseconds in kwok), which a LIST every 100 ms can miss.
+    states = Reflector(
+        RawApi(kube),
+        "/api/v1/nodes",
+        lambda obj: (obj["metadata"].get("labels") or {}).get("molt.dev/state"),
+        name="etcd-bridge-states",
+        label_selector=f"{GROUP_LABEL}={group}",
+        on_change=note,
+    )
+    watching = asyncio.create_task(states.run())
+    await states.synced.wait()
     try:
         while True:
             nodes = await core.list_node(label_selector=f"{GROUP_LABEL}={group}")
             names = {n.metadata.name for n in nodes.items}
-            for node in nodes.items:
-                if (node.metadata.labels or {}).get("molt.dev/state") == "terminating":
-                    terminating.setdefault(node.metadata.name, time.monotonic())
             for name, task in list(joining.items()):
                 if task.done():
                     del joining[name]
@@ -208,9 +225,10 @@ async def run_bridge(
                     cluster.stop_member(name)
             await asyncio.sleep(0.1)
     finally:
+        watching.cancel()
         for task in joining.values():
             task.cancel()
-        await asyncio.gather(*joining.values(), return_exceptions=True)
+        await asyncio.gather(watching, *joining.values(), return_exceptions=True)
 
 
 @dataclass

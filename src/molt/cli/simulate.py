@@ -95,6 +95,12 @@ def render_report(report: dict[str, Any]) -> None:
         f"{cloud['launchFailures']} failed launches, {cloud['spotInterruptions']} spot "
         f"interruptions, {cloud['scaleIns']} scale-ins",
     )
+    if cloud["spotNotices"]:
+        table.add_row(
+            "spot notices",
+            f"{cloud['spotNotices']} (2 min ahead): {cloud['spotDrainedInTime']} node(s) "
+            "drained and terminated before the reclaim",
+        )
     for row in cloud["timeline"]:
         table.add_row(f"  t={row['atHours']:g}h", row["message"])
     for event in report["rollbacks"] + report["routing"]:

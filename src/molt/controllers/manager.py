@@ -71,6 +71,7 @@ class ControllerManager:
         resync_seconds: float = 30.0,
         pipeline: bool = True,
         interruptions: NoticeQueue | None = None,
+        interruption_poll_seconds: float | None = None,
         heartbeat_seconds: float | None = None,
         probe: HealthProbe | None = None,
     ) -> None:
@@ -111,7 +112,15 @@ class ControllerManager:
         self.manifests = ManifestReconciler(reads, writes, clock)
         self.interruptions = (
             InterruptionReconciler(
-                reads, writes, clock, metrics, interruptions, on_selected=self._selected
+                reads,
+                writes,
+                clock,
+                metrics,
+                interruptions,
+                on_selected=self._selected,
+                **(
+                    {"idle_seconds": interruption_poll_seconds} if interruption_poll_seconds else {}
+                ),
             )
             if interruptions is not None and pipeline
             else None
@@ -119,6 +128,11 @@ class ControllerManager:
         self.watchdogs = WatchdogController(reads, writes, clock, metrics)
         self._watchdog_states: dict[str, str | None] = {}
         """Each Watchdog's state as last seen in the cache: a change enqueues selection."""
+
+    def notices_arrived(self) -> None:
+        """Look at the interruption queue now (a message arrived)."""
+        if self.interruptions is not None:
+            self.queue.add(INTERRUPTIONS)
 
     def _selected(self, name: str) -> None:
         if self.pipeline_enabled:

@@ -22,9 +22,11 @@ from functools import cached_property
 from molt.api.instancegroup import Template
 from molt.api.labels import CAPACITY_TYPE_LABEL, GROUP_LABEL, REVISION_LABEL, ZONE_LABEL
 from molt.cloud.provider import CellObservation, CellRef, Instance, LaunchFailure, ProviderError
+from molt.policy.interruptions import SPOT_WARNING
 from molt.policy.snapshot import NodeCondition, NodeTaint, NodeView
 from molt.sim.clock import EventHeap
 from molt.sim.cluster import SimCluster
+from molt.sim.notices import SimNoticeQueue
 
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 FAILURE_TAIL = 20
@@ -130,6 +132,9 @@ class SimCloud:
         """(second, kind, message): launches failed, interruptions, scale-ins, for the report."""
         self.ended: dict[str, str] = {}
         """Why an instance's node went, when the cloud took it (not the pipeline)."""
+        self.notices: SimNoticeQueue | None = None
+        """Where spot notices go two minutes before the reclaim; None: reclaimed unwarned."""
+        self._noticed: set[str] = set()
 
     # The Provider port.
 
@@ -234,23 +239,38 @@ class SimCloud:
         self.events.after(duration, back)
 
     def interrupt_spot(self) -> str | None:
-        """Reclaim one running spot instance at random; the cell launches another."""
+        """Reclaim one running spot instance at random; the cell launches another. With a
+        notice queue, the notice comes first and the reclaim two minutes later (whatever
+        Molt has done by then)."""
         spot = [
             i
             for c in self.cells.values()
             if c.ref.capacity_type == "spot"
             for i in c.instances.values()
-            if i.joined
+            if i.joined and i.instance_id not in self._noticed
         ]
         if not spot:
             return None
         victim = self.rng.choice(sorted(spot, key=lambda i: i.instance_id))
+        if self.notices is not None:
+            self._noticed.add(victim.instance_id)
+            self.log.append((self.events.clock.seconds, "spot-notice", victim.node_name))
+            self.notices.publish_spot_notice(victim.instance_id, self.events.clock.now())
+            self.events.after(SPOT_WARNING.total_seconds(), lambda: self._reclaim(victim))
+            return victim.node_name
+        self._reclaim(victim)
+        return victim.node_name
+
+    def _reclaim(self, victim: SimInstance) -> None:
+        self._noticed.discard(victim.instance_id)
+        cell = self.cells.get(victim.cell)
+        if cell is None or victim.instance_id not in cell.instances:
+            # Molt drained and terminated it inside the warning.
+            self.log.append((self.events.clock.seconds, "spot-drained-in-time", victim.node_name))
+            return
         self.log.append((self.events.clock.seconds, "spot-interruption", victim.node_name))
         self._end(victim, "spot-interruption")
-        cell = self.cells.get(victim.cell)
-        if cell is not None:
-            self._converge_soon(cell)
-        return victim.node_name
+        self._converge_soon(cell)
 
     # Convergence.
 

@@ -147,7 +147,15 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         "routing": [e.__dict__ for e in events if e.kind == "routing"],
         "cloud": {
             "launchFailures": sum(1 for _, kind, _ in cloud_log if kind == "launch-failed"),
-            "spotInterruptions": sum(1 for _, kind, _ in cloud_log if kind == "spot-interruption"),
+            "spotInterruptions": sum(
+                1
+                for _, kind, _ in cloud_log
+                if kind in ("spot-interruption", "spot-drained-in-time")
+            ),
+            "spotNotices": sum(1 for _, kind, _ in cloud_log if kind == "spot-notice"),
+            "spotDrainedInTime": sum(
+                1 for _, kind, _ in cloud_log if kind == "spot-drained-in-time"
+            ),
             "scaleIns": sum(1 for _, kind, _ in cloud_log if kind == "scale-in"),
             "timeline": [
                 {"atHours": round(at / 3600, 2), "kind": kind, "message": message}

@@ -39,6 +39,7 @@ from molt.sim.clock import EventHeap, VirtualClock
 from molt.sim.cloud import CloudSettings, Outage, SimCloud
 from molt.sim.cluster import SimCluster
 from molt.sim.drive import complete
+from molt.sim.notices import SimNoticeQueue
 from molt.sim.record import Recorder
 from molt.sim.scenario import KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
 from molt.sim.workloads import Budget, Deployment, Toleration
@@ -95,6 +96,16 @@ class SimulationStats:
     events: int = 0
 
 
+NOTICE_POLL_BACKSTOP = 3600.0
+"""How often the simulated controller looks at its interruption queue unwoken."""
+
+
+def _announces_spot(scenario: Scenario) -> bool:
+    return any(
+        e.spot_interruptions is not None and e.spot_interruptions.notices for e in scenario.timeline
+    )
+
+
 class Simulation:
     """One run of a scenario; ``run`` returns when its duration has passed."""
 
@@ -142,6 +153,9 @@ class Simulation:
         self.actions = SimulatedActions(
             self.clock, scenario.actions, random.Random(f"{scenario.seed}/actions")
         )
+        notices = _announces_spot(scenario)
+        if notices:
+            self.cloud.notices = SimNoticeQueue()
         self.controller = ControllerManager(
             self.cluster,
             writes,
@@ -151,7 +165,12 @@ class Simulation:
             actions=self.actions,
             queue=self.queue,
             resync_seconds=seconds(scenario.controller.resync),
+            interruptions=self.cloud.notices,
+            # The queue wakes the controller when a notice arrives: no 2 s polling.
+            interruption_poll_seconds=NOTICE_POLL_BACKSTOP,
         )
+        if self.cloud.notices is not None:
+            self.cloud.notices.wake = self.controller.notices_arrived
         self.queue.run_key = self._reconcile
         self._build()
 

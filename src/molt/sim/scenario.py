@@ -250,8 +250,16 @@ class KubeletDeath(ApiModel):
 
 
 class SpotInterruptions(ApiModel):
+    """Spot instances reclaimed at random, ``perHour`` across the fleet."""
+
     per_hour: Annotated[float, Field(gt=0, le=10000)]
     until: Duration | None = None
+    notices: bool = Field(
+        default=True,
+        description="Each reclaim is announced two minutes ahead on the interruption queue "
+        "Molt reads (as EC2 does through EventBridge to SQS); false: reclaimed unwarned, as "
+        "for a Molt run without --interruption-queue.",
+    )
 
 
 class TimelineEvent(ApiModel):

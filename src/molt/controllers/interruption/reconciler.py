@@ -84,8 +84,12 @@ class InterruptionReconciler:
         queue: NoticeQueue,
         *,
         on_selected: Callable[[str], None] = lambda _: None,
+        idle_seconds: float = POLL_SECONDS,
     ) -> None:
         self.reads = reads
+        self.idle_seconds = idle_seconds
+        """When to look again after a short batch (a queue that wakes the controller
+        when a message arrives, as the simulator's does, can be looked at rarely)."""
         self.writes = writes
         self.clock = clock
         self.metrics = metrics
@@ -125,7 +129,7 @@ class InterruptionReconciler:
             if received.notice.id:
                 self._recorded[received.notice.id] = now
             await self._delete(received)
-        return 0.0 if len(batch) >= 10 else POLL_SECONDS
+        return 0.0 if len(batch) >= 10 else self.idle_seconds
 
     async def _delete(self, received: Received) -> None:
         try:
