@@ -55,6 +55,10 @@ class CloudSettings:
     converge_delay: float = 1.0
     bad_images: frozenset[str] = frozenset()
     shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    power_on_seconds: float = 300.0
+    """A bare-metal host's power-on to join (its launch delay)."""
+    reprovision_seconds: float = 1200.0
+    """How long a released bare-metal host is wiped before it can be claimed again."""
 
 
 @dataclass
@@ -132,6 +136,8 @@ class SimCloud:
         """(second, kind, message): launches failed, interruptions, scale-ins, for the report."""
         self.ended: dict[str, str] = {}
         """Why an instance's node went, when the cloud took it (not the pipeline)."""
+        self._wiping: dict[tuple[str, str], int] = {}
+        """Bare-metal hosts being wiped, by (group, rack)."""
         self.notices: SimNoticeQueue | None = None
         """Where spot notices go two minutes before the reclaim; None: reclaimed unwarned."""
         self._noticed: set[str] = set()
@@ -323,10 +329,46 @@ class SimCloud:
                 self._converge_soon(cell, self.settings.retry_seconds)
                 return
             instance = self._new_instance(cell, now)
-            delay = self.settings.launch_delay + self.rng.uniform(0, self.settings.launch_jitter)
+            base = (
+                self.settings.power_on_seconds
+                if cell.template.baremetal is not None
+                else self.settings.launch_delay
+            )
+            delay = base + self.rng.uniform(0, self.settings.launch_jitter)
             self.events.after(delay, lambda i=instance: self._join(i, ready=False))  # type: ignore[misc]
 
+    def _free_hosts(self, cell: SimCell) -> int | None:
+        """Free hosts of a bare-metal cell's rack (None: not bare metal, no fixed pool).
+        The pool is the template's hosts in the rack; every instance of the group there,
+        of any revision, holds one, and a released host is wiped before reuse."""
+        bare = cell.template.baremetal
+        if bare is None:
+            return None
+        ref = cell.ref
+        pool = sum(1 for h in bare.hosts if h.zone == ref.zone)
+        held = sum(
+            len(c.instances)
+            for c in self.cells.values()
+            if c.ref.group == ref.group and c.ref.zone == ref.zone
+        )
+        return pool - held - self._wiping.get((ref.group, ref.zone), 0)
+
+    def _release_host(self, instance: SimInstance, cell: SimCell | None) -> None:
+        if cell is None or cell.template.baremetal is None:
+            return
+        key = (instance.cell.group, instance.cell.zone)
+        self._wiping[key] = self._wiping.get(key, 0) + 1
+
+        def wiped() -> None:
+            self._wiping[key] -= 1
+
+        self.events.after(self.settings.reprovision_seconds, wiped)
+
     def _launch_error(self, ref: CellRef) -> str | None:
+        cell = self.cells.get(ref)
+        free = self._free_hosts(cell) if cell is not None else None
+        if free is not None and free <= 0:
+            return f"InsufficientInstanceCapacity: no free host in rack {ref.zone}"
         if self._out_of_capacity(ref):
             return f"InsufficientInstanceCapacity: no {ref.capacity_type} capacity in {ref.zone}"
         if self.settings.failure_rate and self.rng.random() < self.settings.failure_rate:
@@ -404,7 +446,8 @@ class SimCloud:
     def _end(self, instance: SimInstance, cause: str | None) -> None:
         cell = self.cells.get(instance.cell)
         if cell is not None:
-            cell.instances.pop(instance.instance_id, None)
+            if cell.instances.pop(instance.instance_id, None) is not None:
+                self._release_host(instance, cell)
             cell.observation = None
         self._by_node.pop(instance.node_name, None)
         if cause is not None:

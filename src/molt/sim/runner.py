@@ -124,6 +124,8 @@ class Simulation:
                 ready_delay=seconds(cloud_spec.ready_delay),
                 failure_rate=cloud_spec.launch_failure_rate,
                 retry_seconds=seconds(cloud_spec.retry_after),
+                power_on_seconds=seconds(cloud_spec.bare_metal_power_on),
+                reprovision_seconds=seconds(cloud_spec.bare_metal_reprovision),
                 bad_images=frozenset(cloud_spec.bad_images),
                 shapes={
                     name: (cpu_millis(shape.cpu), memory_mib(shape.memory))
@@ -141,7 +143,11 @@ class Simulation:
             selection_floor=seconds(scenario.controller.selection_interval),
             group_floor=seconds(scenario.controller.group_interval),
         )
-        providers: dict[str, Provider] = {"kwok": self.cloud, "aws": self.cloud}
+        providers: dict[str, Provider] = {
+            "kwok": self.cloud,
+            "aws": self.cloud,
+            "baremetal": self.cloud,
+        }
         self.history: HistoryStore | None = None
         self.history_writes: HistoryWrites | None = None
         """Rows of every decision, on the virtual clock, when asked for: kept in memory

@@ -196,6 +196,14 @@ class CloudSpec(ApiModel):
         default_factory=list, description="Images whose instances never become Ready."
     )
     instance_types: dict[str, InstanceShape] = Field(default_factory=dict)
+    bare_metal_power_on: Duration = Field(
+        default="5m",
+        description="Power-on to join for a baremetal group's host (replaces launchDelay).",
+    )
+    bare_metal_reprovision: Duration = Field(
+        default="20m",
+        description="How long a released host is wiped before its rack can use it again.",
+    )
 
 
 class ControllerSpec(ApiModel):
