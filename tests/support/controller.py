@@ -82,6 +82,14 @@ def _node_facts(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _pod_serving(obj: dict[str, Any]) -> bool:
+    """Ready and not being deleted."""
+    if obj["metadata"].get("deletionTimestamp"):
+        return False
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 @dataclass
 class FleetWatch:
     """Watches a Deployment's ready replicas and the nodes in Molt's pipeline."""
@@ -97,6 +105,11 @@ class FleetWatch:
     cordoned_without_reason: set[str] = field(default_factory=set)
     armed: bool = False
     """Ready replicas count only once the Deployment first reached full strength."""
+    min_ready_pods: int | None = None
+    """The fewest Ready, undeleted pods of the Deployment seen at once (from the pods
+    themselves: true even while the controller manager, which writes the Deployment's
+    status, is down)."""
+    ready_pods: set[str] = field(default_factory=set)
     replicas: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -108,6 +121,17 @@ class FleetWatch:
             self.armed = True
         if self.armed:
             self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
+
+    def _pod(self, key: str, old: Any, new: Any) -> None:
+        if new:
+            self.ready_pods.add(key)
+        else:
+            self.ready_pods.discard(key)
+        if self.armed:
+            count = len(self.ready_pods)
+            self.min_ready_pods = (
+                count if self.min_ready_pods is None else min(self.min_ready_pods, count)
+            )
 
     def _node(self, key: str, old: Any, new: Any) -> None:
         if new is not None and new["unschedulable"] and not new["reason"]:
@@ -152,9 +176,17 @@ class FleetWatch:
             label_selector=node_selector or f"molt.dev/instance-group={group}",
             on_change=self._node,
         )
-        for reflector in (deployments, nodes):
+        pods = Reflector(
+            raw,
+            f"/api/v1/namespaces/{namespace}/pods",
+            _pod_serving,
+            name="watch-pods",
+            label_selector=f"app={deployment}",
+            on_change=self._pod,
+        )
+        for reflector in (deployments, nodes, pods):
             self.tasks.append(asyncio.create_task(reflector.run()))
-        await asyncio.gather(deployments.synced.wait(), nodes.synced.wait())
+        await asyncio.gather(deployments.synced.wait(), nodes.synced.wait(), pods.synced.wait())
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
 
-from molt.kube.transport import RawApi
+from molt.kube.transport import ApiError, RawApi
 
 
 async def follow(
@@ -41,13 +43,22 @@ async def follow(
     listed.set()
     while True:  # resumed from the last version when the server ends a stream
         watch_query = [*query, ("resourceVersion", version), ("allowWatchBookmarks", "true")]
-        async for event in raw.watch(path, watch_query, timeout_seconds=600):
-            obj = event["object"]
-            if event["type"] == "ERROR":
-                raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
-            version = obj["metadata"].get("resourceVersion", version)
-            if event["type"] != "BOOKMARK":
-                handle(event["type"], obj)
+        try:
+            async for event in raw.watch(path, watch_query, timeout_seconds=600):
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
+                version = obj["metadata"].get("resourceVersion", version)
+                if event["type"] != "BOOKMARK":
+                    handle(event["type"], obj)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            # The API server is away (a fault test stops it): resume from the last version
+            # once it answers; were that version compacted meanwhile, the ERROR fails it.
+            await asyncio.sleep(0.5)
+        except (ApiError, ApiException) as error:
+            if getattr(error, "status", 0) < 500:
+                raise
+            await asyncio.sleep(0.5)  # the API server is up but its etcd is not
 
 
 @dataclass
@@ -87,9 +98,13 @@ class PodNodeStreams:
         await asyncio.gather(listed[0].wait(), listed[1].wait())
 
     async def stop(self) -> None:
+        """Stop following; a stream that had failed (events lost) fails the test here."""
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        ended = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for result in ended:
+            if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
+                raise AssertionError(f"a watch stream failed, events may be lost: {result!r}")
 
     async def _follow(self, raw: RawApi, path: str, handle: Any, listed: asyncio.Event) -> None:
         await follow(raw, path, [], handle, listed)

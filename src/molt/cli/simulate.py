@@ -67,6 +67,18 @@ def render_report(report: dict[str, Any]) -> None:
     )
     reasons = ", ".join(f"{k} {v}" for k, v in report["replacedByReason"].items()) or "none"
     table.add_row("nodes replaced", reasons)
+    rate = report["replacementRate"]
+    if rate is not None:
+        table.add_row(
+            "replacement rate",
+            f"{rate['perHourMean']:g}/h on average, {rate['perHourPeak']} in the busiest hour "
+            f"(peak to mean {rate['peakToMean']:g})"
+            + (
+                f"; max age alone: peak to mean {rate['maxAge']['peakToMean']:g}"
+                if rate["maxAge"]
+                else ""
+            ),
+        )
     evictions = ", ".join(f"{k} {v}" for k, v in report["evictions"].items()) or "none"
     table.add_row("evictions", evictions)
     table.add_row("max in pipeline", str(report["maxInPipeline"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from molt.api.durations import parse_duration
+from molt.sim.record import Lifetime
 from molt.sim.runner import Simulation
 
 ROLLBACK_WORDS = ("degraded", "rollback", "rolledback", "rolled")
@@ -76,6 +77,37 @@ def host_init(sim: Simulation) -> dict[str, dict[str, int]]:
     return found
 
 
+def replacement_rate(lives: list[Lifetime], end: float) -> dict[str, Any] | None:
+    """Nodes the pipeline replaced per simulated hour: the mean, the busiest hour and
+    their ratio (1.0: a steady rate; a fleet that ages together shows a tall peak), for
+    every reason and for max age alone (a rollout's burst is wanted; an expiry cliff is
+    not)."""
+    hours = max(1, int(end // 3600))
+
+    def rate(chosen: list[Lifetime]) -> dict[str, float] | None:
+        per_hour = [0] * hours
+        for life in chosen:
+            assert life.ended is not None
+            per_hour[min(hours - 1, int(life.ended // 3600))] += 1
+        total = sum(per_hour)
+        if total == 0:
+            return None
+        mean = total / hours
+        peak = max(per_hour)
+        return {
+            "perHourMean": round(mean, 2),
+            "perHourPeak": peak,
+            "peakToMean": round(peak / mean, 2),
+        }
+
+    replaced = [x for x in lives if x.selected is not None and x.ended is not None]
+    overall = rate(replaced)
+    if overall is None:
+        return None
+    aged = rate([x for x in replaced if (x.reason or "").startswith("max-age")])
+    return {**overall, "maxAge": aged}
+
+
 def build_report(sim: Simulation) -> dict[str, Any]:
     """Everything the report says, as plain data."""
     end = sim.clock.seconds
@@ -126,6 +158,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         "fullRotationHours": _hours(full_rotation),
         "initialNodesRemaining": sum(1 for life in initial if life.ended is None),
         "replacedByReason": dict(sorted(replaced.items())),
+        "replacementRate": replacement_rate(lives, end),
         "decisions": len(sim.recorder.decisions),
         "maxInPipeline": sim.recorder.max_in_pipeline,
         "evictions": dict(sorted(sim.cluster.evictions.items())),
