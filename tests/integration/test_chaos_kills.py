@@ -1,5 +1,7 @@
 """Chaos: ``kill -9`` of ``molt run`` at random moments drawn from a seed, through an age
-rotation of a 6-node kwok group and then a template rollout, with a PDB-guarded workload.
+rotation of a 6-node kwok group and then a template rollout, with a PDB-guarded workload;
+and through a template rollout of 6 instances on moto (Auto Scaling behind the fault
+proxy, a bridge registering a kwok Node per instance).
 
 The seed is printed (``MOLT_CHAOS_SEED`` replays one; ``MOLT_CHAOS_KILLS`` sets the count,
 30 by default; ``make chaos`` runs more). Watch streams follow the pods, nodes and the
@@ -22,9 +24,13 @@ from datetime import timedelta
 
 from kubernetes_asyncio import client
 
+from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.policy.cells import template_revision
-from tests.support.builders import deployment, pdb
+from tests.integration.test_aws_rollout import ZONES as AWS_ZONES
+from tests.integration.test_aws_rollout import Cloud, cloud  # noqa: F401 (fixture)
+from tests.support.aws_bridge import AwsNodeBridge
+from tests.support.builders import deployment, instance_group, pdb
 from tests.support.controller import FleetWatch, MoltProcess
 from tests.support.groups import set_template
 from tests.support.kube_fleet import (
@@ -144,3 +150,96 @@ async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
 async def _rotated(kube: client.ApiClient, group: str, old: list[str]) -> bool:
     ready = await ready_nodes(kube, group)
     return len(ready) == NODES and not set(ready) & set(old)
+
+
+async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_nothing(
+    cloud: Cloud,  # noqa: F811
+    kube: client.ApiClient,
+    namespace: str,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    """The same on moto: the group's launches and terminations go through Auto Scaling,
+    and a kill between a call and its record must not make Molt launch or leave an
+    instance it should not."""
+    seed = int(os.environ.get("MOLT_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
+    kills = int(os.environ.get("MOLT_CHAOS_KILLS") or 30)
+    print(f"aws chaos seed {seed} ({kills} kills): MOLT_CHAOS_SEED={seed} replays it")
+    rng = random.Random(seed)
+    group = f"awsk{uuid.uuid4().hex[:5]}"
+    first, second = cloud.template("ami-11111111"), cloud.template("ami-22222222")
+    await client.CustomObjectsApi(kube).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "instancegroups",
+        instance_group(
+            group,
+            provider="aws",
+            minSize=0,
+            maxSize=12,
+            replicas=NODES,
+            zones=AWS_ZONES,
+            template=first,
+            strategy={"type": "RollingReplace", "maxSurge": IN_FLIGHT, "maxUnavailable": 0},
+        ),
+    )
+    await client.AppsV1Api(kube).create_namespaced_deployment(
+        namespace,
+        deployment("web", namespace, REPLICAS, node_selector={"molt.dev/instance-group": group}),
+    )
+    await client.PolicyV1Api(kube).create_namespaced_pod_disruption_budget(
+        namespace, pdb("web", namespace, "web", max_unavailable=1)
+    )
+    rev2 = template_revision(Template.model_validate(second))
+    streams, watch = PodNodeStreams(), FleetWatch()
+    killed_at: Counter[str] = Counter()
+    async with AwsNodeBridge(kube, group) as bridge:
+        molt = run_molt("--provider", "aws", name="aws-chaos-0")
+        await eventually(
+            lambda: has_ready_nodes(kube, group, NODES), within=120, what="six Ready nodes"
+        )
+        await eventually(lambda: has_ready_replicas(kube, namespace, REPLICAS), what="web ready")
+        await streams.start(kube)
+        await watch.start(kube, namespace, "web", REPLICAS, group)
+        try:
+            await set_template(kube, group, second)
+            for kill in range(kills):
+                await asyncio.sleep(rng.uniform(0.3, 2.5))
+                killed_at.update(await _states(kube, group))
+                molt.kill(signal.SIGKILL)
+                molt = run_molt("--provider", "aws", name=f"aws-chaos-{kill + 1}")
+
+            async def rolled() -> bool:
+                return (
+                    await _revisions(kube, group) == Counter({rev2: NODES})
+                    and len(await ready_nodes(kube, group)) == NODES
+                    and cloud.instances(group) == Counter({"running": NODES, "terminated": NODES})
+                )
+
+            await eventually(rolled, within=300, interval=1, what="every instance replaced once")
+            assert molt.alive(), molt.log()
+        finally:
+            await streams.stop()
+            await watch.stop()
+        assert not bridge.errors, bridge.errors[-3:]
+
+    print(f"aws kills {kills} at node states {dict(killed_at)}")
+    # Moto's view: six instances of the old template terminated, six new running, each
+    # with its Node; none launched twice, none left behind.
+    assert cloud.instances(group) == Counter({"running": NODES, "terminated": NODES})
+    running = cloud.ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:molt.dev/instance-group", "Values": [group]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
+    running_ids = {i["InstanceId"] for r in running for i in r["Instances"]}
+    nodes = await client.CoreV1Api(kube).list_node(
+        label_selector=f"molt.dev/instance-group={group}"
+    )
+    assert {n.spec.provider_id.rsplit("/", 1)[-1] for n in nodes.items} == running_ids
+    assert watch.max_in_pipeline <= IN_FLIGHT, watch.peak
+    assert watch.cordoned_without_reason == set()
+    assert watch.min_ready_pods is not None
+    assert watch.min_ready_pods >= REPLICAS - 1, f"PDB breached: {watch.min_ready_pods} ready"
+    assert streams.died_with_their_node() == []

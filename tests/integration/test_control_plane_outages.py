@@ -8,8 +8,11 @@ pod and the PDB's status goes stale (the API server lowered its disruptionsAllow
 eviction, nothing raises it again), so every later eviction is refused and the drain
 waits, reporting it, until the controller manager is back.
 
-Watches (not polls) follow the Deployment's ready replicas and Molt's node states, so a
-PDB breach or a second node in flight is seen even if it lasted a moment.
+Watches (not polls) follow the pods and Molt's node states, so a second node in flight,
+a cordon without a reason or a pod still running when its node went is seen even if it
+lasted a moment; with the controller manager down, so is any dip below the PDB. (With
+the API server away, nodes and pods blink NotReady afterwards whatever Molt does, so pod
+readiness is not judged there.)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tests.support.kube_fleet import (
     install_policy,
     ready_nodes,
 )
-from tests.support.streams import PodNodeStreams
+from tests.support.streams import RELISTS, PodNodeStreams
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -97,6 +100,7 @@ async def test_a_control_plane_component_down_mid_drain_breaks_no_promise(
             lambda: _draining(kube, group), within=60, interval=0.05, what="a draining node"
         )
         if component == "kube-controller-manager":
+            # Nothing blinks without the controller manager: readiness counts throughout.
             await asyncio.to_thread(sandbox.sandbox.stop, component, lambda _: None)
             try:
                 message = await eventually(
@@ -123,8 +127,18 @@ async def test_a_control_plane_component_down_mid_drain_breaks_no_promise(
         await streams.stop()
         await watch.stop()
 
-    assert watch.min_ready_pods is not None
-    assert watch.min_ready_pods >= REPLICAS - 1, f"PDB breached: {watch.min_ready_pods} ready"
+    print(
+        f"{component}: node blinks {watch.node_blinks}, relists {dict(RELISTS)}, "
+        f"fewest ready pods {watch.min_ready_pods}"
+    )
+    if component == "kube-controller-manager":
+        # Without the controller manager nothing blinks: every dip would be an eviction.
+        assert watch.min_ready_pods is not None
+        assert watch.min_ready_pods >= REPLICAS - 1, f"PDB breached: {watch.min_ready_pods}"
+    # With no API server for 30 s, no Lease is renewed: once back, the node-lifecycle
+    # controller marks nodes and their pods NotReady for tens of seconds, Molt or not, so
+    # pod readiness says nothing about Molt there (the API server still refuses every
+    # eviction a PDB does not allow). What Molt alone decides is asserted for all three.
     assert watch.max_in_pipeline == 1, watch.peak
     assert watch.cordoned_without_reason == set()
     assert streams.died_with_their_node() == []

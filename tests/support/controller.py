@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,15 @@ def _node_facts(obj: dict[str, Any]) -> dict[str, Any]:
         "state": (meta.get("labels") or {}).get("molt.dev/state"),
         "reason": (meta.get("annotations") or {}).get("molt.dev/reason"),
         "unschedulable": bool((obj.get("spec") or {}).get("unschedulable")),
+        "ready": any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions") or []
+        ),
     }
+
+
+BLINK_SETTLE = 5.0
+"""Seconds after the group's nodes are Ready again before pod readiness counts again."""
 
 
 def _pod_serving(obj: dict[str, Any]) -> bool:
@@ -110,6 +119,13 @@ class FleetWatch:
     themselves: true even while the controller manager, which writes the Deployment's
     status, is down)."""
     ready_pods: set[str] = field(default_factory=set)
+    not_ready_nodes: set[str] = field(default_factory=set)
+    nodes_back_at: float = 0.0
+    node_blinks: int = 0
+    """Times the group's nodes went NotReady (an outage of the control plane or of kwok
+    makes every node blink): pod readiness is not counted from then until
+    ``BLINK_SETTLE`` seconds after every node is Ready again, as those dips are the
+    node-lifecycle controller's doing, not a disruption anybody asked for."""
     replicas: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -127,13 +143,24 @@ class FleetWatch:
             self.ready_pods.add(key)
         else:
             self.ready_pods.discard(key)
-        if self.armed:
+        now = time.monotonic()
+        settled = now - self.nodes_back_at > BLINK_SETTLE
+        if self.armed and not self.not_ready_nodes and settled:
             count = len(self.ready_pods)
             self.min_ready_pods = (
                 count if self.min_ready_pods is None else min(self.min_ready_pods, count)
             )
 
     def _node(self, key: str, old: Any, new: Any) -> None:
+        if new is not None and not new["ready"]:
+            if old is not None and old["ready"]:  # a Ready node lost it (a node joining is
+                if not self.not_ready_nodes:  # NotReady for a moment: that is no blink)
+                    self.node_blinks += 1
+                self.not_ready_nodes.add(key)
+        elif key in self.not_ready_nodes:
+            self.not_ready_nodes.discard(key)
+            if not self.not_ready_nodes:
+                self.nodes_back_at = time.monotonic()
         if new is not None and new["unschedulable"] and not new["reason"]:
             self.cordoned_without_reason.add(key)
         if new is not None and new["state"]:

@@ -36,29 +36,74 @@ async def follow(
     listed: asyncio.Event,
 ) -> None:
     """List ``path`` (with ``query``), then watch it for good: ``handle(type, object)`` for
-    every item listed (as ``ADDED``) and every event; ``listed`` is set once the list is in."""
+    every item listed (as ``ADDED``) and every event; ``listed`` is set once the list is in.
+
+    A watch that expires (410) fails the test, with one exception: after the API server
+    itself was away (a fault test stops it), a fresh API server cannot resume from an old
+    version, so the collection is listed again, objects gone meanwhile are handed over as
+    ``DELETED`` at the new version and the rest as ``MODIFIED``. Nothing can change while
+    no API server runs, so only what happened in the moment before it stopped could be
+    seen late; the relist is counted in ``RELISTS``."""
     items, version = await raw.list_all(path, query)
+    known: dict[str, dict[str, Any]] = {}
     for item in items:
+        known[item["metadata"]["uid"]] = item
         handle("ADDED", item)
     listed.set()
+    reconnected = False
     while True:  # resumed from the last version when the server ends a stream
         watch_query = [*query, ("resourceVersion", version), ("allowWatchBookmarks", "true")]
         try:
             async for event in raw.watch(path, watch_query, timeout_seconds=600):
                 obj = event["object"]
                 if event["type"] == "ERROR":
+                    if reconnected and obj.get("code") == 410:
+                        version = await _relist(raw, path, query, handle, known)
+                        RELISTS[path] = RELISTS.get(path, 0) + 1
+                        break
                     raise RuntimeError(f"watch {path} failed (a lost event fails the test): {obj}")
+                reconnected = False
                 version = obj["metadata"].get("resourceVersion", version)
-                if event["type"] != "BOOKMARK":
-                    handle(event["type"], obj)
+                if event["type"] == "BOOKMARK":
+                    continue
+                if event["type"] == "DELETED":
+                    known.pop(obj["metadata"]["uid"], None)
+                else:
+                    known[obj["metadata"]["uid"]] = obj
+                handle(event["type"], obj)
         except (TimeoutError, aiohttp.ClientError, OSError):
-            # The API server is away (a fault test stops it): resume from the last version
-            # once it answers; were that version compacted meanwhile, the ERROR fails it.
+            # The API server is away: resume from the last version once it answers.
+            reconnected = True
             await asyncio.sleep(0.5)
         except (ApiError, ApiException) as error:
             if getattr(error, "status", 0) < 500:
                 raise
+            reconnected = True
             await asyncio.sleep(0.5)  # the API server is up but its etcd is not
+
+
+RELISTS: dict[str, int] = {}
+"""Collections listed again after an API server restart expired their watch."""
+
+
+async def _relist(
+    raw: RawApi,
+    path: str,
+    query: list[tuple[str, str]],
+    handle: Callable[[str, dict[str, Any]], None],
+    known: dict[str, dict[str, Any]],
+) -> str:
+    items, version = await raw.list_all(path, query)
+    present = {item["metadata"]["uid"]: item for item in items}
+    for uid, gone in list(known.items()):
+        if uid not in present:
+            meta = {**gone["metadata"], "resourceVersion": version}
+            handle("DELETED", {**gone, "metadata": meta})
+            del known[uid]
+    for uid, item in present.items():
+        known[uid] = item
+        handle("MODIFIED", item)
+    return version
 
 
 @dataclass

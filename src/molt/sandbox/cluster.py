@@ -378,9 +378,7 @@ class Sandbox:
         ports = state.get("ports")
         assert isinstance(ports, dict)
         self._save_state(Ports(**ports), kept)
-        if component == "kwok":
-            url = f"http://127.0.0.1:{ports['kwok']}/healthz"
-            self._wait("kwok", kept, lambda: _http_ok(url), 60)
+        self._wait_ready(component, kept)
         report(f"Restarted {component}")
 
     def stop(self, component: str, report: Report = print) -> None:
@@ -408,7 +406,24 @@ class Sandbox:
             return
         fresh = start(component, list(argv), self.log_dir)
         self._save_state(self._ports(), [*processes, fresh])
+        self._wait_ready(component, [*processes, fresh])
         report(f"Started {component}")
+
+    def _wait_ready(self, component: str, running: list[Running]) -> None:
+        """Return once a restarted etcd, kube-apiserver or kwok answers its health check
+        (the others report through the API server, which is up)."""
+        ports = self._ports()
+        if component == "kwok":
+            url = f"http://127.0.0.1:{ports.kwok}/healthz"
+            self._wait("kwok", running, lambda: _http_ok(url), 60)
+        elif component == "etcd":
+            url = f"{self.etcd_url}/health"
+            self._wait("etcd", running, lambda: _http_ok(url), 30)
+            self._wait_ready("kube-apiserver", running)  # it reconnects to etcd
+        elif component == "kube-apiserver":
+            ctx = self._client_ssl(pki_module.Pki(self.directory / "pki"))
+            url = f"https://127.0.0.1:{ports.apiserver}/readyz"
+            self._wait("kube-apiserver", running, lambda: _http_ok(url, ctx), 90)
 
     @property
     def etcd_url(self) -> str:
