@@ -396,6 +396,10 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         mark = error.problem_mark
         where = str(mark.line + 1) if mark is not None else "?"
         raise ScenarioError([f"{source}:{where}: not valid YAML: {error.problem}"]) from error
+    except yaml.YAMLError as error:  # a character YAML does not allow (ReaderError)
+        bad_line = text.count("\n", 0, getattr(error, "position", 0)) + 1
+        what = str(error).splitlines()[0]
+        raise ScenarioError([f"{source}:{bad_line}: not valid YAML: {what}"]) from error
     if not isinstance(data, dict):
         raise ScenarioError([f"{source}:1: a scenario is a mapping with fleet, duration, ..."])
     try:
