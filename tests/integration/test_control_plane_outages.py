@@ -55,17 +55,6 @@ async def _rotated(kube: client.ApiClient, group: str, old: list[str]) -> bool:
     return len(ready) == len(old) and not set(ready) & set(old)
 
 
-async def _blocked(kube: client.ApiClient, group: str) -> str | None:
-    nodes = await client.CoreV1Api(kube).list_node(
-        label_selector=f"molt.dev/instance-group={group}"
-    )
-    for node in nodes.items:
-        message = (node.metadata.annotations or {}).get("molt.dev/blocked")
-        if message:
-            return str(message)
-    return None
-
-
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
 async def test_a_control_plane_component_down_mid_drain_breaks_no_promise(
     component: str,
@@ -98,21 +87,7 @@ async def test_a_control_plane_component_down_mid_drain_breaks_no_promise(
         await eventually(
             lambda: _draining(kube, group), within=60, interval=0.05, what="a draining node"
         )
-        if component == "kube-controller-manager":
-            # Nothing blinks without the controller manager: readiness counts throughout.
-            await asyncio.to_thread(sandbox.sandbox.stop, component, lambda _: None)
-            try:
-                message = await eventually(
-                    lambda: _blocked(kube, group), within=60, interval=0.5, what="a report"
-                )
-                assert "PodDisruptionBudget" in message or "PDB" in message, message
-                assert molt.alive(), molt.log()
-            finally:
-                await asyncio.to_thread(sandbox.sandbox.start, component, lambda _: None)
-        else:
-            await asyncio.to_thread(
-                sandbox.sandbox.restart, component, lambda _: None, DOWN_SECONDS
-            )
+        await asyncio.to_thread(sandbox.sandbox.restart, component, lambda _: None, DOWN_SECONDS)
         try:
             await eventually(
                 lambda: _rotated(kube, group, old), within=300, interval=1, what="rotation"
@@ -130,14 +105,10 @@ async def test_a_control_plane_component_down_mid_drain_breaks_no_promise(
         f"{component}: node blinks {watch.node_blinks}, relists {dict(RELISTS)}, "
         f"fewest ready pods {watch.min_ready_pods}"
     )
-    if component == "kube-controller-manager":
-        # Without the controller manager nothing blinks: every dip would be an eviction.
-        assert watch.min_ready_pods is not None
-        assert watch.min_ready_pods >= REPLICAS - 1, f"PDB breached: {watch.min_ready_pods}"
     # With no API server for 30 s, no Lease is renewed: once back, the node-lifecycle
     # controller marks nodes and their pods NotReady for tens of seconds, Molt or not, so
     # pod readiness says nothing about Molt there (the API server still refuses every
-    # eviction a PDB does not allow). What Molt alone decides is asserted for all three.
+    # eviction a PDB does not allow). What Molt alone decides is asserted.
     assert watch.max_in_pipeline == 1, watch.peak
     assert watch.cordoned_without_reason == set()
     assert streams.died_with_their_node() == []
