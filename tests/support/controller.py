@@ -119,6 +119,8 @@ class FleetWatch:
     themselves: true even while the controller manager, which writes the Deployment's
     status, is down)."""
     ready_pods: set[str] = field(default_factory=set)
+    pods_listed: bool = False
+    """Counted only once the first LIST is in (it arrives one pod at a time)."""
     not_ready_nodes: set[str] = field(default_factory=set)
     nodes_back_at: float = 0.0
     node_blinks: int = 0
@@ -145,7 +147,7 @@ class FleetWatch:
             self.ready_pods.discard(key)
         now = time.monotonic()
         settled = now - self.nodes_back_at > BLINK_SETTLE
-        if self.armed and not self.not_ready_nodes and settled:
+        if self.pods_listed and self.armed and not self.not_ready_nodes and settled:
             count = len(self.ready_pods)
             self.min_ready_pods = (
                 count if self.min_ready_pods is None else min(self.min_ready_pods, count)
@@ -214,6 +216,7 @@ class FleetWatch:
         for reflector in (deployments, nodes, pods):
             self.tasks.append(asyncio.create_task(reflector.run()))
         await asyncio.gather(deployments.synced.wait(), nodes.synced.wait(), pods.synced.wait())
+        self.pods_listed = True
 
     async def stop(self) -> None:
         for task in self.tasks:
