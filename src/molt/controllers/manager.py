@@ -82,6 +82,9 @@ class ControllerManager:
             queue if queue is not None else WorkQueue(metrics=metrics.workqueue(QUEUE_NAME))
         )
         self.workers = workers
+        # Policy selection and the groups' own selections admit nodes one at a time, so
+        # neither counts the nodes in flight before the other's writes have landed.
+        admission = asyncio.Lock()
         self.selection = SelectionReconciler(
             reads,
             writes,
@@ -90,9 +93,15 @@ class ControllerManager:
             on_selected=self._selected,
             resync_seconds=resync_seconds,
             probe=probe,
+            admission=admission,
         )
         self.groups = CellReconciler(
-            reads, writes, clock, providers if pipeline else {}, metrics=metrics
+            reads,
+            writes,
+            clock,
+            providers if pipeline else {},
+            metrics=metrics,
+            admission=admission,
         )
         self.pipeline = PipelineReconciler(
             reads,

@@ -9,6 +9,7 @@ unhealthy nodes while the window is closed. With no budgets, a policy gets one n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,9 +17,9 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from molt.api.durations import parse_duration
-from molt.api.terminationpolicy import Budget
+from molt.api.terminationpolicy import Budget, TerminationPolicy
 from molt.api.types import resolve_count_or_percent
-from molt.policy.selection import Candidate
+from molt.policy.selection import Candidate, Urgency, covers
 from molt.policy.snapshot import NodeView
 
 DEFAULT_BUDGET = Budget(max_in_flight="10%")
@@ -157,3 +158,62 @@ class BudgetLedger:
                 continue
             key = scope_key(budget, candidate.group, candidate.zone)
             self._in_flight[index][key] = self._in_flight[index].get(key, 0) + 1
+
+
+SURPLUS_RULE = "ScaleDown"
+"""The rule a group's own surplus removals (scale-down, rebalance) are counted under. No
+budget names it in ``reasons``, so only the budgets that bound every reason apply."""
+
+
+class SurplusBudgets:
+    """The policies' budgets, applied to the nodes an instance group removes as surplus.
+
+    A group that shrinks (a scale-down, a borrowed replica given back, a rebalance after a
+    zone returns) chooses its nodes itself, but they are still voluntary disruptions of
+    nodes the policies cover: each covering policy's budgets that bound every reason must
+    have room (and their windows be open), or the node waits. Admitted nodes use up room,
+    so one pass never admits more than a budget allows.
+    """
+
+    def __init__(
+        self, policies: Sequence[TerminationPolicy], nodes: Sequence[NodeView], now: datetime
+    ) -> None:
+        self.policies = list(policies)
+        self.now = now
+        self._nodes = nodes
+        self._ledgers: dict[str, BudgetLedger] = {}
+
+    def _ledger(self, policy: TerminationPolicy) -> BudgetLedger:
+        name = policy.metadata.name
+        ledger = self._ledgers.get(name)
+        if ledger is None:
+            covered = [n for n in self._nodes if covers(policy, n)]
+            ledger = self._ledgers[name] = BudgetLedger(
+                list(policy.spec.budgets), covered, self.now
+            )
+        return ledger
+
+    def _candidate(self, policy: TerminationPolicy, node: NodeView, reason: str) -> Candidate:
+        return Candidate(
+            node=node.name,
+            policy=policy.metadata.name,
+            rule=SURPLUS_RULE,
+            reason=reason,
+            urgency=Urgency.LABELLED,
+            age=timedelta(0),
+            deadline=None,
+            group=node.group,
+            zone=node.zone,
+        )
+
+    def admit(self, node: NodeView, reason: str) -> str | None:
+        """Count the node as in flight under every covering policy and return None, or
+        return why a policy's budget holds it (counting nothing)."""
+        covering = [p for p in self.policies if covers(p, node)]
+        for policy in covering:
+            hold = self._ledger(policy).hold(self._candidate(policy, node, reason))
+            if hold is not None:
+                return f"policy {policy.metadata.name}: {hold.message}"
+        for policy in covering:
+            self._ledger(policy).admit(self._candidate(policy, node, reason))
+        return None

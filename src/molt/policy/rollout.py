@@ -103,6 +103,9 @@ class Replacement:
     node: NodeView
     reason: str
     """A human reason, e.g. ``drift: revision a1 != current b2``."""
+    surplus: bool = False
+    """A scale-down or rebalance, which the covering policies' budgets also bound; a
+    rollout's nodes are paced by the group's strategy alone."""
 
 
 def rollout_replacements(
@@ -192,8 +195,14 @@ def _surplus(
         for node in nodes[:over]:
             if excess_total > 0:
                 excess_total -= 1
-                picked.append(Replacement(node, f"scale-down: group has more than {desired}"))
+                picked.append(
+                    Replacement(node, f"scale-down: group has more than {desired}", surplus=True)
+                )
             elif short > 0:
                 short -= 1
-                picked.append(Replacement(node, f"rebalance: cell {key} has more than its share"))
+                picked.append(
+                    Replacement(
+                        node, f"rebalance: cell {key} has more than its share", surplus=True
+                    )
+                )
     return picked

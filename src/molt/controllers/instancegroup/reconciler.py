@@ -35,6 +35,8 @@ phases over it, each in its own module (``health``, ``scaling``, ``gc``, ``statu
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from molt.api.instancegroup import InstanceGroup
@@ -66,8 +68,11 @@ class CellReconciler:
         clock: Clock,
         providers: dict[str, Provider],
         metrics: Metrics | None = None,
+        admission: asyncio.Lock | None = None,
     ) -> None:
         self.reads = reads
+        self.admission = admission or asyncio.Lock()
+        """Held while the group puts nodes into the pipeline (shared with selection)."""
         self.writes = writes
         self.clock = clock
         self.providers = providers
@@ -121,7 +126,7 @@ class CellReconciler:
                 warning=True,
             )
             return False
-        ports = GroupPorts(self.reads, self.writes, provider, self.metrics)
+        ports = GroupPorts(self.reads, self.writes, provider, self.metrics, self.admission)
         self.metrics.observed(name, scope.observations)
         await health.count_failures(scope, ports)
         health.measure_host_init(scope, ports)

@@ -31,6 +31,7 @@ from molt.controllers.instancegroup.nodes import dead_nodes
 from molt.controllers.instancegroup.rests import rest_short
 from molt.controllers.instancegroup.scope import CellFigures, GroupPorts, GroupScope
 from molt.policy.age import format_rfc3339
+from molt.policy.budgets import SurplusBudgets
 from molt.policy.cells import CellKey, split_capacity
 from molt.policy.group_age import aged_out
 from molt.policy.overflow import requested
@@ -225,8 +226,9 @@ async def _shrink(provider: Provider, cell: CellRef, template: Template, size: i
 async def select(scope: GroupScope, ports: GroupPorts) -> None:
     """Put the nodes the rollout replaces next into the pipeline; marks the scope busy
     if any remain."""
-    if await _select(scope, ports):
-        scope.busy = True
+    async with ports.admission:
+        if await _select(scope, ports):
+            scope.busy = True
 
 
 async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
@@ -262,8 +264,18 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
         aged = aged_out(members, parse_duration(spec.max_node_age), covered, now)
         picks = [Replacement(a.node, a.reason) for a in aged]
     stamp = format_rfc3339(now)
+    budgets: SurplusBudgets | None = None  # built on the first surplus pick only
     for pick in picks:
-        node = pick.node
+        node = ports.reads.node(pick.node.name) or pick.node
+        if node.in_pipeline:
+            continue  # a policy selected it while this reconcile ran
+        if pick.surplus:
+            if budgets is None:
+                budgets = SurplusBudgets(ports.reads.policies(), ports.reads.nodes(), now)
+            held = budgets.admit(node, pick.reason)
+            if held is not None:
+                log.info("group.surplus_held", group=scope.name, node=node.name, reason=held)
+                continue
         changed = await ports.writes.patch_node(
             node.name,
             labels={STATE_LABEL: SELECTED},

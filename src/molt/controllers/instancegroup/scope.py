@@ -7,6 +7,7 @@ reads the scope and records in it what it found, so the phases never call one an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,3 +86,6 @@ class GroupPorts:
     writes: ClusterWrites
     provider: Provider
     metrics: GroupMetrics
+    admission: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while nodes are put into the pipeline; shared with policy selection, so both
+    count the nodes in flight after the other's writes have landed."""

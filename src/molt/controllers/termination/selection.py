@@ -10,6 +10,7 @@ state labels, and within one run because each write lands in the cache at once.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -73,8 +74,11 @@ class SelectionReconciler:
         on_selected: Callable[[str], None] = lambda _: None,
         resync_seconds: float = RESYNC_SECONDS,
         probe: HealthProbe | None = None,
+        admission: asyncio.Lock | None = None,
     ) -> None:
         self.reads = reads
+        self.admission = admission or asyncio.Lock()
+        """Held while nodes are admitted; shared with the instance groups' selections."""
         self.writes = writes
         self.clock = clock
         self.metrics = metrics
@@ -100,6 +104,20 @@ class SelectionReconciler:
     async def reconcile(self) -> float:
         if not self.reads.synced():
             return 1.0
+        # Admission is serialised with the instance groups' own selections: both count the
+        # nodes in flight from the cache, and a write lands there only once it returns.
+        async with self.admission:
+            now, policies, plan, paused, gates = await self._admit()
+        await self._write_statuses(policies, self.reads.nodes(), plan, now, paused, gates)
+        self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
+        # Waiting decisions are looked at again when the pipeline frees room (a node event
+        # enqueues selection); the resync catches nodes that simply grew older.
+        return min([self.resync_seconds, *(_next_pass(g, now) for g in gates.values())])
+
+    async def _admit(
+        self,
+    ) -> tuple[datetime, list[TerminationPolicy], Plan, dict[str, str], dict[str, GateInputs]]:
+        """Plan over the cache and mark every admitted node selected."""
         now = self.clock.now()
         policies = self.reads.policies()
         nodes = self.reads.nodes()
@@ -139,11 +157,7 @@ class SelectionReconciler:
                 node, "Selected", f"selected by policy {candidate.policy}: {candidate.reason}"
             )
             self.on_selected(node.name)
-        await self._write_statuses(policies, self.reads.nodes(), plan, now, paused, gates)
-        self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
-        # Waiting decisions are looked at again when the pipeline frees room (a node event
-        # enqueues selection); the resync catches nodes that simply grew older.
-        return min([self.resync_seconds, *(_next_pass(g, now) for g in gates.values())])
+        return now, policies, plan, paused, gates
 
     async def _plan_without_deadlocks(
         self,
