@@ -51,6 +51,17 @@ def test_a_node_a_policy_covers_is_left_to_the_policy() -> None:
     assert aged_out(members, MAX_AGE, covered={"old"}, now=NOW) == []
 
 
+def test_a_control_plane_node_no_policy_opts_into_is_never_aged_out_by_its_group() -> None:
+    control_plane = NodeView(
+        "cp-1",
+        NOW - timedelta(hours=50),
+        labels={"node-role.kubernetes.io/control-plane": ""},
+    )
+    assert control_plane.is_control_plane
+    picked = aged_out([control_plane, node("worker", 49)], MAX_AGE, covered=(), now=NOW)
+    assert [p.node.name for p in picked] == ["worker"]
+
+
 def test_nodes_in_the_pipeline_use_up_the_budget() -> None:
     members = [node("leaving", 49, selected=True), node("old", 50)]
     assert aged_out(members, MAX_AGE, covered=(), now=NOW) == []

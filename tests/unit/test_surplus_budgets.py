@@ -113,3 +113,15 @@ def test_surplus_budgets_count_what_they_admit_and_close_with_the_window() -> No
     # A window that is closed now (a one-minute window once a year, on another day).
     closed = _policy(budgets=[{"maxInFlight": 4, "schedule": "0 0 1 1 *", "duration": "1m"}])
     assert "maintenance window" in (SurplusBudgets([closed], nodes, NOW).admit(nodes[0], "x") or "")
+
+
+async def test_a_groups_own_selection_moves_one_control_plane_node_at_a_time() -> None:
+    cluster, cells = await _two_groups_one_node_in_flight(None)
+    for member in cluster.nodes():
+        await cluster.patch_node(member.name, labels={"node-role.kubernetes.io/control-plane": ""})
+    await cells.reconcile("b")
+    assert _in_flight(cluster, "b") == [], "group a's control-plane node is still in flight"
+    [leaving] = _in_flight(cluster, "a")
+    await cluster.patch_node(leaving, labels={STATE_LABEL: None})
+    await cells.reconcile("b")
+    assert len(_in_flight(cluster, "b")) == 1

@@ -45,15 +45,17 @@ def aged_out(
     now: datetime,
 ) -> list[AgedNode]:
     """Members no policy covers (``covered`` names those a policy does) that have reached
-    ``max_age`` less the drain lead, oldest first, within the group's age budget."""
+    ``max_age`` less the drain lead, oldest first, within the group's age budget.
+    Control-plane nodes are never aged out here: only a policy with
+    ``includeControlPlane: true`` rotates them, one at a time with its health gate."""
     room = group_age_budget(len(members)) - sum(1 for n in members if n.in_pipeline)
     if room <= 0:
         return []
     lead = min(DRAIN_LEAD, max_age / 4)
     found: list[tuple[timedelta, str, AgedNode]] = []
     for node in members:
-        if node.in_pipeline or node.name in covered:
-            continue
+        if node.in_pipeline or node.name in covered or node.is_control_plane:
+            continue  # a control-plane node is rotated only by a policy that opts in
         try:
             age = node_age(node, now).age
         except MalformedLaunchTimeError:

@@ -265,10 +265,20 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
         picks = [Replacement(a.node, a.reason) for a in aged]
     stamp = format_rfc3339(now)
     budgets: SurplusBudgets | None = None  # built on the first surplus pick only
+    control_plane_moving: bool | None = None  # read on the first control-plane pick only
     for pick in picks:
         node = ports.reads.node(pick.node.name) or pick.node
         if node.in_pipeline:
             continue  # a policy selected it while this reconcile ran
+        if node.is_control_plane:
+            # A rollout of a control-plane group still moves one node at a time, cluster-wide.
+            if control_plane_moving is None:
+                control_plane_moving = any(
+                    n.is_control_plane and n.in_pipeline for n in ports.reads.nodes()
+                )
+            if control_plane_moving:
+                continue
+            control_plane_moving = True
         if pick.surplus:
             if budgets is None:
                 budgets = SurplusBudgets(ports.reads.policies(), ports.reads.nodes(), now)
