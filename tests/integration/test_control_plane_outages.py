@@ -3,15 +3,14 @@
 kube-apiserver stopped for 30 s, or etcd stopped for 30 s (the API server up but unable
 to answer), while a node drains under a PDB: Molt rides it out without crashing, acts on
 nothing it could not read, and finishes the rotation once the component is back.
-(The controller manager stopped mid-drain, its PDB status going stale, is written below
-but not yet run: in its first run the drain's blocked report did not come within 60 s,
-and why is still open.)
+(The controller manager stopped mid-drain, its PDB status going stale, is not tested
+here: in a first try the drain's blocked report did not come within 60 s, and why is
+still open.)
 
 Watches (not polls) follow the pods and Molt's node states, so a second node in flight,
 a cordon without a reason or a pod still running when its node went is seen even if it
-lasted a moment; with the controller manager down, so is any dip below the PDB. (With
-the API server away, nodes and pods blink NotReady afterwards whatever Molt does, so pod
-readiness is not judged there.)
+lasted a moment. (With the API server away, nodes and pods blink NotReady afterwards
+whatever Molt does, so pod readiness is not judged there.)
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The etcd action against a real 3-member etcd cluster on loopback, its members standing
 for the kwok nodes of one group (member name = node name).
 
-Control-plane rotation (``includeControlPlane``) is not built yet, so the group is an
-ordinary kwok group whose nodes host the members. A bridge (tests/support/etcd_bridge.py)
+The group is an ordinary kwok group whose nodes host the members (the control-plane
+pacing, ``includeControlPlane`` with its bake, has its own test). A bridge (tests/support/etcd_bridge.py)
 plays the bootstrap of each replacement machine: it adds a member for each new Node and
 starts it as ``existing``, and stops a node's member when its Node is deleted. A writer
 puts a key every 100 ms and a poller asks every member for its status every 50 ms, both

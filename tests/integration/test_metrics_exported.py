@@ -32,7 +32,8 @@ from tests.support.promql import (
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "charts" / "molt" / "files"
 NOT_BUILT_YET = {"molt_remediation_paused", "molt_watchdog_state"}
-"""Declared by Metrics for the remediation and watchdog controllers, set by nothing yet."""
+"""Declared by Metrics; this run sets neither: no remediation controller exists yet, and
+the watchdog state has a series only while a Watchdog exists (this test creates none)."""
 
 
 def _free_port() -> int:
