@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ class FleetWatch:
     max_in_pipeline: int = 0
     in_pipeline_now: set[str] = field(default_factory=set)
     ever_in_pipeline: set[str] = field(default_factory=set)
+    pipeline_entries: Counter[str] = field(default_factory=Counter)
+    """How many times each node entered the pipeline (more than once: put in flight twice)."""
     states: dict[str, str] = field(default_factory=dict)
     """Each node's last pipeline state and reason."""
     peak: dict[str, str] = field(default_factory=dict)
@@ -167,6 +170,8 @@ class FleetWatch:
             self.cordoned_without_reason.add(key)
         if new is not None and new["state"]:
             self.states[key] = f"{new['state']} ({new['reason']})"
+            if key not in self.in_pipeline_now:
+                self.pipeline_entries[key] += 1
             self.in_pipeline_now.add(key)
             self.ever_in_pipeline.add(key)
         else:

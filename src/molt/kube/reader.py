@@ -13,6 +13,7 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from molt.api import InstanceGroup, TerminationPolicy
+from molt.kube.connections import reset_on_close
 from molt.kube.projections import group_view, node_view
 from molt.kube.state import GROUPS, NODES, POLICIES
 from molt.kube.transport import RawApi
@@ -75,7 +76,9 @@ async def connect(kubeconfig: str | None) -> client.ApiClient:
                 "no cluster to talk to: pass --kubeconfig or set KUBECONFIG "
                 "(or run inside a cluster)"
             ) from in_cluster
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    await reset_on_close(api)
+    return api
 
 
 class NoClusterError(Exception):

@@ -24,6 +24,7 @@ from prometheus_client import start_http_server
 from molt.cloud.aws_queue import InterruptionQueue
 from molt.cloud.provider import Provider
 from molt.controllers.manager import ControllerManager
+from molt.kube.connections import abort_connections
 from molt.kube.health import KubeHealthProbe
 from molt.kube.leader import Fence, LeaderElector
 from molt.kube.reader import connect
@@ -204,12 +205,18 @@ async def run_controller(options: RunOptions) -> int:
         stopped = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({workers, lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if lost in done:
-            log.error("leader.lost", identity=identity, action="exiting")
             exit_code = EXIT_LOST_LEADERSHIP
         elif workers in done and workers.exception() is not None:
             # A worker only ends by raising; the fence (NotLeaderError) is the expected case.
-            log.error("controller.stopped", error=repr(workers.exception()))
             exit_code = EXIT_LOST_LEADERSHIP
+        if exit_code == EXIT_LOST_LEADERSHIP:
+            # Before anything else: a write still in flight must not land once the
+            # partition that cost the Lease heals (molt.kube.connections).
+            await abort_connections(api)
+            if lost in done:
+                log.error("leader.lost", identity=identity, action="exiting")
+            else:
+                log.error("controller.stopped", error=repr(workers.exception()))
         for task in (workers, lost, stopped):
             task.cancel()
         await asyncio.gather(workers, lost, stopped, return_exceptions=True)
