@@ -2,11 +2,12 @@
 for the kwok nodes of one group (member name = node name).
 
 The group is an ordinary kwok group whose nodes host the members (the control-plane
-pacing, ``includeControlPlane`` with its bake, has its own test). A bridge (tests/support/etcd_bridge.py)
-plays the bootstrap of each replacement machine: it adds a member for each new Node and
-starts it as ``existing``, and stops a node's member when its Node is deleted. A writer
-puts a key every 100 ms and a poller asks every member for its status every 50 ms, both
-throughout, so the "never" assertions below are over that whole record.
+pacing, ``includeControlPlane`` with its bake, has its own test). A bridge
+(tests/support/etcd_bridge.py) plays the bootstrap of each replacement machine: it adds a
+member for each new Node and starts it as ``existing``, and stops a node's member when its
+Node is deleted. A writer puts a key every 100 ms and a poller asks every member for its
+status every 50 ms, both throughout, so the "never" assertions below are over that whole
+record.
 """
 
 from __future__ import annotations
