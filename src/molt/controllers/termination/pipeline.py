@@ -786,7 +786,9 @@ class PipelineReconciler:
             completed = max(cached, self._completed_written.get(name, 0)) + 1
             status: dict[str, object] = {"completed": completed}
             if control_plane:
-                status["controlPlane"] = {"lastCompleted": format_rfc3339(self.clock.now())}
+                # Second precision on the wire: round up, so the bake is never cut short.
+                done = self.clock.now() + timedelta(microseconds=999_999)
+                status["controlPlane"] = {"lastCompleted": format_rfc3339(done)}
             await self.writes.patch_status(TerminationPolicy, name, status)
             self._completed_written[name] = completed
 
