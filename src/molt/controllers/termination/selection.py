@@ -300,7 +300,7 @@ class SelectionReconciler:
             policy_name = decision.candidate.policy
             if decision.deadlock is not None:
                 deadlocked[policy_name] = deadlocked.get(policy_name, 0) + 1
-            elif decision.action == "wait":
+            elif decision.action == "wait" and decision.remediation is None:
                 waiting[policy_name] = waiting.get(policy_name, 0) + 1
         for policy in policies:
             name = policy.metadata.name
