@@ -399,3 +399,30 @@ def replace_reason(reason: str, record: Record) -> str:
     """A replaced node's ``molt.dev/reason``: its rule's reason, then what the earlier
     steps did."""
     return "; ".join([reason, *record.done]) if record.done else reason
+
+
+def refused(
+    policy: TerminationPolicy,
+    node: NodeView,
+    record: Record,
+    why: str,
+    *,
+    can_reboot: bool,
+    now: datetime,
+) -> Decision:
+    """The provider refused the reboot ``record`` was written for: go on to the next step
+    at once (waiting out the timeout of a reboot that never happened helps nobody)."""
+    spec = policy.spec.remediation
+    assert spec is not None
+    steps = spec.steps
+    line = f"reboot refused: {why}"[:200]
+    return _advance(
+        steps,
+        record.step + 1,
+        (*record.done, line),
+        node,
+        record.cordoned,
+        can_reboot,
+        now,
+        f"step {record.step + 1}/{len(steps)}: {line}",
+    )
