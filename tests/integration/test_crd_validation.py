@@ -245,6 +245,36 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
             "spec.controlPlane.bakeTime",
             "must be a duration",
         ),
+        (
+            {"remediation": {"steps": [{}]}},
+            "spec.remediation.steps[0]",
+            "exactly one of reboot or replace must be set",
+        ),
+        (
+            {"remediation": {"steps": [{"reboot": {}, "replace": {}}]}},
+            "spec.remediation.steps[0]",
+            "exactly one of reboot or replace must be set",
+        ),
+        (
+            {"remediation": {"steps": []}},
+            "spec.remediation.steps",
+            "should have at least 1 items",
+        ),
+        (
+            {"remediation": {"steps": [{"replace": {}}, {"reboot": {"timeout": "5m"}}]}},
+            "spec.remediation.steps",
+            "replace must be the last step",
+        ),
+        (
+            {"remediation": {"steps": [{"reboot": {"timeout": "ten minutes"}}]}},
+            "spec.remediation.steps[0].reboot.timeout",
+            "must be a duration",
+        ),
+        (
+            {"remediation": {"steps": [{"replace": {}}], "maxUnhealthy": {"zone": "120%"}}},
+            "spec.remediation.maxUnhealthy.zone",
+            "percentage from 0% to 100%",
+        ),
     ],
     ids=[
         "malformed-duration",
@@ -258,6 +288,12 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
         "vault-without-token",
         "control-plane-health-check-not-http",
         "control-plane-malformed-bake-time",
+        "remediation-step-without-kind",
+        "remediation-step-with-two-kinds",
+        "remediation-without-steps",
+        "remediation-replace-not-last",
+        "remediation-malformed-timeout",
+        "remediation-zone-share-over-100",
     ],
 )
 def test_the_api_server_refuses_an_invalid_termination_policy(
@@ -281,6 +317,18 @@ def test_a_valid_termination_policy_is_accepted_and_shows_its_counters(
     header = listing.stdout.splitlines()[0].split()
     for column in ("SELECTED", "IN-FLIGHT", "COMPLETED", "BLOCKED"):
         assert column in header
+    sandbox.kubectl("delete", "tp", name)
+
+
+def test_a_remediation_chain_is_accepted_with_its_defaults(sandbox: RunningSandbox) -> None:
+    name = _unique("heal")
+    steps = [{"reboot": {}}, {"replace": {}}]
+    code, output = _apply(sandbox, termination_policy(name, remediation={"steps": steps}))
+    assert code == 0, output
+
+    found = sandbox.kubectl("get", "tp", name, "-o", "json")
+    remediation = yaml.safe_load(found.stdout)["spec"]["remediation"]
+    assert remediation["steps"] == [{"reboot": {"timeout": "10m"}}, {"replace": {}}]
     sandbox.kubectl("delete", "tp", name)
 
 

@@ -569,6 +569,10 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("", "nodes", "create"): lambda p: client.CoreV1Api(p.api).create_node(
         kwok_node(ABSENT), dry_run="All"
     ),
+    # The kwok provider's reboot reports the rebooting node's Ready condition.
+    ("", "nodes/status", "patch"): lambda p: KwokProvider(p.api)._report_rebooting(
+        ABSENT, datetime.now(UTC)
+    ),
     ("", "pods", "list"): lambda p: p.writes.list_pods_now(ABSENT),
     ("", "pods", "watch"): lambda p: p.watch_once(
         PODS, [("fieldSelector", f"spec.nodeName={ABSENT}")]

@@ -2,8 +2,8 @@
 are taken from ``charts/molt/files/dashboard.json`` and ``alerts.yaml``, and compared
 with a scrape of a controller running an instance group and a policy in the sandbox.
 
-A name must have samples, except those of controllers not built yet (remediation,
-watchdogs), whose ``# TYPE`` line is all there is until they exist.
+A name must have samples, except those with series only per remediation policy and per
+Watchdog (the scraped fleet has neither), whose ``# TYPE`` line is all there is then.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from tests.support.promql import (
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "charts" / "molt" / "files"
 NOT_BUILT_YET = {"molt_remediation_paused", "molt_watchdog_state"}
-"""Declared by Metrics; this run sets neither: no remediation controller exists yet, and
-the watchdog state has a series only while a Watchdog exists (this test creates none)."""
+"""Series only for policies with a remediation chain and for Watchdogs: none here."""
 
 
 def _free_port() -> int:

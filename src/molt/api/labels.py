@@ -55,6 +55,13 @@ INTERRUPTION_ANNOTATION = "molt.dev/interruption"
 Auto Scaling lifecycle hook to complete): a spot interruption or an Auto Scaling
 termination drains it at once, a rebalance recommendation selects it within budgets."""
 
+REMEDIATION_ANNOTATION = "molt.dev/remediation"
+"""Where a node stands in its policy's remediation chain (JSON: the step's index and kind,
+when it started, whether Molt cordoned the node, and one line per step already done).
+Cleared when the node recovers; a malformed value is reported and the chain starts afresh."""
+KWOK_REBOOT_UNTIL_ANNOTATION = "kwok.molt.dev/rebooting-until"
+"""On a kwok node being rebooted: when its simulated kubelet comes back (RFC 3339)."""
+
 # Post-launch manifests: what marks the objects Molt applies for a node.
 MANIFEST_NODE_LABEL = "molt.dev/node"
 """On an object applied for a node: the node's name."""

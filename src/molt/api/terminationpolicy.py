@@ -161,6 +161,89 @@ class ControlPlane(ApiModel):
     )
 
 
+class RebootStep(ApiModel):
+    """Restart the node's machine in place, where its provider can (aws, baremetal, kwok)."""
+
+    timeout: Duration = Field(
+        default="10m",
+        description="How long the node has to come back Ready and healthy before the next step.",
+    )
+
+
+class ReplaceStep(ApiModel):
+    """Replace the node through the termination pipeline (the policy's budgets apply)."""
+
+
+class RemediationStep(ApiModel):
+    """One step of the chain; exactly one of ``reboot`` or ``replace`` is set."""
+
+    reboot: RebootStep | None = None
+    replace: ReplaceStep | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> RemediationStep:
+        if (self.reboot is None) == (self.replace is None):
+            raise ValueError("exactly one of reboot or replace must be set")
+        return self
+
+    @property
+    def kind(self) -> Literal["reboot", "replace"]:
+        return "reboot" if self.reboot is not None else "replace"
+
+
+STEP_RULES = [
+    cel("has(self.reboot) != has(self.replace)", "exactly one of reboot or replace must be set"),
+]
+
+
+class MaxUnhealthy(ApiModel):
+    """Meltdown protection: above these shares of unhealthy nodes, remediation pauses."""
+
+    group: CountOrPercent = Field(
+        default="40%",
+        description="Unhealthy nodes of an InstanceGroup above this: remediation pauses in "
+        "the whole group (100% never pauses).",
+    )
+    zone: CountOrPercent = Field(
+        default="50%",
+        description="Unhealthy nodes of a group in one zone above this: remediation pauses "
+        "in that zone only (an outage, not sick nodes); the other zones go on.",
+    )
+
+
+REMEDIATION_RULES = [
+    cel(
+        "self.steps.all(s, !has(s.replace)) || (has(self.steps[self.steps.size() - 1].replace)"
+        " && self.steps.filter(s, has(s.replace)).size() == 1)",
+        "replace must be the last step, and come at most once",
+        ".steps",
+    ),
+]
+
+
+class Remediation(ApiModel):
+    """What happens to a node a condition or taint rule selects, in order, before (or
+    instead of) replacing it."""
+
+    steps: list[Annotated[RemediationStep, Field(json_schema_extra={CEL_RULES: STEP_RULES})]] = (
+        Field(
+            min_length=1,
+            max_length=8,
+            description="Steps in order, e.g. [{reboot: {timeout: 10m}}, {replace: {}}]; "
+            "replace, if present, is last. A chain without replace keeps a node that no "
+            "reboot helped (it is reported).",
+        )
+    )
+    max_unhealthy: MaxUnhealthy = Field(default_factory=MaxUnhealthy)
+
+    @model_validator(mode="after")
+    def _replace_last(self) -> Remediation:
+        kinds = [step.kind for step in self.steps]
+        if "replace" in kinds and (kinds.count("replace") > 1 or kinds[-1] != "replace"):
+            raise ValueError("replace must be the last step, and come at most once")
+        return self
+
+
 class TerminationPolicySpec(ApiModel):
     """Which nodes are selected and how fast they go."""
 
@@ -181,6 +264,13 @@ class TerminationPolicySpec(ApiModel):
     lifecycle: Lifecycle = Field(
         default_factory=Lifecycle,
         description="Actions around the drain; a node runs its group's first, then these.",
+    )
+    remediation: (
+        Annotated[Remediation, Field(json_schema_extra={CEL_RULES: REMEDIATION_RULES})] | None
+    ) = Field(
+        default=None,
+        description="For nodes a condition or taint rule selects: reboot first where the "
+        "provider can, then replace; paused where too many nodes are unhealthy at once.",
     )
     pause_when: list[PauseWhen] = Field(
         default_factory=list,

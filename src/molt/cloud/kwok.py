@@ -22,6 +22,16 @@ value such as ``dead`` or ``never-ready``: the machine is there, its kubelet is 
 node with a ``kwok://`` providerID and no such annotation is one no kwok has any more:
 its instance is gone (``instance_exists`` answers False), as an AWS node's is once EC2
 says terminated.
+
+Reboot (the ``Rebooter`` capability remediation uses): the simulated kubelet goes away
+for the template's boot delay and comes back. The node's ``kwok.x-k8s.io/node`` turns
+``rebooting`` (kwok stops playing its stages, though a running kwok still renews its
+Lease) and its Ready condition ``Unknown``; when the delay is over it turns ``fake``
+again and kwok reports it Ready at once, the way a kubelet that comes back does. That a
+node that lost its kubelet (``dead``) comes back is the point: a reboot fixes it. One
+that never had one (``never-ready``: a broken image) is restarted, and stays broken. The
+end of a reboot is also on the node (``kwok.molt.dev/rebooting-until``), so a process
+that restarts mid-reboot finishes it at the group's next ``observe``.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import contextlib
 import secrets
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
 import structlog
@@ -44,6 +54,7 @@ from molt.api.labels import (
     CAPACITY_TYPE_LABEL,
     GROUP_LABEL,
     KWOK_NODE_ANNOTATION,
+    KWOK_REBOOT_UNTIL_ANNOTATION,
     LAUNCHED_AT_ANNOTATION,
     REVISION_LABEL,
     ZONE_LABEL,
@@ -57,7 +68,7 @@ from molt.cloud.provider import (
     LaunchFailure,
     ProviderError,
 )
-from molt.policy.age import parse_rfc3339
+from molt.policy.age import format_rfc3339, parse_rfc3339
 from molt.policy.snapshot import NodeView
 
 log = structlog.get_logger(__name__)
@@ -68,6 +79,10 @@ UNKNOWN = "unknown"
 FAILURE_TAIL = 20
 KWOK_PROVIDER_PREFIX = "kwok://"
 NEVER_READY = "never-ready"
+REBOOTING = "rebooting"
+RUN_BY_KWOK = "fake"
+DEFAULT_BOOT_SECONDS = 5.0
+"""A reboot's length for a node whose group's template this process has not seen."""
 
 
 def _cell_of(group: str, labels: dict[str, str]) -> CellRef:
@@ -106,6 +121,9 @@ class KwokProvider:
         self._desired: dict[CellRef, int] = {}
         self._booting: dict[str, tuple[CellRef, datetime, asyncio.Task[None]]] = {}
         self._failures: dict[CellRef, deque[LaunchFailure]] = {}
+        self._boot_seconds: dict[tuple[str, str], float] = {}
+        """(group, revision) -> the boot delay of the template it was last scaled with."""
+        self._reboots: dict[str, asyncio.Task[None]] = {}
 
     async def _nodes(self, group: str) -> list[client.V1Node]:
         found = await self.core.list_node(label_selector=f"{GROUP_LABEL}={group}")
@@ -117,6 +135,7 @@ class KwokProvider:
             meta = node.metadata
             if meta.deletion_timestamp is not None:
                 continue
+            await self._finish_overdue_reboot(meta)
             launched = meta.creation_timestamp
             stamp = (meta.annotations or {}).get(LAUNCHED_AT_ANNOTATION)
             if stamp:
@@ -157,6 +176,8 @@ class KwokProvider:
 
     async def scale(self, cell: CellRef, template: Template, desired: int) -> None:
         self.check_fence()
+        boot_delay = template.kwok.boot_delay if template.kwok else "0s"
+        self._boot_seconds[(cell.group, cell.revision)] = parse_duration(boot_delay).total_seconds()
         have = len((await self._instances(cell.group)).get(cell, []))
         missing = desired - have
         if missing <= 0:
@@ -275,8 +296,107 @@ class KwokProvider:
         self._desired.pop(cell, None)
         self._failures.pop(cell, None)
 
+    async def reboot(self, node: NodeView) -> None:
+        self.check_fence()
+        kubelet = node.annotations.get(KWOK_NODE_ANNOTATION)
+        if kubelet is None or not (node.provider_id or KWOK_PROVIDER_PREFIX).startswith(
+            KWOK_PROVIDER_PREFIX
+        ):
+            raise ProviderError(f"node {node.name} is not a kwok node")
+        if kubelet == NEVER_READY:
+            log.info("kwok.rebooted_never_ready", node=node.name)
+            return  # the machine restarts; its broken image boots no kubelet again
+        seconds = self._boot_seconds.get(
+            (node.group or "", node.revision or ""), DEFAULT_BOOT_SECONDS
+        )
+        now = self.now()
+        until = now + timedelta(seconds=seconds)
+        try:
+            await self.core.patch_node(
+                node.name,
+                {
+                    "metadata": {
+                        "annotations": {
+                            KWOK_NODE_ANNOTATION: REBOOTING,
+                            KWOK_REBOOT_UNTIL_ANNOTATION: format_rfc3339(until),
+                        }
+                    }
+                },
+            )
+            await self._report_rebooting(node.name, now)
+        except ApiException as error:
+            raise ProviderError(f"cannot reboot node {node.name}: {error.reason}") from error
+        log.info("kwok.rebooting", node=node.name, seconds=seconds)
+        previous = self._reboots.pop(node.name, None)
+        if previous is not None:
+            previous.cancel()
+        self._reboots[node.name] = asyncio.create_task(self._come_back(node.name, seconds))
+
+    async def _report_rebooting(self, name: str, now: datetime) -> None:
+        """The node's Ready condition turns Unknown, as the node-lifecycle controller would
+        make it once the kubelet's Lease ran out (kwok still renews it); a node deleted
+        meanwhile has nothing to report."""
+        stamp = format_rfc3339(now)
+        condition = {
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "Rebooting",
+            "message": "the machine is restarting (kwok reboot)",
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+        try:
+            await self.core.patch_node_status(name, {"status": {"conditions": [condition]}})
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def _come_back(self, name: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            await self._end_reboot(name)
+        except Exception as error:  # a lost fence: the next leader's observe finishes it
+            log.warning("kwok.reboot_unfinished", node=name, error=str(error))
+        finally:
+            self._reboots.pop(name, None)
+
+    async def _end_reboot(self, name: str) -> None:
+        self.check_fence()
+        try:
+            await self.core.patch_node(
+                name,
+                {
+                    "metadata": {
+                        "annotations": {
+                            KWOK_NODE_ANNOTATION: RUN_BY_KWOK,
+                            KWOK_REBOOT_UNTIL_ANNOTATION: None,
+                        }
+                    }
+                },
+            )
+        except ApiException as error:
+            if error.status != 404:  # deleted meanwhile: nothing comes back
+                raise
+        log.info("kwok.rebooted", node=name)
+
+    async def _finish_overdue_reboot(self, meta: client.V1ObjectMeta) -> None:
+        """A reboot whose end passed while no task of this process waited for it."""
+        annotations = meta.annotations or {}
+        stamp = annotations.get(KWOK_REBOOT_UNTIL_ANNOTATION)
+        if stamp is None or meta.name in self._reboots:
+            return
+        with contextlib.suppress(ValueError):
+            if parse_rfc3339(stamp) > self.now():
+                return
+        with contextlib.suppress(Exception):
+            await self._end_reboot(meta.name)
+
     async def close(self) -> None:
-        """Cancel launches still waiting out their boot delay."""
+        """Cancel launches still waiting out their boot delay, and reboots' ends (the
+        annotation finishes them at the next process's ``observe``)."""
         for _, _, task in list(self._booting.values()):
             task.cancel()
         self._booting.clear()
+        for task in list(self._reboots.values()):
+            task.cancel()
+        self._reboots.clear()

@@ -7,12 +7,15 @@ against), ``node/<name>`` (one node's pipeline), ``register/<name>`` (label a no
 joined one of Molt's cells without Molt's labels), ``reaper/<name>`` (one Reaper's pass,
 requeued after its interval), ``manifests/<group>`` (a group's post-launch manifests,
 applied for its nodes and removed when they go), ``interruptions`` (a pass over the
-cloud's interruption queue, when one is configured) and ``watchdog/<name>`` (start or stop
-one Watchdog's background task; its checks never hold a worker). A Watchdog whose state
+cloud's interruption queue, when one is configured), ``watchdog/<name>`` (start or stop
+one Watchdog's background task; its checks never hold a worker) and ``remediation`` (one
+pass over the unhealthy nodes of the policies with a remediation chain: reboot, wait,
+hand over to the pipeline, or keep a node that recovered). A Watchdog whose state
 changes enqueues selection, which reads ``pauseWhen``. Cache changes enqueue keys;
 reconcilers return when to look again; a failing key backs off. It runs unchanged over any
 implementation of the ports. The reconcilers it owns (``termination``, ``instancegroup``,
-``registration``, ``reaper``, ``manifests``, ``interruption``, ``watchdog``) know nothing
+``registration``, ``reaper``, ``manifests``, ``interruption``, ``watchdog``,
+``remediation``) know nothing
 of one another or of the queue; import-linter holds them apart.
 """
 
@@ -30,6 +33,7 @@ from molt.controllers.interruption.reconciler import InterruptionReconciler, Not
 from molt.controllers.manifests.reconciler import ManifestReconciler
 from molt.controllers.reaper.reconciler import ReaperReconciler
 from molt.controllers.registration import RegistrationReconciler
+from molt.controllers.remediation.reconciler import RemediationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
 from molt.controllers.watchdog.controller import WatchdogController
@@ -48,6 +52,7 @@ REAPER_PREFIX = "reaper/"
 MANIFESTS_PREFIX = "manifests/"
 INTERRUPTIONS = "interruptions"
 WATCHDOG_PREFIX = "watchdog/"
+REMEDIATION = "remediation"
 QUEUE_NAME = "molt"
 """The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
@@ -135,6 +140,9 @@ class ControllerManager:
             else None
         )
         self.watchdogs = WatchdogController(reads, writes, clock, metrics)
+        self.remediation = RemediationReconciler(
+            reads, writes, clock, providers if pipeline else {}
+        )
         self._watchdog_states: dict[str, str | None] = {}
         """Each Watchdog's state as last seen in the cache: a change enqueues selection."""
 
@@ -169,6 +177,7 @@ class ControllerManager:
                 if waiting.in_pipeline and REPLACEMENT_ANNOTATION not in waiting.annotations:
                     self.queue.add(NODE_PREFIX + waiting.name)
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+        self._remediate()
         if self.pipeline_enabled and _changes_identity(old, new):
             groups = {n.group for n in (old, new) if n is not None and self.manifests.wants(n)}
             for group in groups:
@@ -211,6 +220,12 @@ class ControllerManager:
         # Groups first: a template change makes a new revision, which drift reads.
         self._enqueue_groups()
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
+        self._remediate()
+
+    def _remediate(self) -> None:
+        """Look at the remediation chains soon (bursts coalesced like selection's)."""
+        if self.pipeline_enabled and self.remediation.wanted():  # dry run: no reboot
+            self.queue.add_after(REMEDIATION, SELECTION_DEBOUNCE)
 
     def _enqueue_groups(self) -> None:
         for name in self.reads.groups():
@@ -222,6 +237,7 @@ class ControllerManager:
         """Look at everything once: after the caches sync or leadership is won."""
         self._enqueue_groups()
         self.queue.add(SELECTION)
+        self._remediate()
         for node in self.reads.nodes():
             if node.in_pipeline and self.pipeline_enabled:
                 self.queue.add(NODE_PREFIX + node.name)
@@ -242,6 +258,8 @@ class ControllerManager:
             return await self.groups.reconcile(key.removeprefix(GROUP_PREFIX))
         if key.startswith(REAPER_PREFIX):
             return await self.reapers.reconcile(key.removeprefix(REAPER_PREFIX))
+        if key == REMEDIATION:
+            return await self.remediation.reconcile()
         if key == INTERRUPTIONS and self.interruptions is not None:
             return await self.interruptions.reconcile()
         if key.startswith(MANIFESTS_PREFIX):

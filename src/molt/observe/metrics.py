@@ -4,9 +4,10 @@ Each controller instance owns a ``Metrics`` (no module-level globals), so tests 
 simulator can run several side by side. Labels are bounded: groups, revisions, cells,
 policies, zones and reaper kinds, never a node or a pod.
 
-Defined here but not set by anything yet, so they export only their ``# HELP`` and
-``# TYPE`` lines: ``molt_remediation_paused`` (the remediation controller) and
-``molt_watchdog_state`` (the watchdog controller's, through ``set_watchdog_state``).
+``molt_remediation_paused`` has a series only per zone of a policy with a remediation
+chain (``set_remediation_paused``); ``molt_watchdog_state`` only per Watchdog
+(``set_watchdog_state``). Without either, they export only their ``# HELP`` and
+``# TYPE`` lines.
 ``molt_history_rows_dropped_total`` and ``molt_history_rows_buffered`` belong to the
 history store, which sets them.
 """
@@ -207,11 +208,12 @@ class Metrics:
             ["kind", "dry_run"],
             registry=r,
         )
-        # Not built yet (remediation, watchdogs): exported with no series until they are.
+        # Remediation and watchdogs: series only for policies with a chain, and Watchdogs.
         self.remediation_paused = Gauge(
             "molt_remediation_paused",
-            "1 while remediation is paused in a group or zone (maxUnhealthy exceeded).",
-            ["group", "zone"],
+            "1 while remediation is paused in a zone of a group (maxUnhealthy of the zone, "
+            "or of the whole group, exceeded), 0 where it runs; per policy with remediation.",
+            ["policy", "group", "zone"],
             registry=r,
         )
         self.watchdog_state = Gauge(
@@ -295,6 +297,22 @@ class Metrics:
         self.blocked_series = SeriesSet(self.drain_blocked_longest)
         self.oldest_series = SeriesSet(self.oldest_node_age)
         self.watchdog_series = SeriesSet(self.watchdog_state)
+        self.remediation_series = SeriesSet(self.remediation_paused)
+
+    def set_remediation_paused(self, policy: str, zones: dict[tuple[str, str], bool]) -> None:
+        """``molt_remediation_paused``: per (group, zone) the policy covers, 1 where
+        remediation is paused (a group-wide pause sets each of its zones); an empty map
+        drops the policy's series."""
+        if not zones:
+            self.remediation_series.drop(policy)
+            return
+        self.remediation_series.replace(
+            policy,
+            {
+                (policy, group, zone): 1.0 if paused else 0.0
+                for (group, zone), paused in zones.items()
+            },
+        )
 
     def set_watchdog_state(self, watchdog: str, state: str | None) -> None:
         """``molt_watchdog_state``: 1 for ``state``, 0 for the others; None drops the series."""

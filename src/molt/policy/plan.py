@@ -7,7 +7,7 @@ share. It decides; it does nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -23,8 +23,9 @@ from molt.policy.control_plane import (
     hold,
     node_failures,
 )
+from molt.policy.remediation import Breaker, breaker, record_of, replace_reason
 from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
-from molt.policy.snapshot import Snapshot
+from molt.policy.snapshot import NodeView, Snapshot
 
 Action = Literal["terminate", "wait"]
 
@@ -44,6 +45,9 @@ class Decision:
     """The Watchdog named in the policy's ``pauseWhen`` that holds it: nothing is selected."""
     control_plane: ControlPlaneHold | None = None
     """What holds a control-plane node: another one in flight, a bake, a halt, the gate."""
+    remediation: str | None = None
+    """Its policy's remediation chain has it (a reboot step, or the breaker pauses it):
+    ``Remediating`` or ``RemediationPaused``. It enters the pipeline at a replace step."""
 
     @property
     def node(self) -> str:
@@ -56,6 +60,9 @@ class Plan:
 
     decisions: tuple[Decision, ...]
     problems: tuple[NodeProblem, ...]
+    breakers: Mapping[str, Breaker] = field(default_factory=dict)
+    """Per policy with ``remediation``: unhealthy nodes per group and zone, and where
+    remediation is paused."""
 
     @property
     def admitted(self) -> tuple[Decision, ...]:
@@ -109,11 +116,25 @@ def compute_plan(
     }
     held = {node.name for node in snapshot.nodes if node.do_not_disrupt}
     by_name = {policy.metadata.name: policy for policy in ordered}
+    breakers = {
+        policy.metadata.name: breaker(policy, snapshot.nodes)
+        for policy in ordered
+        if policy.spec.remediation is not None
+    }
+    nodes = {node.name: node for node in snapshot.nodes} if breakers else {}
     queue = sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))
     decisions: list[Decision] = []
     control_plane_moving = sum(1 for n in snapshot.nodes if n.is_control_plane and n.in_pipeline)
     control_plane_nodes = {n.name for n in snapshot.nodes if n.is_control_plane}
     for candidate in queue:
+        chain = breakers.get(candidate.policy)
+        if chain is not None and candidate.rule in HEALTH_RULES:
+            chained, candidate = _remediation_hold(
+                by_name[candidate.policy], chain, candidate, nodes
+            )
+            if chained is not None:
+                decisions.append(chained)
+                continue
         holder = (paused or {}).get(candidate.policy)
         if holder is not None:
             message = f"paused by watchdog {holder} (pauseWhen): it is failing"
@@ -154,7 +175,37 @@ def compute_plan(
                 control_plane_moving += 1
         else:
             decisions.append(Decision(candidate, "wait", refusal, budget_hold))
-    return Plan(tuple(decisions), tuple(problems.values()))
+    return Plan(tuple(decisions), tuple(problems.values()), breakers)
+
+
+HEALTH_RULES = ("Condition", "Taint")
+"""The rules a remediation chain acts on; the others (age, drift, labels) replace as ever."""
+
+
+def _remediation_hold(
+    policy: TerminationPolicy,
+    chain: Breaker,
+    candidate: Candidate,
+    nodes: Mapping[str, NodeView],
+) -> tuple[Decision | None, Candidate]:
+    """A node of a policy with ``remediation`` enters the pipeline only once its chain is
+    at the replace step, and only where the breaker does not pause remediation; its reason
+    then says what the earlier steps did."""
+    node = nodes[candidate.node]
+    spec = policy.spec.remediation
+    assert spec is not None
+    record = record_of(node)
+    if record is None or record.kind != "replace":
+        message = (
+            record.describe(len(spec.steps))
+            if record is not None
+            else "remediation: the chain starts on the remediation controller's next pass"
+        )
+        return Decision(candidate, "wait", message, remediation="Remediating"), candidate
+    held = chain.paused(candidate.group, candidate.zone)
+    if held is not None:
+        return Decision(candidate, "wait", held, remediation="RemediationPaused"), candidate
+    return None, replace(candidate, reason=replace_reason(candidate.reason, record))
 
 
 def _status_gate(policy: TerminationPolicy) -> GateInputs:

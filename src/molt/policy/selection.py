@@ -212,6 +212,16 @@ def _taint_candidate(
     return None
 
 
+def health_candidate(policy: TerminationPolicy, node: NodeView, now: datetime) -> Candidate | None:
+    """The node's selection by a condition or taint rule (its ``for`` held), if any: the
+    rules a remediation chain acts on."""
+    try:
+        age = node_age(node, now).age
+    except MalformedLaunchTimeError:
+        age = timedelta(0)  # reported by selection; the node's health is judged all the same
+    return _condition_candidate(policy, node, now, age) or _taint_candidate(policy, node, now, age)
+
+
 def _drift_candidate(
     policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, age: timedelta
 ) -> Candidate | None:

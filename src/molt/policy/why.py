@@ -95,9 +95,9 @@ class Explanation:
     pipeline state label: ``selected``, ``draining``, ``terminating``."""
     blocker: str
     """A stable code: NoPolicy, ControlPlaneExcluded, InvalidMetadata, NoRule, TooYoung,
-    PausedByWatchdog, PdbDeadlock, ControlPlaneOneAtATime, ControlPlaneHalted,
-    ControlPlaneBaking, ControlPlaneGateFailing, DoNotDisrupt, WindowClosed, BudgetFull, Admitted,
-    WaitingForCapacity, DeregistrationFailed, ActionRunning, ActionFailed,
+    PausedByWatchdog, Remediating, RemediationPaused, PdbDeadlock, ControlPlaneOneAtATime,
+    ControlPlaneHalted, ControlPlaneBaking, ControlPlaneGateFailing, DoNotDisrupt, WindowClosed,
+    BudgetFull, Admitted, WaitingForCapacity, DeregistrationFailed, ActionRunning, ActionFailed,
     LoadBalancersDraining, PdbAllowsZero, DrainBlocked, Draining, Terminating."""
     message: str
     next_step: str
@@ -241,6 +241,17 @@ def _waiting(inputs: WhyInputs, decision: Decision, warnings: list[str]) -> Expl
             "enter the pipeline once the watchdog recovers",
             details={"watchdog": decision.paused_by},
             eta_basis="none until the watchdog recovers",
+            **common,
+        )
+    if decision.remediation is not None:
+        return _answer(
+            inputs,
+            decision.remediation,
+            f"selected ({candidate.reason}) but in its remediation chain: {decision.blocked_by}",
+            "enter the pipeline at the chain's replace step, or be kept if it recovers"
+            if decision.remediation == "Remediating"
+            else "none until fewer nodes are unhealthy there (maxUnhealthy)",
+            eta_basis=None,
             **common,
         )
     if decision.deadlock is not None:

@@ -42,6 +42,7 @@ from molt.policy.control_plane import (
 )
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import Plan, compute_plan
+from molt.policy.remediation import Breaker
 from molt.policy.selection import covers
 from molt.policy.snapshot import NodeView, Snapshot
 from molt.policy.watchdog import paused_policies
@@ -100,6 +101,9 @@ class SelectionReconciler:
         """Policy -> its control-plane rotation state as last written (ahead of the cache)."""
         self._probed: dict[str, tuple[float, tuple[str, ...]]] = {}
         """Policy -> when (monotonic) its health checks last ran, and what failed."""
+        self._paused_scopes: dict[str, set[tuple[str, str | None]]] = {}
+        """Policy -> the (group, zone) scopes its remediation breaker was last reported
+        tripped in (zone None: the whole group), so each pause has one Event and one end."""
 
     async def reconcile(self) -> float:
         if not self.reads.synced():
@@ -109,6 +113,7 @@ class SelectionReconciler:
         async with self.admission:
             now, policies, plan, paused, gates = await self._admit()
         await self._write_statuses(policies, self.reads.nodes(), plan, now, paused, gates)
+        await self._report_breakers(policies, plan)
         self.fleet_gauges.publish(policies, self.reads.nodes(), self.reads.groups(), now)
         # Waiting decisions are looked at again when the pipeline frees room (a node event
         # enqueues selection); the resync catches nodes that simply grew older.
@@ -282,6 +287,63 @@ class SelectionReconciler:
         for name in [n for n in self._reported_problems if n not in current]:
             del self._reported_problems[name]
 
+    async def _report_breakers(self, policies: list[TerminationPolicy], plan: Plan) -> None:
+        """``molt_remediation_paused`` per zone of each policy with a remediation chain,
+        and one Event when remediation pauses in a zone or group and one when it resumes.
+        After a restart, a pause the policy's condition already shows is not announced
+        again."""
+        present = {p.metadata.name for p in policies}
+        for gone in [name for name in self._paused_scopes if name not in present]:
+            del self._paused_scopes[gone]
+            self.metrics.set_remediation_paused(gone, {})
+        for policy in policies:
+            name = policy.metadata.name
+            chain = plan.breakers.get(name)
+            if chain is None:
+                if self._paused_scopes.pop(name, None) is not None:
+                    self.metrics.set_remediation_paused(name, {})
+                continue
+            self.metrics.set_remediation_paused(name, chain.zone_paused())
+            tripped = {(t.group, t.zone): t for t in chain.tripped()}
+            before = self._paused_scopes.get(name)
+            if before is None:
+                shown = any(
+                    c.type == "RemediationPaused" and c.status == "True"
+                    for c in (policy.status.conditions if policy.status else [])
+                )
+                before = set(tripped) if shown else set()
+            for scope, tally in tripped.items():
+                if scope in before:
+                    continue
+                limit = chain.group_limit if tally.zone is None else chain.zone_limit
+                log.warning("policy.remediation_paused", policy=name, where=_where(scope))
+                await self.writes.record_resource_event(
+                    TerminationPolicy,
+                    name,
+                    "RemediationPaused",
+                    f"remediation paused in {_where(scope)}: {tally.describe(limit)}; no "
+                    "node there is rebooted or replaced for being unhealthy until fewer are",
+                    warning=True,
+                )
+            for scope in sorted(before - set(tripped), key=str):
+                log.info("policy.remediation_resumed", policy=name, where=_where(scope))
+                group, zone = scope
+                now_count = (
+                    chain.groups.get(group) if zone is None else chain.zones.get((group, zone))
+                )
+                counts = (
+                    f": {now_count.unhealthy} of {now_count.total} nodes unhealthy"
+                    if now_count is not None
+                    else ""
+                )
+                await self.writes.record_resource_event(
+                    TerminationPolicy,
+                    name,
+                    "RemediationResumed",
+                    f"remediation resumed in {_where(scope)}{counts}",
+                )
+            self._paused_scopes[name] = set(tripped)
+
     async def _write_statuses(
         self,
         policies: list[TerminationPolicy],
@@ -300,7 +362,7 @@ class SelectionReconciler:
             policy_name = decision.candidate.policy
             if decision.deadlock is not None:
                 deadlocked[policy_name] = deadlocked.get(policy_name, 0) + 1
-            elif decision.action == "wait":
+            elif decision.action == "wait" and decision.remediation is None:
                 waiting[policy_name] = waiting.get(policy_name, 0) + 1
         for policy in policies:
             name = policy.metadata.name
@@ -322,6 +384,7 @@ class SelectionReconciler:
                 f"{n.name}: {n.annotations[BLOCKED_ANNOTATION]}" for n in blocked[:5]
             )
             holder = paused.get(name)
+            chain = plan.breakers.get(name)
             summary = (
                 counts,
                 blocked_text,
@@ -329,6 +392,7 @@ class SelectionReconciler:
                 deadlocked.get(name, 0),
                 holder,
                 gates.get(name),
+                chain.summary() if chain is not None else None,
             )
             if self._written_status.get(name) == summary:
                 continue
@@ -360,6 +424,8 @@ class SelectionReconciler:
                     else "no watchdog named in pauseWhen is failing",
                 ),
             ]
+            if chain is not None:
+                conditions.append(_remediation_condition(condition, chain))
             status: dict[str, object] = {**counts, "conditions": conditions}
             gate = gates.get(name)
             if gate is not None:
@@ -367,6 +433,23 @@ class SelectionReconciler:
                 status["controlPlane"] = gate.state.to_status()
             await self.writes.patch_status(TerminationPolicy, name, status)
             self._written_status[name] = summary
+
+
+def _remediation_condition(condition: ConditionWriter, chain: Breaker) -> dict[str, object]:
+    """``RemediationPaused``: where the breaker holds remediation, with the counts."""
+    tripped = chain.tripped()
+    if any(t.zone is None for t in tripped):
+        reason = "GroupUnhealthy"
+    elif tripped:
+        reason = "ZoneUnhealthy"
+    else:
+        reason = "NotPaused"
+    return condition("RemediationPaused", bool(tripped), reason, chain.summary())
+
+
+def _where(scope: tuple[str, str | None]) -> str:
+    group, zone = scope
+    return f"group {group or '(no group)'}" + ("" if zone is None else f", zone {zone}")
 
 
 def _halted_condition(

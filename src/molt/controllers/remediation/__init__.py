@@ -1,0 +1,1 @@
+"""Remediation: unhealthy nodes are rebooted where their provider can, then replaced."""
