@@ -59,6 +59,10 @@ class CloudSettings:
     """A bare-metal host's power-on to join (its launch delay)."""
     reprovision_seconds: float = 1200.0
     """How long a released bare-metal host is wiped before it can be claimed again."""
+    reboot_seconds: float = 180.0
+    """A reboot's restart to Ready (a remediation step)."""
+    reboot_fix_rate: float = 0.5
+    """How often a reboot brings a dead kubelet back."""
 
 
 @dataclass
@@ -180,6 +184,31 @@ class SimCloud:
         found.desired = max(0, found.desired - 1)
         found.observation = None
         self._end(found.instances[instance_id], "never-joined")
+
+    async def reboot(self, node: NodeView) -> None:
+        """The ``Rebooter`` capability: the node is NotReady for ``reboot_seconds``; a dead
+        kubelet then runs again with probability ``reboot_fix_rate`` (seeded), and a node
+        whose kubelet was alive comes back as it was."""
+        instance = self._by_node.get(node.name)
+        if instance is None:
+            raise ProviderError(f"node {node.name} has no instance in the simulated cloud")
+        name = node.name
+        was_dead = self.cluster.kubelet_dead(name)
+        fixes = self.rng.random() < self.settings.reboot_fix_rate
+        self.log.append((self.events.clock.seconds, "reboot", f"node {name} rebooting"))
+        if not was_dead:
+            self.cluster.set_ready(name, False)
+
+        def back() -> None:
+            if self._by_node.get(name) is not instance:
+                return  # terminated meanwhile
+            if was_dead and fixes:
+                self.cluster.revive_kubelet(name)
+                self.log.append((self.events.clock.seconds, "reboot-fixed", f"node {name}"))
+            elif not was_dead:
+                self.cluster.set_ready(name, True)
+
+        self.events.after(self.settings.reboot_seconds, back)
 
     async def delete_cell(self, cell: CellRef) -> None:
         found = self.cells.get(cell)

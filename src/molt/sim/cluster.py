@@ -169,8 +169,8 @@ class SimCluster:
 
         def unknown() -> None:
             node = self._nodes.get(name)
-            if node is None:
-                return
+            if node is None or name not in self._dead:
+                return  # gone, or its kubelet came back first (a reboot fixed it)
             now = self.clock.now()
             condition = NodeCondition("Ready", "Unknown", now)
             others = tuple(c for c in node.view.conditions if c.type != "Ready")
@@ -191,11 +191,36 @@ class SimCluster:
 
     def _taint_manager(self, name: str) -> None:
         node = self._nodes.get(name)
-        if node is None:
+        if node is None or name not in self._dead:
             return
         for pod in list(node.pods.values()):
             if not pod.deleting:
                 self._begin_deletion(pod)
+
+    def kubelet_dead(self, name: str) -> bool:
+        return name in self._dead
+
+    def revive_kubelet(self, name: str) -> None:
+        """A dead node's kubelet runs again (a reboot fixed it): the node turns Ready and
+        loses the unreachable taints, its Terminating pods are confirmed gone, and the
+        others turn Ready."""
+        node = self._nodes.get(name)
+        if node is None or name not in self._dead:
+            return
+        self._dead.discard(name)
+        now = self.clock.now()
+        condition = NodeCondition("Ready", "True", now)
+        others = tuple(c for c in node.view.conditions if c.type != "Ready")
+        taints = tuple(t for t in node.view.taints if t.key != UNREACHABLE_TAINT)
+        view = dataclasses.replace(node.view, conditions=(condition, *others), taints=taints)
+        self._replace_view(node, view)
+        for pod in list(node.pods.values()):
+            if pod.deleting:
+                self._remove_pod(pod, replace=False)
+            else:
+                self._set_ready(pod, True)
+                pod.changed()
+        self._pods_changed(name)
 
     def remove_node(self, name: str) -> bool:
         """The node goes (its instance died or was deleted); its pods go with it."""

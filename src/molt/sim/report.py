@@ -19,6 +19,19 @@ from molt.api.durations import parse_duration
 from molt.sim.record import Lifetime
 from molt.sim.runner import Simulation
 
+REMEDIATION_EVENTS = (
+    "Rebooting",
+    "Remediated",
+    "RemediationStepFailed",
+    "RemediationStepSkipped",
+    "RebootFailed",
+    "RemediationReplacing",
+    "RemediationExhausted",
+    "RemediationPaused",
+    "RemediationResumed",
+)
+"""The remediation chain's Events (on nodes) and its breaker's (on policies)."""
+
 ROLLBACK_WORDS = ("degraded", "rollback", "rolledback", "rolled")
 ROUTING_WORDS = ("capacity", "unavailable", "rest", "route", "cooldown", "recovered")
 
@@ -108,6 +121,17 @@ def replacement_rate(lives: list[Lifetime], end: float) -> dict[str, Any] | None
     return {**overall, "maxAge": aged}
 
 
+def remediation_counts(sim: Simulation) -> dict[str, int]:
+    """Remediation steps by Event reason (reboots, nodes kept, replacements, breaker pauses),
+    and the reboots the simulated cloud says fixed their node."""
+    counts = {reason: 0 for reason in REMEDIATION_EVENTS}
+    for event in sim.cluster.recorded:
+        if event.reason in counts:
+            counts[event.reason] += 1
+    counts["rebootsThatFixed"] = sum(1 for _, kind, _ in sim.cloud.log if kind == "reboot-fixed")
+    return counts
+
+
 def build_report(sim: Simulation) -> dict[str, Any]:
     """Everything the report says, as plain data."""
     end = sim.clock.seconds
@@ -175,6 +199,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             name: {"attempts": count, "failed": sim.actions.failed[name]}
             for name, count in sorted(sim.actions.started.items())
         },
+        "remediation": remediation_counts(sim),
         "groupEvents": [e.__dict__ for e in events],
         "rollbacks": [e.__dict__ for e in events if e.kind == "rollback"],
         "routing": [e.__dict__ for e in events if e.kind == "routing"],

@@ -126,6 +126,8 @@ class Simulation:
                 retry_seconds=seconds(cloud_spec.retry_after),
                 power_on_seconds=seconds(cloud_spec.bare_metal_power_on),
                 reprovision_seconds=seconds(cloud_spec.bare_metal_reprovision),
+                reboot_seconds=seconds(cloud_spec.reboot),
+                reboot_fix_rate=cloud_spec.reboot_fix_rate,
                 bad_images=frozenset(cloud_spec.bad_images),
                 shapes={
                     name: (cpu_millis(shape.cpu), memory_mib(shape.memory))

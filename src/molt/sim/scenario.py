@@ -204,6 +204,12 @@ class CloudSpec(ApiModel):
         default="20m",
         description="How long a released host is wiped before its rack can use it again.",
     )
+    reboot: Duration = Field(
+        default="3m", description="A reboot's restart to Ready (a remediation step)."
+    )
+    reboot_fix_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.5, description="How often a reboot brings a dead kubelet back."
+    )
 
 
 class ControllerSpec(ApiModel):
