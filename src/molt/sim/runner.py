@@ -6,6 +6,10 @@ controller) unchanged. Only its work queue is the simulator's: ``VirtualWorkQueu
 turns "reconcile this key after X seconds" into events on the virtual clock, and each
 reconcile is run to completion at once (``molt.sim.drive``). The cluster notifies the
 controller of node, pod and resource changes exactly as the watch caches do.
+
+The one key not dispatched to the manager is ``watchdog/<name>``: production starts a
+background task there, whose rounds do I/O. The simulator's ``SimWatchdogs`` runs the
+rounds of the node checks on the virtual clock instead (``molt.sim.watchdogs``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import structlog
 from molt.api.instancegroup import InstanceGroup, Template
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import ObjectMeta
+from molt.api.watchdog import Watchdog
 from molt.cloud.provider import CellRef, Provider
 from molt.controllers.manager import (
     GROUP_PREFIX,
     SELECTION,
+    WATCHDOG_PREFIX,
     ControllerManager,
 )
 from molt.controllers.workqueue import WorkQueue
@@ -42,6 +48,7 @@ from molt.sim.drive import complete
 from molt.sim.notices import SimNoticeQueue
 from molt.sim.record import Recorder
 from molt.sim.scenario import KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
+from molt.sim.watchdogs import SimWatchdogs
 from molt.sim.workloads import Budget, Deployment, Toleration
 
 log = structlog.get_logger(__name__)
@@ -179,6 +186,7 @@ class Simulation:
         )
         if self.cloud.notices is not None:
             self.cloud.notices.wake = self.controller.notices_arrived
+        self.watchdogs = SimWatchdogs(self.cluster, self.events)
         self.queue.run_key = self._reconcile
         self._build()
 
@@ -191,6 +199,13 @@ class Simulation:
                 TerminationPolicy(
                     metadata=ObjectMeta(name=policy_entry.name, generation=1),
                     spec=policy_entry.spec,
+                )
+            )
+        for watchdog_entry in scenario.watchdogs:
+            self.cluster.add_watchdog(
+                Watchdog(
+                    metadata=ObjectMeta(name=watchdog_entry.name, generation=1),
+                    spec=watchdog_entry.watchdog_spec(),
                 )
             )
         for entry in scenario.fleet:
@@ -266,6 +281,7 @@ class Simulation:
             self.cluster.node_listeners.append(self.history_writes.node_changed)
         self.cluster.pod_listeners.append(self._pods_changed)
         self.cluster.group_listeners.append(lambda *_: self.controller.config_changed())
+        self.cluster.watchdog_listeners.append(self.controller.watchdog_changed)
         self._timeline()
         every = seconds(scenario.sample_every)
         self._sample_every = every
@@ -362,6 +378,9 @@ class Simulation:
 
     def _reconcile(self, key: str) -> None:
         self.stats.reconciles += 1
+        if key.startswith(WATCHDOG_PREFIX):
+            self.watchdogs.start(key.removeprefix(WATCHDOG_PREFIX))
+            return
         try:
             after = complete(self.controller.dispatch(key))
         except Exception as error:

@@ -2,8 +2,9 @@
 
 A scenario holds the fleet (InstanceGroups as in the CRD, with the ages of the nodes
 already running), workloads (Deployments with requests and PDBs), TerminationPolicies,
-the cloud's behaviour, timeline events (a template change, a zone outage, spot
-interruptions, a fleet-wide NotReady blink) and a duration. ``load_scenario`` parses
+the cloud's behaviour, Watchdogs (the node checks only), timeline events (a template
+change, a zone outage, spot interruptions, a fleet-wide NotReady blink, kubelet deaths)
+and a duration. ``load_scenario`` parses
 and validates the whole file before anything runs; every problem is reported as
 ``file:line: field: message``.
 """
@@ -23,6 +24,7 @@ from molt.api.instancegroup import InstanceGroupSpec
 from molt.api.lifecycle import Lifecycle
 from molt.api.terminationpolicy import TerminationPolicySpec
 from molt.api.types import ApiModel, CountOrPercent, Duration, LabelSelector, Name
+from molt.api.watchdog import Check, WatchdogSpec
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _BINARY = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "Ti": 1024.0**2}
@@ -179,6 +181,41 @@ class PolicyEntry(ApiModel):
     spec: TerminationPolicySpec
 
 
+_NOT_SIMULATED = (
+    "needs a real cluster or network and is not simulated; the simulator runs the node "
+    "checks, nodeReadyRatio and nodeCondition"
+)
+
+
+class SimulatedCheck(Check):
+    """A Watchdog's check as a scenario may hold it: only the checks judged from the nodes.
+
+    ``probePod``, ``apiLatency`` and ``http`` need a scheduler, an API server or a network
+    the simulator does not have; each is refused at its own line."""
+
+    @field_validator("probe_pod", "api_latency", "http")
+    @classmethod
+    def _needs_io(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError(_NOT_SIMULATED)
+        return value
+
+
+class SimulatedWatchdogSpec(WatchdogSpec):
+    check: SimulatedCheck
+
+
+class WatchdogEntry(ApiModel):
+    """A Watchdog as in the CRD. Its alerts go nowhere: the report lists each one."""
+
+    name: Name
+    spec: SimulatedWatchdogSpec
+
+    def watchdog_spec(self) -> WatchdogSpec:
+        """The spec as the production model holds it."""
+        return WatchdogSpec.model_validate(self.spec.model_dump(by_alias=True, exclude_none=True))
+
+
 class InstanceShape(ApiModel):
     cpu: str
     memory: str
@@ -319,6 +356,7 @@ class Scenario(ApiModel):
     workloads: list[Workload] = Field(default_factory=list)
     pdbs: list[PdbEntry] = Field(default_factory=list)
     policies: list[PolicyEntry] = Field(default_factory=list)
+    watchdogs: list[WatchdogEntry] = Field(default_factory=list)
     timeline: list[TimelineEvent] = Field(default_factory=list)
     actions: dict[str, ActionTiming] = Field(
         default_factory=dict,
@@ -337,6 +375,16 @@ class Scenario(ApiModel):
                 raise ValueError(
                     f"actions: {name!r} is no lifecycle action of the fleet or the policies"
                 )
+        watchdogs = [w.name for w in self.watchdogs]
+        if len(set(watchdogs)) != len(watchdogs):
+            raise ValueError("watchdogs: two watchdogs have the same name")
+        for policy in self.policies:
+            for pause in policy.spec.pause_when:
+                if pause.watchdog not in watchdogs:
+                    raise ValueError(
+                        f"policies: {policy.name} pauses when watchdog {pause.watchdog!r} "
+                        "fails, which the scenario does not have"
+                    )
         groups = {g.name for g in self.fleet}
         for event in self.timeline:
             if event.template_change and event.template_change.group not in groups:
