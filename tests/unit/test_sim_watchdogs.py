@@ -168,3 +168,94 @@ def test_pause_when_naming_a_watchdog_the_scenario_lacks_is_refused() -> None:
     text = OUTAGE.replace("PAUSE", "pauseWhen: [{watchdog: nobody}]").replace("UNTIL", "1h25m")
     with pytest.raises(ScenarioError, match="'nobody'"):
         parse_scenario(text)
+
+
+FLAP = """\
+name: flapping
+duration: 1h
+seed: 2
+cloud: {launchDelay: 30s, launchJitter: 10s, readyDelay: 10s}
+fleet:
+  - name: workers
+    spec:
+      provider: kwok
+      minSize: 4
+      maxSize: 5
+      replicas: 4
+      zones: [zone-a, zone-b]
+      template: {instanceTypes: [m5.large]}
+      strategy: {type: RollingReplace, maxSurge: 1, maxUnavailable: 0}
+    ages: [4h, 3h, 2h, 1h]
+policies:
+  - name: heal
+    spec:
+      rules:
+        conditions: [{type: Ready, status: "False", for: 3m}]
+      budgets: [{maxInFlight: 1}]
+workloads:
+  - name: web
+    replicas: 4
+    pdb: {maxUnavailable: 1}
+timeline:
+  - at: 10m
+    flap: FLAP
+"""
+
+
+def _flapping(flap: str) -> tuple[Simulation, list[tuple[float, str, bool]]]:
+    sim = Simulation(parse_scenario(FLAP.replace("FLAP", flap)))
+    seen: list[tuple[float, str, bool]] = []
+
+    def changed(name: str, old: object, new: object) -> None:
+        before = getattr(old, "ready", None)
+        after = getattr(new, "ready", None)
+        if old is not None and new is not None and before != after:
+            seen.append((sim.clock.seconds, name, bool(after)))
+
+    sim.cluster.node_listeners.append(changed)
+    sim.run()
+    return sim, seen
+
+
+def test_a_node_that_flaps_faster_than_the_rule_waits_is_blinked_through() -> None:
+    sim, seen = _flapping("{node: workers-zone-a-00001, period: 3m, notReadyFor: 1m, times: 5}")
+    assert seen == [
+        (at, "workers-zone-a-00001", ready)
+        for cycle in range(5)
+        for at, ready in (
+            ((10 + 3 * cycle) * MINUTE, False),
+            ((11 + 3 * cycle) * MINUTE, True),
+        )
+    ]
+    assert sim.recorder.decisions == []
+    assert sim.cluster.node("workers-zone-a-00001") is not None
+    assert any("flapping" in message for _, kind, message in sim.cloud.log if kind == "flap")
+
+
+def test_a_node_down_longer_than_the_rule_waits_is_replaced_and_the_flapping_stops() -> None:
+    sim, seen = _flapping("{nodes: 1, period: 10m, notReadyFor: 5m, times: 4}")
+    youngest = "workers-zone-b-00004"  # 1h old at the start
+    assert [d.node for d in sim.recorder.decisions] == [youngest]
+    decision = sim.recorder.decisions[0]
+    assert decision.reason.startswith("condition: Ready=False for 3m")
+    assert 13 * MINUTE <= decision.at < 14 * MINUTE
+    assert sim.cluster.node(youngest) is None
+    # It went NotReady once and was gone before the next cycle began.
+    assert [(at, ready) for at, name, ready in seen if name == youngest] == [(10 * MINUTE, False)]
+    assert sim.cluster.node_count() == 4
+    assert all(not b.violations for b in sim.cluster.budgets.values())
+
+
+@pytest.mark.parametrize(
+    ("flap", "message"),
+    [
+        ("{nodes: 1, period: 2m, notReadyFor: 2m}", "notReadyFor must be"),
+        ("{node: a, nodes: 1}", "exactly one of node or nodes"),
+        ("{nodes: 1, times: 0}", "times"),
+    ],
+)
+def test_a_flap_that_cannot_happen_is_refused(flap: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message) as raised:
+        parse_scenario(FLAP.replace("FLAP", flap), "flap.yaml")
+    line = FLAP.splitlines().index("    flap: FLAP") + 1
+    assert raised.value.problems[0].startswith(f"flap.yaml:{line}: timeline[0].flap")

@@ -47,7 +47,7 @@ from molt.sim.cluster import SimCluster
 from molt.sim.drive import complete
 from molt.sim.notices import SimNoticeQueue
 from molt.sim.record import Recorder
-from molt.sim.scenario import KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
+from molt.sim.scenario import Flap, KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
 from molt.sim.watchdogs import SimWatchdogs
 from molt.sim.workloads import Budget, Deployment, Toleration
 
@@ -329,6 +329,9 @@ class Simulation:
             if event.kubelet_death is not None:
                 death = event.kubelet_death
                 self.events.at(at, lambda d=death: self._kill_kubelets(d))  # type: ignore[misc]
+            if event.flap is not None:
+                flap = event.flap
+                self.events.at(at, lambda f=flap: self._flap(f))  # type: ignore[misc]
             if event.spot_interruptions is not None:
                 rate = event.spot_interruptions.per_hour / 3600.0
                 until = (
@@ -338,16 +341,22 @@ class Simulation:
                 )
                 self._next_interruption(at, rate, until)
 
+    def _struck(self, node: str | None, count: int | None, group: str | None) -> list[str]:
+        """``node`` by name, or the ``count`` youngest Ready nodes (of ``group``, or any)."""
+        if node is not None:
+            return [node]
+        nodes = [n for n in self.cluster.nodes() if group in (None, n.group) and n.ready]
+        now = self.cluster.clock.now()
+        nodes.sort(key=lambda n: (node_age(n, now).age, n.name))
+        return [n.name for n in nodes[:count]]
+
     def _kill_kubelets(self, death: KubeletDeath) -> None:
-        if death.node is not None:
-            names = [death.node]
-        else:
-            nodes = [n for n in self.cluster.nodes() if death.group in (None, n.group) and n.ready]
-            now = self.cluster.clock.now()
-            nodes.sort(key=lambda n: (node_age(n, now).age, n.name))
-            names = [n.name for n in nodes[: death.nodes]]
-        for name in names:
+        for name in self._struck(death.node, death.nodes, death.group):
             self.cluster.kill_kubelet(name)
+
+    def _flap(self, flap: Flap) -> None:
+        names = self._struck(flap.node, flap.nodes, flap.group)
+        self.cloud.flap(names, seconds(flap.period), flap.down_seconds, flap.times)
 
     def _next_interruption(self, after: float, rate: float, until: float) -> None:
         when = after + self.rng.expovariate(rate)

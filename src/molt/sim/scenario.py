@@ -3,8 +3,8 @@
 A scenario holds the fleet (InstanceGroups as in the CRD, with the ages of the nodes
 already running), workloads (Deployments with requests and PDBs), TerminationPolicies,
 the cloud's behaviour, Watchdogs (the node checks only), timeline events (a template
-change, a zone outage, spot interruptions, a fleet-wide NotReady blink, kubelet deaths)
-and a duration. ``load_scenario`` parses
+change, a zone outage, spot interruptions, a fleet-wide NotReady blink, kubelet deaths,
+flapping nodes) and a duration. ``load_scenario`` parses
 and validates the whole file before anything runs; every problem is reported as
 ``file:line: field: message``.
 """
@@ -300,6 +300,39 @@ class KubeletDeath(ApiModel):
         return self
 
 
+class Flap(ApiModel):
+    """Nodes that flap: ``node`` by name, or ``nodes`` of them (of ``group``, or any), the
+    youngest Ready ones first. Each of ``times`` cycles of ``period`` begins with the node
+    NotReady for ``notReadyFor`` (half the period unless set), then Ready for the rest. A
+    node that is gone, whose kubelet died, or that is NotReady for another reason when a
+    cycle begins is left alone for that cycle."""
+
+    node: Name | None = None
+    nodes: Annotated[int, Field(ge=1, le=10000)] | None = None
+    group: Name | None = None
+    period: Duration = "2m"
+    times: Annotated[int, Field(ge=1, le=10000)] = 5
+    not_ready_for: Duration | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Flap:
+        if (self.node is None) == (self.nodes is None):
+            raise ValueError("set exactly one of node or nodes")
+        if seconds(self.period) <= 0:
+            raise ValueError("period must be longer than 0s")
+        if self.not_ready_for is not None and not (
+            0 < seconds(self.not_ready_for) < seconds(self.period)
+        ):
+            raise ValueError("notReadyFor must be longer than 0s and shorter than period")
+        return self
+
+    @property
+    def down_seconds(self) -> float:
+        if self.not_ready_for is not None:
+            return seconds(self.not_ready_for)
+        return seconds(self.period) / 2
+
+
 class SpotInterruptions(ApiModel):
     """Spot instances reclaimed at random, ``perHour`` across the fleet."""
 
@@ -322,6 +355,7 @@ class TimelineEvent(ApiModel):
     spot_interruptions: SpotInterruptions | None = None
     not_ready_blink: NotReadyBlink | None = None
     kubelet_death: KubeletDeath | None = None
+    flap: Flap | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TimelineEvent:
@@ -331,11 +365,12 @@ class TimelineEvent(ApiModel):
             self.spot_interruptions,
             self.not_ready_blink,
             self.kubelet_death,
+            self.flap,
         ]
         if sum(k is not None for k in kinds) != 1:
             raise ValueError(
                 "set exactly one of templateChange, zoneOutage, spotInterruptions, "
-                "notReadyBlink, kubeletDeath"
+                "notReadyBlink, kubeletDeath, flap"
             )
         if self.zone_outage is not None and seconds(self.zone_outage.until) <= seconds(self.at):
             raise ValueError("zoneOutage.until must come after at")
