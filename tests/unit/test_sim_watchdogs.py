@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from molt.cli.simulate import render_report
+from molt.sim.report import build_report
 from molt.sim.runner import Simulation
 from molt.sim.scenario import ScenarioError, parse_scenario
 
@@ -92,6 +94,35 @@ def test_a_failure_longer_than_the_cooldown_alerts_again() -> None:
     assert [k for k, _ in kinds] == ["trigger", "trigger", "resolve"]
     assert kinds[1][1] - kinds[0][1] == 30 * MINUTE
     assert sim.watchdogs.records["ready-nodes"].fired == 1
+
+
+def test_the_report_says_what_each_watchdog_did(capsys: pytest.CaptureFixture[str]) -> None:
+    sim = _outage()
+    sim.run()
+    report = build_report(sim)
+    summary = report["watchdogs"]["ready-nodes"]
+    trigger, resolve = sim.watchdogs.alerts
+    assert summary["check"] == "nodeReadyRatio"
+    assert summary["fired"] == 1
+    assert summary["alerts"] == 1
+    assert summary["resolves"] == 1
+    assert summary["failingSeconds"] == resolve.at - trigger.at
+    assert summary["failing"] == [{"fromSeconds": trigger.at, "toSeconds": resolve.at}]
+    assert summary["state"] == "Healthy"
+    assert [(a["atSeconds"], a["kind"]) for a in summary["sent"]] == [
+        (trigger.at, "trigger"),
+        (resolve.at, "resolve"),
+    ]
+    assert report["remediation"]["RemediationPaused"] == 0
+
+    report["remediation"].update(RemediationPaused=2, RemediationResumed=1, Rebooting=3)
+    render_report(report)
+    text = capsys.readouterr().out
+    assert "watchdog ready-nodes" in text
+    assert "fired 1 time(s), 1 alert(s) and 1 resolve(s) (not sent), failing 20 min" in text
+    assert "remediation breaker" in text
+    assert "2 pause(s), 1 resume(s)" in text
+    assert "3 reboot(s)" in text
 
 
 def _inside(sim: Simulation, since: float, until: float) -> list[str]:
@@ -229,7 +260,9 @@ def test_a_node_that_flaps_faster_than_the_rule_waits_is_blinked_through() -> No
     ]
     assert sim.recorder.decisions == []
     assert sim.cluster.node("workers-zone-a-00001") is not None
-    assert any("flapping" in message for _, kind, message in sim.cloud.log if kind == "flap")
+    timeline = build_report(sim)["cloud"]["timeline"]
+    assert [row["kind"] for row in timeline] == ["flap"]
+    assert "1 node(s) flapping: NotReady 60s of every 180s, 5 time(s)" in timeline[0]["message"]
 
 
 def test_a_node_down_longer_than_the_rule_waits_is_replaced_and_the_flapping_stops() -> None:
