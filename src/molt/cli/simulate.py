@@ -101,6 +101,27 @@ def render_report(report: dict[str, Any]) -> None:
             f"lowest {pdb['lowestHealthy']} healthy of {pdb['expected']} "
             f"(needs {pdb['desiredHealthy']}){broken}",
         )
+    remediation = report["remediation"]
+    if any(remediation.values()):
+        table.add_row(
+            "remediation",
+            f"{remediation['Rebooting']} reboot(s) ({remediation['rebootsThatFixed']} fixed), "
+            f"{remediation['Remediated']} node(s) kept, "
+            f"{remediation['RemediationReplacing']} handed to replacement, "
+            f"{remediation['RemediationExhausted']} out of steps",
+        )
+        table.add_row(
+            "remediation breaker",
+            f"{remediation['RemediationPaused']} pause(s), "
+            f"{remediation['RemediationResumed']} resume(s)",
+        )
+    for name, watchdog in report["watchdogs"].items():
+        table.add_row(
+            f"watchdog {name}",
+            f"fired {watchdog['fired']} time(s), {watchdog['alerts']} alert(s) and "
+            f"{watchdog['resolves']} resolve(s) (not sent), failing "
+            f"{watchdog['failingSeconds'] / 60:g} min, {watchdog['state'] or 'not run'} at the end",
+        )
     cloud = report["cloud"]
     table.add_row(
         "cloud",
@@ -163,7 +184,8 @@ def simulate_command(
     """Simulate a scenario on a virtual clock with Molt's own controller, then report.
 
     Timeline events: templateChange, zoneOutage, spotInterruptions, notReadyBlink,
-    kubeletDeath. What the simulator does not model is listed in docs/limits.md.
+    kubeletDeath, flap. Watchdogs: the node checks (nodeReadyRatio, nodeCondition). What
+    the simulator does not model is listed in docs/limits.md.
     """
     try:
         loaded = load_scenario(scenario)

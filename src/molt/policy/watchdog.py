@@ -15,8 +15,9 @@ check's outcome and ``now``; nothing here reads a clock or sends anything.
 An *episode* is one stretch of failure; it starts at ``failing_since``. Its
 ``dedup_key`` is the same on trigger and resolve, so PagerDuty closes what it opened.
 
-The node checks (``nodeReadyRatio``, ``nodeCondition``) are judged here too, from the
-node cache the controller already holds.
+The node checks (``nodeReadyRatio``, ``nodeCondition``) are judged here too
+(``node_verdict``), from the node cache the controller already holds or from the
+simulator's nodes: both run the same judgement.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Literal
 
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector, resolve_count_or_percent
+from molt.api.watchdog import Check
 from molt.policy.selection import matches_selector
 from molt.policy.snapshot import NodeView
 
@@ -179,3 +181,15 @@ def node_condition_count(
         shown = ", ".join(carrying[:5]) + (", ..." if len(carrying) > 5 else "")
         message += f": {shown}"
     return Verdict(len(carrying) <= maximum, message)
+
+
+def node_verdict(check: Check, nodes: Sequence[NodeView]) -> Verdict | None:
+    """The verdict of a node check (``nodeReadyRatio``, ``nodeCondition``) over ``nodes``;
+    None for a check that needs I/O (``probePod``, ``apiLatency``, ``http``)."""
+    if check.node_ready_ratio is not None:
+        ratio = check.node_ready_ratio
+        return node_ready_ratio(nodes, ratio.node_selector, ratio.min_ready)
+    if check.node_condition is not None:
+        cond = check.node_condition
+        return node_condition_count(nodes, cond.node_selector, cond.type, cond.max)
+    return None

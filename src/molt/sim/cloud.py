@@ -136,6 +136,8 @@ class SimCloud:
         self._by_node: dict[str, SimInstance] = {}
         self._serial = 0
         self.outages: list[Outage] = []
+        self._rebooting: set[str] = set()
+        """Nodes in a reboot: a flap leaves them to it."""
         self.log: list[tuple[float, str, str]] = []
         """(second, kind, message): launches failed, interruptions, scale-ins, for the report."""
         self.ended: dict[str, str] = {}
@@ -198,8 +200,10 @@ class SimCloud:
         self.log.append((self.events.clock.seconds, "reboot", f"node {name} rebooting"))
         if not was_dead:
             self.cluster.set_ready(name, False)
+        self._rebooting.add(name)
 
         def back() -> None:
+            self._rebooting.discard(name)
             if self._by_node.get(name) is not instance:
                 return  # terminated meanwhile
             if was_dead and fixes:
@@ -272,6 +276,37 @@ class SimCloud:
                     self._become_ready(instance)
 
         self.events.after(duration, back)
+
+    def flap(self, names: list[str], period: float, down: float, times: int) -> None:
+        """Each node NotReady for ``down`` seconds at the start of each of ``times`` cycles
+        of ``period`` seconds, then Ready again. A cycle leaves alone a node that is gone,
+        whose kubelet died, or that is not Ready when it begins (a reboot, an outage); the
+        flapping goes on after a reboot (its cause is not the kubelet)."""
+        self.log.append(
+            (
+                self.events.clock.seconds,
+                "flap",
+                f"{len(names)} node(s) flapping: NotReady {down:g}s of every {period:g}s, "
+                f"{times} time(s): {', '.join(names[:5])}" + (", ..." if len(names) > 5 else ""),
+            )
+        )
+        for name in names:
+            for cycle in range(times):
+                self.events.after(cycle * period, lambda n=name: self._flap_down(n, down))  # type: ignore[misc]
+
+    def _flap_down(self, name: str, down: float) -> None:
+        instance = self._by_node.get(name)
+        if instance is None or self.cluster.kubelet_dead(name) or not self._ready(instance):
+            return
+        self.cluster.set_ready(name, False)
+
+        def up() -> None:
+            if self._by_node.get(name) is not instance or name in self._rebooting:
+                return  # gone, or a reboot brings it back in its own time
+            if not self.cluster.kubelet_dead(name):
+                self._become_ready(instance)
+
+        self.events.after(down, up)
 
     def interrupt_spot(self) -> str | None:
         """Reclaim one running spot instance at random; the cell launches another. With a

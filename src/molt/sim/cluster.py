@@ -25,7 +25,7 @@ from molt.api.labels import UNREACHABLE_TAINT
 from molt.api.reaper import Reaper
 from molt.api.resource import Resource
 from molt.api.terminationpolicy import TerminationPolicy, TerminationPolicyStatus
-from molt.api.watchdog import Watchdog
+from molt.api.watchdog import Watchdog, WatchdogStatus
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
@@ -99,6 +99,7 @@ class SimCluster:
         self._groups: dict[str, InstanceGroup] = {}
         self._group_views: dict[str, GroupView] | None = None
         self._policies: dict[str, TerminationPolicy] = {}
+        self._watchdogs: dict[str, Watchdog] = {}
         self._pods: dict[str, SimPod] = {}
         self._dead: set[str] = set()
         """Nodes whose kubelet died: nothing is confirmed there any more."""
@@ -114,6 +115,8 @@ class SimCluster:
         self.node_listeners: list[NodeListener] = []
         self.pod_listeners: list[Callable[[str], None]] = []
         self.group_listeners: list[Callable[[str, InstanceGroup], None]] = []
+        self.watchdog_listeners: list[Callable[[str], None]] = []
+        """Told a Watchdog's name when its status changes, as the watch cache tells."""
         self.recorded: list[RecordedEvent] = []
         self.evictions: dict[str, int] = {}
         self.pods_lost = 0
@@ -129,6 +132,9 @@ class SimCluster:
 
     def add_policy(self, policy: TerminationPolicy) -> None:
         self._policies[policy.metadata.name] = policy
+
+    def add_watchdog(self, watchdog: Watchdog) -> None:
+        self._watchdogs[watchdog.metadata.name] = watchdog
 
     def add_deployment(self, deployment: Deployment) -> None:
         self.deployments[deployment.key] = deployment
@@ -279,7 +285,10 @@ class SimCluster:
         return []  # the simulator models no Reaper yet
 
     def watchdogs(self) -> list[Watchdog]:
-        return []  # nor any Watchdog: no simulated policy is paused
+        return list(self._watchdogs.values())
+
+    def watchdog(self, name: str) -> Watchdog | None:
+        return self._watchdogs.get(name)
 
     def pods_on(self, node: str) -> list[PodView] | None:
         found = self._nodes.get(node)
@@ -441,7 +450,9 @@ class SimCluster:
             self._patch_policy_status(name, status)
         elif kind is InstanceGroup:
             self._patch_group_status(name, status)
-        # A scenario has no Reapers or Watchdogs: nothing else carries a status here.
+        elif kind is Watchdog:
+            self._patch_watchdog_status(name, status)
+        # A scenario has no Reapers: nothing else carries a status here.
 
     def _patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
         current = self._policies.get(name)
@@ -450,6 +461,16 @@ class SimCluster:
         old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
         merged = TerminationPolicyStatus.model_validate({**old, **status})
         self._policies[name] = current.model_copy(update={"status": merged})
+
+    def _patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
+        current = self._watchdogs.get(name)
+        if current is None:
+            return
+        old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
+        merged = WatchdogStatus.model_validate({**old, **status})
+        self._watchdogs[name] = current.model_copy(update={"status": merged})
+        for listener in self.watchdog_listeners:
+            listener(name)
 
     def _patch_group_status(self, name: str, status: dict[str, Any]) -> None:
         current = self._groups.get(name)

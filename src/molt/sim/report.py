@@ -3,9 +3,10 @@
 Full-rotation time (when the last node that was running at the start had gone), nodes
 replaced by reason, evictions by answer, the fewest healthy pods each PDB kept (and any
 eviction that broke one, which would be a bug), the oldest node against the policy's
-limit, each group's launch-to-Ready (p50, p90), ready capacity by zone over time, and the
-instance-group controller's rollbacks
-and routing decisions as it recorded them in Events.
+limit, each group's launch-to-Ready (p50, p90), ready capacity by zone over time, the
+instance-group controller's rollbacks and routing decisions as it recorded them in Events,
+the remediation steps and breaker pauses, and what each Watchdog did (when it failed,
+every alert it would have sent).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from molt.api.durations import parse_duration
+from molt.api.watchdog import Check
 from molt.sim.record import Lifetime
 from molt.sim.runner import Simulation
+from molt.sim.watchdogs import WatchdogRecord
 
 REMEDIATION_EVENTS = (
     "Rebooting",
@@ -132,6 +135,43 @@ def remediation_counts(sim: Simulation) -> dict[str, int]:
     return counts
 
 
+def _check_kind(check: Check) -> str:
+    kinds = check.model_dump(by_alias=True, exclude_none=True)
+    return next(iter(kinds), "unknown")
+
+
+def watchdog_summary(sim: Simulation) -> dict[str, dict[str, Any]]:
+    """Per Watchdog: episodes that fired (past the warm-up), alerts and resolves it would
+    have sent, its time Failing or Snoozed (holding any ``pauseWhen`` policy) and when,
+    its state at the end, and every alert in order. Nothing was sent anywhere."""
+    end = sim.clock.seconds
+    summary: dict[str, dict[str, Any]] = {}
+    for watchdog in sim.cluster.watchdogs():
+        name = watchdog.metadata.name
+        record = sim.watchdogs.records.get(name) or WatchdogRecord()
+        sent = [a for a in sim.watchdogs.alerts if a.watchdog == name]
+        summary[name] = {
+            "check": _check_kind(watchdog.spec.check),
+            "rounds": record.rounds,
+            "fired": record.fired,
+            "alerts": sum(1 for a in sent if a.kind == "trigger"),
+            "resolves": sum(1 for a in sent if a.kind == "resolve"),
+            "failingSeconds": round(record.held_seconds(end), 1),
+            "failing": [{"fromSeconds": since, "toSeconds": until} for since, until in record.held],
+            "state": watchdog.status.state if watchdog.status else None,
+            "sent": [
+                {
+                    "atSeconds": a.at,
+                    "kind": a.kind,
+                    "dedupKey": a.dedup_key,
+                    "message": a.message,
+                }
+                for a in sent
+            ],
+        }
+    return summary
+
+
 def build_report(sim: Simulation) -> dict[str, Any]:
     """Everything the report says, as plain data."""
     end = sim.clock.seconds
@@ -200,6 +240,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             for name, count in sorted(sim.actions.started.items())
         },
         "remediation": remediation_counts(sim),
+        "watchdogs": watchdog_summary(sim),
         "groupEvents": [e.__dict__ for e in events],
         "rollbacks": [e.__dict__ for e in events if e.kind == "rollback"],
         "routing": [e.__dict__ for e in events if e.kind == "routing"],
@@ -218,7 +259,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "timeline": [
                 {"atHours": round(at / 3600, 2), "kind": kind, "message": message}
                 for at, kind, message in cloud_log
-                if kind in ("outage", "template")
+                if kind in ("outage", "template", "flap")
             ],
         },
         "errors": stats.error_messages,

@@ -6,6 +6,10 @@ controller) unchanged. Only its work queue is the simulator's: ``VirtualWorkQueu
 turns "reconcile this key after X seconds" into events on the virtual clock, and each
 reconcile is run to completion at once (``molt.sim.drive``). The cluster notifies the
 controller of node, pod and resource changes exactly as the watch caches do.
+
+The one key not dispatched to the manager is ``watchdog/<name>``: production starts a
+background task there, whose rounds do I/O. The simulator's ``SimWatchdogs`` runs the
+rounds of the node checks on the virtual clock instead (``molt.sim.watchdogs``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import structlog
 from molt.api.instancegroup import InstanceGroup, Template
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import ObjectMeta
+from molt.api.watchdog import Watchdog
 from molt.cloud.provider import CellRef, Provider
 from molt.controllers.manager import (
     GROUP_PREFIX,
     SELECTION,
+    WATCHDOG_PREFIX,
     ControllerManager,
 )
 from molt.controllers.workqueue import WorkQueue
@@ -41,7 +47,8 @@ from molt.sim.cluster import SimCluster
 from molt.sim.drive import complete
 from molt.sim.notices import SimNoticeQueue
 from molt.sim.record import Recorder
-from molt.sim.scenario import KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
+from molt.sim.scenario import Flap, KubeletDeath, Scenario, cpu_millis, memory_mib, seconds
+from molt.sim.watchdogs import SimWatchdogs
 from molt.sim.workloads import Budget, Deployment, Toleration
 
 log = structlog.get_logger(__name__)
@@ -179,6 +186,7 @@ class Simulation:
         )
         if self.cloud.notices is not None:
             self.cloud.notices.wake = self.controller.notices_arrived
+        self.watchdogs = SimWatchdogs(self.cluster, self.events)
         self.queue.run_key = self._reconcile
         self._build()
 
@@ -191,6 +199,13 @@ class Simulation:
                 TerminationPolicy(
                     metadata=ObjectMeta(name=policy_entry.name, generation=1),
                     spec=policy_entry.spec,
+                )
+            )
+        for watchdog_entry in scenario.watchdogs:
+            self.cluster.add_watchdog(
+                Watchdog(
+                    metadata=ObjectMeta(name=watchdog_entry.name, generation=1),
+                    spec=watchdog_entry.watchdog_spec(),
                 )
             )
         for entry in scenario.fleet:
@@ -266,6 +281,7 @@ class Simulation:
             self.cluster.node_listeners.append(self.history_writes.node_changed)
         self.cluster.pod_listeners.append(self._pods_changed)
         self.cluster.group_listeners.append(lambda *_: self.controller.config_changed())
+        self.cluster.watchdog_listeners.append(self.controller.watchdog_changed)
         self._timeline()
         every = seconds(scenario.sample_every)
         self._sample_every = every
@@ -313,6 +329,9 @@ class Simulation:
             if event.kubelet_death is not None:
                 death = event.kubelet_death
                 self.events.at(at, lambda d=death: self._kill_kubelets(d))  # type: ignore[misc]
+            if event.flap is not None:
+                flap = event.flap
+                self.events.at(at, lambda f=flap: self._flap(f))  # type: ignore[misc]
             if event.spot_interruptions is not None:
                 rate = event.spot_interruptions.per_hour / 3600.0
                 until = (
@@ -322,16 +341,22 @@ class Simulation:
                 )
                 self._next_interruption(at, rate, until)
 
+    def _struck(self, node: str | None, count: int | None, group: str | None) -> list[str]:
+        """``node`` by name, or the ``count`` youngest Ready nodes (of ``group``, or any)."""
+        if node is not None:
+            return [node]
+        nodes = [n for n in self.cluster.nodes() if group in (None, n.group) and n.ready]
+        now = self.cluster.clock.now()
+        nodes.sort(key=lambda n: (node_age(n, now).age, n.name))
+        return [n.name for n in nodes[:count]]
+
     def _kill_kubelets(self, death: KubeletDeath) -> None:
-        if death.node is not None:
-            names = [death.node]
-        else:
-            nodes = [n for n in self.cluster.nodes() if death.group in (None, n.group) and n.ready]
-            now = self.cluster.clock.now()
-            nodes.sort(key=lambda n: (node_age(n, now).age, n.name))
-            names = [n.name for n in nodes[: death.nodes]]
-        for name in names:
+        for name in self._struck(death.node, death.nodes, death.group):
             self.cluster.kill_kubelet(name)
+
+    def _flap(self, flap: Flap) -> None:
+        names = self._struck(flap.node, flap.nodes, flap.group)
+        self.cloud.flap(names, seconds(flap.period), flap.down_seconds, flap.times)
 
     def _next_interruption(self, after: float, rate: float, until: float) -> None:
         when = after + self.rng.expovariate(rate)
@@ -362,6 +387,9 @@ class Simulation:
 
     def _reconcile(self, key: str) -> None:
         self.stats.reconciles += 1
+        if key.startswith(WATCHDOG_PREFIX):
+            self.watchdogs.start(key.removeprefix(WATCHDOG_PREFIX))
+            return
         try:
             after = complete(self.controller.dispatch(key))
         except Exception as error:

@@ -2,8 +2,9 @@
 
 A scenario holds the fleet (InstanceGroups as in the CRD, with the ages of the nodes
 already running), workloads (Deployments with requests and PDBs), TerminationPolicies,
-the cloud's behaviour, timeline events (a template change, a zone outage, spot
-interruptions, a fleet-wide NotReady blink) and a duration. ``load_scenario`` parses
+the cloud's behaviour, Watchdogs (the node checks only), timeline events (a template
+change, a zone outage, spot interruptions, a fleet-wide NotReady blink, kubelet deaths,
+flapping nodes) and a duration. ``load_scenario`` parses
 and validates the whole file before anything runs; every problem is reported as
 ``file:line: field: message``.
 """
@@ -23,6 +24,7 @@ from molt.api.instancegroup import InstanceGroupSpec
 from molt.api.lifecycle import Lifecycle
 from molt.api.terminationpolicy import TerminationPolicySpec
 from molt.api.types import ApiModel, CountOrPercent, Duration, LabelSelector, Name
+from molt.api.watchdog import Check, WatchdogSpec
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _BINARY = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "Ti": 1024.0**2}
@@ -179,6 +181,41 @@ class PolicyEntry(ApiModel):
     spec: TerminationPolicySpec
 
 
+_NOT_SIMULATED = (
+    "needs a real cluster or network and is not simulated; the simulator runs the node "
+    "checks, nodeReadyRatio and nodeCondition"
+)
+
+
+class SimulatedCheck(Check):
+    """A Watchdog's check as a scenario may hold it: only the checks judged from the nodes.
+
+    ``probePod``, ``apiLatency`` and ``http`` need a scheduler, an API server or a network
+    the simulator does not have; each is refused at its own line."""
+
+    @field_validator("probe_pod", "api_latency", "http")
+    @classmethod
+    def _needs_io(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError(_NOT_SIMULATED)
+        return value
+
+
+class SimulatedWatchdogSpec(WatchdogSpec):
+    check: SimulatedCheck
+
+
+class WatchdogEntry(ApiModel):
+    """A Watchdog as in the CRD. Its alerts go nowhere: the report lists each one."""
+
+    name: Name
+    spec: SimulatedWatchdogSpec
+
+    def watchdog_spec(self) -> WatchdogSpec:
+        """The spec as the production model holds it."""
+        return WatchdogSpec.model_validate(self.spec.model_dump(by_alias=True, exclude_none=True))
+
+
 class InstanceShape(ApiModel):
     cpu: str
     memory: str
@@ -263,6 +300,39 @@ class KubeletDeath(ApiModel):
         return self
 
 
+class Flap(ApiModel):
+    """Nodes that flap: ``node`` by name, or ``nodes`` of them (of ``group``, or any), the
+    youngest Ready ones first. Each of ``times`` cycles of ``period`` begins with the node
+    NotReady for ``notReadyFor`` (half the period unless set), then Ready for the rest. A
+    node that is gone, whose kubelet died, or that is NotReady for another reason when a
+    cycle begins is left alone for that cycle."""
+
+    node: Name | None = None
+    nodes: Annotated[int, Field(ge=1, le=10000)] | None = None
+    group: Name | None = None
+    period: Duration = "2m"
+    times: Annotated[int, Field(ge=1, le=10000)] = 5
+    not_ready_for: Duration | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Flap:
+        if (self.node is None) == (self.nodes is None):
+            raise ValueError("set exactly one of node or nodes")
+        if seconds(self.period) <= 0:
+            raise ValueError("period must be longer than 0s")
+        if self.not_ready_for is not None and not (
+            0 < seconds(self.not_ready_for) < seconds(self.period)
+        ):
+            raise ValueError("notReadyFor must be longer than 0s and shorter than period")
+        return self
+
+    @property
+    def down_seconds(self) -> float:
+        if self.not_ready_for is not None:
+            return seconds(self.not_ready_for)
+        return seconds(self.period) / 2
+
+
 class SpotInterruptions(ApiModel):
     """Spot instances reclaimed at random, ``perHour`` across the fleet."""
 
@@ -285,6 +355,7 @@ class TimelineEvent(ApiModel):
     spot_interruptions: SpotInterruptions | None = None
     not_ready_blink: NotReadyBlink | None = None
     kubelet_death: KubeletDeath | None = None
+    flap: Flap | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TimelineEvent:
@@ -294,11 +365,12 @@ class TimelineEvent(ApiModel):
             self.spot_interruptions,
             self.not_ready_blink,
             self.kubelet_death,
+            self.flap,
         ]
         if sum(k is not None for k in kinds) != 1:
             raise ValueError(
                 "set exactly one of templateChange, zoneOutage, spotInterruptions, "
-                "notReadyBlink, kubeletDeath"
+                "notReadyBlink, kubeletDeath, flap"
             )
         if self.zone_outage is not None and seconds(self.zone_outage.until) <= seconds(self.at):
             raise ValueError("zoneOutage.until must come after at")
@@ -319,6 +391,7 @@ class Scenario(ApiModel):
     workloads: list[Workload] = Field(default_factory=list)
     pdbs: list[PdbEntry] = Field(default_factory=list)
     policies: list[PolicyEntry] = Field(default_factory=list)
+    watchdogs: list[WatchdogEntry] = Field(default_factory=list)
     timeline: list[TimelineEvent] = Field(default_factory=list)
     actions: dict[str, ActionTiming] = Field(
         default_factory=dict,
@@ -337,6 +410,16 @@ class Scenario(ApiModel):
                 raise ValueError(
                     f"actions: {name!r} is no lifecycle action of the fleet or the policies"
                 )
+        watchdogs = [w.name for w in self.watchdogs]
+        if len(set(watchdogs)) != len(watchdogs):
+            raise ValueError("watchdogs: two watchdogs have the same name")
+        for policy in self.policies:
+            for pause in policy.spec.pause_when:
+                if pause.watchdog not in watchdogs:
+                    raise ValueError(
+                        f"policies: {policy.name} pauses when watchdog {pause.watchdog!r} "
+                        "fails, which the scenario does not have"
+                    )
         groups = {g.name for g in self.fleet}
         for event in self.timeline:
             if event.template_change and event.template_change.group not in groups:

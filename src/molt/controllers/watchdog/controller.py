@@ -42,8 +42,7 @@ from molt.policy.watchdog import (
     Memory,
     Verdict,
     dedup_key,
-    node_condition_count,
-    node_ready_ratio,
+    node_verdict,
     step,
 )
 from molt.ports import Clock, ClusterReads, ClusterWrites, NotLeaderError
@@ -155,13 +154,9 @@ class WatchdogController:
             return await api_latency(self.writes, check.api_latency, watch.latency, interval)
         if check.http is not None:
             return await http_check(self._http(), check.http)
-        nodes = self.reads.nodes()
-        if check.node_ready_ratio is not None:
-            ratio = check.node_ready_ratio
-            return Timed(node_ready_ratio(nodes, ratio.node_selector, ratio.min_ready), 0.0)
-        assert check.node_condition is not None
-        cond = check.node_condition
-        return Timed(node_condition_count(nodes, cond.node_selector, cond.type, cond.max), 0.0)
+        verdict = node_verdict(check, self.reads.nodes())
+        assert verdict is not None  # a node check: the others were handled above
+        return Timed(verdict, 0.0)
 
     async def run_round(self, watchdog: Watchdog) -> Memory:
         """One check, the state machine, any alert, and the status; the new memory."""
