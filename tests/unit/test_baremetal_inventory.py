@@ -4,25 +4,34 @@ which host is free, and which claimed host a Node is."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
 from pydantic import ValidationError
 
 from molt.api import InstanceGroup
 from molt.api.instancegroup import BareMetalHost, Template
 from molt.cloud.baremetal.inventory import (
+    MAC_KEY,
     Claim,
+    NodeMatch,
     claim_hosts,
     free_hosts,
     host_for_node,
     host_of_provider_id,
     live_in,
+    match_node,
     new_claim,
+    node_mac,
+    normalise_mac,
     provider_id,
     release,
 )
-from molt.cloud.provider import CellRef
+from molt.cloud.baremetal.provider import BareMetalProvider
+from molt.cloud.provider import CellRef, ProviderError
+from molt.policy.snapshot import NodeView
 from tests.support.builders import instance_group
 
 pytestmark = pytest.mark.unit
@@ -30,7 +39,7 @@ pytestmark = pytest.mark.unit
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def _host(name: str, zone: str, ip: str | None = None) -> dict[str, Any]:
+def _host(name: str, zone: str, ip: str | None = None, mac: str | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
         "zone": zone,
@@ -38,6 +47,8 @@ def _host(name: str, zone: str, ip: str | None = None) -> dict[str, Any]:
     }
     if ip:
         entry["ip"] = ip
+    if mac:
+        entry["mac"] = mac
     return entry
 
 
@@ -94,6 +105,17 @@ def test_a_baremetal_group_with_hosts_in_its_racks_parses() -> None:
             {"template": _template(hosts=[_host("a", "rack-1"), _host("a", "rack-2")])},
             "lists a host name twice",
         ),
+        (
+            {
+                "template": _template(
+                    hosts=[
+                        _host("a", "rack-1", mac="52:54:00:00:01:01"),
+                        _host("b", "rack-2", mac="52:54:00:00:01:01".upper()),
+                    ]
+                )
+            },
+            "lists a MAC address twice",
+        ),
     ],
 )
 def test_invalid_baremetal_groups_are_refused(change: dict[str, Any], message: str) -> None:
@@ -116,7 +138,9 @@ def test_provider_ids_name_the_host_and_nothing_else() -> None:
 
 def _claim(host: str, zone: str = "rack-1", **change: Any) -> Claim:
     template = Template.model_validate(_template(reprovision={"image": "http://w/wipe.iso"}))
-    base = BareMetalHost.model_validate(_host(host, zone, ip=change.pop("ip", None)))
+    base = BareMetalHost.model_validate(
+        _host(host, zone, ip=change.pop("ip", None), mac=change.pop("mac", None))
+    )
     claim = new_claim(CellRef("g", "rev1", zone, "on-demand"), base, template, NOW)
     return claim.moved(change.pop("state", claim.state), **change)
 
@@ -128,6 +152,9 @@ def test_a_claim_carries_what_a_terminate_needs_and_survives_its_json() -> None:
     assert claim.secret == "bmc"
     assert claim.address == "http://127.0.0.1:8000"
     assert Claim.from_json(claim.to_json()) == claim
+    with_mac = _claim("r1-h01", mac="52:54:00:AB:01:01")
+    assert with_mac.mac == "52:54:00:ab:01:01"  # normalised when claimed
+    assert Claim.from_json(with_mac.to_json()) == with_mac
 
 
 def test_a_claim_keeps_its_times_to_the_second_as_they_are_stored() -> None:
@@ -161,6 +188,77 @@ def test_a_node_is_matched_by_provider_id_else_by_a_claimed_hosts_ip() -> None:
     assert host_for_node("", ("10.9.9.9",), claims) is None
     # Another provider's node is never taken for a host, whatever its address.
     assert host_for_node("aws:///z/i-1", ("10.1.0.11",), claims) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("52:54:00:AB:01:01", "52:54:00:ab:01:01"),
+        ("52-54-00-ab-01-01", "52:54:00:ab:01:01"),  # as a label value must spell it
+        (" 52:54:00:ab:01:01 ", "52:54:00:ab:01:01"),
+        ("52:54:00:ab:01", None),
+        ("52:54:00:ab:01:0g", None),
+        ("525400ab0101", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_macs_are_normalised_across_case_and_separators(
+    value: str | None, expected: str | None
+) -> None:
+    assert normalise_mac(value) == expected
+
+
+def test_a_nodes_mac_is_read_from_its_label_else_its_annotation() -> None:
+    assert node_mac({MAC_KEY: "52-54-00-00-01-01"}, {}) == "52:54:00:00:01:01"
+    assert node_mac({}, {MAC_KEY: "52:54:00:00:01:02"}) == "52:54:00:00:01:02"
+    assert node_mac({MAC_KEY: "52-54-00-00-01-01"}, {MAC_KEY: "52:54:00:00:01:02"}) == (
+        "52:54:00:00:01:01"
+    )
+    assert node_mac({MAC_KEY: "not-a-mac"}, {}) is None
+    assert node_mac({"other/mac": "52:54:00:00:01:01"}, {}) is None
+
+
+def test_a_node_without_a_provider_id_is_matched_by_its_mac() -> None:
+    claims = {
+        "a": _claim("a", mac="52:54:00:00:01:01"),
+        "b": _claim("b", mac="52:54:00:00:01:02"),
+    }
+    for spelled in ("52:54:00:00:01:02", "52-54-00-00-01-02", "52:54:00:00:01:02".upper()):
+        assert host_for_node(None, (), claims, spelled) == "b"
+    assert host_for_node(None, (), claims, "52:54:00:00:09:09") is None
+    # The providerID wins over the MAC; another provider's node is never a host.
+    assert host_for_node("baremetal://a", (), claims, "52:54:00:00:01:02") == "a"
+    assert host_for_node("aws:///z/i-1", (), claims, "52:54:00:00:01:02") is None
+
+
+def test_a_mac_beats_an_ip_and_an_ip_that_contradicts_the_mac_matches_nothing() -> None:
+    claims = {
+        "a": _claim("a", ip="10.1.0.11", mac="52:54:00:00:01:01"),
+        "b": _claim("b", ip="10.1.0.12", mac="52:54:00:00:01:02"),
+        "c": _claim("c", ip="10.1.0.13"),
+    }
+    # a DHCP lease moved 10.1.0.11 to b's NIC: the MAC says b.
+    assert host_for_node(None, ("10.1.0.11",), claims, "52:54:00:00:01:02") == "b"
+    # A MAC no claim has, on a's IP: a's MAC is known and differs, so not a.
+    assert host_for_node(None, ("10.1.0.11",), claims, "52:54:00:00:09:09") is None
+    # c's MAC is not in the inventory: its IP still matches.
+    assert host_for_node(None, ("10.1.0.13",), claims, "52:54:00:00:09:09") == "c"
+    assert host_for_node(None, ("10.1.0.11",), claims) == "a"
+
+
+def test_a_mac_or_ip_that_fits_two_claimed_hosts_is_refused_and_says_which() -> None:
+    # Two groups' inventories can list one MAC (each template alone cannot).
+    claims = {
+        "a": _claim("a", ip="10.1.0.11", mac="52:54:00:00:01:01"),
+        "b": _claim("b", "rack-2", ip="10.1.0.11", mac="52:54:00:00:01:01".upper()),
+    }
+    found = match_node(None, (), claims, "52:54:00:00:01:01")
+    assert found == NodeMatch(None, ("a", "b"))
+    assert host_for_node(None, (), claims, "52:54:00:00:01:01") is None
+    # Nor is an IP two claims share taken for either.
+    assert match_node(None, ("10.1.0.11",), claims) == NodeMatch(None, ("a", "b"))
+    assert match_node(None, ("10.9.9.9",), claims) == NodeMatch(None)
 
 
 def test_only_launching_and_running_claims_are_instances_of_their_cell() -> None:
@@ -203,3 +301,51 @@ def test_a_release_drops_only_the_claim_it_names_in_the_states_it_names() -> Non
     assert not release(current, claim, only_in={"launching"})
     assert release(current, claim)
     assert current == {}
+
+
+class _Nodes:
+    """A CoreV1Api stand-in that lists the Nodes it was given."""
+
+    def __init__(self, *nodes: SimpleNamespace) -> None:
+        self.nodes = nodes
+
+    async def list_node(self) -> SimpleNamespace:
+        return SimpleNamespace(items=list(self.nodes))
+
+
+def _node(name: str, mac: str | None = None, pid: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(
+        metadata=SimpleNamespace(name=name, labels={MAC_KEY: mac} if mac else {}, annotations={}),
+        spec=SimpleNamespace(provider_id=pid),
+        status=SimpleNamespace(addresses=[]),
+    )
+
+
+async def test_the_provider_finds_a_hosts_node_by_its_mac_and_refuses_a_shared_one() -> None:
+    provider = BareMetalProvider(ApiClient())
+    claims = {
+        "a": _claim("a", mac="52:54:00:00:01:01"),
+        "b": _claim("b", mac="52:54:00:00:01:02"),
+        "c": _claim("c", "rack-2", mac="52:54:00:00:01:02"),  # b's MAC, from another group
+    }
+    provider.core = _Nodes(  # type: ignore[assignment]
+        _node("node-a", "52-54-00-00-01-01"),
+        _node("node-bc", "52-54-00-00-01-02"),
+        _node("elsewhere", "52-54-00-00-01-01", pid="aws:///z/i-1"),
+    )
+    assert await provider._node_names(list(claims.values())) == {"a": "node-a"}
+    assert provider._ambiguous == {"node-bc": ("b", "c")}
+
+    async def stored() -> dict[str, Claim]:
+        return claims
+
+    provider.store = SimpleNamespace(load=stored)  # type: ignore[assignment]
+    await provider._load()
+    by_label = NodeView("node-a", NOW, labels={MAC_KEY: "52-54-00-00-01-01"})
+    by_annotation = NodeView("node-a", NOW, annotations={MAC_KEY: "52:54:00:00:01:01"})
+    shared = NodeView("node-bc", NOW, labels={MAC_KEY: "52-54-00-00-01-02"})
+    assert provider.owns(by_label)
+    assert provider.owns(by_annotation)
+    assert not provider.owns(shared)
+    with pytest.raises(ProviderError, match="fits hosts b, c; Molt does not guess"):
+        await provider.terminate(shared)

@@ -98,7 +98,10 @@ class BareMetalHost(ApiModel):
     zone: Zone = Field(description="The host's rack; one of the group's zones.")
     redfish: RedfishEndpoint
     mac: Annotated[str, Field(pattern=MAC_ADDRESS)] | None = Field(
-        default=None, description="The boot NIC's MAC address (for PXE and for people)."
+        default=None,
+        description="The boot NIC's MAC address: a Node that joins without a baremetal:// "
+        "providerID but with the label (or annotation) baremetal.molt.dev/mac is matched "
+        "to the host by it.",
     )
     ip: Annotated[str, Field(min_length=1, max_length=45)] | None = Field(
         default=None,
@@ -155,6 +158,11 @@ class BareMetalTemplate(ApiModel):
         names = [h.name for h in self.hosts]
         if len(set(names)) != len(names):
             raise ValueError("template.baremetal.hosts lists a host name twice")
+        # Nodes may be matched to hosts by MAC: one MAC on two hosts could match either.
+        # Molt checks this when it reads the group (the API server does not).
+        macs = [h.mac.lower() for h in self.hosts if h.mac]
+        if len(set(macs)) != len(macs):
+            raise ValueError("template.baremetal.hosts lists a MAC address twice")
         return self
 
 

@@ -26,6 +26,11 @@ from molt.cloud.provider import CellRef
 from molt.policy.age import format_rfc3339, parse_rfc3339_or_none
 
 PROVIDER_PREFIX = "baremetal://"
+MAC_KEY = "baremetal.molt.dev/mac"
+"""The label (or annotation) a Node carries its boot NIC's MAC in, set by whatever
+bootstraps the host (a label through the kubelet's ``--node-labels``, where ``-`` must
+stand for ``:``). Kubernetes keeps no MAC in a Node's status, and no well-known label or
+annotation carries one."""
 State = Literal["launching", "running", "terminating", "wiping", "wipe-failed"]
 LIVE: frozenset[str] = frozenset({"launching", "running"})
 """States in which a claim is an instance of its cell."""
@@ -36,6 +41,25 @@ LEAVING: frozenset[str] = frozenset({"terminating", "wiping"})
 def provider_id(host: str) -> str:
     """The providerID of the Node a host becomes."""
     return f"{PROVIDER_PREFIX}{host}"
+
+
+def normalise_mac(value: str | None) -> str | None:
+    """``value`` as six lower-case hex pairs joined by ``:`` (``-`` or ``:`` accepted
+    as separators, any case); None for anything else."""
+    if not value:
+        return None
+    pairs = value.strip().lower().replace("-", ":").split(":")
+    if len(pairs) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in pairs
+    ):
+        return None
+    return ":".join(pairs)
+
+
+def node_mac(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str | None:
+    """The MAC a Node carries under ``MAC_KEY`` (the label first, else the annotation),
+    normalised; None when it carries none or not a MAC."""
+    return normalise_mac(labels.get(MAC_KEY) or annotations.get(MAC_KEY))
 
 
 def host_of_provider_id(value: str | None) -> str | None:
@@ -64,6 +88,7 @@ class Claim:
     boot: str = "VirtualMedia"
     image: str | None = None
     ip: str | None = None
+    mac: str | None = None
     powered_on_at: datetime | None = None
     wipe_image: str | None = None
     wipe_timeout: float = 1800.0
@@ -128,6 +153,7 @@ def new_claim(cell: CellRef, host: BareMetalHost, template: Template, now: datet
         boot=bare.boot,
         image=template.image,
         ip=host.ip,
+        mac=normalise_mac(host.mac),
         wipe_image=wipe.image if wipe is not None else None,
         wipe_timeout=parse_duration(wipe.timeout).total_seconds() if wipe is not None else 0.0,
     )
@@ -145,21 +171,56 @@ def free_hosts(
     return [h for h in hosts if h.zone == zone and h.name not in claims and h.name not in skip]
 
 
-def host_for_node(
-    provider_id_value: str | None, addresses: Sequence[str], claims: Mapping[str, Claim]
-) -> str | None:
-    """The claimed host a Node is: by its ``baremetal://`` providerID, else by an address
-    of the Node equal to a claim's ``ip``."""
+@dataclass(frozen=True)
+class NodeMatch:
+    """Which claimed host a Node is: ``host``, or None with ``ambiguous`` naming the
+    hosts its MAC or IP fits when it fits more than one (refused, never guessed)."""
+
+    host: str | None
+    ambiguous: tuple[str, ...] = ()
+
+
+def match_node(
+    provider_id_value: str | None,
+    addresses: Sequence[str],
+    claims: Mapping[str, Claim],
+    mac: str | None = None,
+) -> NodeMatch:
+    """The claimed host a Node is: by its ``baremetal://`` providerID; else by its MAC
+    (``MAC_KEY``) equal to a claim's ``mac``; else by an address equal to a claim's
+    ``ip``, unless that claim's MAC is known and differs from the Node's. A MAC or IP
+    that fits two claims matches nothing, and the match says which."""
     named = host_of_provider_id(provider_id_value)
     if named is not None:
-        return named
+        return NodeMatch(named)
     if provider_id_value:
-        return None  # another provider's node
-    wanted = set(addresses)
-    for claim in claims.values():
-        if claim.ip and claim.ip in wanted:
-            return claim.host
-    return None
+        return NodeMatch(None)  # another provider's node
+    wanted = normalise_mac(mac)
+    if wanted is not None:
+        by_mac = sorted(c.host for c in claims.values() if c.mac == wanted)
+        if len(by_mac) == 1:
+            return NodeMatch(by_mac[0])
+        if by_mac:
+            return NodeMatch(None, tuple(by_mac))
+    addressed = set(addresses)
+    by_ip = sorted(
+        c.host
+        for c in claims.values()
+        if c.ip and c.ip in addressed and (wanted is None or c.mac is None or c.mac == wanted)
+    )
+    if len(by_ip) == 1:
+        return NodeMatch(by_ip[0])
+    return NodeMatch(None, tuple(by_ip) if by_ip else ())
+
+
+def host_for_node(
+    provider_id_value: str | None,
+    addresses: Sequence[str],
+    claims: Mapping[str, Claim],
+    mac: str | None = None,
+) -> str | None:
+    """The claimed host a Node is (see ``match_node``); None for none or more than one."""
+    return match_node(provider_id_value, addresses, claims, mac).host
 
 
 def live_in(claims: Mapping[str, Claim], group: str) -> dict[CellRef, list[Claim]]:

@@ -5,8 +5,9 @@ Scaling up claims free hosts of the rack from ``template.baremetal.hosts`` (reco
 the claims ConfigMap before any BMC is touched), then, in the background, inserts the
 template's image as virtual media (or sets a one-time PXE boot), sets a one-time boot
 from it and powers the host on. The host's Node is found by the providerID
-``baremetal://<host>`` (or by the host's ``ip`` among the Node's addresses) and its age
-counts from that power-on.
+``baremetal://<host>`` (else by the host's ``mac`` in the Node's label or annotation
+``baremetal.molt.dev/mac``, else by the host's ``ip`` among the Node's addresses; a MAC
+or IP that fits two claimed hosts matches neither) and its age counts from that power-on.
 
 Terminating powers the host off (ForceOff), then in the background waits for it to be
 off, ejects the media, boots the template's reprovision image once (it wipes the disks
@@ -34,7 +35,7 @@ import contextlib
 import functools
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,9 +49,10 @@ from molt.cloud.baremetal.inventory import (
     LIVE,
     Claim,
     claim_hosts,
-    host_for_node,
     host_of_provider_id,
     live_in,
+    match_node,
+    node_mac,
     provider_id,
     release,
 )
@@ -115,6 +117,8 @@ class BareMetalProvider:
         self._claims: dict[str, Claim] = {}
         """The claims as last read (``owns`` answers from them)."""
         self._bmcs: dict[tuple[str, str, str, bool], Bmc] = {}
+        self._ambiguous: dict[str, tuple[str, ...]] = {}
+        """Node -> the hosts it last fitted ambiguously (reported once)."""
         self._worked: dict[str, tuple[datetime, str]] = {}
         """Host -> the claim (claimedAt, state) this process last started work for."""
 
@@ -128,7 +132,7 @@ class BareMetalProvider:
         claims = await self._load()
         self._resume(claims)
         live = live_in(claims, group)
-        names = await self._node_names_by_ip([c for cs in live.values() for c in cs])
+        names = await self._node_names([c for cs in live.values() for c in cs])
         cells = (
             set(live)
             | {c for c in self._desired if c.group == group}
@@ -138,7 +142,7 @@ class BareMetalProvider:
             CellObservation(
                 cell,
                 self._desired.get(cell, len(live.get(cell, []))),
-                tuple(self._instance(c, names.get(c.ip or "")) for c in live.get(cell, [])),
+                tuple(self._instance(c, names.get(c.host)) for c in live.get(cell, [])),
                 tuple(self._failures.get(cell, ())),
             )
             for cell in sorted(cells)
@@ -153,33 +157,73 @@ class BareMetalProvider:
             provider_id=provider_id(claim.host),
         )
 
-    async def _node_names_by_ip(self, claims: list[Claim]) -> dict[str, str]:
-        """InternalIP -> Node name, for claims with an ``ip`` (Nodes that joined without
-        a baremetal providerID are found by it); nothing is listed when none has one."""
-        if not any(c.ip for c in claims):
+    async def _node_names(self, claims: list[Claim]) -> dict[str, str]:
+        """Host -> Node name, for claims with an ``ip`` or ``mac`` (Nodes that joined
+        without a baremetal providerID are found by them); nothing is listed when none
+        has either."""
+        if not any(c.ip or c.mac for c in claims):
             return {}
         try:
             nodes = await self.core.list_node()
         except ApiException as error:
             raise ProviderError(f"cannot list nodes: {error.reason}") from error
+        mine = {c.host: c for c in claims}
         found = {}
         for node in nodes.items:
-            if (node.spec.provider_id or "") and not node.spec.provider_id.startswith("baremetal"):
+            pid = node.spec.provider_id if node.spec else None
+            if pid and not pid.startswith("baremetal"):
                 continue
-            for address in (node.status.addresses if node.status else None) or []:
-                found[address.address] = node.metadata.name
+            meta = node.metadata
+            addresses = [a.address for a in (node.status.addresses if node.status else None) or []]
+            mac = node_mac(meta.labels or {}, meta.annotations or {})
+            host = self._match(meta.name, pid, addresses, mac, mine)
+            if host is not None and host in mine:
+                found[host] = meta.name
         return found
+
+    def _match(
+        self,
+        node: str,
+        pid: str | None,
+        addresses: Sequence[str],
+        mac: str | None,
+        claims: Mapping[str, Claim],
+    ) -> str | None:
+        """``match_node``, with a Node whose MAC or IP fits two hosts reported (once per
+        Node and set of hosts) and matched to none."""
+        found = match_node(pid, addresses, claims, mac)
+        if not found.ambiguous:
+            self._ambiguous.pop(node, None)
+        elif self._ambiguous.get(node) != found.ambiguous:
+            self._ambiguous[node] = found.ambiguous
+            log.warning(
+                "baremetal.ambiguous_node",
+                node=node,
+                hosts=list(found.ambiguous),
+                mac=mac,
+                addresses=list(addresses),
+            )
+        return found.host
+
+    def _why(self, node: NodeView) -> str:
+        """Why ``node`` matched no host, for an error."""
+        fits = self._ambiguous.get(node.name)
+        if fits and not node.provider_id:
+            return f"its MAC or IP fits hosts {', '.join(fits)}; Molt does not guess"
+        return f"providerID {node.provider_id!r}"
+
+    def _host_for(self, node: NodeView, claims: Mapping[str, Claim]) -> str | None:
+        mac = node_mac(node.labels, node.annotations)
+        return self._match(node.name, node.provider_id, node.addresses, mac, claims)
 
     def owns(self, node: NodeView) -> bool:
         if host_of_provider_id(node.provider_id) is not None:
             return True
-        return (
-            not node.provider_id and host_for_node(None, node.addresses, self._claims) is not None
-        )
+        return not node.provider_id and self._host_for(node, self._claims) is not None
 
     async def describe_node(self, node: NodeView) -> NodeOrigin | None:
         claims = await self._load()
-        host = host_for_node(node.provider_id, node.addresses, claims)
+        host = self._host_for(node, claims)
         claim = claims.get(host) if host else None
         if claim is None or claim.state not in LIVE:
             return None
@@ -190,7 +234,7 @@ class BareMetalProvider:
             claims = await self._load()
         except ProviderError:
             return None
-        host = host_for_node(node.provider_id, node.addresses, claims)
+        host = self._host_for(node, claims)
         if host is None:
             return None
         claim = claims.get(host)
@@ -324,11 +368,9 @@ class BareMetalProvider:
 
     async def terminate(self, node: NodeView) -> None:
         claims = await self._load()
-        host = host_for_node(node.provider_id, node.addresses, claims)
+        host = self._host_for(node, claims)
         if host is None:
-            raise ProviderError(
-                f"node {node.name} is not a baremetal host (providerID {node.provider_id!r})"
-            )
+            raise ProviderError(f"node {node.name} is not one baremetal host: {self._why(node)}")
         await self._terminate(claims, host, None)
 
     async def terminate_instance(self, cell: CellRef, instance_id: str) -> None:
@@ -456,7 +498,7 @@ class BareMetalProvider:
     async def reboot(self, node: NodeView) -> None:
         """ForceRestart of the host behind ``node``; only hosts Molt claimed and runs."""
         claims = await self._load()
-        host = host_for_node(node.provider_id, node.addresses, claims)
+        host = self._host_for(node, claims)
         claim = claims.get(host) if host else None
         if claim is None or claim.state != "running":
             raise ProviderError(
