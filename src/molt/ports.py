@@ -7,7 +7,7 @@ simulator binds them to its in-memory cluster. Reconcilers see only these protoc
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -84,6 +84,16 @@ class ObjectRef:
     def __str__(self) -> str:
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name
         return f"{self.kind.lower()} {where}"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change of a watched object, as the API server's watch reports it."""
+
+    type: str
+    """``ADDED``, ``MODIFIED`` or ``DELETED``."""
+    object: dict[str, Any]
+    """The object as of the change (for ``DELETED``, its last state)."""
 
 
 class ClusterReads(Protocol):
@@ -238,6 +248,17 @@ class ClusterWrites(Protocol):
     ) -> list[dict[str, Any]]:
         """Objects of one kind (in one namespace, or cluster-wide for None), read straight
         from the API server in pages."""
+        ...
+
+    def watch_object(
+        self, ref: ObjectRef, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """The changes of one object after ``resource_version`` (a WATCH of its collection
+        narrowed to its name), until the watch ends: after ``timeout_seconds``, when the
+        server closes it, when ``resource_version`` is too old (410 Gone) or the stream
+        breaks. An ended watch is no answer: the caller reads the object again and
+        watches from the version it read (client-go's ``UntilWithSync``). A watch the
+        server refuses (a 403) raises."""
         ...
 
     async def create_object(self, body: dict[str, Any]) -> bool:

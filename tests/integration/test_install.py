@@ -505,6 +505,13 @@ class Probes:
             ABSENT, self.granted_namespace, propagation_policy="Background"
         )
 
+    async def watch_job(self) -> None:
+        """One watch of a Job as the job action opens it; it sees no change and ends."""
+        ref = ObjectRef("batch/v1", "Job", ABSENT, self.granted_namespace)
+        async with contextlib.aclosing(self.writes.watch_object(ref, "", timeout_seconds=1)) as w:
+            async for _ in w:
+                return
+
     @property
     def raw(self) -> RawApi:
         return RawApi(self.api)
@@ -616,6 +623,7 @@ PROBES: dict[tuple[str, str, str], Probe] = {
     ("", "configmaps", "get"): lambda p: p.read_config_map(),
     ("batch", "jobs", "create"): lambda p: p.create_job(),
     ("batch", "jobs", "get"): lambda p: read_job(p.writes, p.granted_namespace, ABSENT),
+    ("batch", "jobs", "watch"): lambda p: p.watch_job(),
     ("batch", "jobs", "delete"): lambda p: p.writes.delete_object(
         ObjectRef("batch/v1", "Job", ABSENT, p.granted_namespace)
     ),

@@ -5,7 +5,8 @@ asks to (``kwok.molt.dev/fail-with``, src/molt/sandbox/kwok.yaml).
 One rotation of two groups: in the first, a preTerminate Job (inline template) completes
 and the node goes; in the second, a preDrain Job (from a ConfigMap) fails, is retried once
 (``retries: 1``, a new Job each time) and then holds the node cordoned, with the pod's
-termination message in ``molt.dev/blocked``.
+termination message in ``molt.dev/blocked``. Molt sees each Job end through its watch of
+that Job.
 """
 
 from __future__ import annotations
@@ -138,4 +139,8 @@ async def test_a_complete_job_lets_the_node_go_and_a_failed_one_holds_it(
     assert actions["preDrain/tp/backup"]["state"] == "failed"
     assert FAILURE in actions["preDrain/tp/backup"]["error"]
     assert not await node_gone(kube, held)
+    # Each Job's end came through the watch of it, not through a read after the fact.
+    ended = [line for line in molt.log().splitlines() if "job.ended" in line]
+    for job in [finished, *tries[:2]]:
+        assert any(job.metadata.name in e and "seen=watch" in e for e in ended), ended
     assert molt.alive(), molt.log()

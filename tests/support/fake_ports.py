@@ -12,9 +12,11 @@ on what the reconciler did. None of this is used by production code.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,6 +46,7 @@ from molt.ports import (
     EvictionOutcome,
     EvictionResult,
     ObjectRef,
+    WatchEvent,
 )
 
 __all__ = [
@@ -182,6 +185,16 @@ class FakeCluster:
         self.applied: list[dict[str, Any]] = []
         self.job_endings: dict[tuple[str, str], tuple[str, str]] = {}
         """(namespace, name) -> (condition, message): how a Job ends once created."""
+        self.object_version = 0
+        """The last resourceVersion given to an object (created, changed or deleted here)."""
+        self.object_changes: list[tuple[int, ObjectRef, WatchEvent]] = []
+        """Every such change, in order: what ``watch_object`` delivers."""
+        self.object_reads: list[ObjectRef] = []
+        """Every ``read_object`` call."""
+        self.watches: list[tuple[ObjectRef, str]] = []
+        """Every ``watch_object`` opened: the object and the version it watched from."""
+        self._changed = asyncio.Event()
+        self._watch_round = 0
         self.is_synced = True
         self.pods_syncing: set[str] = set()
         """Nodes whose pod cache has not synced yet: ``pods_on`` answers None for them."""
@@ -345,18 +358,63 @@ class FakeCluster:
 
     def finish_job(self, namespace: str, name: str, condition: str, message: str = "") -> None:
         """The Job ends with ``condition`` (Complete or Failed); a failure's ``message``
-        is its pod's termination message, as kube-controller-manager would leave it."""
-        job = self.objects[ObjectRef("batch/v1", "Job", name, namespace)]
-        job["status"] = {"conditions": [{"type": condition, "status": "True"}]}
+        is its pod's termination message, as kube-controller-manager would leave it.
+        Its watchers see the change."""
         if message:
             terminated = {"exitCode": 1, "message": message}
             self.objects[ObjectRef("v1", "Pod", f"{name}-pod", namespace)] = {
                 "metadata": {"labels": {"batch.kubernetes.io/job-name": name}},
                 "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
             }
+        ref = ObjectRef("batch/v1", "Job", name, namespace)
+        job = self.objects[ref]
+        job["status"] = {"conditions": [{"type": condition, "status": "True"}]}
+        self._object_changed(ref, "MODIFIED", job)
+
+    def _object_changed(self, ref: ObjectRef, kind: str, body: dict[str, Any]) -> None:
+        """A new resourceVersion for the object, and its watchers woken."""
+        self.object_version += 1
+        body.setdefault("metadata", {})["resourceVersion"] = str(self.object_version)
+        self.object_changes.append(
+            (self.object_version, ref, WatchEvent(kind, copy.deepcopy(body)))
+        )
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def end_watches(self) -> None:
+        """Every open watch ends (as the server ends one, or answers 410 Gone)."""
+        self._watch_round += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
-        return self.objects.get(ref)
+        self.object_reads.append(ref)
+        found = self.objects.get(ref)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def watch_object(
+        self, ref: ObjectRef, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """The object's changes after ``resource_version`` (from now when it is empty),
+        until ``timeout_seconds`` pass or ``end_watches``."""
+        self.watches.append((ref, resource_version))
+        seen = int(resource_version) if resource_version else self.object_version
+        round_ = self._watch_round
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        while True:
+            changed = self._changed
+            for version, which, event in list(self.object_changes):
+                if which == ref and version > seen:
+                    seen = version
+                    yield event
+            remaining = deadline - asyncio.get_running_loop().time()
+            if round_ != self._watch_round or remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                return
 
     async def list_objects(
         self,
@@ -380,6 +438,7 @@ class FakeCluster:
         if ref in self.objects:
             return False
         self.objects[ref] = body
+        self._object_changed(ref, "ADDED", body)
         ending = self.job_endings.get((ref.namespace or "", ref.name))
         if ref.kind == "Job" and ending is not None:
             self.finish_job(ref.namespace or "", ref.name, *ending)
@@ -391,7 +450,10 @@ class FakeCluster:
 
     async def delete_object(self, ref: ObjectRef) -> bool:
         self.deleted_objects.append(ref)
-        return self.objects.pop(ref, None) is not None
+        found = self.objects.pop(ref, None)
+        if found is not None:
+            self._object_changed(ref, "DELETED", found)
+        return found is not None
 
     async def delete_pod(self, pod: PodView) -> None:
         self.deleted_pods.append(pod.key)

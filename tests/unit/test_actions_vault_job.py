@@ -4,6 +4,7 @@ action's naming, environment and outcomes against the fake cluster ports."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -206,6 +207,79 @@ async def test_a_job_past_its_timeout_is_deleted() -> None:
     assert cluster.deleted_objects == [
         ObjectRef("batch/v1", "Job", job_name(context(), "backup"), "ops")
     ]
+
+
+JOB = ObjectRef("batch/v1", "Job", job_name(context(), "backup"), "ops")
+
+
+async def watching(cluster: FakeCluster, watches: int) -> None:
+    """Until the action has opened ``watches`` watches of its Job."""
+    for _ in range(400):
+        if len(cluster.watches) >= watches:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{len(cluster.watches)} watches opened, not {watches}")
+
+
+@pytest.mark.parametrize(
+    ("condition", "message", "error"),
+    [("Complete", "", None), ("Failed", "backup: disk full", "failed: backup: disk full")],
+)
+async def test_a_job_ending_while_watched_ends_the_attempt_without_another_read(
+    condition: str, message: str, error: str | None
+) -> None:
+    cluster = FakeCluster()
+    # A second read would come a minute later: the attempt may only end by the watch.
+    kind = JobActionKind(cluster, poll_seconds=60)
+    attempt = asyncio.create_task(kind.attempt(job_action(template=TEMPLATE), context()))
+    await watching(cluster, 1)
+    read_version = cluster.objects[JOB]["metadata"]["resourceVersion"]
+    assert cluster.watches == [(JOB, read_version)]
+    cluster.finish_job("ops", JOB.name, condition, message)
+    if error is None:
+        await asyncio.wait_for(attempt, 1)
+    else:
+        with pytest.raises(ActionFailedError, match=error):
+            await asyncio.wait_for(attempt, 1)
+    assert cluster.object_reads.count(JOB) == 1
+    assert len(cluster.watches) == 1
+
+
+async def test_an_ended_watch_is_followed_by_a_read_and_a_watch_from_its_version() -> None:
+    cluster = FakeCluster()
+    kind = JobActionKind(cluster, poll_seconds=0.01)
+    attempt = asyncio.create_task(kind.attempt(job_action(template=TEMPLATE), context()))
+    await watching(cluster, 1)
+    cluster.end_watches()
+    await watching(cluster, 2)
+    assert cluster.object_reads.count(JOB) == 2
+    cluster.finish_job("ops", JOB.name, "Complete")
+    await asyncio.wait_for(attempt, 1)
+    assert cluster.object_reads.count(JOB) == 2
+
+
+async def test_an_end_the_watch_missed_is_seen_by_the_read_after_it() -> None:
+    """As after a 410 Gone: the change that ended the Job was compacted away before the
+    watch delivered it, so only the next read shows it."""
+    cluster = FakeCluster()
+    kind = JobActionKind(cluster, poll_seconds=0.01)
+    attempt = asyncio.create_task(kind.attempt(job_action(template=TEMPLATE), context()))
+    await watching(cluster, 1)
+    cluster.objects[JOB]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    cluster.end_watches()
+    await asyncio.wait_for(attempt, 1)
+    assert cluster.object_reads.count(JOB) == 2
+    assert len(cluster.watches) == 1
+
+
+async def test_a_job_deleted_while_watched_fails_the_attempt() -> None:
+    cluster = FakeCluster()
+    kind = JobActionKind(cluster, poll_seconds=60)
+    attempt = asyncio.create_task(kind.attempt(job_action(template=TEMPLATE), context()))
+    await watching(cluster, 1)
+    await cluster.delete_object(JOB)
+    with pytest.raises(ActionFailedError, match="is gone before it finished"):
+        await asyncio.wait_for(attempt, 1)
 
 
 def test_job_state_and_termination_messages_from_the_api_objects() -> None:

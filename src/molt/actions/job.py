@@ -7,15 +7,20 @@ a ConfigMap (``templateConfigMap``); every container gets the node's details as
 environment variables. The Job runs at most once (``backoffLimit: 0``): Molt's ``retries``
 are the retries. ``ttlSecondsAfterFinished`` lets the Job controller remove it later.
 
-The attempt polls the Job (a GET every second) rather than watching it: one small read a
-second per running Job action, and nothing to resume after a dropped watch. A failed Job
-fails the attempt with its pods' termination messages; one still running when the action's
-timeout ends is deleted, with its pods.
+The attempt waits for the Job the way client-go's ``watchtools.UntilWithSync`` does: it
+reads the Job (its state and resourceVersion), then watches that one Job from that version
+until a condition says ``Complete`` or ``Failed``; a watch that ends (closed by the
+server, expired with 410 Gone, broken) is followed by another read and a new watch, at
+most one read per ``poll_seconds``. So a running Job costs one open watch, not a read a
+second, and its end is seen as the API server reports it. A failed Job fails the attempt
+with its pods' termination messages; one still running when the action's timeout ends is
+deleted, with its pods.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import re
@@ -25,7 +30,7 @@ import structlog
 import yaml
 
 from molt.actions.base import ActionContext, ActionFailedError
-from molt.actions.objects import read_config_map_key, read_job
+from molt.actions.objects import job_view, read_config_map_key
 from molt.api.durations import parse_duration
 from molt.api.lifecycle import JobAction, LifecycleAction
 from molt.ports import ClusterWrites, ObjectRef
@@ -33,6 +38,10 @@ from molt.ports import ClusterWrites, ObjectRef
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 1.0
+"""The least time between two reads of a Job (each watch of it starts with one)."""
+WATCH_SECONDS = 300
+"""How long one watch of a Job may stay open before the server ends it (then it is read
+and watched again): the reflectors' lower bound."""
 NAME_LABEL = "molt.dev/node"
 ACTION_LABEL = "molt.dev/action"
 MAX_NAME = 63
@@ -115,9 +124,16 @@ def template_of(document: Any) -> dict[str, Any]:
 class JobActionKind:
     """Runs one Job per attempt and waits for it."""
 
-    def __init__(self, cluster: ClusterWrites, *, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        cluster: ClusterWrites,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        watch_seconds: int = WATCH_SECONDS,
+    ) -> None:
         self.cluster = cluster
         self.poll_seconds = poll_seconds
+        self.watch_seconds = watch_seconds
 
     async def _spec(self, job: JobAction) -> dict[str, Any]:
         if job.template is not None:
@@ -145,17 +161,41 @@ class JobActionKind:
                 log.info(
                     "job.started" if created else "job.found", job=where, node=context.node.name
                 )
-                while True:
-                    view = await read_job(self.cluster, job.namespace, name)
-                    if view is None:
-                        raise ActionFailedError(f"{where} is gone before it finished")
-                    if view.state == "complete":
-                        return
-                    if view.state == "failed":
-                        raise ActionFailedError(f"{where} failed: {view.message or 'no message'}")
-                    await asyncio.sleep(self.poll_seconds)
+                await self._wait(ObjectRef("batch/v1", "Job", name, job.namespace), where)
         except TimeoutError:
             await self.cluster.delete_object(ObjectRef("batch/v1", "Job", name, job.namespace))
             raise ActionFailedError(
                 f"{where} did not finish within {action.timeout}; deleted"
             ) from None
+
+    async def _wait(self, ref: ObjectRef, where: str) -> None:
+        """Until the Job completes (return) or fails (ActionFailedError): read it, watch
+        it from the version read, and after a watch that ended, read it again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            found = await self.cluster.read_object(ref)
+            if found is None:
+                raise ActionFailedError(f"{where} is gone before it finished")
+            if await self._ended(ref, found, where, "read"):
+                return
+            version = str((found.get("metadata") or {}).get("resourceVersion") or "")
+            watch = self.cluster.watch_object(ref, version, timeout_seconds=self.watch_seconds)
+            async with contextlib.aclosing(watch) as events:
+                async for event in events:
+                    if event.type == "DELETED":
+                        raise ActionFailedError(f"{where} is gone before it finished")
+                    if await self._ended(ref, event.object, where, "watch"):
+                        return
+            log.debug("job.watch_ended", job=where, resource_version=version)
+            await asyncio.sleep(max(0.0, self.poll_seconds - (loop.time() - began)))
+
+    async def _ended(self, ref: ObjectRef, found: dict[str, Any], where: str, seen: str) -> bool:
+        """True for a complete Job, False for a running one; a failed one raises.
+        ``seen``: how the Job's state came (``read`` or ``watch``), for the log."""
+        view = await job_view(self.cluster, ref.namespace or "", ref.name, found)
+        if view.state != "running":
+            log.info("job.ended", job=where, state=view.state, seen=seen)
+        if view.state == "failed":
+            raise ActionFailedError(f"{where} failed: {view.message or 'no message'}")
+        return view.state == "complete"

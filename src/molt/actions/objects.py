@@ -51,6 +51,14 @@ async def read_job(cluster: ClusterWrites, namespace: str, name: str) -> JobView
     found = await cluster.read_object(ObjectRef("batch/v1", "Job", name, namespace))
     if found is None:
         return None
+    return await job_view(cluster, namespace, name, found)
+
+
+async def job_view(
+    cluster: ClusterWrites, namespace: str, name: str, found: dict[str, Any]
+) -> JobView:
+    """The state of a Job as read or watched; for a failed one, its pods' termination
+    messages (one pod LIST, only then)."""
     state, reason = job_state(found)
     if state != "failed":
         return JobView(name, state)

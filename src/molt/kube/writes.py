@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import structlog
 
 from molt.api import GROUP as API_GROUP
@@ -30,7 +31,7 @@ from molt.policy.age import format_rfc3339
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
-from molt.ports import EvictionOutcome, EvictionResult, ObjectRef
+from molt.ports import EvictionOutcome, EvictionResult, ObjectRef, WatchEvent
 
 log = structlog.get_logger(__name__)
 
@@ -235,6 +236,30 @@ class KubeWrites:
             if error.status == 404:
                 return None
             raise
+
+    async def watch_object(
+        self, ref: ObjectRef, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncGenerator[WatchEvent, None]:
+        path = await self.paths.collection(ref.api_version, ref.kind, ref.namespace)
+        query = [("fieldSelector", f"metadata.name={ref.name}")]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        try:
+            async for event in self.raw.watch(path, query, timeout_seconds):
+                kind = str(event.get("type"))
+                found = event.get("object") or {}
+                if kind == "ERROR":
+                    raise ApiError(int(found.get("code", 500)), found, "WATCH", path)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    yield WatchEvent(kind, found)
+        except ApiError as error:
+            if error.status != 410:
+                raise
+            log.info("watch.expired", object=str(ref), resource_version=resource_version)
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as error:
+            # A broken stream ends the watch like a closed one: the caller's next read
+            # either resumes or reports an API server that is really unreachable.
+            log.info("watch.broken", object=str(ref), error=repr(error))
 
     async def list_objects(
         self,
@@ -471,6 +496,12 @@ class DryRunWrites:
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return None  # a dry run never runs lifecycle actions or probes
+
+    async def watch_object(
+        self, ref: ObjectRef, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncGenerator[WatchEvent, None]:
+        return  # nothing is ever created, so nothing changes
+        yield
 
     async def list_objects(
         self,

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -47,7 +47,14 @@ from molt.observe.metrics import Metrics
 from molt.policy.pdbs import PdbView
 from molt.policy.revisions import change_label
 from molt.policy.snapshot import NodeTaint, NodeView, PodView
-from molt.ports import Clock, ClusterReads, ClusterWrites, EvictionResult, ObjectRef
+from molt.ports import (
+    Clock,
+    ClusterReads,
+    ClusterWrites,
+    EvictionResult,
+    ObjectRef,
+    WatchEvent,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -457,6 +464,11 @@ class HistoryWrites:
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return await self.inner.read_object(ref)
+
+    def watch_object(
+        self, ref: ObjectRef, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncGenerator[WatchEvent, None]:
+        return self.inner.watch_object(ref, resource_version, timeout_seconds=timeout_seconds)
 
     async def list_objects(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from molt.api.watchdog import Watchdog, WatchdogStatus
 from molt.policy.pdbs import PdbView
 from molt.policy.registration import missing_taints
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, NodeView, PodView
-from molt.ports import EvictionOutcome, EvictionResult, ObjectRef
+from molt.ports import EvictionOutcome, EvictionResult, ObjectRef, WatchEvent
 from molt.sim.clock import EventHeap
 from molt.sim.workloads import Budget, Deployment, SimPod
 
@@ -388,6 +388,12 @@ class SimCluster:
 
     async def read_object(self, ref: ObjectRef) -> dict[str, Any] | None:
         return None
+
+    async def watch_object(
+        self, ref: ObjectRef, resource_version: str, *, timeout_seconds: int = 300
+    ) -> AsyncGenerator[WatchEvent, None]:
+        return
+        yield
 
     async def list_objects(
         self,
