@@ -226,7 +226,7 @@ async def test_throttling_slows_the_controller_but_launches_nothing_twice(
         ),
     )
     async with AwsNodeBridge(kube, group):
-        run_molt("--provider", "aws")
+        molt = run_molt("--provider", "aws")
         await eventually(
             lambda: _ready_is(kube, group, _spread(revision)), within=120, what="6 nodes"
         )
@@ -250,7 +250,12 @@ async def test_throttling_slows_the_controller_but_launches_nothing_twice(
 
     assert cloud.proxy.count("CreateAutoScalingGroup") >= 4
     assert len(cloud.asgs(group)) == 3
-    assert cloud.instances(group) == Counter({"running": 5, "terminated": 1})
+    story = [
+        line
+        for line in molt.log().splitlines()
+        if any(word in line for word in ("selected", "terminat", "launch", "scale", "health"))
+    ]
+    assert cloud.instances(group) == Counter({"running": 5, "terminated": 1}), story[-40:]
     assert sum(g["DesiredCapacity"] for g in cloud.asgs(group).values()) == 5
 
 
