@@ -83,13 +83,12 @@ async def _settled(kube: client.ApiClient, group: str, revision: str) -> dict[st
     return None
 
 
-async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing(
-    kube: client.ApiClient,
-    sandbox: RunningSandbox,
-    empty_cluster: None,
-    run_molt: Callable[..., MoltProcess],
-) -> None:
-    group = f"zo-{uuid.uuid4().hex[:5]}"
+async def _two_per_zone(
+    kube: client.ApiClient, run_molt: Callable[..., MoltProcess], prefix: str
+) -> tuple[str, MoltProcess]:
+    """A new 6-node group and Molt running, once the group has 2 Ready nodes per zone at
+    its first revision."""
+    group = f"{prefix}-{uuid.uuid4().hex[:5]}"
     everywhere = Counter(dict.fromkeys(ZONES, 2))
     await create_group(kube, group, replicas=6, health=HEALTH)
     molt = run_molt()
@@ -98,6 +97,17 @@ async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing
         within=60,
         what="2 Ready nodes per zone at the first revision",
     )
+    return group, molt
+
+
+async def test_a_zone_down_during_a_template_change_rests_and_rolls_back_nothing(
+    kube: client.ApiClient,
+    sandbox: RunningSandbox,
+    empty_cluster: None,
+    run_molt: Callable[..., MoltProcess],
+) -> None:
+    group, molt = await _two_per_zone(kube, run_molt, "zo")
+    everywhere = Counter(dict.fromkeys(ZONES, 2))
     streams = GroupStreams(group)
     await streams.start(kube)
     try:
@@ -178,15 +188,8 @@ async def test_every_node_of_a_group_not_ready_at_once_fails_nothing_and_the_nex
     empty_cluster: None,
     run_molt: Callable[..., MoltProcess],
 ) -> None:
-    group = f"bl-{uuid.uuid4().hex[:5]}"
+    group, molt = await _two_per_zone(kube, run_molt, "bl")
     everywhere = Counter(dict.fromkeys(ZONES, 2))
-    await create_group(kube, group, replicas=6, health=HEALTH)
-    molt = run_molt()
-    await eventually(
-        lambda: _spread_at(kube, group, KWOK_REVISION, everywhere),
-        within=60,
-        what="2 Ready nodes per zone",
-    )
     await eventually(lambda: _settled(kube, group, KWOK_REVISION), within=30, what="Ready")
     streams = GroupStreams(group)
     await streams.start(kube)
