@@ -34,11 +34,20 @@ def format_rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 9000
+"""Timestamps outside these years are refused as malformed: every one Molt reads is a
+moment of a node's life, and one at the calendar's edge would overflow the arithmetic
+(a deadline, a timeout) done with it."""
+
+
 def parse_rfc3339(text: str) -> datetime:
     """Parse an RFC 3339 timestamp with a zone (``Z`` or an offset)."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
+    if not EARLIEST_YEAR <= parsed.year < LATEST_YEAR:
+        raise ValueError(f"{text!r} is not between {EARLIEST_YEAR} and {LATEST_YEAR}")
     return parsed
 
 
