@@ -226,10 +226,13 @@ async def test_a_node_the_reboot_does_not_help_is_replaced_through_the_pipeline(
     sick = nodes[0]
     await install_policy(kube, group, group, **_remediating(group, reboot="8s"))
     molt = run_molt()
-    # A taint the reboot does not clear (say, a volume that stays stuck).
+    # A taint the reboot does not clear (say, a volume that stays stuck), on a node whose
+    # kubelet stopped: only a node that is not Ready is rebooted (a Ready one's pods still
+    # serve), and the reboot brings the kubelet back but not the volume.
     await client.CoreV1Api(kube).patch_node(
         sick, {"spec": {"taints": [{"key": SICK_TAINT, "effect": "NoSchedule"}]}}
     )
+    await _kubelet_stops(kube, sick)
     try:
         await eventually(
             lambda: node_gone(kube, sick), within=50, interval=0.5, what="sick node gone"

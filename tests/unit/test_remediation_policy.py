@@ -116,6 +116,21 @@ def test_a_reboot_the_provider_cannot_do_is_skipped_straight_to_replace() -> Non
     assert "cannot reboot" in decision.record.done[0]
 
 
+def test_a_ready_node_is_never_rebooted_its_pods_are_drained_by_replace_instead() -> None:
+    # Tainted (say, a volume stuck) but Ready: its pods still serve, and a reboot would take
+    # them down outside their PodDisruptionBudgets.
+    stuck = (NodeTaint("example.com/stuck", "NoSchedule"),)
+    decision = decide(
+        _healing(), _well("n1", taints=stuck), None, can_reboot=True, paused=None, now=NOW
+    )
+    assert decision.action == "start"
+    assert not decision.reboot
+    assert not decision.cordon
+    assert decision.record is not None
+    assert decision.record.kind == "replace"
+    assert "node is Ready" in decision.skipped[0]
+
+
 def test_a_rebooting_node_waits_out_its_timeout_then_goes_to_the_next_step() -> None:
     heal = _healing()
     started = Record(0, "reboot", NOW - timedelta(minutes=4), cordoned=True)

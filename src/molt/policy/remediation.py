@@ -303,12 +303,19 @@ def _advance(
     finished: str | None,
 ) -> Decision:
     """Move to the first step from ``start`` that can run; a reboot step the provider
-    cannot carry out is skipped (and noted)."""
+    cannot carry out, or one for a node that is Ready, is skipped (and noted): only a node
+    that is not Ready, whose pods already count as unavailable, is rebooted."""
     skipped: list[str] = []
     for index in range(start, len(steps)):
         step = steps[index]
-        if step.reboot is not None and not can_reboot:
-            line = "reboot skipped: the node's provider cannot reboot"
+        if step.reboot is not None and (not can_reboot or node.ready):
+            line = (
+                "reboot skipped: the node's provider cannot reboot"
+                if not can_reboot
+                # A Ready node's pods still serve: a reboot would take them down outside
+                # their PodDisruptionBudgets, where replace drains them through evictions.
+                else "reboot skipped: the node is Ready and its pods still serve"
+            )
             skipped.append(f"step {index + 1}/{len(steps)}: {line}")
             notes = (*notes, line)
             continue
