@@ -388,8 +388,10 @@ class KwokProvider:
         with contextlib.suppress(ValueError):
             if parse_rfc3339(stamp) > self.now():
                 return
-        with contextlib.suppress(Exception):
+        try:
             await self._end_reboot(meta.name)
+        except Exception as error:  # a lost fence, an API error: the next observe tries again
+            log.warning("kwok.reboot_unfinished", node=meta.name, error=str(error))
 
     async def close(self) -> None:
         """Cancel launches still waiting out their boot delay, and reboots' ends (the
