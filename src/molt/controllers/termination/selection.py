@@ -41,7 +41,7 @@ from molt.policy.control_plane import (
     node_failures,
 )
 from molt.policy.pdbs import DeadlockIndex, describe
-from molt.policy.plan import Plan, compute_plan
+from molt.policy.plan import Plan, compute_plan, select_all
 from molt.policy.remediation import Breaker
 from molt.policy.selection import covers
 from molt.policy.snapshot import NodeView, Snapshot
@@ -184,9 +184,12 @@ class SelectionReconciler:
             del self._deadlock_reported[name]
         index: DeadlockIndex | None = None
         checked: set[str] = set()
+        selections = select_all(snapshot, policies, now)  # the same on every round below
         while True:
             known = {name: message for name, (message, _) in self._deadlocked.items()}
-            plan = compute_plan(snapshot, policies, now, known, paused, gates)
+            plan = compute_plan(
+                snapshot, policies, now, known, paused, gates, selections=selections
+            )
             fresh: list[tuple[str, str]] = []
             for decision in plan.admitted:
                 if decision.node in checked:
