@@ -222,8 +222,9 @@ async def controller_plans(
     timings = []
     plan = None
     for _ in range(repeats):
+        # Only the pods and PDBs are read on this path: the fake stands for both ports.
         selection = SelectionReconciler(
-            reads,  # type: ignore[arg-type]  (only the pods and PDBs are read)
+            reads,  # type: ignore[arg-type]
             reads,  # type: ignore[arg-type]
             _MonotonicClock(),
             Metrics(),
