@@ -3,13 +3,24 @@ waits uncordoned, its budget slot goes to the next candidate, and the policy cou
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from molt.api.labels import SELECTED, STATE_LABEL
-from molt.api.types import LabelSelector
+from molt.api.types import LabelSelector, LabelSelectorRequirement
 from molt.controllers.termination.selection import DEADLOCK_RECHECK_SECONDS, SelectionReconciler
 from molt.observe.metrics import Metrics
-from molt.policy.pdbs import PdbView, find_deadlocks, never_allows, refusing_now
+from molt.policy.pdbs import (
+    Deadlock,
+    PdbView,
+    covering,
+    deadlocks_by_node,
+    find_deadlocks,
+    never_allows,
+    refusing_now,
+)
+from molt.policy.snapshot import PodView
 from tests.support.fake_ports import FakeClock, FakeCluster, pod
 from tests.support.fleet import NOW, node, policy
 
@@ -154,3 +165,65 @@ async def test_a_fixed_pdb_ends_the_deadlock_at_the_next_recheck() -> None:
     assert decision.deadlock is None
     assert decision.blocked_by is not None
     assert decision.blocked_by.startswith("budget full")  # "older" holds the one slot
+
+
+def _scan(pods: list[PodView], pdbs: list[PdbView]) -> list[Deadlock]:
+    """The deadlocks by a plain scan of every PDB for every pod: what the index must find."""
+    found = []
+    for one in pods:
+        if one.daemonset or one.mirror or one.finished or one.deleting:
+            continue
+        for pdb in covering(pdbs, one):
+            why = never_allows(pdb)
+            if why is not None:
+                found.append(Deadlock(one.key, pdb.key, why))
+                break
+    return found
+
+
+def test_the_index_finds_what_a_scan_of_every_pdb_finds() -> None:
+    rng = random.Random(3)
+    apps, tiers, spaces = ["web", "db", "cache", "queue"], ["a", "b"], ["default", "other"]
+    pdbs: list[PdbView] = []
+    for index in range(60):
+        roll = rng.random()
+        if roll < 0.1:
+            selector: LabelSelector | None = None
+        elif roll < 0.2:
+            selector = LabelSelector()
+        elif roll < 0.35:
+            selector = LabelSelector(
+                match_expressions=[
+                    LabelSelectorRequirement(key="app", operator="In", values=[rng.choice(apps)])
+                ]
+            )
+        else:
+            labels = {"app": rng.choice(apps)}
+            if rng.random() < 0.5:
+                labels["tier"] = rng.choice(tiers)
+            selector = LabelSelector(match_labels=labels)
+        spec = rng.choice(
+            [{"max_unavailable": 0}, {"min_available": "100%"}, {"max_unavailable": 1}]
+        )
+        pdbs.append(
+            PdbView(rng.choice(spaces), f"pdb-{index}", selector, expected_pods=3, **spec)  # type: ignore[arg-type]
+        )
+    pods = [
+        pod(
+            f"pod-{index}",
+            node=f"node-{index % 9}",
+            namespace=rng.choice(spaces),
+            labels={"app": rng.choice(apps), "tier": rng.choice(tiers)},
+            owner_kinds=("DaemonSet",) if index % 11 == 0 else ("ReplicaSet",),
+        )
+        for index in range(400)
+    ]
+    expected = _scan(pods, pdbs)
+    assert len({d.pdb for d in expected}) > 5  # several PDBs, first match in list order
+    assert find_deadlocks(pods, pdbs) == expected
+    by_node = deadlocks_by_node(pods, pdbs)
+    for name in {f"node-{index}" for index in range(9)}:
+        mine = _scan([p for p in pods if p.node == name], pdbs)
+        assert (name in by_node) == bool(mine)
+        if mine:
+            assert by_node[name].startswith(mine[0].message)

@@ -10,6 +10,7 @@ unhealthy nodes while the window is closed. With no budgets, a policy gets one n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from copy import copy as shallow_copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -123,6 +124,12 @@ class BudgetLedger:
                     flying[key] = flying.get(key, 0) + 1
             self._totals.append(totals)
             self._in_flight.append(flying)
+
+    def copy(self) -> BudgetLedger:
+        """A ledger with the same counts that admits apart from this one."""
+        twin = shallow_copy(self)
+        twin._in_flight = [dict(flying) for flying in self._in_flight]
+        return twin
 
     def _allowed(self, index: int, key: str) -> int:
         budget = self.budgets[index]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import compress
+from operator import attrgetter
 
 from molt.api.types import LabelSelector, resolve_count_or_percent
 from molt.policy.selection import matches_selector
@@ -64,6 +66,9 @@ class Deadlock:
         return f"PodDisruptionBudget {self.pdb} can never allow evicting {self.pod}: {self.why}"
 
 
+_NAMESPACE = attrgetter("namespace")
+
+
 def never_allows(pdb: PdbView) -> str | None:
     """Why the PDB can never allow a disruption at its expected size, or None."""
     expected = pdb.expected_pods
@@ -90,18 +95,74 @@ def covering(pdbs: list[PdbView], pod: PodView) -> list[PdbView]:
     return [pdb for pdb in pdbs if pdb.covers(pod)]
 
 
+class DeadlockIndex:
+    """The PDBs that can never allow a disruption, indexed to find the pods they hold.
+
+    Built once per pass from every PDB: only those ``never_allows`` judges deadlocked are
+    kept (the others cannot deadlock a drain), by namespace, and within a namespace by
+    one of their ``matchLabels`` pairs, so a pod is matched against the few PDBs that
+    could select it rather than all of them. A pod's deadlock is the first such PDB, in
+    the order the PDBs were given, whose selector covers it (as a scan of the list
+    finds it)."""
+
+    def __init__(self, pdbs: list[PdbView]) -> None:
+        self._keyed: dict[str, dict[str, dict[str, list[tuple[int, PdbView, str]]]]] = {}
+        """Namespace -> label key -> label value -> (position, PDB, why) it requires."""
+        self._unkeyed: dict[str, list[tuple[int, PdbView, str]]] = {}
+        """Namespace -> (position, PDB, why) whose selector has no ``matchLabels``."""
+        for position, pdb in enumerate(pdbs):
+            if pdb.selector is None:
+                continue  # a null selector selects no pod
+            why = never_allows(pdb)
+            if why is None:
+                continue
+            entry = (position, pdb, why)
+            labels = pdb.selector.match_labels
+            if labels:
+                key = min(labels)
+                by_key = self._keyed.setdefault(pdb.namespace, {}).setdefault(key, {})
+                by_key.setdefault(labels[key], []).append(entry)
+            else:
+                self._unkeyed.setdefault(pdb.namespace, []).append(entry)
+        self.namespaces: frozenset[str] = frozenset(self._keyed.keys() | self._unkeyed.keys())
+        """The namespaces with a PDB that can deadlock a drain: a pod elsewhere has none."""
+
+    def __bool__(self) -> bool:
+        return bool(self.namespaces)
+
+    def holding(self, pod: PodView) -> Deadlock | None:
+        """The deadlock that holds the pod, if a drain must evict it and one does."""
+        if pod.namespace not in self.namespaces:
+            return None
+        found: list[tuple[int, PdbView, str]] = list(self._unkeyed.get(pod.namespace, ()))
+        for key, by_value in self._keyed.get(pod.namespace, {}).items():
+            value = pod.labels.get(key)
+            if value is not None:
+                found.extend(by_value.get(value, ()))
+        if not found or not _must_be_evicted(pod):
+            return None
+        if len(found) > 1:
+            found.sort(key=lambda entry: entry[0])
+        for _, pdb, why in found:
+            if matches_selector(pod.labels, pdb.selector):
+                return Deadlock(pod.key, pdb.key, why)
+        return None
+
+    def find(self, pods: list[PodView]) -> list[Deadlock]:
+        """The pods a drain must evict that a PDB will never let go (at most one per pod)."""
+        if not self.namespaces:
+            return []
+        found: list[Deadlock] = []
+        for pod in compress(pods, map(self.namespaces.__contains__, map(_NAMESPACE, pods))):
+            deadlock = self.holding(pod)
+            if deadlock is not None:
+                found.append(deadlock)
+        return found
+
+
 def find_deadlocks(pods: list[PodView], pdbs: list[PdbView]) -> list[Deadlock]:
     """The pods a drain must evict that a PDB will never let go (at most one per pod)."""
-    found: list[Deadlock] = []
-    for pod in pods:
-        if not _must_be_evicted(pod):
-            continue
-        for pdb in covering(pdbs, pod):
-            why = never_allows(pdb)
-            if why is not None:
-                found.append(Deadlock(pod.key, pdb.key, why))
-                break
-    return found
+    return DeadlockIndex(pdbs).find(pods)
 
 
 def describe(deadlocks: list[Deadlock]) -> str:
@@ -113,16 +174,19 @@ def describe(deadlocks: list[Deadlock]) -> str:
 
 def deadlocks_by_node(pods: list[PodView], pdbs: list[PdbView]) -> dict[str, str]:
     """Node name -> its deadlock, over pods of many nodes (``molt plan``'s one LIST)."""
-    by_node: dict[str, list[PodView]] = {}
-    for pod in pods:
+    index = DeadlockIndex(pdbs)
+    if not index:
+        return {}
+    by_node: dict[str, list[Deadlock]] = {}
+    # Most pods are in no namespace with such a PDB: they are passed over without a
+    # Python-level step each (hundreds of thousands of pods in one LIST).
+    in_scope = map(index.namespaces.__contains__, map(_NAMESPACE, pods))
+    for pod in compress(pods, in_scope):
         if pod.node:
-            by_node.setdefault(pod.node, []).append(pod)
-    found: dict[str, str] = {}
-    for node, mine in by_node.items():
-        deadlocks = find_deadlocks(mine, pdbs)
-        if deadlocks:
-            found[node] = describe(deadlocks)
-    return found
+            deadlock = index.holding(pod)
+            if deadlock is not None:
+                by_node.setdefault(pod.node, []).append(deadlock)
+    return {node: describe(deadlocks) for node, deadlocks in by_node.items()}
 
 
 def refusing_now(pods: list[PodView], pdbs: list[PdbView]) -> list[PdbView]:

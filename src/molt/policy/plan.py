@@ -72,6 +72,57 @@ class Plan:
         return next((d for d in self.decisions if d.node == node), None)
 
 
+@dataclass(frozen=True)
+class Selections:
+    """What a plan works out from the snapshot alone, before deadlocks, pauses or gates
+    are weighed: every policy's selection in departure order, and each policy's budgets
+    with the nodes already in flight counted. A caller that plans again over the same
+    snapshot (selection, after it finds a PDB deadlock) works it out once."""
+
+    queue: tuple[Candidate, ...]
+    """Each selected node under its most urgent selection, in departure order."""
+    problems: tuple[NodeProblem, ...]
+    ledgers: Mapping[str, BudgetLedger]
+    """Policy -> its budgets before this plan admits anything (copied by each plan)."""
+    held: frozenset[str]
+    """Nodes annotated do-not-disrupt."""
+    control_plane_nodes: frozenset[str]
+    control_plane_moving: int
+    """Control-plane nodes already in the pipeline."""
+
+
+def select_all(snapshot: Snapshot, policies: list[TerminationPolicy], now: datetime) -> Selections:
+    """Every node some policy selects, under its most urgent selection (policies in name
+    order, so ties go to the first name), and the budgets they are admitted under."""
+    best: dict[str, Candidate] = {}
+    problems: dict[str, NodeProblem] = {}
+    ordered = sorted(policies, key=lambda p: p.metadata.name)
+    for policy in ordered:
+        selection = select_candidates(policy, snapshot, now)
+        for problem in selection.problems:
+            problems.setdefault(problem.node, problem)
+        for candidate in selection.candidates:
+            current = best.get(candidate.node)
+            if current is None or candidate.urgency < current.urgency:
+                best[candidate.node] = candidate
+    ledgers = {
+        policy.metadata.name: BudgetLedger(
+            list(policy.spec.budgets),
+            [node for node in snapshot.nodes if covers(policy, node)],
+            now,
+        )
+        for policy in ordered
+    }
+    return Selections(
+        queue=tuple(sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))),
+        problems=tuple(problems.values()),
+        ledgers=ledgers,
+        held=frozenset(node.name for node in snapshot.nodes if node.do_not_disrupt),
+        control_plane_nodes=frozenset(n.name for n in snapshot.nodes if n.is_control_plane),
+        control_plane_moving=sum(1 for n in snapshot.nodes if n.is_control_plane and n.in_pipeline),
+    )
+
+
 def compute_plan(
     snapshot: Snapshot,
     policies: list[TerminationPolicy],
@@ -79,6 +130,8 @@ def compute_plan(
     deadlocked: Mapping[str, str] | None = None,
     paused: Mapping[str, str] | None = None,
     control_plane: Mapping[str, GateInputs] | None = None,
+    *,
+    selections: Selections | None = None,
 ) -> Plan:
     """Select candidates under every policy and admit them while all budgets allow.
 
@@ -93,28 +146,14 @@ def compute_plan(
     while their policy is neither baking nor halted and the health gate passes:
     ``control_plane`` (policy name -> its rotation state and the failures of the gate's
     I/O checks) says so; a policy missing from it is judged on its status alone.
-    """
-    best: dict[str, Candidate] = {}
-    problems: dict[str, NodeProblem] = {}
-    ordered = sorted(policies, key=lambda p: p.metadata.name)
-    for policy in ordered:
-        selection = select_candidates(policy, snapshot, now)
-        for problem in selection.problems:
-            problems.setdefault(problem.node, problem)
-        for candidate in selection.candidates:
-            current = best.get(candidate.node)
-            if current is None or candidate.urgency < current.urgency:
-                best[candidate.node] = candidate
 
-    ledgers = {
-        policy.metadata.name: BudgetLedger(
-            list(policy.spec.budgets),
-            [node for node in snapshot.nodes if covers(policy, node)],
-            now,
-        )
-        for policy in ordered
-    }
-    held = {node.name for node in snapshot.nodes if node.do_not_disrupt}
+    ``selections``: what ``select_all`` returned for this same snapshot, policies and
+    time, when the caller has it; otherwise it is worked out here.
+    """
+    chosen = selections if selections is not None else select_all(snapshot, policies, now)
+    ordered = sorted(policies, key=lambda p: p.metadata.name)
+    ledgers = {name: ledger.copy() for name, ledger in chosen.ledgers.items()}
+    held = chosen.held
     by_name = {policy.metadata.name: policy for policy in ordered}
     breakers = {
         policy.metadata.name: breaker(policy, snapshot.nodes)
@@ -122,11 +161,10 @@ def compute_plan(
         if policy.spec.remediation is not None
     }
     nodes = {node.name: node for node in snapshot.nodes} if breakers else {}
-    queue = sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))
     decisions: list[Decision] = []
-    control_plane_moving = sum(1 for n in snapshot.nodes if n.is_control_plane and n.in_pipeline)
-    control_plane_nodes = {n.name for n in snapshot.nodes if n.is_control_plane}
-    for candidate in queue:
+    control_plane_moving = chosen.control_plane_moving
+    control_plane_nodes = chosen.control_plane_nodes
+    for candidate in chosen.queue:
         chain = breakers.get(candidate.policy)
         if chain is not None and candidate.rule in HEALTH_RULES:
             chained, candidate = _remediation_hold(
@@ -175,7 +213,7 @@ def compute_plan(
                 control_plane_moving += 1
         else:
             decisions.append(Decision(candidate, "wait", refusal, budget_hold))
-    return Plan(tuple(decisions), tuple(problems.values()), breakers)
+    return Plan(tuple(decisions), chosen.problems, breakers)
 
 
 HEALTH_RULES = ("Condition", "Taint")

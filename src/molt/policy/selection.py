@@ -8,7 +8,7 @@ control-plane nodes (unless the policy opts in) are never candidates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
 
@@ -18,7 +18,7 @@ from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
 from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
 from molt.policy.interruptions import read_annotation
-from molt.policy.snapshot import NodeView, Snapshot
+from molt.policy.snapshot import GroupView, NodeView, Snapshot
 
 
 class Urgency(IntEnum):
@@ -103,6 +103,11 @@ class _AgeRule:
     max_age: timedelta | None
     jitter: timedelta
     drain_timeout: timedelta
+    by_group: dict[str, tuple[timedelta, timedelta] | None] = field(
+        default_factory=dict, compare=False
+    )
+    """Group name -> its nodes' max age and drain lead (None: no limit), worked out once
+    per pass: every node of a group shares them, only the jitter is the node's own."""
 
     @classmethod
     def of(cls, policy: TerminationPolicy) -> _AgeRule:
@@ -118,10 +123,22 @@ def _age_limits(
     rule: _AgeRule, node: NodeView, snapshot: Snapshot
 ) -> tuple[timedelta, timedelta] | None:
     """The node's max age, and the age at which the policy starts retiring it."""
+    name = node.group or ""
+    if name in rule.by_group:
+        shared = rule.by_group[name]
+    else:
+        shared = rule.by_group[name] = _group_limits(rule, snapshot.groups.get(name))
+    if shared is None:
+        return None
+    max_age, drain_lead = shared
+    return max_age, max_age - rule.jitter * jitter_fraction(node.name) - drain_lead
+
+
+def _group_limits(rule: _AgeRule, group: GroupView | None) -> tuple[timedelta, timedelta] | None:
+    """The max age of a group's nodes under the rule, and the drain lead taken off it."""
     limits: list[timedelta] = []
     if rule.max_age is not None:
         limits.append(rule.max_age)
-    group = snapshot.groups.get(node.group or "")
     if group is not None and group.max_node_age_seconds is not None:
         limits.append(timedelta(seconds=group.max_node_age_seconds))
     if not limits:
@@ -129,8 +146,7 @@ def _age_limits(
     max_age = min(limits)
     # Start early enough that the node is gone by its deadline even if the drain takes its
     # full timeout; the lead never eats more than a quarter of the node's life.
-    drain_lead = min(rule.drain_timeout, max_age / 4)
-    return max_age, max_age - rule.jitter * jitter_fraction(node.name) - drain_lead
+    return max_age, min(rule.drain_timeout, max_age / 4)
 
 
 def max_age_due(

@@ -40,8 +40,8 @@ from molt.policy.control_plane import (
     baking_until,
     node_failures,
 )
-from molt.policy.pdbs import PdbView, describe, find_deadlocks
-from molt.policy.plan import Plan, compute_plan
+from molt.policy.pdbs import DeadlockIndex, describe
+from molt.policy.plan import Plan, compute_plan, select_all
 from molt.policy.remediation import Breaker
 from molt.policy.selection import covers
 from molt.policy.snapshot import NodeView, Snapshot
@@ -182,22 +182,25 @@ class SelectionReconciler:
                 del self._deadlocked[name]
         for name in [n for n in self._deadlock_reported if n not in nodes]:
             del self._deadlock_reported[name]
-        pdbs: list[PdbView] | None = None
+        index: DeadlockIndex | None = None
         checked: set[str] = set()
+        selections = select_all(snapshot, policies, now)  # the same on every round below
         while True:
             known = {name: message for name, (message, _) in self._deadlocked.items()}
-            plan = compute_plan(snapshot, policies, now, known, paused, gates)
+            plan = compute_plan(
+                snapshot, policies, now, known, paused, gates, selections=selections
+            )
             fresh: list[tuple[str, str]] = []
             for decision in plan.admitted:
                 if decision.node in checked:
                     continue
                 checked.add(decision.node)
-                if pdbs is None:
-                    pdbs = await self.writes.list_pdbs_now()
-                if not pdbs:
-                    return plan
+                if index is None:
+                    index = DeadlockIndex(await self.writes.list_pdbs_now())
+                if not index:
+                    return plan  # no PDB can deadlock a drain: no pod needs reading
                 pods = await self.writes.list_pods_now(decision.node)
-                deadlocks = find_deadlocks(pods, pdbs)
+                deadlocks = index.find(pods)
                 if deadlocks:
                     fresh.append((decision.node, describe(deadlocks)))
             if not fresh:
