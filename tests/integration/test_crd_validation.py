@@ -183,6 +183,16 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
             "must be a duration such as",
         ),
         (
+            {"rules": {"maxAge": "24h", "maxAgeSpread": "36h"}},
+            "spec.rules.maxAgeSpread",
+            "maxAgeSpread must not exceed maxAge",
+        ),
+        (
+            {"rules": {"maxAge": "48h", "maxAgeJitter": "4h", "maxAgeSpread": "12h"}},
+            "spec.rules.maxAgeSpread",
+            "maxAgeSpread and maxAgeJitter cannot be set together",
+        ),
+        (
             {"budgets": [{"maxInFlight": "150%"}]},
             "spec.budgets[0].maxInFlight",
             "percentage from 0% to 100%",
@@ -278,6 +288,8 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
     ],
     ids=[
         "malformed-duration",
+        "spread-over-max-age",
+        "spread-with-jitter",
         "percent-over-100",
         "unknown-scope",
         "window-without-duration",
