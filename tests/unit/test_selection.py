@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from molt.policy.selection import Urgency, select_candidates
+from molt.policy.selection import Urgency, max_age_due, select_candidates
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, Snapshot
 from tests.support.fleet import NOW, node, policy
 
@@ -194,3 +194,18 @@ def test_a_leveled_node_past_its_deadline_is_past_its_deadline() -> None:
 
     assert {c.urgency for c in selection.candidates} == {Urgency.PAST_DEADLINE}
     assert len(selection.candidates) == 4
+
+
+def test_a_spread_as_long_as_max_age_leaves_a_steady_rotation_alone() -> None:
+    # Each node was replaced when its predecessor started to go, a drain lead (1 h) before
+    # the max age: 47 nodes one hour apart is the steady rotation. A spread of the whole max
+    # age must not read that as a bunch and pull every plan earlier.
+    rotate = _spread_policy("48h", drain={"timeout": "1h"})
+    fleet = [node(f"n{i:02}", age_hours=i) for i in range(47)]
+    snapshot = Snapshot(tuple(fleet), {})
+
+    dues = {n.name: max_age_due(rotate, n, snapshot, NOW) for n in fleet}
+
+    assert dues == {
+        n.name: NOW - timedelta(hours=age) + timedelta(hours=47) for age, n in enumerate(fleet)
+    }

@@ -148,6 +148,12 @@ def _max_age(rule: _AgeRule, node: NodeView, snapshot: Snapshot) -> timedelta | 
     return min(limits) if limits else None
 
 
+def _drain_lead(rule: _AgeRule, max_age: timedelta) -> timedelta:
+    """Start early enough that the node is gone by its planned expiry even if the drain
+    takes its full timeout; the lead never eats more than a quarter of the node's life."""
+    return min(rule.drain_timeout, max_age / 4)
+
+
 def age_deadline(
     rule: _AgeRule,
     node: NodeView,
@@ -162,10 +168,7 @@ def age_deadline(
         return None
     hard = launched + max_age
     planned = min(hard, expiries.get(node.name, hard))
-    # Start early enough that the node is gone by its planned expiry even if the drain
-    # takes its full timeout; the lead never eats more than a quarter of the node's life.
-    drain_lead = min(rule.drain_timeout, max_age / 4)
-    start = planned - rule.jitter * jitter_fraction(node.name) - drain_lead
+    start = planned - rule.jitter * jitter_fraction(node.name) - _drain_lead(rule, max_age)
     return AgeDeadline(max_age, hard, planned, start)
 
 
@@ -190,7 +193,11 @@ def leveled(policy: TerminationPolicy, snapshot: Snapshot, now: datetime) -> Map
         pools.setdefault(node.group, (max_age, []))[1].append((launched + max_age, node.name))
     planned: dict[str, datetime] = {}
     for max_age, pool in pools.values():
-        planned.update(leveled_expiries(pool, min(rule.spread, max_age)))
+        # A node's replacement launches a drain lead before its planned expiry, so one
+        # generation later its deadline is a lead short of a full max age; a spread as long
+        # as the max age would push the whole plan earlier by a lead at every replacement.
+        spread = min(rule.spread, max_age - _drain_lead(rule, max_age))
+        planned.update(leveled_expiries(pool, spread))
     return planned
 
 
