@@ -1,11 +1,19 @@
 """Run every benchmark and print its figures."""
 
-from bench import controller_steady_state, drain_vs_kubectl, plan_compute, rollout, sim_speed
+from bench import (
+    churn,
+    controller_steady_state,
+    drain_vs_kubectl,
+    plan_compute,
+    rollout,
+    sim_speed,
+)
 
 if __name__ == "__main__":
     plan_compute.run()
     plan_compute.run_pods()
     controller_steady_state.run()
     sim_speed.run()
+    churn.run()
     rollout.run()
     drain_vs_kubectl.run()
