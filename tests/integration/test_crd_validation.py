@@ -332,6 +332,15 @@ def test_a_valid_termination_policy_is_accepted_and_shows_its_counters(
     sandbox.kubectl("delete", "tp", name)
 
 
+def test_a_spread_as_long_as_max_age_is_accepted(sandbox: RunningSandbox) -> None:
+    # CEL compares the two as durations: 2880m is 48h, not a longer string.
+    name = _unique("even")
+    rules = {"maxAge": "48h", "maxAgeSpread": "2880m"}
+    code, output = _apply(sandbox, termination_policy(name, rules=rules))
+    assert code == 0, output
+    sandbox.kubectl("delete", "tp", name)
+
+
 def test_a_remediation_chain_is_accepted_with_its_defaults(sandbox: RunningSandbox) -> None:
     name = _unique("heal")
     steps = [{"reboot": {}}, {"replace": {}}]

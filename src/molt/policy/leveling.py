@@ -16,9 +16,10 @@ A cliff of ``n`` nodes born together therefore leaves one every ``spread / n`` o
 ``[maxAge - spread, maxAge]``; nodes already at least ``spread / n`` apart are left
 alone; no planned expiry is ever later than the node's hard deadline, and none is more
 than ``spread`` earlier. The plan depends only on the pool's launch times, so it is the
-same on every pass until a node joins or leaves; then only nodes within one gap of the
-change move, by at most a gap. The schedule is a pure function; its result for a pool is
-remembered, so a pass over an unchanged fleet costs one hash of the pool.
+same on every pass until a node joins or leaves; then only the nodes chained to it (each
+planned one gap before the next) move, by about a gap at most. The schedule is a pure
+function; its result for a pool is remembered, so a pass over an unchanged fleet costs one
+hash of the pool.
 """
 
 from __future__ import annotations
