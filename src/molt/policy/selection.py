@@ -3,8 +3,8 @@
 A node is selected when any rule matches: max age (with jitter or the leveling schedule of
 ``maxAgeSpread``, and a drain lead so the hard deadline is met), a condition held long
 enough, a taint carried long enough, drift from its group's current revision, or a label
-selector. Nodes already in the pipeline and
-control-plane nodes (unless the policy opts in) are never candidates.
+selector. Nodes already in the pipeline and control-plane nodes (unless the policy opts
+in) are never candidates.
 """
 
 from __future__ import annotations
