@@ -1,6 +1,7 @@
 """Run every benchmark and print its figures."""
 
 from bench import (
+    churn,
     controller_steady_state,
     drain_vs_kubectl,
     plan_compute,
@@ -15,5 +16,6 @@ if __name__ == "__main__":
     controller_steady_state.run()
     sim_speed.run()
     rollout_sim.run()
+    churn.run()
     rollout.run()
     drain_vs_kubectl.run()

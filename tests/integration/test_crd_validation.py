@@ -183,6 +183,16 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
             "must be a duration such as",
         ),
         (
+            {"rules": {"maxAge": "24h", "maxAgeSpread": "36h"}},
+            "spec.rules.maxAgeSpread",
+            "maxAgeSpread must not exceed maxAge",
+        ),
+        (
+            {"rules": {"maxAge": "48h", "maxAgeJitter": "4h", "maxAgeSpread": "12h"}},
+            "spec.rules.maxAgeSpread",
+            "maxAgeSpread and maxAgeJitter cannot be set together",
+        ),
+        (
             {"budgets": [{"maxInFlight": "150%"}]},
             "spec.budgets[0].maxInFlight",
             "percentage from 0% to 100%",
@@ -278,6 +288,8 @@ def test_the_api_server_accepts_a_baremetal_group(sandbox: RunningSandbox) -> No
     ],
     ids=[
         "malformed-duration",
+        "spread-over-max-age",
+        "spread-with-jitter",
         "percent-over-100",
         "unknown-scope",
         "window-without-duration",
@@ -317,6 +329,15 @@ def test_a_valid_termination_policy_is_accepted_and_shows_its_counters(
     header = listing.stdout.splitlines()[0].split()
     for column in ("SELECTED", "IN-FLIGHT", "COMPLETED", "BLOCKED"):
         assert column in header
+    sandbox.kubectl("delete", "tp", name)
+
+
+def test_a_spread_as_long_as_max_age_is_accepted(sandbox: RunningSandbox) -> None:
+    # CEL compares the two as durations: 2880m is 48h, not a longer string.
+    name = _unique("even")
+    rules = {"maxAge": "48h", "maxAgeSpread": "2880m"}
+    code, output = _apply(sandbox, termination_policy(name, rules=rules))
+    assert code == 0, output
     sandbox.kubectl("delete", "tp", name)
 
 

@@ -67,6 +67,15 @@ def test_invalid_instance_groups_are_refused(change: dict[str, Any], message: st
             "exactly one of template or templateConfigMap",
         ),
         ({"lifecycle": {"preDrain": [{"http": {"url": "https://h"}}]}}, "name"),
+        (
+            {"rules": {"maxAge": "24h", "maxAgeSpread": "36h"}},
+            "maxAgeSpread must not exceed maxAge",
+        ),
+        (
+            {"rules": {"maxAge": "48h", "maxAgeJitter": "4h", "maxAgeSpread": "12h"}},
+            "maxAgeSpread and maxAgeJitter cannot be set together",
+        ),
+        ({"rules": {"maxAgeSpread": "12h", "drift": True}}, "maxAgeSpread needs maxAge"),
     ],
 )
 def test_invalid_termination_policies_are_refused(change: dict[str, Any], message: str) -> None:

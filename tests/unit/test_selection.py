@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from molt.policy.selection import Urgency, select_candidates
+from molt.policy.selection import Urgency, max_age_due, select_candidates
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, Snapshot
 from tests.support.fleet import NOW, node, policy
 
@@ -146,3 +146,66 @@ def test_candidates_go_past_deadline_then_unhealthy_then_drifted_then_oldest() -
     order = [c.node for c in _select(fleet, rotate, groups).candidates]
 
     assert order == ["expired", "sick", "drifted", "aged-47h30", "aged-47h"]
+
+
+def _spread_policy(spread: str = "24h", **spec):  # type: ignore[no-untyped-def]
+    spec.setdefault("drain", {"timeout": "1m"})
+    return policy(rules={"maxAge": "48h", "maxAgeSpread": spread}, **spec)
+
+
+def test_max_age_spread_selects_a_cliff_one_gap_at_a_time_and_says_why() -> None:
+    # 12 nodes born together 29 h ago; 24 h spread: planned at 26 h, 28 h, ... 48 h.
+    cliff = [node(f"n{i:02}", age_hours=29) for i in range(12)]
+
+    selection = _select(cliff, _spread_policy())
+
+    assert [c.node for c in selection.candidates] == ["n10", "n11"]  # planned at 26 h, 28 h
+    first = next(c for c in selection.candidates if c.node == "n11")
+    assert first.urgency == Urgency.AGED
+    assert first.reason == (
+        "max-age: 29h > 25h59m (max 48h, leveled by maxAgeSpread to 26h, less drain lead)"
+    )
+    assert first.deadline == NOW - timedelta(hours=29) + timedelta(hours=48)
+
+
+def test_a_node_in_the_pipeline_holds_its_place_in_the_plan() -> None:
+    # The two earliest are being replaced; the rest keep their plans, so nothing more is due.
+    cliff = [
+        node(f"n{i:02}", age_hours=27, state="draining" if i >= 10 else None) for i in range(12)
+    ]
+
+    assert _select(cliff, _spread_policy()).candidates == ()
+
+
+def test_each_instance_group_is_leveled_on_its_own() -> None:
+    workers = [node(f"w{i:02}", age_hours=29, group="workers") for i in range(12)]
+    system = [node(f"s{i}", age_hours=29, group="system") for i in range(2)]
+
+    chosen = {c.node for c in _select(workers + system, _spread_policy()).candidates}
+
+    # Workers: planned 26 h and 28 h are due; system (2 nodes): planned at 36 h and 48 h.
+    assert chosen == {"w10", "w11"}
+
+
+def test_a_leveled_node_past_its_deadline_is_past_its_deadline() -> None:
+    cliff = [node(f"n{i:02}", age_hours=49) for i in range(4)]
+
+    selection = _select(cliff, _spread_policy())
+
+    assert {c.urgency for c in selection.candidates} == {Urgency.PAST_DEADLINE}
+    assert len(selection.candidates) == 4
+
+
+def test_a_spread_as_long_as_max_age_leaves_a_steady_rotation_alone() -> None:
+    # Each node was replaced when its predecessor started to go, a drain lead (1 h) before
+    # the max age: 47 nodes one hour apart is the steady rotation. A spread of the whole max
+    # age must not read that as a bunch and pull every plan earlier.
+    rotate = _spread_policy("48h", drain={"timeout": "1h"})
+    fleet = [node(f"n{i:02}", age_hours=i) for i in range(47)]
+    snapshot = Snapshot(tuple(fleet), {})
+
+    dues = {n.name: max_age_due(rotate, n, snapshot, NOW) for n in fleet}
+
+    assert dues == {
+        n.name: NOW - timedelta(hours=age) + timedelta(hours=47) for age, n in enumerate(fleet)
+    }

@@ -83,3 +83,15 @@ def test_a_held_action_names_what_it_waits_for() -> None:
     answer = explain(inputs)
     assert answer.blocker == "ActionHeld"
     assert message in answer.message
+
+
+def test_a_young_node_under_a_spread_is_due_at_its_planned_expiry_and_says_so() -> None:
+    cliff = [node(f"n{i}", age_hours=10) for i in range(4)]
+    spread = policy(rules={"maxAge": "48h", "maxAgeSpread": "8h"})
+
+    answer = explain(_inputs(cliff, [spread], "n3"))
+
+    assert answer.blocker == "TooYoung"
+    assert "maxAgeSpread 8h leveling" in answer.message
+    # The last of four born together: planned 6 h early (3 gaps of 2 h), less a 1 h lead.
+    assert answer.eta == NOW + timedelta(hours=31)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from molt.api.durations import parse_duration
 from molt.api.lifecycle import Lifecycle
 from molt.api.resource import PrinterColumn, Resource, ResourceNames
 from molt.api.types import (
@@ -57,6 +58,14 @@ class Rules(ApiModel):
         default=None,
         description="Spread expiry: each node's max age is shortened by a stable share of this.",
     )
+    max_age_spread: Duration | None = Field(
+        default=None,
+        description="Even churn: nodes of one InstanceGroup whose deadlines bunch together "
+        "are planned to expire at least maxAgeSpread/n apart (n: the group's nodes under "
+        "the policy), each as late as that allows and never past maxAge, so a cliff of "
+        "nodes launched together leaves evenly over [maxAge - maxAgeSpread, maxAge]. At most "
+        "maxAge; not with maxAgeJitter.",
+    )
     conditions: list[ConditionRule] = Field(default_factory=list, max_length=32)
     taints: list[TaintRule] = Field(default_factory=list, max_length=32)
     drift: bool = Field(
@@ -65,6 +74,36 @@ class Rules(ApiModel):
     labels: LabelSelector | None = Field(
         default=None, description="Nodes matching this selector go (e.g. a retire label)."
     )
+
+    @model_validator(mode="after")
+    def _spread_within_max_age(self) -> Rules:
+        if self.max_age_spread is None:
+            return self
+        if self.max_age_jitter is not None:
+            raise ValueError("maxAgeSpread and maxAgeJitter cannot be set together")
+        if self.max_age is None:
+            raise ValueError("maxAgeSpread needs maxAge")
+        if parse_duration(self.max_age_spread) > parse_duration(self.max_age):
+            raise ValueError("maxAgeSpread must not exceed maxAge")
+        return self
+
+
+RULES_RULES = [
+    cel(
+        "!has(self.maxAgeSpread) || !has(self.maxAgeJitter)",
+        "maxAgeSpread and maxAgeJitter cannot be set together",
+        ".maxAgeSpread",
+    ),
+    cel(
+        "!has(self.maxAgeSpread) || has(self.maxAge)", "maxAgeSpread needs maxAge", ".maxAgeSpread"
+    ),
+    cel(
+        "!has(self.maxAgeSpread) || !has(self.maxAge) || "
+        "duration(self.maxAgeSpread) <= duration(self.maxAge)",
+        "maxAgeSpread must not exceed maxAge",
+        ".maxAgeSpread",
+    ),
+]
 
 
 class Budget(ApiModel):
@@ -254,7 +293,7 @@ class TerminationPolicySpec(ApiModel):
         default=False, description="Also cover control-plane nodes (off unless you opt in)."
     )
     control_plane: ControlPlane = Field(default_factory=ControlPlane)
-    rules: Rules
+    rules: Annotated[Rules, Field(json_schema_extra={CEL_RULES: RULES_RULES})]
     budgets: list[Annotated[Budget, Field(json_schema_extra={CEL_RULES: BUDGET_RULES})]] = Field(
         default_factory=list,
         max_length=32,

@@ -2,10 +2,10 @@
 group, and how many nodes are past their effective maximum age, per policy.
 
 A node's effective maximum age under a policy is the smaller of the policy's ``maxAge``
-and its group's ``maxNodeAge`` (jitter and the drain lead only make a node go earlier, so
-they do not move the limit). A node no policy covers is judged by its group's
-``maxNodeAge`` alone and counted under ``NO_POLICY``. Nodes with a malformed launch time
-are left out, as selection leaves them out.
+and its group's ``maxNodeAge`` (jitter, the ``maxAgeSpread`` plan and the drain lead only
+make a node go earlier, so they do not move the limit). A node no policy covers is judged
+by its group's ``maxNodeAge`` alone and counted under ``NO_POLICY``. Nodes with a
+malformed launch time are left out, as selection leaves them out.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Pure: built from what one read of the cluster returns, and the time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from molt.api.instancegroup import InstanceGroup
 from molt.api.labels import BLOCKED_ANNOTATION, POLICY_ANNOTATION
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.policy.age import MalformedLaunchTimeError
-from molt.policy.selection import covers, max_age_due
+from molt.policy.selection import covers, leveled, max_age_due
 from molt.policy.snapshot import Snapshot
 
 EXPIRY_HOURS = 24
@@ -120,10 +121,11 @@ def fleet_status(
             blocked.append(BlockedLine(node.name, node.annotations.get(POLICY_ANNOTATION), message))
     expiries = [0] * EXPIRY_HOURS
     overdue = 0
+    planned = {p.metadata.name: leveled(p, snapshot, now) for p in policies}
     for node in snapshot.nodes:
         if node.in_pipeline:
             continue
-        due = _earliest_due(node_policies(policies, node), snapshot, node, now)
+        due = _earliest_due(node_policies(policies, node), snapshot, node, now, planned)
         if due is None:
             continue
         if due <= now:
@@ -149,12 +151,16 @@ def node_policies(policies: list[TerminationPolicy], node: Any) -> list[Terminat
 
 
 def _earliest_due(
-    policies: list[TerminationPolicy], snapshot: Snapshot, node: Any, now: datetime
+    policies: list[TerminationPolicy],
+    snapshot: Snapshot,
+    node: Any,
+    now: datetime,
+    planned: Mapping[str, Mapping[str, datetime]],
 ) -> datetime | None:
     found: list[datetime] = []
     for policy in policies:
         try:
-            due = max_age_due(policy, node, snapshot, now)
+            due = max_age_due(policy, node, snapshot, now, planned[policy.metadata.name])
         except MalformedLaunchTimeError:
             return None
         if due is not None:

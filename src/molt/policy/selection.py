@@ -1,14 +1,16 @@
 """Which nodes a TerminationPolicy selects, and why, in the order they should go.
 
-A node is selected when any rule matches: max age (with jitter and a drain lead so the
-hard deadline is met), a condition held long enough, a taint carried long enough, drift
-from its group's current revision, or a label selector. Nodes already in the pipeline and
-control-plane nodes (unless the policy opts in) are never candidates.
+A node is selected when any rule matches: max age (with jitter or the leveling schedule of
+``maxAgeSpread``, and a drain lead so the hard deadline is met), a condition held long
+enough, a taint carried long enough, drift from its group's current revision, or a label
+selector. Nodes already in the pipeline and control-plane nodes (unless the policy opts
+in) are never candidates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
 
@@ -18,7 +20,8 @@ from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
 from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
 from molt.policy.interruptions import read_annotation
-from molt.policy.snapshot import GroupView, NodeView, Snapshot
+from molt.policy.leveling import leveled_expiries
+from molt.policy.snapshot import NodeView, Snapshot
 
 
 class Urgency(IntEnum):
@@ -102,12 +105,8 @@ class _AgeRule:
 
     max_age: timedelta | None
     jitter: timedelta
+    spread: timedelta
     drain_timeout: timedelta
-    by_group: dict[str, tuple[timedelta, timedelta] | None] = field(
-        default_factory=dict, compare=False
-    )
-    """Group name -> its nodes' max age and drain lead (None: no limit), worked out once
-    per pass: every node of a group shares them, only the jitter is the node's own."""
 
     @classmethod
     def of(cls, policy: TerminationPolicy) -> _AgeRule:
@@ -115,59 +114,126 @@ class _AgeRule:
         return cls(
             parse_duration(rules.max_age) if rules.max_age is not None else None,
             parse_duration(rules.max_age_jitter) if rules.max_age_jitter else timedelta(0),
+            parse_duration(rules.max_age_spread) if rules.max_age_spread else timedelta(0),
             parse_duration(policy.spec.drain.timeout),
         )
 
 
-def _age_limits(
-    rule: _AgeRule, node: NodeView, snapshot: Snapshot
-) -> tuple[timedelta, timedelta] | None:
-    """The node's max age, and the age at which the policy starts retiring it."""
-    name = node.group or ""
-    if name in rule.by_group:
-        shared = rule.by_group[name]
-    else:
-        shared = rule.by_group[name] = _group_limits(rule, snapshot.groups.get(name))
-    if shared is None:
-        return None
-    max_age, drain_lead = shared
-    return max_age, max_age - rule.jitter * jitter_fraction(node.name) - drain_lead
+@dataclass(frozen=True)
+class AgeDeadline:
+    """When a node must be gone by age, when it is planned to go, and when the policy
+    starts retiring it."""
+
+    max_age: timedelta
+    """The smaller of the policy's ``maxAge`` and the group's ``maxNodeAge``."""
+    hard: datetime
+    """Launch plus ``max_age``: never passed unless the budgets force it."""
+    planned: datetime
+    """``hard``, or earlier where ``maxAgeSpread`` levels the node's pool."""
+    start: datetime
+    """``planned`` less the jitter share and the drain lead."""
+
+    @property
+    def leveled(self) -> bool:
+        return self.planned < self.hard
 
 
-def _group_limits(rule: _AgeRule, group: GroupView | None) -> tuple[timedelta, timedelta] | None:
-    """The max age of a group's nodes under the rule, and the drain lead taken off it."""
+def _max_age(rule: _AgeRule, node: NodeView, snapshot: Snapshot) -> timedelta | None:
     limits: list[timedelta] = []
     if rule.max_age is not None:
         limits.append(rule.max_age)
+    group = snapshot.groups.get(node.group or "")
     if group is not None and group.max_node_age_seconds is not None:
         limits.append(timedelta(seconds=group.max_node_age_seconds))
-    if not limits:
+    return min(limits) if limits else None
+
+
+def _drain_lead(rule: _AgeRule, max_age: timedelta) -> timedelta:
+    """Start early enough that the node is gone by its planned expiry even if the drain
+    takes its full timeout; the lead never eats more than a quarter of the node's life."""
+    return min(rule.drain_timeout, max_age / 4)
+
+
+def age_deadline(
+    rule: _AgeRule,
+    node: NodeView,
+    snapshot: Snapshot,
+    launched: datetime,
+    expiries: Mapping[str, datetime],
+) -> AgeDeadline | None:
+    """The node's deadlines by age (None without a max age): the one call selection makes
+    into the age rule. ``expiries`` are the policy's planned expiries (``leveled``)."""
+    max_age = _max_age(rule, node, snapshot)
+    if max_age is None:
         return None
-    max_age = min(limits)
-    # Start early enough that the node is gone by its deadline even if the drain takes its
-    # full timeout; the lead never eats more than a quarter of the node's life.
-    return max_age, min(rule.drain_timeout, max_age / 4)
+    hard = launched + max_age
+    planned = min(hard, expiries.get(node.name, hard))
+    start = planned - rule.jitter * jitter_fraction(node.name) - _drain_lead(rule, max_age)
+    return AgeDeadline(max_age, hard, planned, start)
+
+
+def leveled(policy: TerminationPolicy, snapshot: Snapshot, now: datetime) -> Mapping[str, datetime]:
+    """Planned expiries of the nodes the policy covers, pool by pool (its nodes in one
+    InstanceGroup), from ``rules.maxAgeSpread``; empty without it. See
+    ``molt.policy.leveling``."""
+    rule = _AgeRule.of(policy)
+    if rule.spread <= timedelta(0):
+        return {}
+    pools: dict[str | None, tuple[timedelta, list[tuple[datetime, str]]]] = {}
+    for node in snapshot.nodes:
+        if not covers(policy, node):
+            continue
+        max_age = _max_age(rule, node, snapshot)
+        if max_age is None:
+            continue
+        try:
+            launched = node_age(node, now).launched
+        except MalformedLaunchTimeError:
+            continue  # reported by selection; such a node is in no plan
+        pools.setdefault(node.group, (max_age, []))[1].append((launched + max_age, node.name))
+    planned: dict[str, datetime] = {}
+    for max_age, pool in pools.values():
+        # A node's replacement launches a drain lead before its planned expiry, so one
+        # generation later its deadline is a lead short of a full max age; a spread as long
+        # as the max age would push the whole plan earlier by a lead at every replacement.
+        spread = min(rule.spread, max_age - _drain_lead(rule, max_age))
+        planned.update(leveled_expiries(pool, spread))
+    return planned
 
 
 def max_age_due(
-    policy: TerminationPolicy, node: NodeView, snapshot: Snapshot, now: datetime
+    policy: TerminationPolicy,
+    node: NodeView,
+    snapshot: Snapshot,
+    now: datetime,
+    expiries: Mapping[str, datetime] | None = None,
 ) -> datetime | None:
     """When the policy's max-age rule (or the group's maxNodeAge) selects the node; None
-    without either. Raises ``MalformedLaunchTimeError`` like selection does."""
-    limits = _age_limits(_AgeRule.of(policy), node, snapshot)
-    if limits is None:
-        return None
-    return node_age(node, now).launched + limits[1]
+    without either. Raises ``MalformedLaunchTimeError`` like selection does. Pass the
+    policy's ``leveled`` expiries when asking about many nodes."""
+    deadline = age_deadline(
+        _AgeRule.of(policy),
+        node,
+        snapshot,
+        node_age(node, now).launched,
+        leveled(policy, snapshot, now) if expiries is None else expiries,
+    )
+    return None if deadline is None else deadline.start
 
 
 def _max_age_candidate(
-    policy: TerminationPolicy, rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge
+    policy: TerminationPolicy,
+    rule: _AgeRule,
+    node: NodeView,
+    snapshot: Snapshot,
+    age: NodeAge,
+    expiries: Mapping[str, datetime],
 ) -> Candidate | None:
-    limits = _age_limits(rule, node, snapshot)
-    if limits is None:
+    deadline = age_deadline(rule, node, snapshot, age.launched, expiries)
+    if deadline is None:
         return None
-    max_age, start_at = limits
-    deadline = age.launched + max_age
+    max_age = deadline.max_age
+    start_at = deadline.start - age.launched
     if age.age < start_at:
         return None
     past = age.age >= max_age
@@ -175,6 +241,11 @@ def _max_age_candidate(
     reason = f"max-age: {format_duration(age.age)} > {format_duration(shown_limit)}"
     if past:
         reason += " (past its deadline)"
+    elif deadline.leveled:
+        reason += (
+            f" (max {format_duration(max_age)}, leveled by maxAgeSpread to "
+            f"{format_duration(deadline.planned - age.launched)}, less drain lead)"
+        )
     elif shown_limit != max_age:
         reason += f" (max {format_duration(max_age)}, less jitter and drain lead)"
     return _candidate(
@@ -184,7 +255,7 @@ def _max_age_candidate(
         reason,
         Urgency.PAST_DEADLINE if past else Urgency.AGED,
         age.age,
-        deadline,
+        deadline.hard,
     )
 
 
@@ -299,6 +370,7 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
     candidates: list[Candidate] = []
     problems: list[NodeProblem] = []
     age_rule = _AgeRule.of(policy)
+    expiries = leveled(policy, snapshot, now)
     rules = policy.spec.rules
     other_rules = bool(rules.conditions or rules.taints or rules.drift or rules.labels)
     for node in snapshot.nodes:
@@ -311,7 +383,7 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
             problems.append(NodeProblem(node.name, str(error)))
             continue
         age = measured.age
-        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured)
+        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries)
         if aged is not None:
             found.append(aged)
         if other_rules:

@@ -199,11 +199,13 @@ def _not_selected(inputs: WhyInputs, warnings: list[str]) -> Explanation:
             warnings=warnings,
         )
     when, policy_name = min(due)
+    spread = next(p.spec.rules.max_age_spread for p in covering if p.metadata.name == policy_name)
+    shortened_by = f"maxAgeSpread {spread} leveling" if spread else "jitter"
     return _answer(
         inputs,
         "TooYoung",
         f"not selected: too young until {format_rfc3339(when)} "
-        f"(policy {policy_name}'s max age, less jitter and drain lead; "
+        f"(policy {policy_name}'s max age, less {shortened_by} and drain lead; "
         f"in {format_duration(max(when - now, timedelta(0)))})",
         "selection by max age",
         policy=policy_name,

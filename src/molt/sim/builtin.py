@@ -1,9 +1,11 @@
 """Built-in scenarios: the demo fleet ``molt demo`` simulates.
 
 About 60 nodes in three zones serving a few services under PDBs, over four simulated
-days: 48 h rotation, a template with a bad image at 6 h (its nodes never become Ready,
-so the group rolls back), zone ``b`` out of capacity from 20 h to 26 h, a good template
-at 30 h rolled out by replacement, and spot interruptions throughout.
+days: 48 h rotation with even churn (``maxAgeSpread: 48h``, so the workers the good
+template replaces at 30 h do not all expire in one cliff 48 h later but leave steadily
+from then on), a template with a bad image at 6 h (its nodes never become Ready, so the
+group rolls back), zone ``b`` out of capacity from 20 h to 26 h, a good template at 30 h
+rolled out by replacement, and spot interruptions throughout.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ workloads:
 policies:
   - name: rotate-48h
     spec:
-      rules: {maxAge: 48h, maxAgeJitter: 4h}
+      rules: {maxAge: 48h, maxAgeSpread: 48h}
       budgets:
         - {maxInFlight: "10%", scope: Cluster}
         - {maxInFlight: 1, scope: Zone}
