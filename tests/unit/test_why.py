@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -83,3 +84,19 @@ def test_a_held_action_names_what_it_waits_for() -> None:
     answer = explain(inputs)
     assert answer.blocker == "ActionHeld"
     assert message in answer.message
+
+
+def test_a_pdb_allowing_zero_while_counting_spare_healthy_pods_is_called_not_recounted() -> None:
+    # The API server lowered disruptionsAllowed at an eviction; only the disruption
+    # controller (kube-controller-manager) counts again, and it has not.
+    draining = node("old", age_hours=60, state="draining")
+    pods = [pod("web-1", node="old", labels={"app": "web"})]
+    web = LabelSelector(match_labels={"app": "web"})
+    stale = PdbView("default", "web", web, current_healthy=8, desired_healthy=7)
+    fresh = PdbView("default", "web", web, current_healthy=7, desired_healthy=7)
+
+    for pdb, says in ((stale, True), (fresh, False)):
+        allows_zero = dataclasses.replace(pdb, disruptions_allowed=0)
+        answer = explain(_inputs([draining], [policy()], "old", pods=pods, pdbs=[allows_zero]))
+        assert answer.blocker == "PdbAllowsZero"
+        assert ("not recounted since an eviction" in answer.message) is says, answer.message
