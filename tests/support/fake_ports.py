@@ -72,6 +72,7 @@ def pod(
     ready: bool = True,
     tolerates_cordon: bool = False,
     labels: dict[str, str] | None = None,
+    created: datetime | None = None,
 ) -> PodView:
     """A running, Ready ReplicaSet pod on ``node`` unless told otherwise; uid is
     ``uid-<name>``."""
@@ -88,6 +89,7 @@ def pod(
         ready=ready,
         tolerates_cordon=tolerates_cordon,
         labels=dict(labels or {}),
+        created=created,
     )
 
 

@@ -104,6 +104,19 @@ def test_a_refusal_names_the_pdb_and_its_allowed_disruptions_as_the_api_server_w
     assert refusal.allowed_disruptions == 0
 
 
+def test_a_refusal_quoting_more_healthy_pods_than_needed_says_the_status_is_not_recounted() -> None:
+    # The controller manager is down: the API server lowered disruptionsAllowed at the last
+    # eviction, nothing counted again, and its refusals keep quoting the old healthy count.
+    stale = KUBE_429.replace("has 4 currently", "has 5 currently")
+    refusal = BudgetRefusal("ns/web-1", NOW - timedelta(minutes=6), stale)
+
+    assert refusal.allowed_disruptions == 0, "a refusal is never a permission"
+    assert refusal.not_recounted
+    assert "(allowed disruptions: 0; its status has not been recounted" in refusal.describe()
+    assert "kube-controller-manager" in refusal.describe()
+    assert not BudgetRefusal("ns/web-1", NOW, KUBE_429).not_recounted
+
+
 def test_a_pod_refused_past_blocked_after_is_reported_and_a_younger_refusal_is_not() -> None:
     web = pod("web")
     view = classify_pods([web], NOW, DEADLINE)

@@ -623,18 +623,69 @@ async def test_a_malformed_launch_time_gets_one_invalid_metadata_warning() -> No
     assert fleet.node("garbled").state is None
 
 
+def _charged(name: str, admitted: datetime) -> PdbView:
+    """``web-pdb`` (the PDB the fake's 429 names) with ``name`` in its disruptedPods."""
+    return PdbView("default", "web-pdb", LabelSelector(), disrupted_pods={name: admitted})
+
+
 async def test_a_pod_whose_eviction_was_admitted_but_never_carried_out_is_deleted() -> None:
     # A controller died mid-eviction: the API server charged the PDB for the pod (it is in
     # status.disruptedPods) but never deleted it, and refuses every eviction under the PDB
     # until that entry expires two minutes later.
-    fleet = draining_world(pod("web"), pod("api"))
+    created = NOW - timedelta(hours=1)
+    fleet = draining_world(pod("web", created=created), pod("api", created=created))
     fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
     fleet.cluster.eviction_answers["default/api"] = [EvictionOutcome.PDB_BLOCKED]
-    fleet.cluster.pdbs = [
-        PdbView("default", "web-pdb", LabelSelector(), disrupted_pods=frozenset({"web"}))
-    ]
+    fleet.cluster.pdbs = [_charged("web", NOW - timedelta(seconds=30))]
 
     await fleet.reconcile()
 
     assert fleet.cluster.deleted_pods == ["default/web"], "the admitted eviction is finished"
     assert fleet.cluster.pod_keys("old") == ["default/api"], "a pod the PDB did not pay for"
+
+
+async def test_an_admission_older_than_the_pod_is_no_permission_to_delete_it() -> None:
+    # A StatefulSet pod recreated under the same name after its predecessor's eviction:
+    # the entry (keyed by name) is the old pod's, and this pod was never paid for.
+    fleet = draining_world(pod("web", created=NOW - timedelta(seconds=10)))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.pdbs = [_charged("web", NOW - timedelta(seconds=40))]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == []
+    assert fleet.cluster.pod_keys("old") == ["default/web"]
+
+
+async def test_an_admission_past_its_90s_is_no_permission_to_delete_the_pod() -> None:
+    # The disruption controller forgets an admission after two minutes and counts the pod
+    # healthy again; with the controller manager down nobody forgets it at all. Either way
+    # an old entry is no payment for this disruption.
+    fleet = draining_world(pod("web", created=NOW - timedelta(hours=1)))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.pdbs = [_charged("web", NOW - timedelta(seconds=90))]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == []
+    assert fleet.cluster.pod_keys("old") == ["default/web"]
+
+
+async def test_a_pdb_status_behind_its_spec_opens_no_gate_however_much_it_allows() -> None:
+    # observedGeneration behind generation: the API server refuses every eviction under it
+    # ("still being processed"), so its disruptionsAllowed is no news to act on.
+    fleet = draining_world(pod("web"))
+    fleet.cluster.pdbs = [_refusing_pdb()]
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+    await fleet.reconcile()
+    stale = dataclasses.replace(_refusing_pdb(allowed=1), stale=True)
+    fleet.cluster.pdbs = [stale]
+    for _ in range(3):
+        fleet.clock.advance(1.0)
+        await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/web"], "tried before its 5 s"
+
+    fleet.cluster.pdbs = [_refusing_pdb(allowed=1)]  # the controller caught up
+    fleet.clock.advance(1.0)
+    await fleet.reconcile()
+    assert fleet.cluster.evictions == ["default/web", "default/web"], "waited out 5 s"

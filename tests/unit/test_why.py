@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -95,3 +96,19 @@ def test_a_young_node_under_a_spread_is_due_at_its_planned_expiry_and_says_so() 
     assert "maxAgeSpread 8h leveling" in answer.message
     # The last of four born together: planned 6 h early (3 gaps of 2 h), less a 1 h lead.
     assert answer.eta == NOW + timedelta(hours=31)
+
+
+def test_a_pdb_allowing_zero_while_counting_spare_healthy_pods_is_called_not_recounted() -> None:
+    # The API server lowered disruptionsAllowed at an eviction; only the disruption
+    # controller (kube-controller-manager) counts again, and it has not.
+    draining = node("old", age_hours=60, state="draining")
+    pods = [pod("web-1", node="old", labels={"app": "web"})]
+    web = LabelSelector(match_labels={"app": "web"})
+    stale = PdbView("default", "web", web, current_healthy=8, desired_healthy=7)
+    fresh = PdbView("default", "web", web, current_healthy=7, desired_healthy=7)
+
+    for pdb, says in ((stale, True), (fresh, False)):
+        allows_zero = dataclasses.replace(pdb, disruptions_allowed=0)
+        answer = explain(_inputs([draining], [policy()], "old", pods=pods, pdbs=[allows_zero]))
+        assert answer.blocker == "PdbAllowsZero"
+        assert ("not recounted since an eviction" in answer.message) is says, answer.message

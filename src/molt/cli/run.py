@@ -52,6 +52,19 @@ def run_command(
     metrics_address: Annotated[
         str, typer.Option("--metrics-address", help="Address the metrics server binds.")
     ] = "0.0.0.0",
+    debug_port: Annotated[
+        int | None,
+        typer.Option(
+            "--debug-port",
+            help="Serve GET /debug/caches (every watch cache's object names and "
+            "resourceVersions, to compare with a fresh LIST) on this port; 0 picks a free "
+            "one and logs it. Off when unset.",
+        ),
+    ] = None,
+    debug_address: Annotated[
+        str,
+        typer.Option("--debug-address", help="Address the debug server binds (loopback)."),
+    ] = "127.0.0.1",
     lease_namespace: Annotated[
         str, typer.Option("--lease-namespace", help="Namespace of the election Lease.")
     ] = "kube-system",
@@ -180,6 +193,8 @@ def run_command(
         dry_run=dry_run,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
+        debug_port=debug_port,
+        debug_address=debug_address,
         workers=workers,
         resync_seconds=max(1.0, resync_seconds),
         history_url=history or None,

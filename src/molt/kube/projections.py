@@ -122,7 +122,10 @@ def pdb_view(raw: Json) -> PdbView:
         disruptions_allowed=status.get("disruptionsAllowed"),
         allowed_since=allowed_since,
         stale=observed is None or observed < int(meta.get("generation") or 0),
-        disrupted_pods=frozenset((status.get("disruptedPods") or {}).keys()),
+        disrupted_pods={
+            name: parse_rfc3339_or_none(admitted)
+            for name, admitted in (status.get("disruptedPods") or {}).items()
+        },
     )
 
 

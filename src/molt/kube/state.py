@@ -115,6 +115,26 @@ class KubeClusterState:
         self._tasks.clear()
         self._pods.clear()
 
+    def digest(self) -> dict[str, dict[str, Any]]:
+        """Every cache's contents as names and resourceVersions (``molt.runtime.debug``
+        serves it): per cache, its path and selector, whether it has synced, and
+        ``namespace/name -> resourceVersion`` (and the keys of objects it could not
+        project, which it leaves out). Taken in one step on the event loop, so it
+        is one consistent moment of each cache."""
+        caches = [*self._caches(), *(cache for cache, _ in self._pods.values())]
+        return {
+            cache.name: {
+                "path": cache.path,
+                "fieldSelector": cache.field_selector,
+                "labelSelector": cache.label_selector,
+                "synced": cache.synced.is_set(),
+                "relists": cache.relists,
+                "objects": cache.versions(),
+                "skipped": sorted(cache.skipped),
+            }
+            for cache in caches
+        }
+
     # The ClusterReads port.
 
     def synced(self) -> bool:

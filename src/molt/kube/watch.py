@@ -126,6 +126,10 @@ class Reflector(Generic[T]):
         """How many objects with index ``value`` satisfy ``counted``."""
         return self.counts.get(value, 0)
 
+    def versions(self) -> dict[str, str]:
+        """Each cached object's resourceVersion by key: what a fresh LIST must match."""
+        return {key: entry.resource_version for key, entry in self.store.items()}
+
     def get(self, key: str) -> T | None:
         entry = self.store.get(key)
         return entry.value if entry else None

@@ -161,18 +161,33 @@ class BudgetRefusal:
 
     @property
     def allowed_disruptions(self) -> int | None:
+        """Always 0 for a refusal: the API server refused because ``disruptionsAllowed``
+        was 0, whatever the healthy count it quotes (see ``not_recounted``)."""
+        return 0 if _BUDGET_WORDS.search(self.message) else None
+
+    @property
+    def not_recounted(self) -> bool:
+        """The refusal quotes more healthy pods than the PDB needs: its status has not been
+        recounted since the API server charged an eviction to it (the API server lowers
+        ``disruptionsAllowed`` itself; only the disruption controller, in
+        kube-controller-manager, counts again). For a moment after every eviction that is
+        normal; for as long as a blocked report takes, the controller is not running."""
         found = _BUDGET_WORDS.search(self.message)
-        return max(0, int(found["has"]) - int(found["needs"])) if found else None
+        return found is not None and int(found["has"]) > int(found["needs"])
 
     def describe(self) -> str:
         """Stable while the refusal lasts, so the node is patched (and an Event recorded)
         once, not on every retry."""
         budget = self.budget
-        allowed = self.allowed_disruptions
         if budget is None:
             detail = "a PodDisruptionBudget"
+        elif self.not_recounted:
+            detail = (
+                f"PodDisruptionBudget {budget} (allowed disruptions: 0; its status has not "
+                "been recounted since an eviction: is kube-controller-manager running?)"
+            )
         else:
-            detail = f"PodDisruptionBudget {budget} (allowed disruptions: {allowed})"
+            detail = f"PodDisruptionBudget {budget} (allowed disruptions: 0)"
         return f"{self.pod} refused by {detail} since {format_rfc3339(self.since)}"
 
 

@@ -11,8 +11,9 @@ only spends a budget slot and the capacity of a node. A PDB that merely allows 0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from itertools import compress
 from operator import attrgetter
 
@@ -39,9 +40,11 @@ class PdbView:
     """When the DisruptionAllowed condition last changed: since when it allows what now."""
     stale: bool = False
     """Its status predates its spec (``observedGeneration`` behind ``generation``)."""
-    disrupted_pods: frozenset[str] = frozenset()
-    """Pods whose eviction the API server admitted and counted, not yet seen deleted
-    (``status.disruptedPods``; the API server drops an entry after two minutes)."""
+    disrupted_pods: Mapping[str, datetime | None] = field(default_factory=dict, hash=False)
+    """Pods whose eviction the API server admitted and counted, not yet seen deleted, with
+    when it admitted each (``status.disruptedPods``). The disruption controller drops an
+    entry two minutes on and counts its pod healthy again; with the controller manager
+    down nobody drops it, so an entry can outlive its pod and name a newer one."""
 
     @property
     def key(self) -> str:
@@ -51,6 +54,31 @@ class PdbView:
         if pod.namespace != self.namespace or self.selector is None:
             return False
         return matches_selector(pod.labels, self.selector)
+
+
+ADMISSION_TRUSTED_FOR = timedelta(seconds=90)
+"""How long after the API server admitted a pod's eviction Molt may still carry it out
+by deleting the pod. The disruption controller forgets an admission after two minutes
+(``DeletionTimeout``) and counts the pod healthy again, so from then on deleting it would
+be a second, unpaid disruption; the margin covers clock skew and the delete's own time."""
+
+
+def admission_of(pdb: PdbView, pod: PodView, now: datetime) -> datetime | None:
+    """When the PDB's status says the API server admitted (and charged) this very pod's
+    eviction, if that admission may still be carried out; else None.
+
+    The entry is keyed by name only: a StatefulSet pod recreated under the same name, or
+    an entry nobody dropped because the controller manager is down, would otherwise pass
+    for permission. So the entry must postdate the pod's creation (whole seconds both:
+    the same second is not enough) and be younger than ``ADMISSION_TRUSTED_FOR``."""
+    if pod.name not in pdb.disrupted_pods:
+        return None
+    admitted = pdb.disrupted_pods[pod.name]
+    if admitted is None or pod.created is None or admitted <= pod.created:
+        return None
+    if now - admitted >= ADMISSION_TRUSTED_FOR or admitted > now + ADMISSION_TRUSTED_FOR:
+        return None
+    return admitted
 
 
 @dataclass(frozen=True)

@@ -491,7 +491,12 @@ def _in_pipeline(inputs: WhyInputs) -> Explanation:
             f"draining; PodDisruptionBudget {names} allows 0 disruptions"
             + (f" since {format_rfc3339(since)}" if since else "")
             + (f" (healthy {pdb.current_healthy}, needs {pdb.desired_healthy})")
-            + (" — its status may be stale" if pdb.stale else ""),
+            + (" — its status may be stale" if pdb.stale else "")
+            + (
+                " — not recounted since an eviction: is kube-controller-manager running?"
+                if _not_recounted(pdb)
+                else ""
+            ),
             "evict the rest when the PDB allows a disruption",
             eta=deadline if _deletes_after_deadline(inputs) else None,
             eta_basis="the deadline, when pods blocked by PDBs are deleted"
@@ -567,3 +572,10 @@ def _answer(
 
 def _stamp(moment: datetime | None) -> str | None:
     return format_rfc3339(moment) if moment else None
+
+
+def _not_recounted(pdb: PdbView) -> bool:
+    """It allows 0 while counting more healthy pods than it needs: the API server charged
+    an eviction to it and nothing has counted again since (``BudgetRefusal.not_recounted``)."""
+    healthy, needed = pdb.current_healthy, pdb.desired_healthy
+    return healthy is not None and needed is not None and healthy > needed

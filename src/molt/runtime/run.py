@@ -35,6 +35,7 @@ from molt.observe.history import HistoryOptions, HistoryStore, HistoryWrites
 from molt.observe.metrics import Metrics
 from molt.policy.snapshot import NodeView
 from molt.ports import ClusterWrites, SystemClock
+from molt.runtime.debug import DebugServer
 from molt.runtime.providers import PROVIDERS, Built
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,9 @@ class RunOptions:
     """URL of the SQS queue EventBridge delivers spot and Auto Scaling notices to."""
     lifecycle_heartbeat: float | None = None
     """Seconds between heartbeats of an Auto Scaling lifecycle hook a draining node holds."""
+    debug_port: int | None = None
+    """Serve ``/debug/caches`` here (0: any free port, logged); None: off."""
+    debug_address: str = "127.0.0.1"
 
 
 def default_identity() -> str:
@@ -190,8 +194,19 @@ async def run_controller(options: RunOptions) -> int:
         background.append(asyncio.create_task(elector.run(), name="leader-election"))
     if history is not None:
         history.start()
+    debug: DebugServer | None = None
     exit_code = 0
     try:
+        if options.debug_port is not None:
+            debug = DebugServer(state.digest, options.debug_address, options.debug_port)
+            try:
+                await debug.start()
+            except OSError as error:
+                where = f"{options.debug_address}:{options.debug_port}"
+                raise StartupError(
+                    f"cannot serve {where}: {error.strerror or error} "
+                    "(use --debug-port to pick another port)"
+                ) from error
         await state.start()
         log.info("controller.starting", identity=identity, dry_run=options.dry_run)
         if not await _until(stop, state.wait_synced()):
@@ -231,6 +246,8 @@ async def run_controller(options: RunOptions) -> int:
         await asyncio.gather(*background, return_exceptions=True)
         if history is not None:
             await history.stop()
+        if debug is not None:
+            await debug.stop()
         if elector is not None and exit_code == 0:
             with suppress(Exception):
                 await elector.release()

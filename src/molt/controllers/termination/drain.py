@@ -25,6 +25,7 @@ import structlog
 
 from molt.observe.metrics import Metrics
 from molt.policy.drain import BudgetRefusal, DrainFindings, DrainView
+from molt.policy.pdbs import admission_of
 from molt.policy.snapshot import PodView
 from molt.ports import Clock, ClusterWrites, EvictionOutcome
 
@@ -252,9 +253,11 @@ class Drainer:
         after the API server charged the PDB and before it deleted the pod). The API
         server then refuses every eviction under the PDB for two minutes, until it drops
         the entry. Deleting the pod carries out the disruption the PDB has already
-        allowed and paid for, so it breaks nothing; waiting would only stall the drain."""
+        allowed and paid for, so it breaks nothing; waiting would only stall the drain.
+        Only an entry that is this pod's and still counted is taken (``admission_of``):
+        one that outlived its pod, or its two minutes, is no permission."""
         pdb = await self.writes.read_pdb(pod.namespace, budget)
-        if pdb is None or pod.name not in pdb.disrupted_pods:
+        if pdb is None or admission_of(pdb, pod, self.clock.now()) is None:
             return False
         await self.writes.delete_pod(pod)
         self._moved_nothing.discard(pod.node or "")
@@ -279,7 +282,8 @@ class Drainer:
             gate.checked = now
             namespace, _, name = budget.partition("/")
             pdb = await self.writes.read_pdb(namespace, name)
-            if pdb is None or (pdb.disruptions_allowed or 0) > 0:
+            # A status behind its spec is no news: the API server refuses under it too.
+            if pdb is None or (not pdb.stale and (pdb.disruptions_allowed or 0) > 0):
                 gate.due = now
                 self._open_gate(node, budget)
 
