@@ -27,7 +27,7 @@ from molt.controllers.manager import ControllerManager
 from molt.kube.connections import abort_connections
 from molt.kube.health import KubeHealthProbe
 from molt.kube.leader import Fence, LeaderElector
-from molt.kube.reader import connect
+from molt.kube.reader import NoClusterError, connect, reach_cluster
 from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import DryRunWrites, KubeWrites
@@ -89,6 +89,11 @@ async def _publish_request_counts(raw: RawApi, metrics: Metrics, fence: Fence) -
 async def run_controller(options: RunOptions) -> int:
     """Run until a signal (exit 0) or until leadership is lost (exit 3)."""
     api = await connect(options.kubeconfig)
+    try:
+        await reach_cluster(api)
+    except NoClusterError:
+        await api.close()
+        raise
     raw = RawApi(api)
     metrics = Metrics()
     if options.metrics_port:
