@@ -124,6 +124,8 @@ def history_command(
         # Reading must not leave an empty database behind where none was.
         errors.print(f"[red]error:[/red] no history at {url.database}", highlight=False)
         raise typer.Exit(1)
+    if plot is not None:
+        require_writable_dir(plot.parent, "--plot")
     query = HistoryQuery(cluster=cluster, node=node, group=group, since=since_at)
     try:
         rows = read_history(history, query)
@@ -135,7 +137,6 @@ def history_command(
         )
         raise typer.Exit(1) from error
     if plot is not None:
-        require_writable_dir(plot.parent, "--plot")
         write_timeline(rows, plot, title=f"Molt history{f' of {group}' if group else ''}")
     if output == "json":
         typer.echo(json.dumps([row_as_json(row) for row in rows], indent=2))

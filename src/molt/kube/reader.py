@@ -87,7 +87,7 @@ class NoClusterError(Exception):
     """No usable kubeconfig and not running in a cluster; the message says what to do."""
 
 
-async def reach_cluster(api: client.ApiClient, within: float = 10.0) -> None:
+async def reach_cluster(api: client.ApiClient, within: float = 5.0) -> None:
     """Ask the API server for its version until it answers or ``within`` seconds pass.
 
     A command that starts against a cluster it cannot reach says so and exits, instead of

@@ -89,11 +89,6 @@ async def _publish_request_counts(raw: RawApi, metrics: Metrics, fence: Fence) -
 async def run_controller(options: RunOptions) -> int:
     """Run until a signal (exit 0) or until leadership is lost (exit 3)."""
     api = await connect(options.kubeconfig)
-    try:
-        await reach_cluster(api)
-    except NoClusterError:
-        await api.close()
-        raise
     raw = RawApi(api)
     metrics = Metrics()
     if options.metrics_port:
@@ -106,6 +101,11 @@ async def run_controller(options: RunOptions) -> int:
                 f"cannot serve metrics on {where}: {error.strerror or error} "
                 "(use --metrics-port to pick another port, 0 for none)"
             ) from error
+    try:
+        await reach_cluster(api)
+    except NoClusterError:
+        await api.close()
+        raise
     identity = options.identity or default_identity()
     elector: LeaderElector | None = None
     if options.leader_elect:
