@@ -221,7 +221,7 @@ def simulate_command(
         else None
     )
     sim = run_with_progress(loaded, history=options)
-    if sim.history is not None:
+    if sim.history is not None and history:
         asyncio.run(sim.history.stop(grace=120.0))
         console.print(f"history: {sim.history.written} rows written to {display_url(history)}")
         if sim.history.buffered:
