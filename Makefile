@@ -15,7 +15,7 @@ help:
 	@echo "make lint        ruff, mypy, import-linter"
 	@echo "make crds        regenerate the CRD YAML from molt.api (and the chart's copy)"
 	@echo "make manifests   re-render deploy/molt.yaml from charts/molt"
-	@echo "make chaos       the chaos tests at full count (100 kills, 1000 simulated fleets; slow)"
+	@echo "make chaos       the chaos tests at full count (100 kills, 1000 simulated fleets, 400 specs per kind; slow)"
 	@echo "make binaries    build/find etcd, kube-*, kubectl, kwok, helm, promtool (cached in ~/.cache/molt)"
 	@echo "make postgresql  install Debian's PostgreSQL for the history tests when missing"
 
@@ -62,10 +62,12 @@ bench: venv binaries
 	$(BIN)/python -m bench
 
 # The chaos tests at full count: 100 kills of molt run (MOLT_CHAOS_SEED=N replays a run)
-# and 1000 random simulated fleets (MOLT_SIM_SEED=N MOLT_SIM_FLEETS=1 replays one).
+# and 1000 random simulated fleets (MOLT_SIM_SEED=N MOLT_SIM_FLEETS=1 replays one), and
+# 400 generated specs per kind sent to the API server (MOLT_FUZZ_SEED=N replays a run).
 chaos: venv binaries
 	MOLT_SIM_FLEETS=$${MOLT_SIM_FLEETS:-1000} $(BIN)/pytest -s tests/unit/test_sim_invariants.py
 	MOLT_CHAOS_KILLS=$${MOLT_CHAOS_KILLS:-100} $(BIN)/pytest -s tests/integration/test_chaos_kills.py
+	MOLT_FUZZ_SPECS=$${MOLT_FUZZ_SPECS:-400} $(BIN)/pytest -s tests/integration/test_fuzz_api_server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

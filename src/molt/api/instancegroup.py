@@ -21,6 +21,7 @@ from molt.api.types import (
     CountOrPercent,
     Duration,
     Name,
+    ObjectName,
     Taint,
     cel,
 )
@@ -127,7 +128,7 @@ class Reprovision(ApiModel):
 class BareMetalTemplate(ApiModel):
     """Bare-metal specifics: a pool of hosts driven through their BMCs over Redfish."""
 
-    credentials_secret: Name = Field(
+    credentials_secret: ObjectName = Field(
         description="A Secret with keys username and password for the BMCs, in the "
         "controller's namespace."
     )

@@ -15,7 +15,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from molt.api.types import CEL_RULES, ApiModel, Duration, Name, Url, cel
+from molt.api.types import (
+    CEL_RULES,
+    ApiModel,
+    DataKey,
+    Duration,
+    Name,
+    NamespaceName,
+    ObjectName,
+    Url,
+    cel,
+)
 
 ActionName = Annotated[
     str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -33,18 +43,16 @@ class HttpAction(ApiModel):
 class SecretKeyRef(ApiModel):
     """One key of a Secret."""
 
-    namespace: Name
-    name: Name
-    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    namespace: NamespaceName
+    name: ObjectName
+    key: DataKey
 
 
 class ConfigMapKeyRef(ApiModel):
     """One key of a ConfigMap, holding a YAML or JSON document."""
 
-    name: Name
-    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = (
-        "template"
-    )
+    name: ObjectName
+    key: DataKey = "template"
 
 
 JOB_TEMPLATE_RULES = [
@@ -83,8 +91,8 @@ class JobAction(ApiModel):
 class SecretRef(ApiModel):
     """A whole Secret."""
 
-    namespace: Name
-    name: Name
+    namespace: NamespaceName
+    name: ObjectName
 
 
 class EtcdSnapshot(ApiModel):

@@ -100,6 +100,22 @@ def resolve_count_or_percent(value: int | str, total: int, *, round_up: bool = T
 
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
+ObjectName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
+]
+"""The name of a Kubernetes object such as a Secret (a DNS-1123 subdomain): a name the API
+server would refuse to look up is refused here, where the field can be named."""
+NamespaceName = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+"""A namespace's name (a DNS-1123 label)."""
+DataKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+"""A key of a Secret's or ConfigMap's data."""
 LabelKey = Annotated[str, Field(min_length=1, max_length=317)]
 LabelValue = Annotated[str, Field(max_length=63)]
 Url = Annotated[
@@ -147,9 +163,9 @@ class LabelSelector(ApiModel):
 class SecretKeyRef(ApiModel):
     """A key of a Secret, so credentials never sit in a Molt resource."""
 
-    namespace: Name
-    name: Name
-    key: Name
+    namespace: NamespaceName
+    name: ObjectName
+    key: DataKey
 
 
 class Condition(ApiModel):

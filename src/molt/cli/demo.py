@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from molt.cli.checks import require_writable_dir
 from molt.cli.simulate import run_with_progress, write_outputs
 from molt.sim.builtin import demo_scenario
 from molt.sim.report import build_report
@@ -99,6 +100,7 @@ def demo_command(
     """
     started = time.monotonic()
     target = out or Path(tempfile.mkdtemp(prefix="molt-demo-"))
+    require_writable_dir(target, "--out")
     console.print("[bold]Molt demo[/bold]: 60 nodes, 3 zones, 4 simulated days\n")
     sim = run_with_progress(demo_scenario())
     report = build_report(sim)

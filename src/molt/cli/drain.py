@@ -22,7 +22,7 @@ from rich.table import Table
 
 from molt.api.durations import InvalidDurationError, parse_duration
 from molt.controllers.termination.drain import DrainAttempt, Drainer
-from molt.kube.reader import NoClusterError, connect
+from molt.kube.reader import NoClusterError, connect, reach_cluster
 from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
@@ -36,7 +36,7 @@ from molt.policy.drain import (
 )
 from molt.ports import SystemClock
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class DrainFailedError(Exception):
@@ -68,6 +68,11 @@ def summary_table(view: DrainView, attempt: DrainAttempt, findings: DrainFinding
 async def drain_node(name: str, kubeconfig: str | None, limit: float, dry_run: bool) -> int:
     """Cordon and drain; 0 when the node is empty, 1 when time ran out with pods left."""
     api = await connect(kubeconfig)
+    try:
+        await reach_cluster(api)
+    except NoClusterError:
+        await api.close()
+        raise
     raw = RawApi(api)
     changed = asyncio.Event()
     state = KubeClusterState(raw, on_pod=lambda _: changed.set())
@@ -76,7 +81,10 @@ async def drain_node(name: str, kubeconfig: str | None, limit: float, dry_run: b
     drainer = Drainer(writes, clock, Metrics())
     try:
         await state.start()
-        await asyncio.wait_for(state.wait_synced(), 60)
+        try:
+            await asyncio.wait_for(state.wait_synced(), 60)
+        except TimeoutError as error:
+            raise DrainFailedError("the cluster's nodes could not be listed within 60s") from error
         node = state.node(name)
         if node is None:
             raise DrainFailedError(f"node {name} not found")

@@ -14,11 +14,18 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from molt.api.durations import InvalidDurationError, parse_duration
-from molt.observe.history import DEFAULT_URL, HistoryQuery, normalize_url, read_history
+from molt.cli.checks import require_writable_dir
+from molt.observe.history import (
+    DEFAULT_URL,
+    HistoryQuery,
+    display_url,
+    normalize_url,
+    read_history,
+)
 from molt.observe.timeline import write_timeline
 
 console = Console(width=None if Console().is_terminal else 200)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 _DAYS = re.compile(r"^([0-9]+)d(.*)$")
 
@@ -117,11 +124,17 @@ def history_command(
         # Reading must not leave an empty database behind where none was.
         errors.print(f"[red]error:[/red] no history at {url.database}", highlight=False)
         raise typer.Exit(1)
+    if plot is not None:
+        require_writable_dir(plot.parent, "--plot")
     query = HistoryQuery(cluster=cluster, node=node, group=group, since=since_at)
     try:
         rows = read_history(history, query)
     except Exception as error:
-        errors.print(f"[red]error:[/red] cannot read history from {history}: {error}")
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        errors.print(
+            f"[red]error:[/red] cannot read history from {display_url(history)}: {reason}",
+            highlight=False,
+        )
         raise typer.Exit(1) from error
     if plot is not None:
         write_timeline(rows, plot, title=f"Molt history{f' of {group}' if group else ''}")

@@ -25,7 +25,7 @@ from molt.policy.watchdog import paused_policies
 
 # Plans are wide; keep them readable when piped or captured (rich assumes 80 columns).
 console = Console(width=None if Console().is_terminal else 160)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def actions_of(decision: Decision, read: ClusterRead) -> dict[Hook, list[str]]:

@@ -14,11 +14,11 @@ from molt.cli.checks import require_kubeconfig
 from molt.cli.history import parse_age
 from molt.cli.logs import configure_logging
 from molt.kube.reader import NoClusterError
-from molt.observe.history import make_engine
+from molt.observe.history import display_url, make_engine
 from molt.runtime.providers import PROVIDERS, unknown_providers
 from molt.runtime.run import RunOptions, StartupError, run_controller
 
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def run_command(
@@ -179,7 +179,9 @@ def run_command(
         try:
             make_engine(history).dispose()  # checks the URL and its driver; connects to nothing
         except Exception as error:
-            errors.print(f"[red]error:[/red] --history {history!r}: {error}", highlight=False)
+            shown = display_url(history)
+            reason = str(error).replace(history, shown)
+            errors.print(f"[red]error:[/red] --history {shown}: {reason}", highlight=False)
             raise typer.Exit(2) from error
     configure_logging(log_format)
     options = RunOptions(

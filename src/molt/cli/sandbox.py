@@ -24,7 +24,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 DirOption = typer.Option(
     Path(".sandbox"), "--dir", "-d", help="Directory holding the sandbox's state and kubeconfig."

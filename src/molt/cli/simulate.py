@@ -16,9 +16,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import make_url
 
+from molt.cli.checks import errors, require_writable_dir
 from molt.cli.logs import configure_logging
-from molt.observe.history import HistoryOptions
+from molt.observe.history import HistoryOptions, display_url, make_engine, normalize_url
 from molt.sim.report import build_report, write_json
 from molt.sim.runner import Simulation
 from molt.sim.scenario import Scenario, ScenarioError, load_scenario
@@ -155,6 +157,20 @@ def render_report(report: dict[str, Any]) -> None:
         )
 
 
+def _require_history_store(history: str) -> None:
+    """The history URL parses, and a SQLite store's directory can be written."""
+    try:
+        url = make_url(normalize_url(history))
+        make_engine(history).dispose()  # checks the URL and its driver; connects to nothing
+    except Exception as error:
+        errors.print(
+            f"[red]error:[/red] --history {display_url(history)}: {error}", highlight=False
+        )
+        raise typer.Exit(2) from error
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        require_writable_dir(Path(url.database).parent, "--history")
+
+
 def write_outputs(sim: Simulation, report: dict[str, Any], out: Path) -> list[Path]:
     from molt.sim.plots import write_plots  # matplotlib only when plots are asked for
 
@@ -191,8 +207,12 @@ def simulate_command(
         loaded = load_scenario(scenario)
     except ScenarioError as error:
         for problem in error.problems:
-            console.print(f"[red]error:[/red] {problem}", highlight=False)
+            errors.print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(2) from error
+    if out is not None:
+        require_writable_dir(out, "--out")
+    if history:
+        _require_history_store(history)
     options = (
         HistoryOptions(
             url=history, cluster=cluster_name or loaded.name, bound=10_000_000, retention=None
@@ -201,9 +221,16 @@ def simulate_command(
         else None
     )
     sim = run_with_progress(loaded, history=options)
-    if sim.history is not None:
+    if sim.history is not None and history:
         asyncio.run(sim.history.stop(grace=120.0))
-        console.print(f"history: {sim.history.written} rows written to {history}")
+        console.print(f"history: {sim.history.written} rows written to {display_url(history)}")
+        if sim.history.buffered:
+            errors.print(
+                f"[red]error:[/red] history: {sim.history.buffered} rows could not be written "
+                f"to {display_url(history)}",
+                highlight=False,
+            )
+            raise typer.Exit(1)
     report = build_report(sim)
     render_report(report)
     if out is not None:

@@ -23,7 +23,7 @@ from molt.kube.transport import RawApi
 from molt.policy.fleet_status import FleetStatus, fleet_status, sparkline
 
 console = Console(width=None if Console().is_terminal else 160)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 async def read_status(kubeconfig: str | None) -> tuple[FleetStatus, list[str]]:

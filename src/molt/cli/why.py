@@ -26,7 +26,7 @@ from molt.policy.watchdog import paused_policies
 from molt.policy.why import ActionFacts, CellFacts, Explanation, WhyInputs, explain
 
 console = Console(width=None if Console().is_terminal else 160)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class UnknownNodeError(LookupError):

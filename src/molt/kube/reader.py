@@ -7,8 +7,10 @@ once and exit.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
+import aiohttp
 from kubernetes_asyncio import client
 from pydantic import ValidationError
 
@@ -16,7 +18,7 @@ from molt.api import InstanceGroup, TerminationPolicy
 from molt.kube.connections import reset_on_close
 from molt.kube.projections import group_view, node_view
 from molt.kube.state import GROUPS, NODES, POLICIES
-from molt.kube.transport import RawApi
+from molt.kube.transport import ApiError, RawApi
 from molt.policy.snapshot import Snapshot
 
 
@@ -83,3 +85,30 @@ async def connect(kubeconfig: str | None) -> client.ApiClient:
 
 class NoClusterError(Exception):
     """No usable kubeconfig and not running in a cluster; the message says what to do."""
+
+
+async def reach_cluster(api: client.ApiClient, within: float = 5.0) -> None:
+    """Ask the API server for its version until it answers or ``within`` seconds pass.
+
+    A command that starts against a cluster it cannot reach says so and exits, instead of
+    retrying for ever behind a wall of warnings; once started, the caches ride out outages.
+    """
+    raw = RawApi(api)
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await raw.request("get", "GET", "/version", request_timeout=5.0)
+            return
+        except ApiError as error:
+            if error.status == 401:
+                host = api.configuration.host
+                raise NoClusterError(
+                    f"the cluster at {host} refused our credentials: {error.message}"
+                ) from error
+            return  # it answered: whatever else is wrong, the command reports it
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            if asyncio.get_running_loop().time() >= deadline:
+                host = api.configuration.host
+                detail = str(error) or type(error).__name__
+                raise NoClusterError(f"cannot reach the cluster at {host}: {detail}") from error
+            await asyncio.sleep(1.0)

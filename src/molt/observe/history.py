@@ -70,6 +70,14 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def display_url(url: str) -> str:
+    """The store's URL fit for a message or a log: its password masked."""
+    try:
+        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL may still hold a secret: show none of it
+        return "(an unparsable URL)"
+
+
 def make_engine(url: str) -> Engine:
     """An engine that fails fast when the store is away and checks pooled connections."""
     url = normalize_url(url)

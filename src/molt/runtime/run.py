@@ -27,7 +27,7 @@ from molt.controllers.manager import ControllerManager
 from molt.kube.connections import abort_connections
 from molt.kube.health import KubeHealthProbe
 from molt.kube.leader import Fence, LeaderElector
-from molt.kube.reader import connect
+from molt.kube.reader import NoClusterError, connect, reach_cluster
 from molt.kube.state import KubeClusterState
 from molt.kube.transport import RawApi
 from molt.kube.writes import DryRunWrites, KubeWrites
@@ -105,6 +105,11 @@ async def run_controller(options: RunOptions) -> int:
                 f"cannot serve metrics on {where}: {error.strerror or error} "
                 "(use --metrics-port to pick another port, 0 for none)"
             ) from error
+    try:
+        await reach_cluster(api)
+    except NoClusterError:
+        await api.close()
+        raise
     identity = options.identity or default_identity()
     elector: LeaderElector | None = None
     if options.leader_elect:

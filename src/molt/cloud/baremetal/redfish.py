@@ -9,7 +9,7 @@ would otherwise leave sessions behind, and BMCs allow only a few.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sushy
@@ -23,8 +23,10 @@ CONNECT_RETRY_DELAY = 1
 
 @dataclass(frozen=True)
 class Credentials:
+    """A BMC login; its password stays out of every repr, so no log or error can show it."""
+
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
