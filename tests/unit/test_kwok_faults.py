@@ -5,6 +5,7 @@ nodes kwok runs; ``capacityErrors`` and ``launchErrors`` fail launches as before
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +22,25 @@ pytestmark = pytest.mark.unit
 TEMPLATE = Template.model_validate({"instanceTypes": ["m5.large"], "kwok": {"bootDelay": "0s"}})
 
 
+class FakeResponse:
+    """An unparsed HTTP response, as the client returns with ``_preload_content=False``."""
+
+    status = 200
+    reason = "OK"
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def __aenter__(self) -> FakeResponse:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self.body
+
+
 class FakeCore:
     """The few CoreV1Api calls the provider makes, over a dict of node manifests."""
 
@@ -33,8 +53,9 @@ class FakeCore:
             raise ApiException(status=404, reason="Not Found")
         return SimpleNamespace(data=self.faults)
 
-    async def list_node(self, label_selector: str) -> Any:
-        return SimpleNamespace(items=[])
+    async def list_node(self, label_selector: str, _preload_content: bool = True) -> Any:
+        assert not _preload_content, "the provider reads node lists unparsed"
+        return FakeResponse(json.dumps({"items": []}).encode())
 
     async def create_node(self, manifest: dict[str, Any]) -> None:
         self.nodes[manifest["metadata"]["name"]] = manifest

@@ -26,7 +26,7 @@ import asyncio
 import structlog
 
 from molt.actions.runner import ActionRunner, action_kinds
-from molt.api.labels import REPLACEMENT_ANNOTATION
+from molt.api.labels import EXCLUDE_FROM_LB_LABEL, REPLACEMENT_ANNOTATION, STATE_LABEL
 from molt.cloud.provider import InstanceChecker, Provider, Registrar
 from molt.controllers.instancegroup.reconciler import CellReconciler
 from molt.controllers.interruption.reconciler import InterruptionReconciler, NoticeQueue
@@ -182,9 +182,11 @@ class ControllerManager:
             groups = {n.group for n in (old, new) if n is not None and self.manifests.wants(n)}
             for group in groups:
                 self.queue.add(MANIFESTS_PREFIX + str(group))
-        # A node that joins, goes, turns Ready or not, or moves along the pipeline changes
-        # what its group may do next (select the next old node, launch the next one): look
-        # at once. Other changes are coalesced.
+        # A node that joins, goes, turns Ready or not, or enters or leaves the pipeline
+        # changes what its group may do next (select the next old node, launch the next
+        # one): look at once. Other changes (a cordon, a step along the pipeline) are
+        # coalesced, so a busy group's reconcile is not already running when one that
+        # matters arrives.
         urgent = _changes_membership(old, new)
         for node in (old, new):
             if node is not None and node.group is not None:
@@ -305,16 +307,27 @@ class ControllerManager:
             await self.watchdogs.stop()
 
 
+PIPELINE_LABELS = frozenset({STATE_LABEL, EXCLUDE_FROM_LB_LABEL})
+"""Labels a node's pipeline moves along (selected, draining, terminating; the cordon's
+load-balancer exclusion): past its entry, no change to them alters what its group sizes or
+selects, so they are coalesced like heartbeats."""
+
+
 def _changes_membership(old: NodeView | None, new: NodeView | None) -> bool:
-    """Whether a node change is one its group acts on (not a heartbeat or a taint's time)."""
+    """Whether a node change is one its group acts on at once: the node came or went,
+    turned Ready or not, entered or left the pipeline, or was relabelled (not a heartbeat,
+    a cordon or a step along the pipeline, which only the group's status reports)."""
     if old is None or new is None:
         return True
     return (
         old.ready != new.ready
-        or old.state != new.state
-        or old.unschedulable != new.unschedulable
-        or old.labels != new.labels
+        or old.in_pipeline != new.in_pipeline
+        or _without(old.labels, PIPELINE_LABELS) != _without(new.labels, PIPELINE_LABELS)
     )
+
+
+def _without(labels: dict[str, str], keys: frozenset[str]) -> dict[str, str]:
+    return {key: value for key, value in labels.items() if key not in keys}
 
 
 def _changes_identity(old: NodeView | None, new: NodeView | None) -> bool:

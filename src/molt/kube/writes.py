@@ -5,11 +5,18 @@ writes nothing more, and waits its turn in a token bucket so a burst of work can
 the API server. A write's response goes straight into the node cache, so the next
 decision already counts it (a node just selected uses budget at once). ``DryRunWrites``
 logs what would be written and writes nothing.
+
+Events can be sent in the background (``background_events``, what ``molt run`` uses), as
+client-go's event recorder does: an Event is for people, so the step that records one
+does not wait a round trip for it. They are sent one at a time in the order recorded,
+each through the fence and the token bucket; a full backlog drops the newest (logged),
+and ``flush`` sends what is left before the process stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -39,6 +46,8 @@ EVENT_NAMESPACE = "default"
 COMPONENT = "molt"
 FIELD_MANAGER = "molt"
 REGISTRATION_ATTEMPTS = 3
+EVENT_BACKLOG = 1000
+"""Events recorded but not yet sent, at most (background events only)."""
 """A node's status changes often (heartbeats): a conflicting taint write is redone."""
 
 
@@ -95,12 +104,17 @@ class KubeWrites:
         nodes_cache: Reflector[NodeView] | None = None,
         rate: float = 20.0,
         burst: int = 40,
+        background_events: bool = False,
     ) -> None:
         self.raw = raw
         self.paths = ResourcePaths(raw)
         self.check_fence = check_fence
         self.nodes_cache = nodes_cache
         self.bucket = TokenBucket(rate, burst)
+        self._events: asyncio.Queue[tuple[str, dict[str, Any]]] | None = (
+            asyncio.Queue(EVENT_BACKLOG) if background_events else None
+        )
+        self._sender: asyncio.Task[None] | None = None
 
     async def _before_write(self) -> None:
         await self.bucket.take()
@@ -372,9 +386,8 @@ class KubeWrites:
         warning: bool,
         namespace: str = EVENT_NAMESPACE,
     ) -> None:
-        await self._before_write()
         stamp = format_rfc3339(datetime.now(UTC))
-        event = {
+        event: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
@@ -391,11 +404,63 @@ class KubeWrites:
             "lastTimestamp": stamp,
             "count": 1,
         }
+        path = f"/api/v1/namespaces/{namespace}/events"
+        if self._events is None:
+            await self._before_write()
+            await self._send_event(path, event)
+            return
+        self.check_fence()
         try:
-            await self.raw.create(f"/api/v1/namespaces/{namespace}/events", event)
+            self._events.put_nowait((path, event))
+        except asyncio.QueueFull:
+            log.warning("event.not_recorded", on=involved["name"], reason=reason, error="backlog")
+            return
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_events(), name="events")
+
+    async def _send_event(self, path: str, event: dict[str, Any]) -> None:
+        try:
+            await self.raw.create(path, event)
         except ApiError as error:
             # An Event is for people; failing to record one must not stop the controller.
-            log.warning("event.not_recorded", on=involved["name"], reason=reason, error=str(error))
+            log.warning(
+                "event.not_recorded",
+                on=event["involvedObject"]["name"],
+                reason=event["reason"],
+                error=str(error),
+            )
+
+    async def _send_events(self) -> None:
+        """Send the backlog in order, each write behind the fence and the bucket."""
+        assert self._events is not None
+        while True:
+            path, event = await self._events.get()
+            try:
+                await self._before_write()
+                await self._send_event(path, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the fence is lost, the connection aborted
+                log.warning(
+                    "event.not_recorded",
+                    on=event["involvedObject"]["name"],
+                    reason=event["reason"],
+                    error=repr(error),
+                )
+            finally:
+                self._events.task_done()
+
+    async def flush(self, within: float = 5.0) -> None:
+        """Send the Events still waiting (at most ``within`` seconds), then stop sending."""
+        if self._sender is None:
+            return
+        if self._events is not None and not self._sender.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._events.join()
+        self._sender.cancel()
+        await asyncio.gather(self._sender, return_exceptions=True)
+        self._sender = None
 
     async def patch_status(self, kind: type[Resource], name: str, status: dict[str, Any]) -> None:
         collection = f"/apis/{API_GROUP}/{API_VERSION}/{kind.names.plural}"

@@ -142,14 +142,20 @@ async def run_controller(options: RunOptions) -> int:
         on_watchdog=lambda name: holder[0].watchdog_changed(name) if holder else None,
     )
     writes: ClusterWrites
+    kube_writes: KubeWrites | None = None
     providers: dict[str, Provider] = {}
     built: list[Built] = []
     if options.dry_run:
         writes = DryRunWrites()
     else:
-        writes = KubeWrites(
-            raw, check_fence=fence.check, nodes_cache=state.nodes_cache, rate=options.write_rate
+        kube_writes = KubeWrites(
+            raw,
+            check_fence=fence.check,
+            nodes_cache=state.nodes_cache,
+            rate=options.write_rate,
+            background_events=True,
         )
+        writes = kube_writes
         for name in options.providers:
             built.append(PROVIDERS[name](api, fence.check))
             providers[name] = built[-1].provider
@@ -256,6 +262,10 @@ async def run_controller(options: RunOptions) -> int:
         if elector is not None and exit_code == 0:
             with suppress(Exception):
                 await elector.release()
+        if kube_writes is not None:
+            # The Events still waiting go out while this replica leads (a lost fence drops
+            # them, each checked before it is sent).
+            await kube_writes.flush(within=5.0 if exit_code == 0 else 0.0)
         await state.stop()
         await api.close()
         log.info("controller.stopped", exit_code=exit_code)

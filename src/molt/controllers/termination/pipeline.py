@@ -197,6 +197,9 @@ class PipelineReconciler:
         return None
 
     async def _cordon(self, node: NodeView, policy: TerminationPolicy | None) -> Requeue:
+        # Past the gate: start the node's pod cache now, so it has listed the pods by the
+        # time the drain asks (an empty node's drain then waits for no LIST of its own).
+        self.reads.pods_on(node.name)
         # The exclusion label rides on the cordon patch: from the cordon on, the service
         # controller takes the node out of every external load balancer.
         if node.unschedulable and node.labels.get(EXCLUDE_FROM_LB_LABEL) == "true":
