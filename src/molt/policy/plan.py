@@ -23,6 +23,7 @@ from molt.policy.control_plane import (
     hold,
     node_failures,
 )
+from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.remediation import Breaker, breaker, record_of, replace_reason
 from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
 from molt.policy.snapshot import NodeView, Snapshot
@@ -79,6 +80,7 @@ def compute_plan(
     deadlocked: Mapping[str, str] | None = None,
     paused: Mapping[str, str] | None = None,
     control_plane: Mapping[str, GateInputs] | None = None,
+    schedule: EligibilitySchedule | None = None,
 ) -> Plan:
     """Select candidates under every policy and admit them while all budgets allow.
 
@@ -93,12 +95,14 @@ def compute_plan(
     while their policy is neither baking nor halted and the health gate passes:
     ``control_plane`` (policy name -> its rotation state and the failures of the gate's
     I/O checks) says so; a policy missing from it is judged on its status alone.
+    ``schedule``, kept by the caller from pass to pass, lets selection skip nodes whose
+    moment has not come (``molt.policy.eligibility``); it changes no decision.
     """
     best: dict[str, Candidate] = {}
     problems: dict[str, NodeProblem] = {}
     ordered = sorted(policies, key=lambda p: p.metadata.name)
     for policy in ordered:
-        selection = select_candidates(policy, snapshot, now)
+        selection = select_candidates(policy, snapshot, now, schedule)
         for problem in selection.problems:
             problems.setdefault(problem.node, problem)
         for candidate in selection.candidates:

@@ -40,6 +40,7 @@ from molt.policy.control_plane import (
     baking_until,
     node_failures,
 )
+from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.pdbs import PdbView, describe, find_deadlocks
 from molt.policy.plan import Plan, compute_plan
 from molt.policy.remediation import Breaker
@@ -86,6 +87,8 @@ class SelectionReconciler:
         self.on_selected = on_selected
         self.resync_seconds = resync_seconds
         self.fleet_gauges = FleetGauges(metrics, resync_seconds)
+        self.schedule = EligibilitySchedule()
+        """When each node can next be selected by age, so a pass skips those not due."""
         self._reported_problems: dict[str, str] = {}
         self.last_plan: Plan | None = None
         """The plan of the latest pass, for inspection."""
@@ -186,7 +189,7 @@ class SelectionReconciler:
         checked: set[str] = set()
         while True:
             known = {name: message for name, (message, _) in self._deadlocked.items()}
-            plan = compute_plan(snapshot, policies, now, known, paused, gates)
+            plan = compute_plan(snapshot, policies, now, known, paused, gates, self.schedule)
             fresh: list[tuple[str, str]] = []
             for decision in plan.admitted:
                 if decision.node in checked:
