@@ -44,7 +44,31 @@ REPLACEMENTS_TOLERANCE = 0.01
 OLDEST_TOLERANCE_HOURS = 10 / 60
 
 
+GROUP_NODES = 5000
+"""Nodes per instance group at most (a group's maxSize is bounded at 10,000, and the
+fleet keeps 10 % of headroom above its size): a larger fleet is several such groups."""
+
+
 def large_fleet(nodes: int = 2500, hours: int = 720, timing: str = COARSE_TIMING) -> Scenario:
+    groups = -(-nodes // GROUP_NODES)
+    size = nodes // groups
+    fleet = "".join(
+        f"""
+  - name: {"workers" if groups == 1 else f"workers-{index}"}
+    spec:
+      provider: aws
+      minSize: {size}
+      maxSize: {size + size // 10}
+      replicas: {size}
+      zones: [zone-a, zone-b, zone-c]
+      template:
+        instanceTypes: [m5.xlarge]
+        image: ami-1
+        aws: {{subnets: {{zone-a: s-a, zone-b: s-b, zone-c: s-c}}}}
+      strategy: {{type: RollingReplace, maxSurge: "2%", maxUnavailable: 0}}
+    ages: {{youngest: 0h, oldest: 48h}}"""
+        for index in range(groups)
+    )
     text = f"""
 name: fleet-{nodes}
 duration: {hours}h
@@ -52,20 +76,7 @@ seed: 5
 sampleEvery: 1h
 controller: {timing}
 cloud: {{launchDelay: 90s, launchJitter: 30s, readyDelay: 20s}}
-fleet:
-  - name: workers
-    spec:
-      provider: aws
-      minSize: {nodes}
-      maxSize: {nodes + nodes // 10}
-      replicas: {nodes}
-      zones: [zone-a, zone-b, zone-c]
-      template:
-        instanceTypes: [m5.xlarge]
-        image: ami-1
-        aws: {{subnets: {{zone-a: s-a, zone-b: s-b, zone-c: s-c}}}}
-      strategy: {{type: RollingReplace, maxSurge: "2%", maxUnavailable: 0}}
-    ages: {{youngest: 0h, oldest: 48h}}
+fleet:{fleet}
 workloads:
   - name: web
     replicas: {nodes * 2}
