@@ -59,22 +59,33 @@ def fleet_ages(
     ]
     ages: dict[str, list[float]] = {}
     past: dict[str, int] = {p.metadata.name: 0 for p in policies}
+    # The limits per (policy, group), worked out once: a fleet has few of each.
+    limits: dict[tuple[int, str], timedelta | None] = {}
+
+    def limit_of(index: int, policy_max: timedelta | None, group: str) -> timedelta | None:
+        key = (index, group)
+        if key not in limits:
+            limits[key] = _limit(policy_max, groups.get(group))
+        return limits[key]
+
     for node in nodes:
         try:
             age = node_age(node, now).age
         except MalformedLaunchTimeError:
             continue
         ages.setdefault(node.group or NO_GROUP, []).append(age.total_seconds())
-        group = groups.get(node.group or "")
-        covering = [(p, limit) for p, limit in policy_limits if covers(p, node)]
-        if not covering:
-            limit = _limit(None, group)
-            if limit is not None and age >= limit:
-                past[NO_POLICY] = past.get(NO_POLICY, 0) + 1
-            continue
-        for policy, policy_max in covering:
-            limit = _limit(policy_max, group)
+        group = node.group or ""
+        covered = False
+        for index, (policy, policy_max) in enumerate(policy_limits):
+            if not covers(policy, node):
+                continue
+            covered = True
+            limit = limit_of(index, policy_max, group)
             if limit is not None and age >= limit:
                 past[policy.metadata.name] += 1
+        if not covered:
+            limit = limit_of(-1, None, group)
+            if limit is not None and age >= limit:
+                past[NO_POLICY] = past.get(NO_POLICY, 0) + 1
     oldest = {group: max(values) for group, values in ages.items()}
     return FleetAges(ages, oldest, past)

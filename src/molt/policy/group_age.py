@@ -10,7 +10,7 @@ default drain timeout (at most a quarter of the age), so they are gone by their 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,7 +41,7 @@ def group_age_budget(group_size: int) -> int:
 def aged_out(
     members: Sequence[NodeView],
     max_age: timedelta,
-    covered: Collection[str],
+    covered: Container[str],
     now: datetime,
 ) -> list[AgedNode]:
     """Members no policy covers (``covered`` names those a policy does) that have reached
@@ -54,13 +54,14 @@ def aged_out(
     lead = min(DRAIN_LEAD, max_age / 4)
     found: list[tuple[timedelta, str, AgedNode]] = []
     for node in members:
-        if node.in_pipeline or node.name in covered or node.is_control_plane:
+        if node.in_pipeline or node.is_control_plane:
             continue  # a control-plane node is rotated only by a policy that opts in
         try:
             age = node_age(node, now).age
         except MalformedLaunchTimeError:
             continue  # reported by selection, which reads the same annotation
-        if age < max_age - lead:
+        # Whether a policy covers the node is asked last: it is the dearest question.
+        if age < max_age - lead or node.name in covered:
             continue
         reason = (
             f"max-age: {format_duration(age)} > {format_duration(max_age - lead)} "

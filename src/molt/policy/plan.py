@@ -23,6 +23,7 @@ from molt.policy.control_plane import (
     hold,
     node_failures,
 )
+from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.remediation import Breaker, breaker, record_of, replace_reason
 from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
 from molt.policy.snapshot import NodeView, Snapshot
@@ -91,14 +92,20 @@ class Selections:
     """Control-plane nodes already in the pipeline."""
 
 
-def select_all(snapshot: Snapshot, policies: list[TerminationPolicy], now: datetime) -> Selections:
+def select_all(
+    snapshot: Snapshot,
+    policies: list[TerminationPolicy],
+    now: datetime,
+    schedule: EligibilitySchedule | None = None,
+) -> Selections:
     """Every node some policy selects, under its most urgent selection (policies in name
-    order, so ties go to the first name), and the budgets they are admitted under."""
+    order, so ties go to the first name), and the budgets they are admitted under.
+    ``schedule``: as for ``compute_plan``."""
     best: dict[str, Candidate] = {}
     problems: dict[str, NodeProblem] = {}
     ordered = sorted(policies, key=lambda p: p.metadata.name)
     for policy in ordered:
-        selection = select_candidates(policy, snapshot, now)
+        selection = select_candidates(policy, snapshot, now, schedule)
         for problem in selection.problems:
             problems.setdefault(problem.node, problem)
         for candidate in selection.candidates:
@@ -132,6 +139,7 @@ def compute_plan(
     control_plane: Mapping[str, GateInputs] | None = None,
     *,
     selections: Selections | None = None,
+    schedule: EligibilitySchedule | None = None,
 ) -> Plan:
     """Select candidates under every policy and admit them while all budgets allow.
 
@@ -148,9 +156,11 @@ def compute_plan(
     I/O checks) says so; a policy missing from it is judged on its status alone.
 
     ``selections``: what ``select_all`` returned for this same snapshot, policies and
-    time, when the caller has it; otherwise it is worked out here.
+    time, when the caller has it; otherwise it is worked out here. ``schedule``, kept by
+    the caller from pass to pass, lets selection skip nodes whose moment has not come
+    (``molt.policy.eligibility``); it changes no decision.
     """
-    chosen = selections if selections is not None else select_all(snapshot, policies, now)
+    chosen = selections if selections is not None else select_all(snapshot, policies, now, schedule)
     ordered = sorted(policies, key=lambda p: p.metadata.name)
     ledgers = {name: ledger.copy() for name, ledger in chosen.ledgers.items()}
     held = chosen.held

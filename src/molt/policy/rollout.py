@@ -175,18 +175,18 @@ def _surplus(
 ) -> list[Replacement]:
     """Target nodes beyond the desired size (scale-down) or beyond their cell's share
     while another cell is short (rebalance, e.g. after a zone comes back)."""
-    by_cell: dict[CellKey, list[NodeView]] = {}
-    for node in current:
-        by_cell.setdefault(node.cell, []).append(node)
+    # Counted first (in C): the nodes are grouped by cell only when some must go.
+    counts = Counter(node.cell for node in current)
     short = sum(
-        max(0, want - len(by_cell.get(key, [])))
-        for key, want in cell_plan.items()
-        if key not in resting
+        max(0, want - counts.get(key, 0)) for key, want in cell_plan.items() if key not in resting
     )
     excess_total = max(0, len(current) - desired)
     picked: list[Replacement] = []
     if excess_total == 0 and short == 0:
         return []
+    by_cell: dict[CellKey, list[NodeView]] = {}
+    for node in current:
+        by_cell.setdefault(node.cell, []).append(node)
     for key in sorted(by_cell):
         over = len(by_cell[key]) - cell_plan.get(key, 0)
         if over <= 0:

@@ -19,6 +19,7 @@ from molt.api.labels import INTERRUPTION_ANNOTATION
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
 from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
+from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.interruptions import read_annotation
 from molt.policy.leveling import leveled_expiries
 from molt.policy.snapshot import NodeView, Snapshot
@@ -221,6 +222,13 @@ def max_age_due(
     return None if deadline is None else deadline.start
 
 
+def _age_due(rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge) -> datetime | None:
+    """When the max-age rule starts retiring a node of an unleveled policy
+    (``_max_age_candidate`` selects it from then on); None when no age limit applies."""
+    deadline = age_deadline(rule, node, snapshot, age.launched, {})
+    return None if deadline is None else deadline.start
+
+
 def _max_age_candidate(
     policy: TerminationPolicy,
     rule: _AgeRule,
@@ -365,16 +373,45 @@ def _candidate(
     )
 
 
-def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: datetime) -> Selection:
-    """Every node the policy selects, most urgent first, oldest first within a tier."""
+def select_candidates(
+    policy: TerminationPolicy,
+    snapshot: Snapshot,
+    now: datetime,
+    schedule: EligibilitySchedule | None = None,
+) -> Selection:
+    """Every node the policy selects, most urgent first, oldest first within a tier.
+
+    With a ``schedule`` (kept from pass to pass), a node only the max-age rule could
+    select is skipped until the moment this function last found it could first be
+    selected, unless the node, its group or the policy changed since
+    (``molt.policy.eligibility``); the outcome is the same as without it."""
     candidates: list[Candidate] = []
     problems: list[NodeProblem] = []
     age_rule = _AgeRule.of(policy)
     expiries = leveled(policy, snapshot, now)
     rules = policy.spec.rules
     other_rules = bool(rules.conditions or rules.taints or rules.drift or rules.labels)
+    groups = snapshot.groups
+    if schedule is not None:
+        schedule.begin(policy)
     for node in snapshot.nodes:
-        if node.in_pipeline or not covers(policy, node):
+        if node.in_pipeline:
+            continue
+        # Only the age rule can select this node: its moment can be remembered.
+        # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
+        remembering = (
+            schedule
+            if not other_rules
+            and age_rule.spread <= timedelta(0)
+            and INTERRUPTION_ANNOTATION not in node.annotations
+            else None
+        )
+        group = groups.get(node.group or "")
+        if remembering is not None and remembering.waiting(policy, node, group, now):
+            continue
+        if not covers(policy, node):
+            if remembering is not None:
+                remembering.remember(policy, node, group, None)
             continue
         found: list[Candidate] = []
         try:
@@ -386,6 +423,8 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
         aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries)
         if aged is not None:
             found.append(aged)
+        elif remembering is not None:
+            remembering.remember(policy, node, group, _age_due(age_rule, node, snapshot, measured))
         if other_rules:
             for maybe in (
                 _condition_candidate(policy, node, now, age),
@@ -401,5 +440,7 @@ def select_candidates(policy: TerminationPolicy, snapshot: Snapshot, now: dateti
                 found.append(rebalance)
         if found:
             candidates.append(min(found, key=lambda c: c.urgency))
+    if schedule is not None:
+        schedule.forget_absent(policy.metadata.name, len(snapshot.nodes))
     candidates.sort(key=lambda c: (c.urgency, -c.age, c.node))
     return Selection(tuple(candidates), tuple(problems))

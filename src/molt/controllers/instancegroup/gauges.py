@@ -84,11 +84,11 @@ class GroupMetrics:
     def observed(self, group: str, observations: Sequence[CellObservation]) -> None:
         """Count instances not seen before as launches; the first look at a group only
         learns what is there (they were launched before this process, or counted by it)."""
-        current = {
-            i.instance_id: str(CellKey(o.cell.zone, o.cell.capacity_type))
-            for o in observations
-            for i in o.instances
-        }
+        current: dict[str, str] = {}
+        for o in observations:
+            cell = str(CellKey(o.cell.zone, o.cell.capacity_type))  # once per cell
+            for i in o.instances:
+                current[i.instance_id] = cell
         seen = self._seen.get(group)
         if seen is not None:
             for instance_id, cell in current.items():

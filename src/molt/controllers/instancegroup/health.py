@@ -139,14 +139,14 @@ def _judge_instance(
 ) -> NotReadyNode | bool:
     """A node Ready once and NotReady now (judged with the whole group's NotReady), True
     for a young instance past ``readyTimeout`` without a Ready node, else False."""
+    node = scope.index.node_for(instance)
+    if node is not None and node.ready:
+        return False  # the common case, decided before any arithmetic
     health, now = scope.spec.health, scope.now
     ready_timeout = parse_duration(health.ready_timeout)
     window = parse_duration(health.window)
-    node = scope.index.node_for(instance)
     launched = instance.launched_at
     young = launched is not None and now - launched <= ready_timeout + window
-    if node is not None and node.ready:
-        return False
     if node is not None and node.name in scope.memory.seen_ready:
         return NotReadyNode(
             node.name,

@@ -13,6 +13,7 @@ pipeline at the pace the strategy allows.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 import structlog
 
@@ -26,6 +27,7 @@ from molt.api.labels import (
     STATE_LABEL,
     TERMINATING,
 )
+from molt.api.terminationpolicy import TerminationPolicy
 from molt.cloud.provider import CapacityError, CellRef, Provider, ProviderError
 from molt.controllers.instancegroup.nodes import dead_nodes
 from molt.controllers.instancegroup.rests import rest_short
@@ -259,8 +261,7 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
     if not picks:
         # The group's own maxNodeAge, for the nodes no TerminationPolicy covers (a
         # covered node is aged by its policy, with the smaller limit).
-        policies = ports.reads.policies()
-        covered = {n.name for n in members if any(covers(p, n) for p in policies)}
+        covered = _Covered(scope, ports.reads.policies())
         aged = aged_out(members, parse_duration(spec.max_node_age), covered, now)
         picks = [Replacement(a.node, a.reason) for a in aged]
     stamp = format_rfc3339(now)
@@ -297,3 +298,16 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
             )
             log.info("group.selected", node=node.name, reason=pick.reason)
     return bool(picks) or any(n.in_pipeline or n.revision != target for n in members)
+
+
+class _Covered:
+    """The group's members some TerminationPolicy covers, asked of one member at a time
+    (``aged_out`` asks only of those old enough)."""
+
+    def __init__(self, scope: GroupScope, policies: Sequence[TerminationPolicy]) -> None:
+        self.members = scope.index.by_name
+        self.policies = policies
+
+    def __contains__(self, name: object) -> bool:
+        node = self.members.get(name) if isinstance(name, str) else None
+        return node is not None and any(covers(p, node) for p in self.policies)

@@ -40,6 +40,7 @@ from molt.policy.control_plane import (
     baking_until,
     node_failures,
 )
+from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.pdbs import DeadlockIndex, describe
 from molt.policy.plan import Plan, compute_plan, select_all
 from molt.policy.remediation import Breaker
@@ -86,6 +87,8 @@ class SelectionReconciler:
         self.on_selected = on_selected
         self.resync_seconds = resync_seconds
         self.fleet_gauges = FleetGauges(metrics, resync_seconds)
+        self.schedule = EligibilitySchedule()
+        """When each node can next be selected by age, so a pass skips those not due."""
         self._reported_problems: dict[str, str] = {}
         self.last_plan: Plan | None = None
         """The plan of the latest pass, for inspection."""
@@ -184,7 +187,8 @@ class SelectionReconciler:
             del self._deadlock_reported[name]
         index: DeadlockIndex | None = None
         checked: set[str] = set()
-        selections = select_all(snapshot, policies, now)  # the same on every round below
+        # The same on every round below.
+        selections = select_all(snapshot, policies, now, self.schedule)
         while True:
             known = {name: message for name, (message, _) in self._deadlocked.items()}
             plan = compute_plan(
