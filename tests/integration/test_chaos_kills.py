@@ -4,16 +4,23 @@ and through a template rollout of 6 instances on moto (Auto Scaling behind the f
 proxy, a bridge registering a kwok Node per instance).
 
 The seed is printed (``MOLT_CHAOS_SEED`` replays one; ``MOLT_CHAOS_KILLS`` sets the count,
-30 by default; ``make chaos`` runs more). Watch streams follow the pods, nodes and the
-Deployment throughout, so the invariants are decided on every event, not on a final look:
-every old node replaced exactly once (no launch is repeated), at most the budget in
-flight, no node cordoned without a recorded reason, the PDB never breached, and no pod
-still running when its node was deleted.
+30 by default; ``make chaos`` runs more). Each run prints kills survived / tried and a
+table of the pipeline steps and group phases the kills landed in; kill moments are
+stratified over the steps (``tests.support.kill_coverage``), and a run of at least
+``STRATIFIED_FROM`` kills must have hit every step where a node waits between reconciles
+in it: on kwok, waiting for its replacement and draining; on moto, draining (a rollout's
+replacements stand before their old nodes are selected), with the group's launches (an
+instance without its Node yet) waited for and reported. Cordon and terminate are single
+writes between those waits here and are reported where a kill happened to hit them.
+Watch streams follow the pods, nodes and the Deployment throughout, so the invariants
+are decided on every event, not on a final look: every old node replaced exactly once
+(no launch is repeated), at most the budget in flight, no node cordoned without a
+recorded reason, the PDB never breached, and no pod still running when its node was
+deleted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import signal
@@ -33,6 +40,7 @@ from tests.support.aws_bridge import AwsNodeBridge
 from tests.support.builders import deployment, instance_group, pdb
 from tests.support.controller import FleetWatch, MoltProcess
 from tests.support.groups import set_template
+from tests.support.kill_coverage import KillCoverage, steps_of
 from tests.support.kube_fleet import (
     KWOK_TEMPLATE,
     has_ready_nodes,
@@ -47,21 +55,10 @@ from tests.support.waiting import eventually
 NODES = 6
 REPLICAS = 12
 IN_FLIGHT = 2
-
-
-async def _states(kube: client.ApiClient, group: str) -> list[str]:
-    """Where the group's nodes are at this moment (pipeline state, or launching/serving)."""
-    nodes = await client.CoreV1Api(kube).list_node(
-        label_selector=f"molt.dev/instance-group={group}"
-    )
-    found = []
-    for node in nodes.items:
-        ready = any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
-        found.append(
-            (node.metadata.labels or {}).get("molt.dev/state")
-            or ("serving" if ready else "launching")
-        )
-    return found
+STRATIFIED_FROM = 6
+"""From this many kills on, every waiting step must have been hit."""
+KWOK_STEPS = ("replace", "drain")
+AWS_STEPS = ("drain",)
 
 
 async def _revisions(kube: client.ApiClient, group: str) -> Counter[str]:
@@ -100,18 +97,17 @@ async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
     )
     second = {**KWOK_TEMPLATE, "labels": {"example.com/chaos": "second"}}
     rev2 = template_revision(Template.model_validate(second))
-    killed_at: Counter[str] = Counter()
+    coverage = KillCoverage(targets=KWOK_STEPS)
     rolled_out = False
     try:
         molt = run_molt(name="chaos-0")
         for kill in range(kills):
-            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            await coverage.moment(rng, lambda: steps_of(kube, group))
             ready = await ready_nodes(kube, group)
             if not rolled_out and len(ready) == NODES and not set(ready) & set(old):
                 # The age rotation is done: the kills go on through a template rollout.
                 await set_template(kube, group, second)
                 rolled_out = True
-            killed_at.update(await _states(kube, group))
             molt.kill(signal.SIGKILL)
             molt = run_molt(name=f"chaos-{kill + 1}")
         if not rolled_out:
@@ -133,7 +129,7 @@ async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
         await streams.stop()
         await watch.stop()
 
-    print(f"kills {kills} at node states {dict(killed_at)}")
+    print(coverage.table(f"kwok chaos seed {seed}"))
     in_group = [name for name, trace in streams.nodes.items() if trace.group == group]
     # Six old nodes, six of the age rotation, six of the rollout: none launched twice.
     assert len(in_group) == 3 * NODES, sorted(in_group)
@@ -145,6 +141,9 @@ async def test_thirty_kills_at_random_moments_lose_nothing_and_repeat_nothing(
     assert watch.min_ready is not None
     assert watch.min_ready >= REPLICAS - 1, f"PDB breached: {watch.min_ready} ready"
     assert streams.died_with_their_node() == []
+    print(f"kwok chaos seed {seed}: kills survived {kills} / tried {kills}")
+    if kills >= STRATIFIED_FROM:
+        assert not coverage.unhit(), f"no kill landed in {coverage.unhit()}"
 
 
 async def _rotated(kube: client.ApiClient, group: str, old: list[str]) -> bool:
@@ -192,7 +191,17 @@ async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_noth
     )
     rev2 = template_revision(Template.model_validate(second))
     streams, watch = PodNodeStreams(), FleetWatch()
-    killed_at: Counter[str] = Counter()
+    coverage = KillCoverage(targets=(*AWS_STEPS, "launch"))
+
+    async def observe() -> Counter[str]:
+        """The Nodes' steps, and moto's instances without a Node yet (launches)."""
+        seen = await steps_of(kube, group)
+        states = cloud.instances(group)
+        unregistered = states["pending"] + states["running"] - seen.total()
+        if unregistered > 0:
+            seen["launch"] += unregistered
+        return seen
+
     async with AwsNodeBridge(kube, group) as bridge:
         molt = run_molt("--provider", "aws", name="aws-chaos-0")
         await eventually(
@@ -204,8 +213,7 @@ async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_noth
         try:
             await set_template(kube, group, second)
             for kill in range(kills):
-                await asyncio.sleep(rng.uniform(0.3, 2.5))
-                killed_at.update(await _states(kube, group))
+                await coverage.moment(rng, observe)
                 molt.kill(signal.SIGKILL)
                 molt = run_molt("--provider", "aws", name=f"aws-chaos-{kill + 1}")
 
@@ -223,7 +231,7 @@ async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_noth
             await watch.stop()
         assert not bridge.errors, bridge.errors[-3:]
 
-    print(f"aws kills {kills} at node states {dict(killed_at)}")
+    print(coverage.table(f"aws chaos seed {seed}"))
     # Moto's view: six instances of the old template terminated, six new running, each
     # with its Node; none launched twice, none left behind.
     assert cloud.instances(group) == Counter({"running": NODES, "terminated": NODES})
@@ -243,3 +251,7 @@ async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_noth
     assert watch.min_ready_pods is not None
     assert watch.min_ready_pods >= REPLICAS - 1, f"PDB breached: {watch.min_ready_pods} ready"
     assert streams.died_with_their_node() == []
+    print(f"aws chaos seed {seed}: kills survived {kills} / tried {kills}")
+    missed = [step for step in AWS_STEPS if not coverage.hits[step]]
+    if kills >= STRATIFIED_FROM:
+        assert not missed, f"no kill landed in {missed}"

@@ -12,8 +12,9 @@ control-plane group (which the policy may or may not opt into), workloads with
 one or two PDBs over the same pods, sometimes ``do-not-disrupt``), the policy's budgets
 (count or percentage, per cluster, group or zone, sometimes with a maintenance window),
 a lifecycle action with a failure rate, launch failures, and a timeline of template
-changes (sometimes to a bad image), zone outages, spot interruptions, NotReady blinks
-and kubelet deaths.
+changes (sometimes to a bad image, sometimes followed by an outage that takes one zone's
+nodes NotReady, so the new revision fails in one zone only), zone outages, spot
+interruptions, NotReady blinks and kubelet deaths.
 """
 
 from __future__ import annotations
@@ -141,15 +142,29 @@ def _timeline(
     rng: random.Random, groups: list[dict[str, Any]], hours: float, spot: bool
 ) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    names = [g["name"] for g in groups]
     zones = sorted({z for g in groups for z in g["spec"]["zones"]})
-    for _ in range(rng.randint(0, 4)):
-        at = rng.uniform(0, hours * 0.8)
+    for _ in range(rng.randint(1, 8)):
+        at = rng.uniform(0, hours * 0.9)
         kind = rng.choice(("template", "outage", "blink", "death", "spot"))
         event: dict[str, Any] = {"at": f"{int(at * 60)}m"}
         if kind == "template":
+            group = rng.choice(groups)
             image = BAD_IMAGE if rng.random() < 0.3 else f"ami-v{rng.randint(2, 9)}"
-            event["templateChange"] = {"group": rng.choice(names), "template": {"image": image}}
+            event["templateChange"] = {"group": group["name"], "template": {"image": image}}
+            if image != BAD_IMAGE and len(group["spec"]["zones"]) > 1 and rng.random() < 0.4:
+                # The new revision's nodes in one zone never turn Ready: a failure in one
+                # cell, which must not roll the template back.
+                start = at + rng.uniform(0, 0.2)
+                events.append(
+                    {
+                        "at": f"{int(start * 60)}m",
+                        "zoneOutage": {
+                            "zone": rng.choice(group["spec"]["zones"]),
+                            "until": f"{int((start + rng.uniform(0.5, 3)) * 60)}m",
+                            "nodesNotReady": True,
+                        },
+                    }
+                )
         elif kind == "outage":
             outage: dict[str, Any] = {
                 "zone": rng.choice(zones),
@@ -165,18 +180,22 @@ def _timeline(
         elif kind == "death":
             event["kubeletDeath"] = {"nodes": rng.randint(1, 2)}
         elif spot:
-            event["spotInterruptions"] = {"perHour": rng.choice((0.2, 0.5, 2.0))}
+            event["spotInterruptions"] = {
+                "perHour": rng.choice((0.2, 0.5, 2.0)),
+                "until": f"{int((at + rng.uniform(2, 24)) * 60)}m",
+            }
         else:
             continue
         events.append(event)
+    events.sort(key=lambda e: int(e["at"][:-1]))
     return events
 
 
 def random_scenario_data(seed: int) -> dict[str, Any]:
     """One random scenario, as the mapping its YAML holds."""
     rng = random.Random(seed)
-    max_age = rng.choice((4, 6, 8, 12))
-    hours = rng.uniform(0.5, 1.0) * max_age
+    max_age = rng.choice((12, 24, 36, 48))
+    hours = rng.uniform(48, 96)
     groups = [_group(rng, f"pool{i}", max_age) for i in range(rng.randint(1, 2))]
     fleet = list(groups)
     control_plane = rng.random() < 0.25
@@ -211,10 +230,12 @@ def random_scenario_data(seed: int) -> dict[str, Any]:
         "duration": f"{int(hours * 60)}m",
         "seed": seed,
         "sampleEvery": "30m",
+        # Days of simulated time fit a unit run with coarser floors than production's
+        # (a pass at least every few minutes, not every 30 s; every pass is still checked).
         "controller": {
-            "resync": "30s",
-            "selectionInterval": rng.choice(("0s", "5s", "5s")),
-            "groupInterval": rng.choice(("0s", "10s", "10s")),
+            "resync": rng.choice(("2m", "5m")),
+            "selectionInterval": rng.choice(("5s", "30s")),
+            "groupInterval": rng.choice(("30s", "1m")),
         },
         "cloud": {
             "launchDelay": f"{rng.randint(5, 120)}s",

@@ -10,7 +10,7 @@ import pytest
 from molt.policy.snapshot import NodeCondition, NodeTaint, NodeView
 from molt.ports import EvictionOutcome
 from molt.sim.clock import EventHeap, VirtualClock
-from molt.sim.cluster import SimCluster
+from molt.sim.cluster import SimCluster, merge_patch
 from molt.sim.drive import complete
 from molt.sim.workloads import Budget, Deployment, Toleration
 
@@ -160,3 +160,15 @@ def test_group_nodes_and_their_available_count_follow_every_change() -> None:
     assert [n.name for n in cluster.group_nodes("workers")] == ["b"]
     assert [n.name for n in cluster.group_nodes("batch")] == ["c"]
     assert (cluster.available_in_group("workers"), cluster.available_in_group("batch")) == (0, 1)
+
+
+def test_a_status_patch_merges_nested_objects_as_the_api_server_does() -> None:
+    """Selection writes ``controlPlane.halted`` and ``healthySince``; the pipeline's
+    ``lastCompleted`` (which starts the bake) must survive it, as under a merge patch."""
+    old = {"inFlight": 1, "controlPlane": {"lastCompleted": "t1", "halted": "x"}}
+    patch = {"inFlight": 0, "controlPlane": {"halted": None, "healthySince": "t2"}}
+    assert merge_patch(old, patch) == {
+        "inFlight": 0,
+        "controlPlane": {"lastCompleted": "t1", "healthySince": "t2"},
+    }
+    assert old["controlPlane"] == {"lastCompleted": "t1", "halted": "x"}

@@ -76,6 +76,23 @@ class RecordedEvent:
     warning: bool
 
 
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` applied to ``target`` as a JSON merge patch (RFC 7386), as the API server
+    applies Molt's status patches: objects merge key by key, null removes a key. (A shallow
+    merge would drop ``controlPlane.lastCompleted`` when selection writes the rest of
+    ``controlPlane``, and with it the bake after each control-plane node.)"""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict):
+            before = merged.get(key)
+            merged[key] = merge_patch(before if isinstance(before, dict) else {}, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _group_view(group: InstanceGroup) -> GroupView:
     max_age = group.spec.max_node_age
     return GroupView(
@@ -465,7 +482,7 @@ class SimCluster:
         if current is None:
             return
         old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
-        merged = TerminationPolicyStatus.model_validate({**old, **status})
+        merged = TerminationPolicyStatus.model_validate(merge_patch(old, status))
         self._policies[name] = current.model_copy(update={"status": merged})
 
     def _patch_watchdog_status(self, name: str, status: dict[str, Any]) -> None:
@@ -473,7 +490,7 @@ class SimCluster:
         if current is None:
             return
         old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
-        merged = WatchdogStatus.model_validate({**old, **status})
+        merged = WatchdogStatus.model_validate(merge_patch(old, status))
         self._watchdogs[name] = current.model_copy(update={"status": merged})
         for listener in self.watchdog_listeners:
             listener(name)
@@ -483,7 +500,7 @@ class SimCluster:
         if current is None:
             return
         old = current.status.model_dump(by_alias=True, mode="json") if current.status else {}
-        merged = InstanceGroupStatus.model_validate({**old, **status})
+        merged = InstanceGroupStatus.model_validate(merge_patch(old, status))
         updated = current.model_copy(update={"status": merged})
         self._groups[name] = updated
         self._group_views = None
