@@ -1,6 +1,13 @@
 """Run every benchmark and print its figures."""
 
-from bench import controller_steady_state, drain_vs_kubectl, plan_compute, rollout, sim_speed
+from bench import (
+    controller_steady_state,
+    drain_vs_kubectl,
+    fleet_2000,
+    plan_compute,
+    rollout,
+    sim_speed,
+)
 
 if __name__ == "__main__":
     plan_compute.run()
@@ -9,3 +16,5 @@ if __name__ == "__main__":
     sim_speed.run()
     rollout.run()
     drain_vs_kubectl.run()
+    fleet_2000.run()
+    fleet_2000.run_throughput()
