@@ -349,7 +349,10 @@ async def _fleet(kubeconfig: Path) -> None:
             if pdbs.armed:
                 break
             await asyncio.sleep(0.5)
-        print(f"  fleet up in {time.monotonic() - started:.0f}s")
+        print(
+            f"  fleet up in {time.monotonic() - started:.0f}s "
+            f"({len(pdbs.ready)} of {GUARDED_REPLICAS} guarded pods Ready)"
+        )
         with controller(
             kubeconfig, f"--metrics-port={port}", "--metrics-address=127.0.0.1"
         ) as molt:
@@ -379,7 +382,12 @@ async def _fleet(kubeconfig: Path) -> None:
     bound = waves * BOOT_SECONDS
     replaced = len(nodes.gone)
     share_bound = bound * replaced / FLEET_NODES
-    violated = pdbs.fewest is not None and pdbs.fewest < GUARDED_MIN_AVAILABLE
+    if not pdbs.armed:
+        verdict = f"not measured: the Deployment never had all {GUARDED_REPLICAS} pods Ready"
+    elif pdbs.fewest is not None and pdbs.fewest < GUARDED_MIN_AVAILABLE:
+        verdict = "VIOLATED"
+    else:
+        verdict = "0 violations"
     print(
         f"rotation, maxInFlight {IN_FLIGHT} ({IN_FLIGHT * 100 // FLEET_NODES} %), boot "
         f"{BOOT_SECONDS}s, capped at {ROTATION_CAP}s: {replaced} of {FLEET_NODES} nodes replaced "
@@ -389,7 +397,7 @@ async def _fleet(kubeconfig: Path) -> None:
         f"{_per_minute(steady, during, spent)}; RSS after {rss[-1]:.0f} MiB "
         f"(goal < {RSS_GOAL_MIB}); PDB (minAvailable {GUARDED_MIN_AVAILABLE} of "
         f"{GUARDED_REPLICAS}): fewest Ready {pdbs.fewest}, "
-        f"{'VIOLATED' if violated else '0 violations'} (goal 0)"
+        f"{verdict} (goal 0 violations)"
     )
 
 
