@@ -4,6 +4,7 @@ from bench import (
     churn,
     controller_steady_state,
     drain_vs_kubectl,
+    fleet_2000,
     plan_compute,
     rollout,
     rollout_sim,
@@ -19,3 +20,5 @@ if __name__ == "__main__":
     churn.run()
     rollout.run()
     drain_vs_kubectl.run()
+    fleet_2000.run()
+    fleet_2000.run_throughput()

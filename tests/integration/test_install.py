@@ -38,7 +38,8 @@ from molt.cloud.baremetal.store import CLAIMS_CONFIGMAP, ClaimStore
 from molt.cloud.kwok import KwokProvider
 from molt.controllers.watchdog.checks import probe_pod_body
 from molt.kube.leader import LeaderElector
-from molt.kube.state import GROUPS, NODES, PODS, POLICIES, REAPERS, WATCHDOGS
+from molt.kube.pods import BOUND, PODS
+from molt.kube.state import GROUPS, NODES, POLICIES, REAPERS, WATCHDOGS
 from molt.kube.transport import RawApi
 from molt.kube.writes import KubeWrites
 from molt.policy.snapshot import PodView
@@ -581,9 +582,8 @@ PROBES: dict[tuple[str, str, str], Probe] = {
         ABSENT, datetime.now(UTC)
     ),
     ("", "pods", "list"): lambda p: p.writes.list_pods_now(ABSENT),
-    ("", "pods", "watch"): lambda p: p.watch_once(
-        PODS, [("fieldSelector", f"spec.nodeName={ABSENT}")]
-    ),
+    # The controller's shared pod cache: every bound pod, one watch.
+    ("", "pods", "watch"): lambda p: p.watch_once(PODS, [("fieldSelector", BOUND)]),
     ("", "pods", "delete"): lambda p: p.writes.delete_pod(p.absent_pod()),
     ("", "pods/eviction", "create"): lambda p: p.evict(),
     ("policy", "poddisruptionbudgets", "list"): lambda p: p.writes.list_pdbs_now(),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import statistics
 from datetime import timedelta
 
+from molt.kube.pods import PODS
 from molt.kube.projections import pdb_view, pod_view
-from molt.kube.state import PDBS, PODS, WATCHDOGS
+from molt.kube.state import PDBS, WATCHDOGS
 from molt.kube.transport import RawApi
 from molt.kube.writes import COMPONENT, EVENT_NAMESPACE
 from molt.policy.age import parse_rfc3339

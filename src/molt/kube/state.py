@@ -1,10 +1,12 @@
 """The controller's view of the cluster, served from watch caches.
 
 Implements the ``ClusterReads`` port: nodes, InstanceGroups, TerminationPolicies,
-Reapers and Watchdogs are cached cluster-wide; pods are cached only for nodes that are
-draining, through a watch narrowed by ``spec.nodeName`` that starts when a drain first
-asks and stops when the node leaves the pipeline. Every change is reported through
-``on_change`` so the controller can enqueue work.
+Reapers and Watchdogs are cached cluster-wide. Pods come either from one cluster-wide
+watch of bound pods indexed by node (``shared_pods``: the controller, whose drains may
+run by the hundred; see ``pods``), or, for a command that drains one node, from a watch
+narrowed by ``spec.nodeName`` that starts when the drain first asks and stops when it
+releases the node. Every change is reported through ``on_change`` so the controller can
+enqueue work.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import structlog
 
 from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy, Watchdog
+from molt.kube.pods import PODS, SharedPodCache
 from molt.kube.projections import group_view, node_view, pod_view
 from molt.kube.transport import Json, RawApi
 from molt.kube.watch import Reflector
@@ -24,7 +27,6 @@ from molt.policy.snapshot import GroupView, NodeView, PodView
 log = structlog.get_logger(__name__)
 
 NODES = "/api/v1/nodes"
-PODS = "/api/v1/pods"
 PDBS = "/apis/policy/v1/poddisruptionbudgets"
 GROUPS = f"/apis/{GROUP}/{VERSION}/instancegroups"
 POLICIES = f"/apis/{GROUP}/{VERSION}/terminationpolicies"
@@ -50,9 +52,15 @@ class KubeClusterState:
         on_policy_or_group: Callable[[], None] | None = None,
         on_reaper: Callable[[str], None] | None = None,
         on_watchdog: Callable[[str], None] | None = None,
+        shared_pods: bool = False,
     ) -> None:
+        """``shared_pods``: cache every bound pod through one watch, started with the other
+        caches, instead of one watch per node a drain asks about."""
         self.raw = raw
         self._on_pod = on_pod
+        self.shared_pods: SharedPodCache | None = (
+            SharedPodCache(raw, on_pod) if shared_pods else None
+        )
         self.nodes_cache: Reflector[NodeView] = Reflector(
             raw,
             NODES,
@@ -94,6 +102,10 @@ class KubeClusterState:
         """Start the cluster-wide caches (they run until ``stop``)."""
         for cache in self._caches():
             self._tasks.append(asyncio.create_task(cache.run(), name=f"cache-{cache.name}"))
+        if self.shared_pods is not None:
+            # Not one of the core caches: nothing but a drain waits for it, and a drain
+            # asking before it has synced is told to come back (``pods_on`` is None).
+            self._tasks.append(asyncio.create_task(self.shared_pods.run(), name="cache-pods"))
 
     def _caches(self) -> tuple[Reflector[Any], ...]:
         return (*self._core(), self.reapers_cache, self.watchdogs_cache)
@@ -172,6 +184,8 @@ class KubeClusterState:
         return self.watchdogs_cache.values()
 
     def pods_on(self, node: str) -> list[PodView] | None:
+        if self.shared_pods is not None:
+            return self.shared_pods.pods_on(node)
         watched = self._pods.get(node)
         if watched is None:
             notify = self._on_pod
@@ -210,6 +224,9 @@ class KubeClusterState:
             announce.cancel()
 
     def release_pods(self, node: str) -> None:
+        if self.shared_pods is not None:
+            self.shared_pods.release_pods(node)
+            return
         watched = self._pods.pop(node, None)
         if watched is not None:
             watched[1].cancel()

@@ -125,6 +125,18 @@ class RawApi:
     ) -> tuple[list[Json], str]:
         """Every item of a collection, page by page; and the list's resourceVersion."""
         items: list[Json] = []
+        version = ""
+        async for page_items, page_version in self.list_pages(path, query, page_size):
+            items.extend(page_items)
+            version = page_version
+        return items, version
+
+    async def list_pages(
+        self, path: str, query: list[tuple[str, str]] | None = None, page_size: int = 500
+    ) -> AsyncIterator[tuple[list[Json], str]]:
+        """A collection one page at a time, each with the list's resourceVersion so far:
+        a caller that keeps only a projection of each item never holds the whole
+        collection's JSON at once (20,000 pods are hundreds of MB as Python dicts)."""
         token = ""
         version = ""
         while True:
@@ -132,12 +144,12 @@ class RawApi:
             if token:
                 page_query.append(("continue", token))
             page = await self.list_page(path, page_query)
-            items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
             token = meta.get("continue") or ""
             version = meta.get("resourceVersion") or version
+            yield page.get("items") or [], version
             if not token:
-                return items, version
+                return
 
     async def create(self, path: str, body: Json) -> Json:
         return await self.request("create", "POST", path, body=body)

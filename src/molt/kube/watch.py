@@ -198,11 +198,16 @@ class Reflector(Generic[T]):
         self._remove(key)
 
     async def _list(self) -> None:
-        items, version = await self.raw.list_all(self.path, self._selectors(), self.page_size)
+        # Page by page into the store: only one page's JSON is alive at a time.
         seen = set()
-        for item in items:
-            seen.add(object_key(item))
-            self._set(item)
+        version = ""
+        async for items, page_version in self.raw.list_pages(
+            self.path, self._selectors(), self.page_size
+        ):
+            version = page_version
+            for item in items:
+                seen.add(object_key(item))
+                self._set(item)
         for key in [k for k in self.store if k not in seen]:
             self._remove(key)
         self.resource_version = version
