@@ -163,7 +163,7 @@ async def test_a_control_plane_component_down_mid_drain_breaks_no_promise(
                 sandbox.sandbox.restart, component, lambda _: None, DOWN_SECONDS
             )
         compared = await caches_agree(kube, port, within=RECONNECT_WITHIN)
-        pod_caches = [name for name in compared if name.startswith("pods@")]
+        pod_caches = [name for name in compared if name.split("@")[0] == "pods"]
         try:
             await eventually(
                 lambda: _rotated(kube, group, old), within=300, interval=1, what="rotation"

@@ -134,6 +134,8 @@ class KubeClusterState:
         project, which it leaves out). Taken in one step on the event loop, so it
         is one consistent moment of each cache."""
         caches = [*self._caches(), *(cache for cache, _ in self._pods.values())]
+        if self.shared_pods is not None:
+            caches.append(self.shared_pods.cache)
         return {
             cache.name: {
                 "path": cache.path,
