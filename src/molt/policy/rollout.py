@@ -107,7 +107,9 @@ def cell_targets(
     return targets
 
 
-def rebalance_cell(ideal: dict[CellKey, int], instances_by_cell: Counter[CellKey]) -> CellKey | None:
+def rebalance_cell(
+    ideal: dict[CellKey, int], instances_by_cell: Counter[CellKey]
+) -> CellKey | None:
     """The cell a rebalance launches its extra node in, or None when the spread is fine.
 
     A cell short of its ideal share gets it only while another is over its own: the
