@@ -262,6 +262,29 @@ async def test_a_cell_out_of_capacity_has_its_share_moved_at_once_and_back_after
     assert workers.floor_breaches == []
 
 
+async def test_a_zone_out_for_hours_costs_no_rebalance_and_is_refilled_launch_first() -> None:
+    # The loop this guards against: each time zone-b's rest ran out, a zone-a node was
+    # selected for being over its share, its replacement failed in zone-b and landed in
+    # zone-a again, one needless drain per rest (3 m, then 6 m, 12 m, ... here).
+    workers = fleet()
+    workers.provider.capacity_errors.add(("zone-b", "on-demand"))
+    await workers.rounds(330)  # 11 min: the rest runs out twice (after 3 m, then 6 m)
+
+    assert by_zone(workers.cluster.nodes()) == {"zone-a": 3, "zone-c": 3}
+    selected = [e.message for e in workers.cluster.events if e.reason == "Selected"]
+    assert selected == [], "nodes were replaced while the zone could not take them"
+    assert workers.instances() == 6
+
+    workers.provider.capacity_errors.clear()
+    await workers.rounds(450)  # the last rest (12 m) runs out, then two moves
+
+    assert by_zone(workers.cluster.nodes()) == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
+    selected = [e.message for e in workers.cluster.events if e.reason == "Selected"]
+    assert len(selected) == 2, selected  # one node per move, each after its successor stood
+    assert workers.peak_instances <= 7
+    assert workers.floor_breaches == []
+
+
 async def test_a_node_whose_instance_is_gone_is_deleted() -> None:
     workers = fleet()
     await workers.rounds(2)

@@ -72,15 +72,22 @@ def cell_targets(
     leaving_by_cell: Counter[CellKey],
     instances_by_cell: Counter[CellKey],
     resting: frozenset[CellKey] = frozenset(),
+    ideal: dict[CellKey, int] | None = None,
 ) -> dict[CellKey, int]:
     """Desired instances per target cell.
 
     A cell never gets fewer than the instances it holds (nodes leave through the
     pipeline, never by shrinking a cell under them), and the revision never more in all
     than the plan's total plus its nodes in the pipeline: the missing instances go, one
-    at a time, to the open cell furthest below its share. So an uneven spread (after an
-    outage, a spot shortage) is never "fixed" by launching more; rebalancing is a
-    replacement, through the pipeline.
+    at a time, to the open cell furthest below its share.
+
+    An uneven spread (after an outage, a spot shortage) is mended launch first, like an
+    Auto Scaling group's AZ rebalance: with ``ideal`` (the share every cell has with
+    capacity everywhere) given, a group that is whole, with nothing in the pipeline and
+    every cell open, launches one extra node in the cell furthest below its ideal share
+    (see ``rebalance_cell``). Only once that node stands does the group hold more than its
+    size, and the surplus then leaves from a cell over its share (``rollout_replacements``).
+    A launch that fails there rests the cell and costs no node: nothing was drained for it.
     """
     targets = {key: instances_by_cell[key] for key in set(plan.cells) | set(instances_by_cell)}
     missing = plan.total + sum(leaving_by_cell.values()) - sum(instances_by_cell.values())
@@ -93,7 +100,28 @@ def cell_targets(
             key=lambda k: (targets[k] - leaving_by_cell[k] - plan.cells[k], k),
         )
         targets[best] += 1
+    if ideal is not None and missing == 0 and not leaving_by_cell and not resting:
+        probe = rebalance_cell(ideal, instances_by_cell)
+        if probe is not None:
+            targets[probe] = targets.get(probe, 0) + 1
     return targets
+
+
+def rebalance_cell(
+    ideal: dict[CellKey, int], instances_by_cell: Counter[CellKey]
+) -> CellKey | None:
+    """The cell a rebalance launches its extra node in, or None when the spread is fine.
+
+    A cell short of its ideal share gets it only while another is over its own: the
+    move then narrows the spread and the surplus has a cell to leave from. The shortest
+    cell first (ties: the cell name), so repeated moves converge on the ideal split.
+    """
+    over = any(instances_by_cell[key] > want for key, want in ideal.items())
+    over = over or any(key not in ideal for key, count in instances_by_cell.items() if count)
+    short = [key for key, want in ideal.items() if instances_by_cell[key] < want]
+    if not over or not short:
+        return None
+    return min(short, key=lambda k: (instances_by_cell[k] - ideal[k], k))
 
 
 @dataclass(frozen=True)
@@ -115,16 +143,15 @@ def rollout_replacements(
     strategy: Strategy,
     cell_plan: dict[CellKey, int],
     degraded: frozenset[str] = frozenset(),
-    resting: frozenset[CellKey] = frozenset(),
     dead: frozenset[str] = frozenset(),
 ) -> list[Replacement]:
     """The nodes to put into the pipeline now: old revisions, then surplus at the target.
 
     ``cell_plan`` is the full-size split of ``desired`` over every cell, as if all had
-    capacity; once no old node is left, target nodes beyond it are replaced (scale-down),
-    and so are nodes beyond their cell's share while a cell that can launch is short
-    (rebalance). A ``resting`` cell (out of capacity) is never counted short, so an outage
-    that only stops launches never drains the healthy nodes elsewhere or in it.
+    capacity; once no old node is left, target nodes beyond ``desired`` leave from the
+    cells furthest over it (a scale-down, or a rebalance whose extra node already stands
+    in the short cell). A node is never drained for its cell alone, so an outage that
+    only stops launches never drains the healthy nodes elsewhere or in it.
 
     At most ``surge + maxUnavailable`` nodes of the group are in the pipeline at once, and
     only as many as the Ready nodes outside the pipeline exceed ``desired -
@@ -142,9 +169,9 @@ def rollout_replacements(
     ready_current = sum(1 for n in current if n.ready)
     in_flight_room = max(1, strategy.surge + strategy.max_unavailable) - len(leaving)
     if not old:
-        # Surplus and misplaced nodes: their replacements are launched because they are
-        # in the pipeline, so only the in-flight bound applies (the gate keeps the floor).
-        return _surplus(current, desired, cell_plan, resting)[: max(0, in_flight_room)]
+        # Surplus nodes: nothing replaces them, so only the in-flight bound applies (the
+        # gate keeps the floor).
+        return _surplus(current, desired, cell_plan)[: max(0, in_flight_room)]
     dead_old = sum(1 for n in old if n.name in dead and not n.ready)
     if strategy.kind == BLUE_GREEN:
         room = len(old) if ready_current >= desired else min(in_flight_room, dead_old)
@@ -171,38 +198,36 @@ def _surplus(
     current: list[NodeView],
     desired: int,
     cell_plan: dict[CellKey, int],
-    resting: frozenset[CellKey],
 ) -> list[Replacement]:
-    """Target nodes beyond the desired size (scale-down) or beyond their cell's share
-    while another cell is short (rebalance, e.g. after a zone comes back)."""
-    # Counted first (in C): the nodes are grouped by cell only when some must go.
-    counts = Counter(node.cell for node in current)
-    short = sum(
-        max(0, want - counts.get(key, 0)) for key, want in cell_plan.items() if key not in resting
-    )
+    """Target nodes beyond the desired size, taken from the cells furthest over their
+    share: a scale-down, or the second half of a rebalance (its extra node already
+    stands in the short cell, see ``cell_targets``).
+
+    A node is never replaced for its cell alone: its replacement would be placed by the
+    launch rule, which (with a zone out, or its rest just over and its capacity
+    unproven) may be its own cell again, one needless drain per rest of the zone.
+    """
     excess_total = max(0, len(current) - desired)
-    picked: list[Replacement] = []
-    if excess_total == 0 and short == 0:
+    if excess_total == 0:
         return []
     by_cell: dict[CellKey, list[NodeView]] = {}
     for node in current:
         by_cell.setdefault(node.cell, []).append(node)
+    picked: list[Replacement] = []
     for key in sorted(by_cell):
         over = len(by_cell[key]) - cell_plan.get(key, 0)
         if over <= 0:
             continue
         nodes = sorted(by_cell[key], key=lambda n: (n.ready, n.launched_at or n.created))
         for node in nodes[:over]:
-            if excess_total > 0:
-                excess_total -= 1
-                picked.append(
-                    Replacement(node, f"scale-down: group has more than {desired}", surplus=True)
+            if excess_total == 0:
+                return picked
+            excess_total -= 1
+            picked.append(
+                Replacement(
+                    node,
+                    f"scale-down: group has more than {desired} (cell {key} over its share)",
+                    surplus=True,
                 )
-            elif short > 0:
-                short -= 1
-                picked.append(
-                    Replacement(
-                        node, f"rebalance: cell {key} has more than its share", surplus=True
-                    )
-                )
+            )
     return picked

@@ -97,7 +97,20 @@ async def scale(scope: GroupScope, ports: GroupPorts) -> None:
         staying = min(staying, ready_at_target + 1)
     await _shrink_others(scope, ports, instances, template)
     leaving_here = Counter({key: c for (rev, key), c in leaving.items() if rev == target})
-    grows, unplaced = await _size_target(scope, ports, instances, leaving_here, staying, template)
+    # A rebalance launches one node beyond the size, so only in a calm, whole group:
+    # every instance Ready at the target, nothing leaving, no zone NotReady, room left.
+    calm = (
+        not pending
+        and not leaving
+        and not dead
+        and target not in memory.degraded
+        and all(rev == target for (rev, _), count in instances.items() if count)
+        and strategy.surge > 0
+        and scope.desired < spec.max_size
+    )
+    grows, unplaced = await _size_target(
+        scope, ports, instances, leaving_here, staying, template, rebalance=calm
+    )
     scope.busy = pending or grows
     await _request_overflow(scope, ports, unplaced)
 
@@ -167,15 +180,18 @@ async def _size_target(
     leaving: Counter[CellKey],
     staying: int,
     template: Template,
+    rebalance: bool = False,
 ) -> tuple[bool, int]:
     """Size the target revision's cells for ``staying`` nodes, resting any cell out of
-    capacity and splitting again around it. Returns whether a cell is still to grow and
+    capacity and splitting again around it; with ``rebalance``, one extra node in a cell
+    short of its share (``cell_targets``). Returns whether a cell is still to grow and
     how many nodes no cell could place."""
     spec, memory, target, now = scope.spec, scope.memory, scope.target, scope.now
     by_cell = {o.cell: o for o in scope.observations if o.cell.revision == target}
     pending = False
     figures: list[CellFigures] = []
     unplaced = 0
+    ideal = split_capacity(scope.desired, list(spec.zones), spec.capacity).cells
     for _ in range(8):  # each pass rests at least one more cell, or finishes
         resting = memory.resting_cells(now, target)
         plan = split_capacity(staying, list(spec.zones), spec.capacity, resting)
@@ -185,6 +201,7 @@ async def _size_target(
             leaving,
             Counter({key: c for (rev, key), c in instances.items() if rev == target}),
             resting,
+            ideal if rebalance else None,
         )
         figures = []
         retry = False
@@ -243,8 +260,8 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
     )
     if target in memory.degraded:
         return False  # frozen: replacing nodes now would only lose capacity
-    # The share every cell would have with capacity everywhere: a resting cell's nodes
-    # are never drained for being there, only moved back once it can launch again.
+    # The share every cell would have with capacity everywhere: the surplus leaves from
+    # the cells furthest over it.
     ideal = split_capacity(scope.desired, list(spec.zones), spec.capacity)
     picks = rollout_replacements(
         members,
@@ -253,7 +270,6 @@ async def _select(scope: GroupScope, ports: GroupPorts) -> bool:
         strategy_of(scope.group),
         ideal.cells,
         frozenset(memory.degraded),
-        memory.resting_cells(now, target),
         dead_nodes(
             members, now, parse_duration(spec.health.not_ready_for), frozenset(memory.struck)
         ),
