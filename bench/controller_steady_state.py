@@ -9,16 +9,13 @@ loopback, lets it settle, then measures for a minute: resident memory from
 from __future__ import annotations
 
 import asyncio
-import re
-import socket
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kubernetes_asyncio import client
 
-from bench.support import controller, sandbox
+from bench.support import api_requests, controller, free_port, rss_mib, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
@@ -27,27 +24,6 @@ from molt.policy.cells import template_revision
 
 NODES = 500
 MEASURE_SECONDS = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else float("nan")
-
-
-def _requests(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        verb: float(value)
-        for verb, value in re.findall(r'molt_api_requests\{verb="(\w+)"\} ([0-9.e+]+)', text)
-    }
 
 
 async def _install(kubeconfig: Path) -> None:
@@ -108,17 +84,17 @@ def run() -> None:
         started = time.monotonic()
         asyncio.run(_install(box.kubeconfig))
         print(f"registered {NODES} kwok nodes in {time.monotonic() - started:.1f}s")
-        port = _free_port()
+        port = free_port()
         with controller(
             box.kubeconfig, f"--metrics-port={port}", "--metrics-address=127.0.0.1"
         ) as molt:
             time.sleep(20)  # sync the caches, write the policy status, settle
-            before = _requests(port)
+            before = api_requests(port)
             rss_samples = []
             for _ in range(MEASURE_SECONDS // 5):
                 time.sleep(5)
-                rss_samples.append(_rss_mib(molt.pid))
-            after = _requests(port)
+                rss_samples.append(rss_mib(molt.pid))
+            after = api_requests(port)
         delta = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
         per_minute = sum(delta.values()) * 60 / MEASURE_SECONDS
         detail = ", ".join(f"{verb} {count:.0f}" for verb, count in sorted(delta.items()))

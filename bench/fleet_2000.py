@@ -24,10 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
-import socket
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +33,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from bench.support import controller, sandbox
+from bench.support import api_requests, controller, free_port, rss_mib, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.api.labels import GROUP_LABEL, REVISION_LABEL, STATE_LABEL
@@ -68,27 +65,6 @@ TEMPLATE: dict[str, Any] = {
 
 RSS_GOAL_MIB = 300
 THROUGHPUT_GOAL_PER_DAY = 10_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else float("nan")
-
-
-def _requests(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        verb: float(value)
-        for verb, value in re.findall(r'molt_api_requests\{verb="(\w+)"\} ([0-9.e+]+)', text)
-    }
 
 
 def _per_minute(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
@@ -339,7 +315,7 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def _fleet(kubeconfig: Path) -> None:
-    port = _free_port()
+    port = free_port()
     async with await connect(str(kubeconfig)) as api:
         started = time.monotonic()
         await _install(api, FLEET_NODES, PODS_PER_NODE, IN_FLIGHT, guarded=True)
@@ -357,12 +333,12 @@ async def _fleet(kubeconfig: Path) -> None:
             kubeconfig, f"--metrics-port={port}", "--metrics-address=127.0.0.1"
         ) as molt:
             await asyncio.sleep(45)  # sync the caches (20,000 pods), write statuses, settle
-            startup = _requests(port)
+            startup = api_requests(port)
             rss = []
             for _ in range(MEASURE_SECONDS // 5):
                 await asyncio.sleep(5)
-                rss.append(_rss_mib(molt.pid))
-            steady = _requests(port)
+                rss.append(rss_mib(molt.pid))
+            steady = api_requests(port)
             print(
                 f"steady state, {FLEET_NODES} nodes + {FLEET_NODES * PODS_PER_NODE} pods: "
                 f"API requests/min by verb: {_per_minute(startup, steady, MEASURE_SECONDS)} "
@@ -375,8 +351,8 @@ async def _fleet(kubeconfig: Path) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(nodes.all_gone.wait(), ROTATION_CAP)
             spent = time.monotonic() - began
-            during = _requests(port)
-            rss.append(_rss_mib(molt.pid))
+            during = api_requests(port)
+            rss.append(rss_mib(molt.pid))
         await _stop(tasks)
     waves = math.ceil(FLEET_NODES / IN_FLIGHT)
     bound = waves * BOOT_SECONDS

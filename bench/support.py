@@ -1,11 +1,15 @@
-"""What the cluster benchmarks share: a sandbox and a ``molt run`` process against it."""
+"""What the cluster benchmarks share: a sandbox, a ``molt run`` process against it, and
+readings of that process (its memory, its API requests by verb)."""
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,3 +58,27 @@ def controller(kubeconfig: Path, *args: str) -> Iterator[subprocess.Popen[bytes]
         process.wait(timeout=30)
         if keep and not isinstance(sink, int):
             sink.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for ``molt run``'s metrics)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident memory (VmRSS), in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def api_requests(port: int) -> dict[str, float]:
+    """The controller's API requests so far by verb, from its ``molt_api_requests``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        verb: float(value)
+        for verb, value in re.findall(r'molt_api_requests\{verb="(\w+)"\} ([0-9.e+]+)', text)
+    }
