@@ -689,3 +689,18 @@ async def test_a_pdb_status_behind_its_spec_opens_no_gate_however_much_it_allows
     fleet.clock.advance(1.0)
     await fleet.reconcile()
     assert fleet.cluster.evictions == ["default/web", "default/web"], "waited out 5 s"
+
+
+async def test_the_charged_pod_is_found_when_another_pod_of_its_pdb_is_the_one_refused() -> None:
+    # The drain tries one pod of a refusing PDB at a time, always the first: if the charge
+    # is on another pod, only looking at every pod of the node ever reaches it.
+    created = NOW - timedelta(hours=1)
+    fleet = draining_world(pod("web", created=created), pod("api", created=created))
+    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.eviction_answers["default/api"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.pdbs = [_charged("api", NOW - timedelta(seconds=30))]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == ["default/api"], "the admitted eviction is finished"
+    assert fleet.cluster.pod_keys("old") == ["default/web"]

@@ -18,6 +18,7 @@ when each pod has been refused and which cordon-tolerant pods came back, for the
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -195,6 +196,8 @@ class Drainer:
             now = self.clock.monotonic()
             if now - started > self.slice_seconds:
                 break  # never hold a worker: the rest go on the next reconcile
+            if pod.key in attempt.evicted:
+                continue  # deleted above as the pod its PDB had already paid for
             backoff = backoffs.setdefault(pod.uid, PodBackoff())
             gate = gates.get(pdb_of.get(pod.uid, ""))
             if gate is not None and gate.due > now:
@@ -226,11 +229,21 @@ class Drainer:
                 )
                 refusals[pod.key] = refusal
                 budget = f"{pod.namespace}/{refusal.budget}" if refusal.budget else None
-                if refusal.budget is not None and await self._admitted_before(pod, refusal.budget):
-                    attempt.evicted.append(pod.key)
-                    backoffs.pop(pod.uid, None)
-                    refusals.pop(pod.key, None)
-                    continue
+                paid = (
+                    await self._admitted_before(
+                        pod,
+                        [p for p in view.evict if p.key not in attempt.evicted],
+                        refusal.budget,
+                    )
+                    if refusal.budget is not None
+                    else None
+                )
+                if paid is not None:
+                    attempt.evicted.append(paid.key)
+                    backoffs.pop(paid.uid, None)
+                    refusals.pop(paid.key, None)
+                    if paid.uid == pod.uid:
+                        continue
                 if budget is None:
                     delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (backoff.failures - 1))
                 else:
@@ -247,23 +260,42 @@ class Drainer:
             backoff.last = result.outcome
         return attempt
 
-    async def _admitted_before(self, pod: PodView, budget: str) -> bool:
-        """Whether the PDB already counts the pod as disrupted: an eviction of it was
-        admitted, but the pod was never deleted (the client that asked died mid-request,
-        after the API server charged the PDB and before it deleted the pod). The API
-        server then refuses every eviction under the PDB for two minutes, until it drops
-        the entry. Deleting the pod carries out the disruption the PDB has already
-        allowed and paid for, so it breaks nothing; waiting would only stall the drain.
-        Only an entry that is this pod's and still counted is taken (``admission_of``):
-        one that outlived its pod, or its two minutes, is no permission."""
-        pdb = await self.writes.read_pdb(pod.namespace, budget)
-        if pdb is None or admission_of(pdb, pod, self.clock.now()) is None:
-            return False
-        await self.writes.delete_pod(pod)
-        self._moved_nothing.discard(pod.node or "")
+    async def _admitted_before(
+        self, refused: PodView, pods: Sequence[PodView], budget: str
+    ) -> PodView | None:
+        """The pod the PDB already counts as disrupted, deleted now; None if there is none.
+
+        An eviction of it was admitted, but the pod was never deleted (the client that
+        asked died mid-request, after the API server charged the PDB and before it deleted
+        the pod). The API server then refuses every eviction under the PDB for two minutes,
+        until it drops the entry, whichever pod is asked for: so the charged pod is looked
+        for among all the node's pods in the refused one's namespace, not just the refused
+        one (the drain tries one pod of a refusing PDB at a time, and may never come to
+        it). Deleting it carries out the disruption the PDB has already allowed and paid
+        for, so it breaks nothing; waiting would only stall the drain. Only an entry that
+        is that pod's and still counted is taken (``admission_of``): one that outlived its
+        pod, or its two minutes, is no permission."""
+        pdb = await self.writes.read_pdb(refused.namespace, budget)
+        if pdb is None:
+            return None
+        now = self.clock.now()
+        candidates = [refused, *(p for p in pods if p.uid != refused.uid)]
+        paid = next(
+            (
+                candidate
+                for candidate in candidates
+                if candidate.namespace == refused.namespace
+                and admission_of(pdb, candidate, now) is not None
+            ),
+            None,
+        )
+        if paid is None:
+            return None
+        await self.writes.delete_pod(paid)
+        self._moved_nothing.discard(paid.node or "")
         self.metrics.evictions.labels(outcome="admitted-earlier").inc()
-        log.info("eviction.completed", pod=pod.key, pdb=f"{pod.namespace}/{budget}")
-        return True
+        log.info("eviction.completed", pod=paid.key, pdb=f"{refused.namespace}/{budget}")
+        return paid
 
     def _close_gate(self, gates: dict[str, PdbGate], budget: str, now: float) -> float:
         """The PDB refused: its next pod is tried after a short, flat wait."""
