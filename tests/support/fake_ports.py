@@ -73,6 +73,7 @@ def pod(
     tolerates_cordon: bool = False,
     labels: dict[str, str] | None = None,
     created: datetime | None = None,
+    name_generated: bool = False,
 ) -> PodView:
     """A running, Ready ReplicaSet pod on ``node`` unless told otherwise; uid is
     ``uid-<name>``."""
@@ -90,6 +91,7 @@ def pod(
         tolerates_cordon=tolerates_cordon,
         labels=dict(labels or {}),
         created=created,
+        name_generated=name_generated,
     )
 
 

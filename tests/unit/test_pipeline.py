@@ -657,6 +657,34 @@ async def test_an_admission_older_than_the_pod_is_no_permission_to_delete_it() -
     assert fleet.cluster.pod_keys("old") == ["default/web"]
 
 
+async def test_an_admission_in_the_second_a_generated_name_was_created_is_its_own() -> None:
+    # kwok (or a fast node) has a ReplicaSet pod Ready and evictable within the second it
+    # was created, so the admission can carry the same whole-second time as the pod. No
+    # other pod ever had a generated name: the entry can only be this pod's.
+    created = NOW.replace(microsecond=0) - timedelta(seconds=20)
+    fleet = draining_world(pod("web-5f7c9-x2b4q", created=created, name_generated=True))
+    fleet.cluster.eviction_answers["default/web-5f7c9-x2b4q"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.pdbs = [_charged("web-5f7c9-x2b4q", created)]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == ["default/web-5f7c9-x2b4q"]
+
+
+async def test_an_admission_in_the_second_a_reused_name_was_created_is_no_permission() -> None:
+    # A StatefulSet pod evicted and recreated within one second: an entry bearing the new
+    # pod's creation second may be its predecessor's.
+    created = NOW.replace(microsecond=0) - timedelta(seconds=20)
+    fleet = draining_world(pod("db-0", created=created, owner_kinds=("StatefulSet",)))
+    fleet.cluster.eviction_answers["default/db-0"] = [EvictionOutcome.PDB_BLOCKED]
+    fleet.cluster.pdbs = [_charged("db-0", created)]
+
+    await fleet.reconcile()
+
+    assert fleet.cluster.deleted_pods == []
+    assert fleet.cluster.pod_keys("old") == ["default/db-0"]
+
+
 async def test_an_admission_past_its_90s_is_no_permission_to_delete_the_pod() -> None:
     # The disruption controller forgets an admission after two minutes and counts the pod
     # healthy again; with the controller manager down nobody forgets it at all. Either way

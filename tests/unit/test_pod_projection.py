@@ -63,3 +63,15 @@ def test_strings_repeated_across_cached_pods_are_shared() -> None:
     assert one.node is two.node
     assert one.labels["app"] is two.labels["app"]
     assert next(iter(one.labels)) is next(iter(two.labels))
+
+
+def test_a_name_the_api_server_generated_is_told_from_one_a_client_chose() -> None:
+    generated = _raw("web-5f7c9-x2b4q", {})
+    generated["metadata"]["generateName"] = "web-5f7c9-"  # type: ignore[index]
+    chosen = _raw("db-0", {})
+    prefix_only = _raw("web-5f7c9-custom-name", {})
+    prefix_only["metadata"]["generateName"] = "web-5f7c9-"  # type: ignore[index]
+    assert pod_view(generated).name_generated
+    assert cached_pod_view(generated).name_generated
+    assert not pod_view(chosen).name_generated
+    assert not pod_view(prefix_only).name_generated, "named by a client, not generated"

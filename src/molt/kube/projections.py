@@ -88,6 +88,22 @@ def pod_view(raw: Json) -> PodView:
         tolerates_cordon=tolerates_cordon((raw.get("spec") or {}).get("tolerations") or []),
         created=parse_rfc3339_or_none(meta.get("creationTimestamp")),
         labels=dict(meta.get("labels") or {}),
+        name_generated=_name_generated(meta),
+    )
+
+
+GENERATED_SUFFIX_LENGTH = 5
+"""The API server appends this many random characters to a ``generateName``."""
+
+
+def _name_generated(meta: Json) -> bool:
+    """Whether the API server generated the object's name from its ``generateName``."""
+    prefix = meta.get("generateName") or ""
+    name = str(meta.get("name", ""))
+    return (
+        bool(prefix)
+        and name.startswith(prefix)
+        and (len(name) == len(prefix) + GENERATED_SUFFIX_LENGTH)
     )
 
 

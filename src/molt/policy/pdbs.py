@@ -69,12 +69,18 @@ def admission_of(pdb: PdbView, pod: PodView, now: datetime) -> datetime | None:
 
     The entry is keyed by name only: a StatefulSet pod recreated under the same name, or
     an entry nobody dropped because the controller manager is down, would otherwise pass
-    for permission. So the entry must postdate the pod's creation (whole seconds both:
-    the same second is not enough) and be younger than ``ADMISSION_TRUSTED_FOR``."""
+    for permission. So the entry must postdate the pod's creation and be younger than
+    ``ADMISSION_TRUSTED_FOR``. Both times are whole seconds: for a pod whose name can
+    come back (a StatefulSet's), an entry in the second of its creation may be its
+    predecessor's and is no permission; a generated name was never anyone else's, so an
+    entry in that second can only be its own (kwok, or a fast node, has a pod Ready and
+    evictable within the second it was created)."""
     if pod.name not in pdb.disrupted_pods:
         return None
     admitted = pdb.disrupted_pods[pod.name]
-    if admitted is None or pod.created is None or admitted <= pod.created:
+    if admitted is None or pod.created is None or admitted < pod.created:
+        return None
+    if admitted == pod.created and not pod.name_generated:
         return None
     if now - admitted >= ADMISSION_TRUSTED_FOR or admitted > now + ADMISSION_TRUSTED_FOR:
         return None

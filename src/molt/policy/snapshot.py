@@ -160,6 +160,9 @@ class PodView:
     created: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
     """What a PodDisruptionBudget's selector matches."""
+    name_generated: bool = False
+    """The API server made its name up (``metadata.generateName`` plus five random
+    characters, as for a ReplicaSet's pods): no earlier pod had that name."""
 
     @property
     def key(self) -> str:
