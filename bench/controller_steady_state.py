@@ -15,8 +15,14 @@ from pathlib import Path
 
 from kubernetes_asyncio import client
 
-from bench.support import api_requests, controller, free_port, rss_mib, sandbox
-from molt.api import GROUP, VERSION
+from bench.support import (
+    api_requests,
+    controller,
+    create_molt_object,
+    free_port,
+    rss_mib,
+    sandbox,
+)
 from molt.api.instancegroup import Template
 from molt.cloud.kwok_nodes import kwok_node
 from molt.kube.reader import connect
@@ -46,35 +52,25 @@ async def _install(kubeconfig: Path) -> None:
                 )
 
         await asyncio.gather(*(create(i) for i in range(NODES)))
-        await custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "instancegroups",
+        await create_molt_object(
+            custom,
+            "InstanceGroup",
+            "steady",
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "InstanceGroup",
-                "metadata": {"name": "steady"},
-                "spec": {
-                    "provider": "kwok",
-                    "minSize": NODES,
-                    "maxSize": NODES + 10,
-                    "zones": ["zone-a"],
-                    "template": {"instanceTypes": ["m5.large"]},
-                },
+                "provider": "kwok",
+                "minSize": NODES,
+                "maxSize": NODES + 10,
+                "zones": ["zone-a"],
+                "template": {"instanceTypes": ["m5.large"]},
             },
         )
-        await custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "terminationpolicies",
+        await create_molt_object(
+            custom,
+            "TerminationPolicy",
+            "steady-48h",
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "TerminationPolicy",
-                "metadata": {"name": "steady-48h"},
-                "spec": {
-                    "nodeSelector": {"matchLabels": {"molt.dev/instance-group": "steady"}},
-                    "rules": {"maxAge": "48h"},
-                },
+                "nodeSelector": {"matchLabels": {"molt.dev/instance-group": "steady"}},
+                "rules": {"maxAge": "48h"},
             },
         )
 

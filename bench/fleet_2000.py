@@ -33,7 +33,14 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from bench.support import api_requests, controller, free_port, rss_mib, sandbox
+from bench.support import (
+    api_requests,
+    controller,
+    create_molt_object,
+    free_port,
+    rss_mib,
+    sandbox,
+)
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.api.labels import GROUP_LABEL, REVISION_LABEL, STATE_LABEL
@@ -129,37 +136,27 @@ async def _install(
     await _gather_in_batches([node_job(i, n) for i, n in enumerate(names)], 32)
     print(f"  registered {nodes} kwok nodes in {time.monotonic() - started:.0f}s")
     await core.create_namespace({"metadata": {"name": NAMESPACE}})
-    await custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "instancegroups",
+    await create_molt_object(
+        custom,
+        "InstanceGroup",
+        GROUP_NAME,
         {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "InstanceGroup",
-            "metadata": {"name": GROUP_NAME},
-            "spec": {
-                "provider": "kwok",
-                "minSize": nodes,
-                "maxSize": nodes + IN_FLIGHT,
-                "zones": list(ZONES),
-                "template": TEMPLATE,
-            },
+            "provider": "kwok",
+            "minSize": nodes,
+            "maxSize": nodes + IN_FLIGHT,
+            "zones": list(ZONES),
+            "template": TEMPLATE,
         },
     )
-    await custom.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "terminationpolicies",
+    await create_molt_object(
+        custom,
+        "TerminationPolicy",
+        GROUP_NAME,
         {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TerminationPolicy",
-            "metadata": {"name": GROUP_NAME},
-            "spec": {
-                "nodeSelector": {"matchLabels": {GROUP_LABEL: GROUP_NAME}},
-                "rules": {"maxAge": "48h"},
-                "budgets": [{"maxInFlight": budget, "scope": "Cluster"}],
-                "drain": {"timeout": "10m"},
-            },
+            "nodeSelector": {"matchLabels": {GROUP_LABEL: GROUP_NAME}},
+            "rules": {"maxAge": "48h"},
+            "budgets": [{"maxInFlight": budget, "scope": "Cluster"}],
+            "drain": {"timeout": "10m"},
         },
     )
     # Pods need the namespace's default ServiceAccount, which the controller-manager makes.

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from bench.rollout_timeline import NodeTimeline, breakdown, following, waves
-from bench.support import controller, sandbox
+from bench.support import controller, create_molt_object, sandbox
 from molt.api import GROUP, VERSION
 from molt.api.instancegroup import Template
 from molt.kube.reader import connect
@@ -56,22 +56,17 @@ async def _measure(kubeconfig: Path) -> tuple[float, float, list[str]]:
     async with await connect(str(kubeconfig)) as api:
         core = client.CoreV1Api(api)
         custom = client.CustomObjectsApi(api)
-        await custom.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "instancegroups",
+        await create_molt_object(
+            custom,
+            "InstanceGroup",
+            "roll",
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "InstanceGroup",
-                "metadata": {"name": "roll"},
-                "spec": {
-                    "provider": "kwok",
-                    "minSize": NODES,
-                    "maxSize": NODES + SURGE,
-                    "zones": ["zone-a", "zone-b", "zone-c"],
-                    "template": FIRST,
-                    "strategy": {"type": "RollingReplace", "maxSurge": SURGE},
-                },
+                "provider": "kwok",
+                "minSize": NODES,
+                "maxSize": NODES + SURGE,
+                "zones": ["zone-a", "zone-b", "zone-c"],
+                "template": FIRST,
+                "strategy": {"type": "RollingReplace", "maxSurge": SURGE},
             },
         )
         old = template_revision(Template.model_validate(FIRST))

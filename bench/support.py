@@ -1,5 +1,6 @@
-"""What the cluster benchmarks share: a sandbox, a ``molt run`` process against it, and
-readings of that process (its memory, its API requests by verb)."""
+"""What the cluster benchmarks share: a sandbox, a ``molt run`` process against it, Molt's
+own objects created in it, and readings of that process (its memory, its API requests by
+verb)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from kubernetes_asyncio import client
+
+from molt.api import GROUP, VERSION
 from molt.sandbox.binaries import ensure_binaries
 from molt.sandbox.cluster import Sandbox
 
@@ -82,3 +87,23 @@ def api_requests(port: int) -> dict[str, float]:
         verb: float(value)
         for verb, value in re.findall(r'molt_api_requests\{verb="(\w+)"\} ([0-9.e+]+)', text)
     }
+
+
+PLURALS = {"InstanceGroup": "instancegroups", "TerminationPolicy": "terminationpolicies"}
+
+
+async def create_molt_object(
+    custom: client.CustomObjectsApi, kind: str, name: str, spec: dict[str, Any]
+) -> None:
+    """Create one of Molt's cluster-scoped objects (an InstanceGroup, a TerminationPolicy)."""
+    await custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURALS[kind],
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
