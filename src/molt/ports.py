@@ -136,6 +136,12 @@ class ClusterReads(Protocol):
         """Every Watchdog (none: nothing is checked and no policy is paused)."""
         ...
 
+    def unusable(self) -> dict[tuple[type[Resource], str], str]:
+        """Molt's objects the API server holds but Molt cannot read (its schema let
+        through what only Molt can check, such as a cron expression), by kind and name,
+        with what is wrong: left out of every other read."""
+        ...
+
     def pods_on(self, node: str) -> list[PodView] | None:
         """The node's pods, or None until its pod cache has synced (it starts on demand)."""
         ...

@@ -3,10 +3,13 @@
 Each case is a valid spec with one to three random mutations drawn from the kind's CRD
 schema (``tests/support/spec_fuzz.py``). The API server judges it with a server-side
 dry run; what it refuses must name the field at fault, what it accepts must parse into
-the model the controller reads it with (else the controller would skip it). A sample
-of the accepted ones is then created for real while ``molt run`` watches: no reconcile
-may raise. ``MOLT_FUZZ_SPECS`` sets the cases per kind (default 40; ``make chaos`` runs
-400) and ``MOLT_FUZZ_SEED`` replays a run; the seed and the counts are printed.
+the model the controller reads it with, unless only a check the schema cannot make
+refuses it (a cron expression, a time zone): then the object is "unusable", and Molt
+must say so on it. A sample of the accepted and of the unusable ones is then created
+for real while ``molt run`` watches: no reconcile may raise, every accepted object gets
+its status, every unusable one a ``Valid=False`` condition naming the field at fault.
+``MOLT_FUZZ_SPECS`` sets the cases per kind (default 40; ``make chaos`` runs 400) and
+``MOLT_FUZZ_SEED`` replays a run; the seed and the counts are printed.
 """
 
 from __future__ import annotations
@@ -45,6 +48,29 @@ NOT_CHECKED = "some validation rules were not checked because the object was inv
 UNKNOWN_FIELD = re.compile(r'unknown field "spec\.')
 QUOTED_PATH = re.compile(r'"spec\.[^"]+"')
 LOOPBACK_HOOK = "http://127.0.0.1:9/hook"
+PYTHON_ONLY_CHECKS = ("is not a cron expression", "is not an IANA time zone")
+"""What Molt checks that no OpenAPI schema or CEL rule can: the only reasons an object
+the API server accepted may be unreadable to Molt."""
+
+
+WINDOW = {"maxInFlight": 1, "schedule": "0 2 * * *", "duration": "2h", "timeZone": "UTC"}
+CRON_FIELDS = ("0", "2", "*", "*/5", "1-5", "mon-fri", "61", "32", "13", "x", "L", "?", "-1")
+ZONES = ("UTC", "Europe/Berlin", "Mars/Olympus_Mons", "UTC+25", "Europe/Atlantis", "../etc")
+
+
+def _python_only_case(rng: random.Random) -> Case:
+    """A windowed policy whose schedule or time zone is drawn from parts that may or may
+    not make a real one: only Molt can tell, so these reach the controller."""
+    budget = dict(WINDOW)
+    if rng.random() < 0.5:
+        fields = [rng.choice(CRON_FIELDS) for _ in range(rng.choice((4, 5, 5, 6, 7)))]
+        budget["schedule"] = " ".join(fields).ljust(9)
+        mutation = f"budgets[0].schedule={budget['schedule']!r}"
+    else:
+        budget["timeZone"] = rng.choice(ZONES)
+        mutation = f"budgets[0].timeZone={budget['timeZone']!r}"
+    spec = termination_policy("x", budgets=[budget])["spec"]
+    return Case("TerminationPolicy", spec, (mutation,))
 
 
 def _bases() -> dict[str, list[dict[str, Any]]]:
@@ -82,6 +108,7 @@ def _bases() -> dict[str, list[dict[str, Any]]]:
         lifecycle={"preDrain": [{"name": "notify", "http": {"url": LOOPBACK_HOOK}}]},
         remediation={"steps": [{"reboot": {}}, {"replace": {}}]},
     )["spec"]
+    windowed = termination_policy("x", budgets=[WINDOW])["spec"]
     sink = [{"webhook": {"url": LOOPBACK_HOOK}}]
     watchdogs = [
         {"check": {"probePod": {"namespace": "default"}}, "sinks": sink},
@@ -92,7 +119,7 @@ def _bases() -> dict[str, list[dict[str, Any]]]:
     reapers = [{"ghostNodes": {}}, {"stuckPods": {"after": "10m"}, "dryRun": True}]
     return {
         "InstanceGroup": [kwok, aws, metal],
-        "TerminationPolicy": [policy, hooks],
+        "TerminationPolicy": [policy, hooks, windowed],
         "Watchdog": watchdogs,
         "Reaper": reapers,
     }
@@ -122,19 +149,25 @@ def _names_a_field(error: ApiError) -> list[str]:
     return nameless
 
 
-def _parses(kind: str, accepted: dict[str, Any]) -> str | None:
-    """Why the controller could not read an object the API server accepted, or None."""
+def _parses(kind: str, accepted: dict[str, Any]) -> tuple[str, str | None]:
+    """("accepted", None), ("unusable", None) when only a check the schema cannot make
+    refuses it, else ("accepted", why the controller could not read it)."""
     try:
         MODELS[kind].model_validate(accepted)
         if kind == "InstanceGroup":
             group_view(accepted)
-    except (ValidationError, ValueError, KeyError, TypeError) as error:
-        return str(error)
-    return None
+    except ValidationError as error:
+        if all(any(c in e["msg"] for c in PYTHON_ONLY_CHECKS) for e in error.errors()):
+            return "unusable", None
+        return "accepted", str(error)
+    except (ValueError, KeyError, TypeError) as error:
+        return "accepted", str(error)
+    return "accepted", None
 
 
 async def _judge(raw: RawApi, case: Case, name: str) -> tuple[str, str | None]:
-    """("accepted", None | why unreadable) or ("refused", None | what names no field)."""
+    """("accepted", None | why unreadable), ("unusable", None) or ("refused", None | what
+    names no field)."""
     path = f"/apis/{GROUP}/{VERSION}/{PLURALS[case.kind]}"
     query = [("dryRun", "All"), ("fieldValidation", "Strict")]
     try:
@@ -144,7 +177,7 @@ async def _judge(raw: RawApi, case: Case, name: str) -> tuple[str, str | None]:
             return "refused", f"not a validation error: {error}"
         nameless = _names_a_field(error)
         return "refused", "; ".join(nameless) if nameless else None
-    return "accepted", _parses(case.kind, accepted)
+    return _parses(case.kind, accepted)
 
 
 async def test_every_generated_spec_is_refused_by_field_or_handled_by_the_controller(
@@ -158,6 +191,7 @@ async def test_every_generated_spec_is_refused_by_field_or_handled_by_the_contro
     counts: Counter[tuple[str, str]] = Counter()
     problems: list[str] = []
     accepted: dict[str, list[Case]] = {kind: [] for kind in MODELS}
+    unusable: list[Case] = []
     for kind, bases in _bases().items():
         for index in range(CASES):
             case = mutate(kind, bases[index % len(bases)], rng)
@@ -167,9 +201,27 @@ async def test_every_generated_spec_is_refused_by_field_or_handled_by_the_contro
                 problems.append(f"{kind} {case.mutations} {verdict}: {problem}")
             elif verdict == "accepted":
                 accepted[kind].append(case)
+            elif verdict == "unusable":
+                unusable.append(case)
+    for index in range(max(4, CASES // 10)):
+        case = _python_only_case(rng)
+        verdict, problem = await _judge(raw, case, f"fuzz-window-{index}")
+        counts[("window", verdict)] += 1
+        if problem is not None:
+            problems.append(f"{case.kind} {case.mutations} {verdict}: {problem}")
+        elif verdict == "accepted":
+            accepted[case.kind].append(case)
+        elif verdict == "unusable":
+            unusable.append(case)
+    print(
+        f"  windows: {counts[('window', 'accepted')]} accepted, "
+        f"{counts[('window', 'unusable')]} accepted but unusable, "
+        f"{counts[('window', 'refused')]} refused"
+    )
     for kind in MODELS:
         print(
-            f"  {kind}: {counts[(kind, 'accepted')]} accepted, {counts[(kind, 'refused')]} refused"
+            f"  {kind}: {counts[(kind, 'accepted')]} accepted, {counts[(kind, 'refused')]} "
+            f"refused, {counts[(kind, 'unusable')]} accepted but unusable (Python-only checks)"
         )
     assert not problems, "\n".join(problems)
     # The generator reaches both sides of the schema for every kind.
@@ -177,15 +229,17 @@ async def test_every_generated_spec_is_refused_by_field_or_handled_by_the_contro
         assert counts[(kind, "accepted")], counts
         assert counts[(kind, "refused")], counts
 
-    await _created_for_real(kube, accepted, run_molt)
+    await _created_for_real(kube, accepted, unusable, run_molt)
 
 
 async def _created_for_real(
     kube: client.ApiClient,
     accepted: dict[str, list[Case]],
+    unusable: list[Case],
     run_molt: Callable[..., MoltProcess],
 ) -> None:
-    """A sample of accepted specs created while the controller runs: nothing raises."""
+    """A sample of accepted specs created while the controller runs: nothing raises; and
+    of the unusable ones: each is told what is wrong with it."""
     custom = client.CustomObjectsApi(kube)
     molt = run_molt("--provider=kwok")
     await eventually(lambda: molt.logged("controller.leading"), what="molt run started")
@@ -200,10 +254,25 @@ async def _created_for_real(
                     GROUP, VERSION, PLURALS[kind], case.manifest(name)
                 )
                 created.append((PLURALS[kind], name))
-        print(f"  created for real: {len(created)}")
+        told: list[tuple[str, str]] = []
+        for case in [c for c in unusable if c.spec.get("provider", "kwok") == "kwok"][
+            :CREATED_PER_KIND
+        ]:
+            name = f"fuzz-{uuid.uuid4().hex[:6]}"
+            await custom.create_cluster_custom_object(
+                GROUP, VERSION, PLURALS[case.kind], case.manifest(name)
+            )
+            told.append((PLURALS[case.kind], name))
+        print(f"  created for real: {len(created)} accepted, {len(told)} unusable")
         for plural, name in created:
             await eventually(
                 lambda p=plural, n=name: _reconciled(custom, p, n), what=f"{plural}/{name} seen"
+            )
+        created.extend(told)
+        for plural, name in told:
+            await eventually(
+                lambda p=plural, n=name: _told_invalid(custom, p, n),
+                what=f"{plural}/{name} told which field is wrong",
             )
         log = molt.log()
         assert molt.alive(), log[-3000:]
@@ -212,6 +281,16 @@ async def _created_for_real(
     finally:
         for plural, name in created:
             await custom.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+
+
+async def _told_invalid(custom: client.CustomObjectsApi, plural: str, name: str) -> bool:
+    """The object carries ``Valid=False`` naming a field of its spec."""
+    found = await custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+    conditions = (found.get("status") or {}).get("conditions") or []
+    return any(
+        c["type"] == "Valid" and c["status"] == "False" and "spec." in c["message"]
+        for c in conditions
+    )
 
 
 async def _reconciled(custom: client.CustomObjectsApi, plural: str, name: str) -> bool:

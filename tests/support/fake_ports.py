@@ -168,6 +168,7 @@ class FakeCluster:
         self.reaper_objects: dict[str, Reaper] = {r.metadata.name: r for r in reapers}
         self.reaper_status_patches: list[tuple[str, dict[str, Any]]] = []
         self.watchdog_objects: dict[str, Watchdog] = {w.metadata.name: w for w in watchdogs}
+        self.unusable_objects: dict[tuple[type[Resource], str], str] = {}
         self.watchdog_status_patches: list[tuple[str, dict[str, Any]]] = []
         self.finished_pods: list[PodView] = []
         """What ``list_finished_pods_now`` lists (filtered by phase), bound or not."""
@@ -280,6 +281,9 @@ class FakeCluster:
 
     def watchdogs(self) -> list[Watchdog]:
         return list(self.watchdog_objects.values())
+
+    def unusable(self) -> dict[tuple[type[Resource], str], str]:
+        return dict(self.unusable_objects)
 
     def pods_on(self, node: str) -> list[PodView] | None:
         if node in self.pods_syncing:

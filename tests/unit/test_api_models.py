@@ -42,6 +42,27 @@ def test_invalid_instance_groups_are_refused(change: dict[str, Any], message: st
         ({"budgets": [{"maxInFlight": -1}]}, "must be a count"),
         ({"budgets": [{"maxInFlight": 1, "duration": "8h"}]}, "schedule and duration"),
         (
+            {"budgets": [{"maxInFlight": 1, "schedule": "every night at 2", "duration": "8h"}]},
+            "'every night at 2' is not a cron expression",
+        ),
+        (
+            {"budgets": [{"maxInFlight": 1, "schedule": "61 2 * * *", "duration": "8h"}]},
+            "'61 2 \\* \\* \\*' is not a cron expression",
+        ),
+        (
+            {
+                "budgets": [
+                    {
+                        "maxInFlight": 1,
+                        "schedule": "0 2 * * *",
+                        "duration": "8h",
+                        "timeZone": "Mars/Olympus_Mons",
+                    }
+                ]
+            },
+            "'Mars/Olympus_Mons' is not an IANA time zone",
+        ),
+        (
             {"lifecycle": {"preDrain": [{"name": "x", "timeout": "30s"}]}},
             "exactly one of http, job, etcd or vault",
         ),
@@ -126,3 +147,11 @@ def test_an_etcd_action_is_accepted_with_its_secret_and_snapshot() -> None:
     assert action.etcd is not None
     assert action.etcd.client_secret is not None
     assert action.etcd.client_secret.name == "etcd-client"
+
+
+def test_a_window_in_a_real_time_zone_with_a_cron_schedule_is_accepted() -> None:
+    budget = {"maxInFlight": 1, "schedule": "0 2 * * mon-fri", "duration": "4h"}
+    policy = TerminationPolicy.model_validate(
+        termination_policy("nightly", budgets=[{**budget, "timeZone": "Europe/Berlin"}])
+    )
+    assert policy.spec.budgets[0].time_zone == "Europe/Berlin"

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from molt.api import TerminationPolicy
 from molt.kube.transport import RawApi
 from molt.kube.watch import Reflector
 
@@ -146,3 +147,45 @@ async def test_the_index_and_its_counts_follow_objects_between_buckets() -> None
     assert reflector.by_index("workers") == ()
     assert reflector.count("workers") == 0
     assert "workers" not in reflector.indexed
+
+
+def _policy(name: str, version: str, schedule: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "molt.dev/v1alpha1",
+        "kind": "TerminationPolicy",
+        "metadata": {"name": name, "resourceVersion": version},
+        "spec": {
+            "nodeSelector": {},
+            "rules": {"maxAge": "48h"},
+            "budgets": [{"maxInFlight": 1, "schedule": schedule, "duration": "2h"}],
+        },
+    }
+
+
+async def test_an_unusable_object_is_skipped_with_its_field_named_and_forgotten_when_gone() -> None:
+    bad = _policy("nightly", "1", "every night at two")
+    api = ScriptedApi(lists=[[bad], []], watches=[[{"type": "DELETED", "object": bad}]])
+    told: list[str] = []
+    reflector: Reflector[TerminationPolicy] = Reflector(
+        api,
+        "/apis/molt.dev/v1alpha1/terminationpolicies",
+        TerminationPolicy.model_validate,
+        name="terminationpolicies",
+        on_skip=told.append,
+    )
+    reflector._set(bad)
+    assert reflector.get("nightly") is None
+    why = reflector.skipped["nightly"]
+    assert why.startswith("spec.budgets[0].schedule: 'every night at two' is not a cron"), why
+    assert "errors.pydantic.dev" not in why
+    reflector._set(_policy("nightly", "2", "every night at two"))  # the same problem
+    assert told == ["nightly"], "told once per problem"
+
+    reflector._set(_policy("nightly", "3", "0 2 * * *"))  # fixed
+    assert reflector.get("nightly") is not None
+    assert reflector.skipped == {}
+    assert told == ["nightly", "nightly"]
+
+    reflector._set(_policy("nightly", "4", "every night at two"))
+    await _run_until(reflector, lambda: "nightly" not in reflector.skipped)  # DELETED
+    assert told == ["nightly"] * 4

@@ -20,11 +20,13 @@ from molt.api.types import (
     Conditions,
     ConditionStatus,
     CountOrPercent,
+    CronSchedule,
     Duration,
     LabelKey,
     LabelSelector,
     Name,
     TaintEffect,
+    TimeZone,
     Url,
     cel,
 )
@@ -117,11 +119,11 @@ class Budget(ApiModel):
         description="Reasons the budget applies to; empty means all.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    schedule: Annotated[str, Field(min_length=9, max_length=128)] | None = Field(
+    schedule: CronSchedule | None = Field(
         default=None, description="Cron expression opening a maintenance window."
     )
     duration: Duration | None = Field(default=None, description="How long a window stays open.")
-    time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+    time_zone: TimeZone | None = Field(
         default=None, description="IANA time zone of the schedule; UTC when unset."
     )
 

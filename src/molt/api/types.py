@@ -2,7 +2,8 @@
 
 Each type carries both its Python validation and the hints ``molt.api.crd`` turns into
 the OpenAPI schema and CEL rules the API server enforces, so a value refused here is
-refused there with the same words.
+refused there with the same words. Two checks the schema cannot make (a cron
+expression, a time zone) are Python's alone.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -53,6 +56,34 @@ Duration = Annotated[
         json_schema_extra={CEL_RULES: [cel(f"self.matches('{DURATION_PATTERN}')", DURATION_HINT)]},
     ),
 ]
+
+
+def _check_cron(value: str) -> str:
+    if not croniter.is_valid(value):
+        raise ValueError(
+            f"{value!r} is not a cron expression (minute hour day-of-month month "
+            "day-of-week, such as '0 2 * * *' or '30 1 * * mon-fri')"
+        )
+    return value
+
+
+CronSchedule = Annotated[str, AfterValidator(_check_cron), Field(min_length=9, max_length=128)]
+"""A cron expression. The schema cannot parse cron, so a malformed one gets past the API
+server; Molt then cannot read the object and says so in its status (``Valid``)."""
+
+
+def _check_time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"{value!r} is not an IANA time zone (such as UTC, Europe/Berlin or America/New_York)"
+        ) from error
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_check_time_zone), Field(min_length=1, max_length=64)]
+"""An IANA time zone name, checked against the tz database the way CronJob's is."""
 
 _COUNT = re.compile(r"^[0-9]+$")
 _PERCENT = re.compile(r"^(100|[1-9]?[0-9])%$")

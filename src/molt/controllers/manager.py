@@ -36,6 +36,7 @@ from molt.controllers.registration import RegistrationReconciler
 from molt.controllers.remediation.reconciler import RemediationReconciler
 from molt.controllers.termination.pipeline import PipelineReconciler
 from molt.controllers.termination.selection import SelectionReconciler
+from molt.controllers.validity.reporter import ValidityReporter
 from molt.controllers.watchdog.controller import WatchdogController
 from molt.controllers.workqueue import QueueShutDown, WorkQueue
 from molt.observe.metrics import Metrics
@@ -53,6 +54,7 @@ MANIFESTS_PREFIX = "manifests/"
 INTERRUPTIONS = "interruptions"
 WATCHDOG_PREFIX = "watchdog/"
 REMEDIATION = "remediation"
+VALIDITY = "validity"
 QUEUE_NAME = "molt"
 """The work queue's ``name`` label in the workqueue_* metrics."""
 SELECTION_DEBOUNCE = 1.0
@@ -143,6 +145,7 @@ class ControllerManager:
         self.remediation = RemediationReconciler(
             reads, writes, clock, providers if pipeline else {}
         )
+        self.validity = ValidityReporter(reads, writes, clock)
         self._watchdog_states: dict[str, str | None] = {}
         """Each Watchdog's state as last seen in the cache: a change enqueues selection."""
 
@@ -218,6 +221,10 @@ class ControllerManager:
         # Failing (or recovered): a policy whose pauseWhen names it selects differently.
         self.queue.add_after(SELECTION, SELECTION_DEBOUNCE)
 
+    def unusable_changed(self) -> None:
+        """One of Molt's objects became unusable, changed why, or was fixed."""
+        self.queue.add(VALIDITY)
+
     def config_changed(self) -> None:
         # Groups first: a template change makes a new revision, which drift reads.
         self._enqueue_groups()
@@ -251,6 +258,8 @@ class ControllerManager:
             self.queue.add(INTERRUPTIONS)
         for watchdog in self.reads.watchdogs():
             self.watchdog_changed(watchdog.metadata.name)
+        if self.reads.unusable():
+            self.queue.add(VALIDITY)
 
     async def dispatch(self, key: str) -> float | None:
         """Reconcile one key; returns when to look at it again (None: when it changes)."""
@@ -262,6 +271,8 @@ class ControllerManager:
             return await self.reapers.reconcile(key.removeprefix(REAPER_PREFIX))
         if key == REMEDIATION:
             return await self.remediation.reconcile()
+        if key == VALIDITY:
+            return await self.validity.reconcile()
         if key == INTERRUPTIONS and self.interruptions is not None:
             return await self.interruptions.reconcile()
         if key.startswith(MANIFESTS_PREFIX):

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from molt.api import GROUP, VERSION, InstanceGroup, Reaper, TerminationPolicy, Watchdog
+from molt.api.resource import Resource
 from molt.kube.pods import PODS, SharedPodCache
 from molt.kube.projections import group_view, node_view, pod_view
 from molt.kube.transport import Json, RawApi
@@ -52,6 +53,7 @@ class KubeClusterState:
         on_policy_or_group: Callable[[], None] | None = None,
         on_reaper: Callable[[str], None] | None = None,
         on_watchdog: Callable[[str], None] | None = None,
+        on_unusable: Callable[[], None] | None = None,
         shared_pods: bool = False,
     ) -> None:
         """``shared_pods``: cache every bound pod through one watch, started with the other
@@ -71,8 +73,9 @@ class KubeClusterState:
             on_change=(lambda key, old, new: on_node(key, old, new)) if on_node else None,
         )
         notify: Any = (lambda *_: on_policy_or_group()) if on_policy_or_group else None
+        unusable: Any = (lambda _key: on_unusable()) if on_unusable else None
         self.groups_cache: Reflector[tuple[GroupView, InstanceGroup]] = Reflector(
-            raw, GROUPS, _group, name="instancegroups", on_change=notify
+            raw, GROUPS, _group, name="instancegroups", on_change=notify, on_skip=unusable
         )
         self.policies_cache: Reflector[TerminationPolicy] = Reflector(
             raw,
@@ -80,6 +83,7 @@ class KubeClusterState:
             TerminationPolicy.model_validate,
             name="terminationpolicies",
             on_change=notify,
+            on_skip=unusable,
         )
         self.reapers_cache: Reflector[Reaper] = Reflector(
             raw,
@@ -87,6 +91,7 @@ class KubeClusterState:
             Reaper.model_validate,
             name="reapers",
             on_change=(lambda key, *_: on_reaper(key)) if on_reaper else None,
+            on_skip=unusable,
         )
         self.watchdogs_cache: Reflector[Watchdog] = Reflector(
             raw,
@@ -94,6 +99,7 @@ class KubeClusterState:
             Watchdog.model_validate,
             name="watchdogs",
             on_change=(lambda key, *_: on_watchdog(key)) if on_watchdog else None,
+            on_skip=unusable,
         )
         self._pods: dict[str, tuple[Reflector[PodView], asyncio.Task[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -181,6 +187,15 @@ class KubeClusterState:
 
     def reapers(self) -> list[Reaper]:
         return self.reapers_cache.values()
+
+    def unusable(self) -> dict[tuple[type[Resource], str], str]:
+        kinds: tuple[tuple[type[Resource], Reflector[Any]], ...] = (
+            (InstanceGroup, self.groups_cache),
+            (TerminationPolicy, self.policies_cache),
+            (Reaper, self.reapers_cache),
+            (Watchdog, self.watchdogs_cache),
+        )
+        return {(kind, name): why for kind, cache in kinds for name, why in cache.skipped.items()}
 
     def watchdogs(self) -> list[Watchdog]:
         return self.watchdogs_cache.values()

@@ -21,7 +21,9 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 import structlog
+from pydantic import ValidationError
 
+from molt.api.problems import describe_invalid
 from molt.kube.transport import ApiError, Json, RawApi
 
 T = TypeVar("T")
@@ -77,7 +79,10 @@ class Reflector(Generic[T]):
         watch_timeout: tuple[int, int] = (300, 600),
         index: Callable[[T], str | None] | None = None,
         counted: Callable[[T], bool] | None = None,
+        on_skip: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_skip(key)``: the object became unusable, changed why, became usable
+        again, or went while unusable (``skipped`` says which)."""
         self.raw = raw
         self.path = path
         self.project = project
@@ -86,6 +91,7 @@ class Reflector(Generic[T]):
         self.label_selector = label_selector
         self.page_size = page_size
         self.on_change = on_change
+        self.on_skip = on_skip
         self.watch_timeout = watch_timeout
         self.store: dict[str, Entry[T]] = {}
         self.index = index
@@ -139,12 +145,20 @@ class Reflector(Generic[T]):
         try:
             value = self.project(raw)
         except (ValueError, KeyError, TypeError) as error:
-            if self.skipped.get(key) != str(error):
-                log.warning("cache.unusable_object", cache=self.name, key=key, error=str(error))
-            self.skipped[key] = str(error)
+            why = describe_invalid(error) if isinstance(error, ValidationError) else str(error)
+            if self.skipped.get(key) != why:
+                log.warning("cache.unusable_object", cache=self.name, key=key, error=why)
+                self.skipped[key] = why
+                if self.on_skip:
+                    self.on_skip(key)
             return None
-        self.skipped.pop(key, None)
+        self._unskip(key)
         return value
+
+    def _unskip(self, key: str) -> None:
+        """The object is usable again, or gone: it is no longer reported."""
+        if self.skipped.pop(key, None) is not None and self.on_skip:
+            self.on_skip(key)
 
     def _set(self, raw: Json) -> None:
         key = object_key(raw)
@@ -210,6 +224,8 @@ class Reflector(Generic[T]):
                 self._set(item)
         for key in [k for k in self.store if k not in seen]:
             self._remove(key)
+        for key in [k for k in self.skipped if k not in seen]:
+            self._unskip(key)
         self.resource_version = version
         self.synced.set()
 
@@ -234,6 +250,7 @@ class Reflector(Generic[T]):
                 self._set(obj)
             elif kind == "DELETED":
                 self._remove(object_key(obj))
+                self._unskip(object_key(obj))
             if version:
                 self.resource_version = version
 

@@ -140,6 +140,7 @@ async def run_controller(options: RunOptions) -> int:
         on_policy_or_group=lambda: holder[0].config_changed() if holder else None,
         on_reaper=lambda name: holder[0].reaper_changed(name) if holder else None,
         on_watchdog=lambda name: holder[0].watchdog_changed(name) if holder else None,
+        on_unusable=lambda: holder[0].unusable_changed() if holder else None,
         shared_pods=True,
     )
     writes: ClusterWrites

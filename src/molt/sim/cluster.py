@@ -304,6 +304,9 @@ class SimCluster:
     def watchdogs(self) -> list[Watchdog]:
         return list(self._watchdogs.values())
 
+    def unusable(self) -> dict[tuple[type[Resource], str], str]:
+        return {}  # a scenario's objects are validated when the scenario is loaded
+
     def watchdog(self, name: str) -> Watchdog | None:
         return self._watchdogs.get(name)
 

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from molt.api.durations import parse_duration
 from molt.api.instancegroup import InstanceGroupSpec
 from molt.api.lifecycle import Lifecycle
+from molt.api.problems import field_path
 from molt.api.terminationpolicy import TerminationPolicySpec
 from molt.api.types import ApiModel, CountOrPercent, Duration, LabelSelector, Name
 from molt.api.watchdog import Check, WatchdogSpec
@@ -464,18 +465,6 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part in ("function-after", "function-before") or "[" in str(part):
-            continue  # pydantic's internal validator steps
-        else:
-            text += ("." if text else "") + str(part)
-    return text or "(top level)"
-
-
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """Validate a scenario's YAML text; raise ``ScenarioError`` naming every problem."""
     try:
@@ -499,7 +488,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             loc = tuple(item["loc"])
             line = _line_of(root, loc)
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}:{line}: {_field_path(loc)}: {message}")
+            problems.append(f"{source}:{line}: {field_path(loc)}: {message}")
         raise ScenarioError(problems) from error
 
 
