@@ -23,6 +23,19 @@ def _window(schedule: str, time_zone: str | None = None) -> list[dict[str, Any]]
     return [{**budget, "timeZone": time_zone} if time_zone else budget]
 
 
+async def _set_budgets(
+    custom: client.CustomObjectsApi, name: str, budgets: list[dict[str, Any]]
+) -> None:
+    await custom.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        name,
+        {"spec": {"budgets": budgets}},
+        _content_type="application/merge-patch+json",
+    )
+
+
 async def _condition(
     custom: client.CustomObjectsApi, name: str, kind: str
 ) -> dict[str, Any] | None:
@@ -74,14 +87,7 @@ async def test_a_policy_molt_cannot_read_says_why_on_itself_and_holds_up_no_othe
         assert await _condition(custom, good, "Valid") is None
 
         # A time zone that does not exist is the next problem, named in its turn.
-        await custom.patch_cluster_custom_object(
-            GROUP,
-            VERSION,
-            PLURAL,
-            bad,
-            {"spec": {"budgets": _window("0 2 * * *", "Mars/Olympus_Mons")}},
-            _content_type="application/merge-patch+json",
-        )
+        await _set_budgets(custom, bad, _window("0 2 * * *", "Mars/Olympus_Mons"))
 
         async def zone_named() -> bool:
             found = await _condition(custom, bad, "Valid")
@@ -90,14 +96,7 @@ async def test_a_policy_molt_cannot_read_says_why_on_itself_and_holds_up_no_othe
         await eventually(zone_named, what="the time zone named")
 
         # Fixed: the condition goes, and the policy is reconciled like any other.
-        await custom.patch_cluster_custom_object(
-            GROUP,
-            VERSION,
-            PLURAL,
-            bad,
-            {"spec": {"budgets": _window("0 2 * * *", "Europe/Berlin")}},
-            _content_type="application/merge-patch+json",
-        )
+        await _set_budgets(custom, bad, _window("0 2 * * *", "Europe/Berlin"))
 
         async def fixed() -> bool:
             return (
