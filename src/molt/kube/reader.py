@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from molt.api import InstanceGroup, TerminationPolicy
+from molt.api.problems import describe_invalid
 from molt.kube.connections import reset_on_close
 from molt.kube.projections import group_view, node_view
 from molt.kube.state import GROUPS, NODES, POLICIES
@@ -46,7 +47,7 @@ async def read_cluster(api: client.ApiClient) -> ClusterRead:
             policies.append(TerminationPolicy.model_validate(item))
         except ValidationError as error:
             name = item.get("metadata", {}).get("name")
-            problems.append(f"TerminationPolicy {name}: skipped, invalid: {error}")
+            problems.append(f"TerminationPolicy {name}: skipped, {describe_invalid(error)}")
     groups = {g.name: g for g in (group_view(item) for item in raw_groups)}
     parsed: dict[str, InstanceGroup] = {}
     for item in raw_groups:
@@ -54,7 +55,7 @@ async def read_cluster(api: client.ApiClient) -> ClusterRead:
             group = InstanceGroup.model_validate(item)
         except ValidationError as error:
             name = item.get("metadata", {}).get("name")
-            problems.append(f"InstanceGroup {name}: skipped, invalid: {error}")
+            problems.append(f"InstanceGroup {name}: skipped, {describe_invalid(error)}")
             continue
         parsed[group.metadata.name] = group
     nodes = tuple(node_view(item) for item in raw_nodes)
