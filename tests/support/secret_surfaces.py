@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes_asyncio import client
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -122,6 +123,13 @@ def snapshot_output(kubeconfig: Path) -> str:
     result = CliRunner().invoke(app, ["snapshot", f"--kubeconfig={kubeconfig}"])
     assert result.exit_code == 0, result.output[-2000:]
     return result.output
+
+
+def captured_logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Everything an in-process run logged so far: structlog prints to stdout (or stderr,
+    once the CLI configured it), the standard library logs to ``caplog``."""
+    out, err = capsys.readouterr()
+    return "\n".join([out, err, caplog.text])
 
 
 def fake_cluster_surfaces(cluster: FakeCluster, log: str) -> dict[str, str]:
