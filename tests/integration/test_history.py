@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from sqlalchemy.exc import OperationalError
 
 from molt.observe.history import HistoryQuery, read_history
 from tests.conftest import RunningSandbox
@@ -179,6 +180,10 @@ async def test_a_rotation_writes_each_old_nodes_story_in_order(
     assert {r["name"] for r in story} == {old[0]}
     assert all(r["cluster"] == cluster for r in story)
     if password is not None:
+        # The password is really checked, so the run above really used it.
+        refused = url.replace(f":{password}@", "@")
+        with pytest.raises(OperationalError, match="password"):
+            await _rows(refused, cluster)
         surfaces = await cluster_surfaces(kube, sandbox.kubeconfig, molts=[molt], history=url)
         surfaces["molt history"] = json.dumps(story, default=str)
         assert_no_secret(surfaces, {"PostgreSQL password": password})

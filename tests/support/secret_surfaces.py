@@ -5,8 +5,9 @@ a history store's password or an etcd client key. After a test that really used 
 ``cluster_surfaces`` gathers every text a user can read: the ``molt run`` logs, every
 Event in every namespace, the metadata and status of every molt.dev resource and of
 every Node, every ConfigMap (Molt keeps its claims in one), the history rows when the
-run kept a history, and the output of ``molt snapshot``. ``assert_no_secret`` then fails
-naming the secret and the surface it leaked into, with the secret masked.
+run kept a history, and the output of ``molt snapshot`` and ``molt status``.
+``assert_no_secret`` then fails naming the secret and the surface it leaked into, with the
+secret masked.
 
 A value is looked for as it is and base64-encoded (as a Secret holds it); a multi-line
 value such as a PEM key is looked for line by line (each line of its body), so a key
@@ -118,9 +119,9 @@ def history_rows(url: str) -> str:
     return _text([dict(row) for row in rows])
 
 
-def snapshot_output(kubeconfig: Path) -> str:
-    """What ``molt snapshot`` prints (and says on stderr)."""
-    result = CliRunner().invoke(app, ["snapshot", f"--kubeconfig={kubeconfig}"])
+def cli_output(*args: str) -> str:
+    """What a read-only ``molt`` command prints (and says on stderr)."""
+    result = CliRunner().invoke(app, list(args))
     assert result.exit_code == 0, result.output[-2000:]
     return result.output
 
@@ -169,5 +170,7 @@ async def cluster_surfaces(
     surfaces.update(await _molt_resources(raw, kube))
     if history is not None:
         surfaces["history rows"] = await asyncio.to_thread(history_rows, history)
-    surfaces["molt snapshot"] = await asyncio.to_thread(snapshot_output, kubeconfig)
+    for command in (["snapshot"], ["status", "-o", "json"]):
+        args = [*command, f"--kubeconfig={kubeconfig}"]
+        surfaces[f"molt {command[0]}"] = await asyncio.to_thread(cli_output, *args)
     return surfaces
