@@ -11,7 +11,8 @@ powered off, wiped and returned to the pool, where later launches take it again)
 a ForceRestart reaches the BMC of the node it is asked for; a host whose BMC never
 answers is a launch failure of its rack, and a rack with no free host routes its share
 to the rack that has some; a terminate cut short by a controller restart mid-wipe is
-resumed from the host's claim and the host released.
+resumed from the host's claim and the host released. After each run the BMC password is
+nowhere a user can see (tests/support/secret_surfaces.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from molt.cloud.baremetal.inventory import Claim
 from molt.cloud.baremetal.store import CLAIMS_CONFIGMAP
 from molt.policy.age import parse_rfc3339
 from molt.policy.snapshot import NodeView
+from tests.conftest import RunningSandbox
 from tests.support.builders import instance_group
 from tests.support.controller import MoltProcess
 from tests.support.kube_fleet import install_policy
@@ -48,6 +50,7 @@ from tests.support.redfish_emulator import (
     ImageServer,
     RedfishEmulator,
 )
+from tests.support.secret_surfaces import assert_no_secret, cluster_surfaces
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -165,6 +168,7 @@ async def _create_group(kube: client.ApiClient, name: str, **spec: Any) -> None:
 
 async def test_a_group_over_two_racks_comes_up_rotates_by_max_age_on_reused_hosts_and_reboots(
     lab: Lab,
+    sandbox: RunningSandbox,
     kube: client.ApiClient,
     controller_namespace: str,
     empty_cluster: None,
@@ -197,7 +201,7 @@ async def test_a_group_over_two_racks_comes_up_rotates_by_max_age_on_reused_host
     async with RedfishNodeBridge(
         kube, lab.emulator.url, lab.systems, lab.os_image, lab.wipe_image
     ) as bridge:
-        run_molt("--provider", "baremetal")
+        molt = run_molt("--provider", "baremetal")
 
         async def three_per_rack() -> dict[str, str] | None:
             ready = await _ready_by_zone(kube, group)
@@ -268,6 +272,15 @@ async def test_a_group_over_two_racks_comes_up_rotates_by_max_age_on_reused_host
         assert after.state == "running"
         assert after.powered_on_at == before.powered_on_at  # the same launch: rebooted in place
         assert not bridge.errors, bridge.errors[-3:]
+    await _assert_no_password(sandbox, kube, molt)
+
+
+async def _assert_no_password(
+    sandbox: RunningSandbox, kube: client.ApiClient, *molts: MoltProcess
+) -> None:
+    """The BMC password the run logged in with is nowhere a user can see."""
+    surfaces = await cluster_surfaces(kube, sandbox.kubeconfig, molts=molts)
+    assert_no_secret(surfaces, {"BMC password": PASSWORD})
 
 
 async def _true(value: bool) -> bool:
@@ -276,6 +289,7 @@ async def _true(value: bool) -> bool:
 
 async def test_a_hung_bmc_fails_its_rack_and_an_empty_rack_routes_its_share_away(
     lab: Lab,
+    sandbox: RunningSandbox,
     kube: client.ApiClient,
     controller_namespace: str,
     empty_cluster: None,
@@ -304,7 +318,7 @@ async def test_a_hung_bmc_fails_its_rack_and_an_empty_rack_routes_its_share_away
         async with RedfishNodeBridge(
             kube, lab.emulator.url, rack3, lab.os_image, lab.wipe_image
         ) as bridge:
-            run_molt("--provider", "baremetal")
+            molt = run_molt("--provider", "baremetal")
 
             async def all_in_rack3() -> bool:
                 ready = await _ready_by_zone(kube, group)
@@ -344,12 +358,14 @@ async def test_a_hung_bmc_fails_its_rack_and_an_empty_rack_routes_its_share_away
         claims = await eventually(given_up, within=15, what="the hung host released")
         assert sorted(claims) == sorted(s.name for s in rack3)
         assert json.dumps(sorted(c.zone for c in claims.values())) == json.dumps(["rack-3"] * 3)
+        await _assert_no_password(sandbox, kube, molt)
     finally:
         hung.close()
 
 
 async def test_a_terminate_cut_short_by_a_restart_resumes_and_releases_the_host(
     lab: Lab,
+    sandbox: RunningSandbox,
     kube: client.ApiClient,
     controller_namespace: str,
     empty_cluster: None,
@@ -407,7 +423,7 @@ async def test_a_terminate_cut_short_by_a_restart_resumes_and_releases_the_host(
         )
         assert (await _claims(kube, namespace))[system.name].state == "wiping"
 
-        run_molt("--provider", "baremetal", name="restarted")
+        restarted = run_molt("--provider", "baremetal", name="restarted")
 
         async def released() -> bool:
             return system.name not in await _claims(kube, namespace)
@@ -415,6 +431,7 @@ async def test_a_terminate_cut_short_by_a_restart_resumes_and_releases_the_host(
         await eventually(released, within=60, interval=1, what="the host released")
         assert bridge.joins[system.name] == 1  # nothing launched it again
         assert not bridge.errors, bridge.errors[-3:]
+    await _assert_no_password(sandbox, kube, first, restarted)
 
 
 async def _has_ready(kube: client.ApiClient, group: str, count: int) -> bool:

@@ -5,11 +5,13 @@ The cluster here is a fake (the Secret and the Node are all the action reads of 
 is real. With one member there is nothing to hand leadership to, so a complete attempt
 ends *held* with the member table: that table, with the member healthy and leading, is
 what shows the mutual-TLS calls worked. Without the client certificate no call gets
-through, and the attempt fails saying so.
+through, and the attempt fails saying so. The client key's PEM body is in no message and
+no log line (tests/support/secret_surfaces.py).
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +27,11 @@ from molt.sandbox import pki
 from molt.sandbox.binaries import locate
 from tests.support.etcd_bridge import free_port
 from tests.support.fake_ports import FakeCluster
+from tests.support.secret_surfaces import (
+    assert_no_secret,
+    captured_logs,
+    fake_cluster_surfaces,
+)
 from tests.support.waiting import eventually
 
 NODE = NodeView(name="solo", created=datetime(2026, 1, 1, tzinfo=UTC), addresses=("10.0.0.9",))
@@ -102,9 +109,13 @@ async def held_message(kind: EtcdActionKind, url: str) -> str:
 
 async def test_the_action_speaks_mutual_tls_with_the_secrets_certificates(
     tls_etcd: tuple[str, pki.Pki],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     url, certs = tls_etcd
-    kind = EtcdActionKind(cluster_with(certs, client_cert=True))
+    cluster = cluster_with(certs, client_cert=True)
+    kind = EtcdActionKind(cluster)
 
     async def answered() -> str:
         try:
@@ -118,11 +129,19 @@ async def test_the_action_speaks_mutual_tls_with_the_secrets_certificates(
     (line,) = message.splitlines()[1:]
     assert line.startswith("solo "), line
     assert "healthy leader" in line, line
+    surfaces = {
+        "held message": message,
+        **fake_cluster_surfaces(cluster, captured_logs(caplog, capsys)),
+    }
+    assert_no_secret(surfaces, {"etcd client key": certs.admin_key.read_text()})
 
 
 async def test_without_the_client_certificate_the_member_is_not_reached(
     tls_etcd: tuple[str, pki.Pki],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     url, certs = tls_etcd
     trusted = EtcdActionKind(cluster_with(certs, client_cert=True))
     await eventually(
@@ -134,6 +153,8 @@ async def test_without_the_client_certificate_the_member_is_not_reached(
         await anonymous.attempt(action(url), context)
     print(f"\nrefused: {refused.value}")
     assert "UNAVAILABLE" in str(refused.value) or "certificate" in str(refused.value)
+    surfaces = {"refusal": str(refused.value), "log": captured_logs(caplog, capsys)}
+    assert_no_secret(surfaces, {"etcd client key": certs.admin_key.read_text()})
 
 
 async def _reachable(kind: EtcdActionKind, url: str) -> bool:

@@ -1,7 +1,9 @@
 """``molt run --history URL`` against the real control plane, on SQLite and on a real
 PostgreSQL: a rotation leaves each old node's whole story in the store, in order; a store
 that goes down mid-rotation holds nothing up and loses nothing once it is back; and
-``molt history -o json --node X`` tells that story."""
+``molt history -o json --node X`` tells that story. The PostgreSQL password in the URL is
+nowhere a user can see afterwards, the outage's log lines included
+(tests/support/secret_surfaces.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from sqlalchemy.exc import OperationalError
 
 from molt.observe.history import HistoryQuery, read_history
+from tests.conftest import RunningSandbox
 from tests.support.builders import deployment, pdb
 from tests.support.controller import MoltProcess
 from tests.support.kube_fleet import (
@@ -34,6 +38,7 @@ from tests.support.kube_fleet import (
     ready_nodes,
 )
 from tests.support.postgres import LocalPostgres
+from tests.support.secret_surfaces import assert_no_secret, cluster_surfaces
 from tests.support.waiting import eventually
 
 STORY = ["Selected", "Cordoned", "Drained", "InstanceTerminated", "NodeDeleted"]
@@ -117,17 +122,19 @@ def _molt_history_json(url: str, cluster: str, node: str) -> list[dict[str, Any]
 async def test_a_rotation_writes_each_old_nodes_story_in_order(
     store: str,
     request: pytest.FixtureRequest,
+    sandbox: RunningSandbox,
     kube: client.ApiClient,
     namespace: str,
     empty_cluster: None,
     run_molt: Callable[..., MoltProcess],
     tmp_path: Path,
 ) -> None:
+    password = None
     if store == "sqlite":
         url = f"sqlite:///{tmp_path}/history.db"
     else:
         server: LocalPostgres = request.getfixturevalue("postgres")
-        url = server.url
+        url, password = server.url, server.password
     group = f"hist-{uuid.uuid4().hex[:5]}"
     cluster = f"cluster-{group}"
     old = await _fleet(kube, namespace, group)
@@ -172,6 +179,14 @@ async def test_a_rotation_writes_each_old_nodes_story_in_order(
     assert [r["reason"] for r in story] == _reasons(rows, old[0])
     assert {r["name"] for r in story} == {old[0]}
     assert all(r["cluster"] == cluster for r in story)
+    if password is not None:
+        # The password is really checked, so the run above really used it.
+        refused = url.replace(f":{password}@", "@")
+        with pytest.raises(OperationalError, match="password"):
+            await _rows(refused, cluster)
+        surfaces = await cluster_surfaces(kube, sandbox.kubeconfig, molts=[molt], history=url)
+        surfaces["molt history"] = json.dumps(story, default=str)
+        assert_no_secret(surfaces, {"PostgreSQL password": password})
 
 
 def _free_port() -> int:
@@ -190,6 +205,7 @@ def _metric(port: int, name: str) -> float:
 
 async def test_postgres_down_mid_rotation_holds_nothing_up_and_loses_nothing(
     postgres: LocalPostgres,
+    sandbox: RunningSandbox,
     kube: client.ApiClient,
     namespace: str,
     empty_cluster: None,
@@ -261,3 +277,6 @@ async def test_postgres_down_mid_rotation_holds_nothing_up_and_loses_nothing(
     assert _metric(port, "molt_history_rows_dropped_total") == 0
     assert _metric(port, "molt_history_rows_buffered") == 0
     assert molt.alive(), molt.log()
+    # The outage's log lines quote the store's errors: none of them carries the password.
+    surfaces = await cluster_surfaces(kube, sandbox.kubeconfig, molts=[molt], history=url)
+    assert_no_secret(surfaces, {"PostgreSQL password": postgres.password})

@@ -1,10 +1,13 @@
 """The Watchdog controller's rounds over the fake ports, alerting a loopback fake of the
 alert services (webhook, PagerDuty Events v2, Slack) that refuses bodies not in their
 documented shape. The clock is a fake one moved by the test, so warm-up, cool-down and
-snooze are exact."""
+snooze are exact. Neither the routing key nor the Slack URL is in an Event, a status or a
+log line afterwards (tests/support/secret_surfaces.py)."""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,10 +26,16 @@ from tests.support.fake_alert_receiver import (
     FakeAlertReceiver,
 )
 from tests.support.fake_ports import FakeClock, FakeCluster
+from tests.support.secret_surfaces import (
+    assert_no_secret,
+    captured_logs,
+    fake_cluster_surfaces,
+)
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+ROUTING_KEY = f"R0UT1NG-{uuid.uuid4().hex}"
 
 
 def _node(name: str, deadlocked: bool) -> NodeView:
@@ -79,10 +88,14 @@ def _controller(cluster: FakeCluster, clock: FakeClock) -> WatchdogController:
 
 async def test_fires_after_warmup_once_per_cooldown_silent_snoozed_and_resolves(
     receiver: FakeAlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     cluster = FakeCluster(nodes=[_node("a", deadlocked=True), _node("b", deadlocked=False)])
-    cluster.put_secret("ops", "pd", {"routing-key": "R0UT1NG"})
-    cluster.put_secret("ops", "slack", {"url": receiver.url(SLACK_PATH)})
+    cluster.put_secret("ops", "pd", {"routing-key": ROUTING_KEY})
+    slack_url = receiver.url(SLACK_PATH)
+    cluster.put_secret("ops", "slack", {"url": slack_url})
     clock = FakeClock(NOW)
     controller = _controller(cluster, clock)
     watchdog = _watchdog(receiver)
@@ -113,7 +126,7 @@ async def test_fires_after_warmup_once_per_cooldown_silent_snoozed_and_resolves(
     pager = receiver.received[PAGERDUTY_PATH]
     assert [e["event_action"] for e in pager] == ["trigger", "resolve"]
     assert pager[0]["dedup_key"] == pager[1]["dedup_key"]
-    assert pager[0]["routing_key"] == "R0UT1NG"
+    assert pager[0]["routing_key"] == ROUTING_KEY
     assert pager[0]["payload"]["severity"] == "critical"
     assert "KernelDeadlock" in pager[0]["payload"]["summary"]
     assert [m["event"] for m in receiver.received[WEBHOOK_PATH]] == ["trigger", "resolve"]
@@ -134,13 +147,18 @@ async def test_fires_after_warmup_once_per_cooldown_silent_snoozed_and_resolves(
         "SinksReady": "True",
         "Delivered": "True",
     }
+    secrets = {"PagerDuty routing key": ROUTING_KEY, "Slack webhook URL": slack_url}
+    assert_no_secret(fake_cluster_surfaces(cluster, captured_logs(caplog, capsys)), secrets)
 
 
 async def test_a_sink_without_its_secret_is_reported_and_the_others_still_alerted(
     receiver: FakeAlertReceiver,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     cluster = FakeCluster(nodes=[_node("a", deadlocked=True)])
-    cluster.put_secret("ops", "pd", {"routing-key": "R0UT1NG"})  # no Slack Secret
+    cluster.put_secret("ops", "pd", {"routing-key": ROUTING_KEY})  # no Slack Secret
     clock = FakeClock(NOW)
     controller = _controller(cluster, clock)
     watchdog = _watchdog(receiver, warmup="0s")
@@ -161,6 +179,8 @@ async def test_a_sink_without_its_secret_is_reported_and_the_others_still_alerte
     assert conditions["SinksReady"]["status"] == "False"
     assert "slack[2]" in conditions["SinksReady"]["message"]
     assert conditions["Delivered"]["status"] == "False"
+    surfaces = fake_cluster_surfaces(cluster, captured_logs(caplog, capsys))
+    assert_no_secret(surfaces, {"PagerDuty routing key": ROUTING_KEY})
 
 
 class RunningPods(FakeCluster):

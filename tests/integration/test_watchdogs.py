@@ -7,7 +7,8 @@ back. The sinks post to a loopback fake of the services that refuses bodies not 
 documented shape. A TerminationPolicy whose ``pauseWhen`` names the watchdog selects no
 node while it fails (followed on watch streams of Nodes and Watchdogs, in etcd revision
 order) and rotates once it recovers. Meanwhile a Watchdog whose Slack Secret does not exist
-is reported and keeps being checked.
+is reported and keeps being checked. Afterwards neither the routing key nor the Slack URL
+is anywhere a user can see (tests/support/secret_surfaces.py).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from tests.support.fake_alert_receiver import (
     FakeAlertReceiver,
 )
 from tests.support.kube_fleet import has_ready_nodes, install_old_fleet, install_policy
+from tests.support.secret_surfaces import assert_no_secret, cluster_surfaces
 from tests.support.streams import SelectionStream
 from tests.support.waiting import eventually
 
 WARMUP = 10
 COOLDOWN = 30
+ROUTING_KEY = f"R0UT1NG-{uuid.uuid4().hex}"
 
 
 def _watchdog(name: str, check: dict[str, Any], sinks: list[Any], **spec: Any) -> dict[str, Any]:
@@ -102,10 +105,9 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
     receiver = FakeAlertReceiver()
     await receiver.start()
     core, custom = client.CoreV1Api(kube), client.CustomObjectsApi(kube)
-    await core.create_namespaced_secret(namespace, _secret(namespace, "pd", "key", "R0UT1NG"))
-    await core.create_namespaced_secret(
-        namespace, _secret(namespace, "slack", "url", receiver.url(SLACK_PATH))
-    )
+    await core.create_namespaced_secret(namespace, _secret(namespace, "pd", "key", ROUTING_KEY))
+    slack_url = receiver.url(SLACK_PATH)
+    await core.create_namespaced_secret(namespace, _secret(namespace, "slack", "url", slack_url))
     sinks = [
         {"webhook": {"url": receiver.url(WEBHOOK_PATH)}},
         {
@@ -125,7 +127,7 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
     await stream.start(kube)
     scheduler_stopped = False
     try:
-        run_molt()
+        molt = run_molt()
         await eventually(lambda: _state_is(kube, probe, "Healthy"), what="the probe Healthy")
 
         # The watchdog without its Secret is reported, and keeps being checked.
@@ -183,6 +185,9 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
             lambda: _state_is(kube, probe, "Healthy"), within=60, what="the probe resolved"
         )
         await eventually(lambda: _selected(stream), within=30, what="a node selected again")
+        surfaces = await cluster_surfaces(kube, sandbox.kubeconfig, molts=[molt])
+        secrets = {"PagerDuty routing key": ROUTING_KEY, "Slack webhook URL": slack_url}
+        assert_no_secret(surfaces, secrets)
     finally:
         if scheduler_stopped:
             sandbox.sandbox.start("kube-scheduler")
@@ -194,7 +199,7 @@ async def test_a_probe_pod_watchdog_fires_alerts_once_snoozes_resolves_and_pause
     pager = receiver.received[PAGERDUTY_PATH]
     assert [e["event_action"] for e in pager] == ["trigger", "resolve"]
     assert pager[0]["dedup_key"] == pager[1]["dedup_key"]
-    assert pager[0]["routing_key"] == "R0UT1NG"
+    assert pager[0]["routing_key"] == ROUTING_KEY
     assert probe in pager[0]["payload"]["summary"]
     assert [m["event"] for m in receiver.received[WEBHOOK_PATH]] == ["trigger", "resolve"]
     slack = receiver.received[SLACK_PATH]

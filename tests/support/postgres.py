@@ -1,6 +1,9 @@
 """A throwaway PostgreSQL server for tests: ``initdb`` into a temporary directory, listening
 on 127.0.0.1 on a free port with its unix sockets in that directory, stopped with
 ``pg_ctl stop -m fast``. As root it runs as the ``postgres`` user (initdb refuses root).
+
+Connections over TCP must give the password (SCRAM), so ``url`` carries one, as a real
+history DSN does, and a test can check it never shows.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 
@@ -43,6 +47,7 @@ class LocalPostgres:
         self.logfile = self.root / "postgres.log"
         self.port = _free_port()
         self.user = "molt"
+        self.password = f"pg-pa55-{uuid.uuid4().hex}"
         self._as: list[str] = []
         if os.geteuid() == 0:
             account = pwd.getpwnam("postgres")
@@ -52,7 +57,7 @@ class LocalPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, timeout: float = 60) -> None:
         result = subprocess.run(
@@ -63,17 +68,24 @@ class LocalPostgres:
             raise RuntimeError(f"{args[0]} failed: {result.stdout}{result.stderr}\n{log}")
 
     def init(self) -> None:
-        self._run(
-            str(self.bindir / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            self.user,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-locale",
-        )
+        password_file = self.root / "password"
+        password_file.write_text(self.password + "\n")
+        try:
+            self._run(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                f"--pwfile={password_file}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            )
+        finally:
+            password_file.unlink()
 
     def start(self) -> None:
         options = (
