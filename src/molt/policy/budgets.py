@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from copy import copy as shallow_copy
+from functools import cached_property
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -76,7 +77,7 @@ class BudgetHold:
     allowed: int
     window_closed: bool
 
-    @property
+    @cached_property
     def message(self) -> str:
         if self.window_closed:
             return f"outside the maintenance window ({_describe(self.budget)})"
@@ -124,11 +125,16 @@ class BudgetLedger:
                     flying[key] = flying.get(key, 0) + 1
             self._totals.append(totals)
             self._in_flight.append(flying)
+        self._holds: dict[tuple[str, str | None, str | None, bool], BudgetHold | None] = {}
+        """What ``hold`` answered per (rule, group, zone, window bypass) since the last
+        ``admit``: the answer depends on nothing else, and a plan asks it of thousands of
+        candidates that wait in the same few scopes."""
 
     def copy(self) -> BudgetLedger:
         """A ledger with the same counts that admits apart from this one."""
         twin = shallow_copy(self)
         twin._in_flight = [dict(flying) for flying in self._in_flight]
+        twin._holds = {}
         return twin
 
     def _allowed(self, index: int, key: str) -> int:
@@ -141,6 +147,14 @@ class BudgetLedger:
 
     def hold(self, candidate: Candidate) -> BudgetHold | None:
         """The first budget that keeps the candidate from starting now, or None."""
+        asked = (candidate.rule, candidate.group, candidate.zone, candidate.bypasses_windows)
+        if asked in self._holds:
+            return self._holds[asked]
+        found = self._hold(candidate)
+        self._holds[asked] = found
+        return found
+
+    def _hold(self, candidate: Candidate) -> BudgetHold | None:
         for index, budget in enumerate(self.budgets):
             if budget.reasons and candidate.rule not in budget.reasons:
                 continue
@@ -165,6 +179,7 @@ class BudgetLedger:
                 continue
             key = scope_key(budget, candidate.group, candidate.zone)
             self._in_flight[index][key] = self._in_flight[index].get(key, 0) + 1
+        self._holds.clear()
 
 
 SURPLUS_RULE = "ScaleDown"

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import compress
-from operator import attrgetter
 
 from molt.api.types import LabelSelector, resolve_count_or_percent
 from molt.policy.selection import matches_selector
@@ -94,7 +92,6 @@ class Deadlock:
         return f"PodDisruptionBudget {self.pdb} can never allow evicting {self.pod}: {self.why}"
 
 
-_NAMESPACE = attrgetter("namespace")
 
 
 def never_allows(pdb: PdbView) -> str | None:
@@ -138,6 +135,8 @@ class DeadlockIndex:
         """Namespace -> label key -> label value -> (position, PDB, why) it requires."""
         self._unkeyed: dict[str, list[tuple[int, PdbView, str]]] = {}
         """Namespace -> (position, PDB, why) whose selector has no ``matchLabels``."""
+        self._pairs: dict[str, set[tuple[str, str]]] = {}
+        """Label key -> the (namespace, value) pairs the keyed PDBs require under it."""
         for position, pdb in enumerate(pdbs):
             if pdb.selector is None:
                 continue  # a null selector selects no pod
@@ -150,6 +149,7 @@ class DeadlockIndex:
                 key = min(labels)
                 by_key = self._keyed.setdefault(pdb.namespace, {}).setdefault(key, {})
                 by_key.setdefault(labels[key], []).append(entry)
+                self._pairs.setdefault(key, set()).add((pdb.namespace, labels[key]))
             else:
                 self._unkeyed.setdefault(pdb.namespace, []).append(entry)
         self.namespaces: frozenset[str] = frozenset(self._keyed.keys() | self._unkeyed.keys())
@@ -176,16 +176,48 @@ class DeadlockIndex:
                 return Deadlock(pod.key, pdb.key, why)
         return None
 
+    def suspects(self, pods: list[PodView]) -> list[PodView]:
+        """The pods ``holding`` may find held, in the order given: in a namespace with a
+        PDB that can deadlock, carrying the ``matchLabels`` pair such a PDB is indexed by
+        (any pod, where one has no ``matchLabels``), and not a DaemonSet's. A cheap look
+        at every pod, so that the full match runs only on these few."""
+        namespaces = self.namespaces
+        unkeyed = self._unkeyed
+        keyed = tuple(self._pairs.items())
+        found: list[PodView] = []
+        for pod in pods:
+            namespace = pod.namespace
+            if namespace not in namespaces:
+                continue
+            if namespace not in unkeyed:
+                labels = pod.labels
+                for key, pairs in keyed:
+                    if (namespace, labels.get(key)) in pairs:
+                        break
+                else:
+                    continue
+            if "DaemonSet" not in pod.owner_kinds:
+                found.append(pod)
+        return found
+
     def find(self, pods: list[PodView]) -> list[Deadlock]:
         """The pods a drain must evict that a PDB will never let go (at most one per pod)."""
-        if not self.namespaces:
-            return []
         found: list[Deadlock] = []
-        for pod in compress(pods, map(self.namespaces.__contains__, map(_NAMESPACE, pods))):
+        for pod in self.suspects(pods):
             deadlock = self.holding(pod)
             if deadlock is not None:
                 found.append(deadlock)
         return found
+
+    def by_node(self, pods: list[PodView]) -> dict[str, str]:
+        """Node name -> its deadlock, over pods of many nodes (``molt plan``'s LISTs)."""
+        by_node: dict[str, list[Deadlock]] = {}
+        for pod in self.suspects(pods):
+            if pod.node:
+                deadlock = self.holding(pod)
+                if deadlock is not None:
+                    by_node.setdefault(pod.node, []).append(deadlock)
+        return {node: describe(deadlocks) for node, deadlocks in by_node.items()}
 
 
 def find_deadlocks(pods: list[PodView], pdbs: list[PdbView]) -> list[Deadlock]:
@@ -201,20 +233,8 @@ def describe(deadlocks: list[Deadlock]) -> str:
 
 
 def deadlocks_by_node(pods: list[PodView], pdbs: list[PdbView]) -> dict[str, str]:
-    """Node name -> its deadlock, over pods of many nodes (``molt plan``'s one LIST)."""
-    index = DeadlockIndex(pdbs)
-    if not index:
-        return {}
-    by_node: dict[str, list[Deadlock]] = {}
-    # Most pods are in no namespace with such a PDB: they are passed over without a
-    # Python-level step each (hundreds of thousands of pods in one LIST).
-    in_scope = map(index.namespaces.__contains__, map(_NAMESPACE, pods))
-    for pod in compress(pods, in_scope):
-        if pod.node:
-            deadlock = index.holding(pod)
-            if deadlock is not None:
-                by_node.setdefault(pod.node, []).append(deadlock)
-    return {node: describe(deadlocks) for node, deadlocks in by_node.items()}
+    """Node name -> its deadlock, over pods of many nodes."""
+    return DeadlockIndex(pdbs).by_node(pods)
 
 
 def refusing_now(pods: list[PodView], pdbs: list[PdbView]) -> list[PdbView]:
