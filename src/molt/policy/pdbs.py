@@ -92,8 +92,6 @@ class Deadlock:
         return f"PodDisruptionBudget {self.pdb} can never allow evicting {self.pod}: {self.why}"
 
 
-
-
 def never_allows(pdb: PdbView) -> str | None:
     """Why the PDB can never allow a disruption at its expected size, or None."""
     expected = pdb.expected_pods

@@ -237,6 +237,15 @@ def _max_age_candidate(
     age: NodeAge,
     expiries: Mapping[str, datetime],
 ) -> Candidate | None:
+    if node.name not in expiries:
+        # The common case, a node too young to select, without building its deadlines:
+        # the same arithmetic as ``age_deadline`` (whole microseconds, so exact).
+        max_age_now = _max_age(rule, node, snapshot)
+        if max_age_now is None:
+            return None
+        lead = _drain_lead(rule, max_age_now)
+        if age.age < max_age_now - rule.jitter * jitter_fraction(node.name) - lead:
+            return None
     deadline = age_deadline(rule, node, snapshot, age.launched, expiries)
     if deadline is None:
         return None
@@ -305,6 +314,41 @@ def _taint_candidate(
                 reason = f"taint: {taint.key}:{taint.effect} for {format_duration(carried)}"
                 return _candidate(policy, node, "Taint", reason, Urgency.TAINTED, age, None)
     return None
+
+
+def _health_due(policy: TerminationPolicy, node: NodeView) -> datetime | None:
+    """The earliest moment a condition or taint rule can select the node as it is now
+    (its ``for`` held from the condition's or taint's own timestamp); None: never, while
+    the node is unchanged. The rules' own test is ``now - since >= for``, which is
+    ``now >= since + for`` in whole microseconds."""
+    dues: list[datetime] = []
+    for condition_rule in policy.spec.rules.conditions:
+        held_for = parse_duration(condition_rule.for_)
+        for condition in node.conditions:
+            if condition.type == condition_rule.type and condition.status == condition_rule.status:
+                dues.append(_plus(condition.last_transition or node.created, held_for))
+    for taint_rule in policy.spec.rules.taints:
+        held_for = parse_duration(taint_rule.for_)
+        for taint in node.taints:
+            if taint.key != taint_rule.key:
+                continue
+            if taint_rule.value is not None and taint.value != taint_rule.value:
+                continue
+            if taint_rule.effect is not None and taint.effect != taint_rule.effect:
+                continue
+            if taint.added is not None:
+                dues.append(_plus(taint.added, held_for))
+            elif held_for <= timedelta(0):
+                dues.append(datetime.min.replace(tzinfo=node.created.tzinfo))
+    return min(dues) if dues else None
+
+
+def _plus(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, or the calendar's end where that overflows (never reached)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def health_candidate(policy: TerminationPolicy, node: NodeView, now: datetime) -> Candidate | None:
@@ -381,31 +425,28 @@ def select_candidates(
 ) -> Selection:
     """Every node the policy selects, most urgent first, oldest first within a tier.
 
-    With a ``schedule`` (kept from pass to pass), a node only the max-age rule could
-    select is skipped until the moment this function last found it could first be
-    selected, unless the node, its group or the policy changed since
-    (``molt.policy.eligibility``); the outcome is the same as without it."""
+    With a ``schedule`` (kept from pass to pass), a node no rule selects is skipped until
+    the moment this function last found one could first select it (its age, or a
+    condition or taint held long enough), unless the node, its group or the policy
+    changed since (``molt.policy.eligibility``); the outcome is the same as without it."""
     candidates: list[Candidate] = []
     problems: list[NodeProblem] = []
     age_rule = _AgeRule.of(policy)
     expiries = leveled(policy, snapshot, now)
     rules = policy.spec.rules
     other_rules = bool(rules.conditions or rules.taints or rules.drift or rules.labels)
+    health_rules = bool(rules.conditions or rules.taints)
     groups = snapshot.groups
+    # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
+    schedule = schedule if age_rule.spread <= timedelta(0) else None
     if schedule is not None:
         schedule.begin(policy)
     for node in snapshot.nodes:
         if node.in_pipeline:
             continue
-        # Only the age rule can select this node: its moment can be remembered.
-        # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
-        remembering = (
-            schedule
-            if not other_rules
-            and age_rule.spread <= timedelta(0)
-            and INTERRUPTION_ANNOTATION not in node.annotations
-            else None
-        )
+        # A node with an interruption notice is judged on every pass: the notice's own
+        # moment is not one the schedule knows.
+        remembering = schedule if INTERRUPTION_ANNOTATION not in node.annotations else None
         group = groups.get(node.group or "")
         if remembering is not None and remembering.waiting(policy, node, group, now):
             continue
@@ -423,8 +464,6 @@ def select_candidates(
         aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries)
         if aged is not None:
             found.append(aged)
-        elif remembering is not None:
-            remembering.remember(policy, node, group, _age_due(age_rule, node, snapshot, measured))
         if other_rules:
             for maybe in (
                 _condition_candidate(policy, node, now, age),
@@ -440,6 +479,18 @@ def select_candidates(
                 found.append(rebalance)
         if found:
             candidates.append(min(found, key=lambda c: c.urgency))
+        elif remembering is not None:
+            # Nothing selects it now; drift and labels cannot before the node, its group
+            # or the policy change, which the schedule notices. The rules with a moment:
+            dues = [
+                due
+                for due in (
+                    _age_due(age_rule, node, snapshot, measured),
+                    _health_due(policy, node) if health_rules else None,
+                )
+                if due is not None
+            ]
+            remembering.remember(policy, node, group, min(dues) if dues else None)
     if schedule is not None:
         schedule.forget_absent(policy.metadata.name, len(snapshot.nodes))
     candidates.sort(key=lambda c: (c.urgency, -c.age, c.node))
