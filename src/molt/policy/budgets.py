@@ -9,11 +9,13 @@ unhealthy nodes while the window is closed. With no budgets, a policy gets one n
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from copy import copy as shallow_copy
-from functools import cached_property
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -24,6 +26,7 @@ from molt.api.types import resolve_count_or_percent
 from molt.policy.selection import Candidate, Urgency, covers
 from molt.policy.snapshot import NodeView
 
+_SHAPE = attrgetter("group", "zone", "in_pipeline")
 DEFAULT_BUDGET = Budget(max_in_flight="10%")
 DEFAULT_MINIMUM = 1
 
@@ -115,14 +118,17 @@ class BudgetLedger:
         self._open = [window_open(b, now) for b in self.budgets]
         self._totals: list[dict[str, int]] = []
         self._in_flight: list[dict[str, int]] = []
+        # Nodes counted by what a scope looks at, so each budget adds up a few shapes
+        # rather than every node again.
+        shapes = Counter(map(_SHAPE, covered))
         for budget in self.budgets:
             totals: dict[str, int] = {}
             flying: dict[str, int] = {}
-            for node in covered:
-                key = scope_key(budget, node.group, node.zone)
-                totals[key] = totals.get(key, 0) + 1
-                if node.in_pipeline:
-                    flying[key] = flying.get(key, 0) + 1
+            for (group, zone, moving), count in shapes.items():
+                key = scope_key(budget, group, zone)
+                totals[key] = totals.get(key, 0) + count
+                if moving:
+                    flying[key] = flying.get(key, 0) + count
             self._totals.append(totals)
             self._in_flight.append(flying)
         self._holds: dict[tuple[str, str | None, str | None, bool], BudgetHold | None] = {}

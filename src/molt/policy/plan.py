@@ -25,7 +25,13 @@ from molt.policy.control_plane import (
 )
 from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.remediation import Breaker, breaker, record_of, replace_reason
-from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
+from molt.policy.selection import (
+    Candidate,
+    NodeProblem,
+    Urgency,
+    covered_nodes,
+    select_candidates,
+)
 from molt.policy.snapshot import NodeView, Snapshot
 
 Action = Literal["terminate", "wait"]
@@ -115,7 +121,7 @@ def select_all(
     ledgers = {
         policy.metadata.name: BudgetLedger(
             list(policy.spec.budgets),
-            [node for node in snapshot.nodes if covers(policy, node)],
+            covered_nodes(policy, snapshot.nodes),
             now,
         )
         for policy in ordered

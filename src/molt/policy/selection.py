@@ -9,10 +9,12 @@ in) are never candidates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
+from itertools import compress
+from operator import attrgetter, not_
 
 from molt.api.durations import format_duration, parse_duration
 from molt.api.labels import INTERRUPTION_ANNOTATION
@@ -98,6 +100,20 @@ def covers(policy: TerminationPolicy, node: NodeView) -> bool:
     if node.is_control_plane and not policy.spec.include_control_plane:
         return False
     return matches_selector(node.labels, policy.spec.node_selector)
+
+
+_IS_CONTROL_PLANE = attrgetter("is_control_plane")
+
+
+def covered_nodes(policy: TerminationPolicy, nodes: Sequence[NodeView]) -> list[NodeView]:
+    """The nodes the policy applies to, in their order: ``covers`` over a whole list,
+    without a Python-level step per node when the policy selects nodes by no label."""
+    selector = policy.spec.node_selector
+    if selector is not None and (selector.match_labels or selector.match_expressions):
+        return [node for node in nodes if covers(policy, node)]
+    if policy.spec.include_control_plane:
+        return list(nodes)
+    return list(compress(nodes, map(not_, map(_IS_CONTROL_PLANE, nodes))))
 
 
 @dataclass(frozen=True)
