@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from copy import copy as shallow_copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
@@ -23,6 +22,7 @@ from croniter import croniter
 from molt.api.durations import parse_duration
 from molt.api.terminationpolicy import Budget, TerminationPolicy
 from molt.api.types import resolve_count_or_percent
+from molt.policy.cached import cached
 from molt.policy.selection import Candidate, Urgency, covers
 from molt.policy.snapshot import NodeView
 
@@ -80,7 +80,7 @@ class BudgetHold:
     allowed: int
     window_closed: bool
 
-    @cached_property
+    @cached
     def message(self) -> str:
         if self.window_closed:
             return f"outside the maintenance window ({_describe(self.budget)})"

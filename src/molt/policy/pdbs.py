@@ -184,6 +184,9 @@ class DeadlockIndex:
         keyed = tuple(self._pairs.items())
         found: list[PodView] = []
         for pod in pods:
+            # A DaemonSet's pod first: a drain never evicts one, and they are many.
+            if "DaemonSet" in pod.owner_kinds:
+                continue
             namespace = pod.namespace
             if namespace not in namespaces:
                 continue
@@ -194,8 +197,7 @@ class DeadlockIndex:
                         break
                 else:
                     continue
-            if "DaemonSet" not in pod.owner_kinds:
-                found.append(pod)
+            found.append(pod)
         return found
 
     def find(self, pods: list[PodView]) -> list[Deadlock]:
