@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 from molt.api.types import LabelSelector, resolve_count_or_percent
 from molt.policy.selection import matches_selector
@@ -92,6 +93,9 @@ class Deadlock:
         return f"PodDisruptionBudget {self.pdb} can never allow evicting {self.pod}: {self.why}"
 
 
+_POSITION = itemgetter(0)
+
+
 def never_allows(pdb: PdbView) -> str | None:
     """Why the PDB can never allow a disruption at its expected size, or None."""
     expected = pdb.expected_pods
@@ -158,19 +162,21 @@ class DeadlockIndex:
 
     def holding(self, pod: PodView) -> Deadlock | None:
         """The deadlock that holds the pod, if a drain must evict it and one does."""
-        if pod.namespace not in self.namespaces:
+        namespace = pod.namespace
+        if namespace not in self.namespaces:
             return None
-        found: list[tuple[int, PdbView, str]] = list(self._unkeyed.get(pod.namespace, ()))
-        for key, by_value in self._keyed.get(pod.namespace, {}).items():
-            value = pod.labels.get(key)
-            if value is not None:
-                found.extend(by_value.get(value, ()))
+        found: list[tuple[int, PdbView, str]] = self._unkeyed.get(namespace, [])
+        labels = pod.labels
+        for key, by_value in self._keyed.get(namespace, {}).items():
+            value = labels.get(key)
+            entries = by_value.get(value) if value is not None else None
+            if entries:
+                # Each list is in the PDBs' order already; a merge keeps it so.
+                found = sorted([*found, *entries], key=_POSITION) if found else entries
         if not found or not _must_be_evicted(pod):
             return None
-        if len(found) > 1:
-            found.sort(key=lambda entry: entry[0])
         for _, pdb, why in found:
-            if matches_selector(pod.labels, pdb.selector):
+            if matches_selector(labels, pdb.selector):
                 return Deadlock(pod.key, pdb.key, why)
         return None
 

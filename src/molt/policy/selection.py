@@ -245,6 +245,27 @@ def _age_due(rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge) -
     return None if deadline is None else deadline.start
 
 
+class _AgeLimits:
+    """Per group, the age at which a pass's max-age rule starts retiring its nodes before
+    each node's jitter share (the max age less the drain lead), worked out once per
+    group: it depends on the node's group alone."""
+
+    def __init__(self, rule: _AgeRule, snapshot: Snapshot) -> None:
+        self.rule = rule
+        self.snapshot = snapshot
+        self._by_group: dict[str | None, timedelta | None] = {}
+
+    def unjittered_start(self, node: NodeView) -> timedelta | None:
+        """None when no age limit applies to the node."""
+        group = node.group
+        if group in self._by_group:
+            return self._by_group[group]
+        max_age = _max_age(self.rule, node, self.snapshot)
+        start = None if max_age is None else max_age - _drain_lead(self.rule, max_age)
+        self._by_group[group] = start
+        return start
+
+
 def _max_age_candidate(
     policy: TerminationPolicy,
     rule: _AgeRule,
@@ -252,15 +273,13 @@ def _max_age_candidate(
     snapshot: Snapshot,
     age: NodeAge,
     expiries: Mapping[str, datetime],
+    limits: _AgeLimits | None = None,
 ) -> Candidate | None:
     if node.name not in expiries:
         # The common case, a node too young to select, without building its deadlines:
         # the same arithmetic as ``age_deadline`` (whole microseconds, so exact).
-        max_age_now = _max_age(rule, node, snapshot)
-        if max_age_now is None:
-            return None
-        lead = _drain_lead(rule, max_age_now)
-        if age.age < max_age_now - rule.jitter * jitter_fraction(node.name) - lead:
+        start = (limits or _AgeLimits(rule, snapshot)).unjittered_start(node)
+        if start is None or age.age < start - rule.jitter * jitter_fraction(node.name):
             return None
     deadline = age_deadline(rule, node, snapshot, age.launched, expiries)
     if deadline is None:
@@ -453,6 +472,7 @@ def select_candidates(
     other_rules = bool(rules.conditions or rules.taints or rules.drift or rules.labels)
     health_rules = bool(rules.conditions or rules.taints)
     groups = snapshot.groups
+    limits = _AgeLimits(age_rule, snapshot)
     # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
     schedule = schedule if age_rule.spread <= timedelta(0) else None
     if schedule is not None:
@@ -477,15 +497,15 @@ def select_candidates(
             problems.append(NodeProblem(node.name, str(error)))
             continue
         age = measured.age
-        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries)
+        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries, limits)
         if aged is not None:
             found.append(aged)
         if other_rules:
             for maybe in (
-                _condition_candidate(policy, node, now, age),
-                _taint_candidate(policy, node, now, age),
-                _drift_candidate(policy, node, snapshot, age),
-                _label_candidate(policy, node, age),
+                _condition_candidate(policy, node, now, age) if rules.conditions else None,
+                _taint_candidate(policy, node, now, age) if rules.taints else None,
+                _drift_candidate(policy, node, snapshot, age) if rules.drift else None,
+                _label_candidate(policy, node, age) if rules.labels else None,
             ):
                 if maybe is not None:
                     found.append(maybe)
