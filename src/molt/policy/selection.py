@@ -20,7 +20,12 @@ from molt.api.durations import format_duration, parse_duration
 from molt.api.labels import INTERRUPTION_ANNOTATION
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
-from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
+from molt.policy.age import (
+    MalformedLaunchTimeError,
+    jitter_fraction,
+    launch_time,
+    node_age,
+)
 from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.interruptions import read_annotation
 from molt.policy.leveling import leveled_expiries
@@ -238,10 +243,12 @@ def max_age_due(
     return None if deadline is None else deadline.start
 
 
-def _age_due(rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge) -> datetime | None:
+def _age_due(
+    rule: _AgeRule, node: NodeView, snapshot: Snapshot, launched: datetime
+) -> datetime | None:
     """When the max-age rule starts retiring a node of an unleveled policy
     (``_max_age_candidate`` selects it from then on); None when no age limit applies."""
-    deadline = age_deadline(rule, node, snapshot, age.launched, {})
+    deadline = age_deadline(rule, node, snapshot, launched, {})
     return None if deadline is None else deadline.start
 
 
@@ -271,7 +278,8 @@ def _max_age_candidate(
     rule: _AgeRule,
     node: NodeView,
     snapshot: Snapshot,
-    age: NodeAge,
+    launched: datetime,
+    age: timedelta,
     expiries: Mapping[str, datetime],
     limits: _AgeLimits | None = None,
 ) -> Candidate | None:
@@ -279,24 +287,24 @@ def _max_age_candidate(
         # The common case, a node too young to select, without building its deadlines:
         # the same arithmetic as ``age_deadline`` (whole microseconds, so exact).
         start = (limits or _AgeLimits(rule, snapshot)).unjittered_start(node)
-        if start is None or age.age < start - rule.jitter * jitter_fraction(node.name):
+        if start is None or age < start - rule.jitter * jitter_fraction(node.name):
             return None
-    deadline = age_deadline(rule, node, snapshot, age.launched, expiries)
+    deadline = age_deadline(rule, node, snapshot, launched, expiries)
     if deadline is None:
         return None
     max_age = deadline.max_age
-    start_at = deadline.start - age.launched
-    if age.age < start_at:
+    start_at = deadline.start - launched
+    if age < start_at:
         return None
-    past = age.age >= max_age
+    past = age >= max_age
     shown_limit = max_age if past else start_at
-    reason = f"max-age: {format_duration(age.age)} > {format_duration(shown_limit)}"
+    reason = f"max-age: {format_duration(age)} > {format_duration(shown_limit)}"
     if past:
         reason += " (past its deadline)"
     elif deadline.leveled:
         reason += (
             f" (max {format_duration(max_age)}, leveled by maxAgeSpread to "
-            f"{format_duration(deadline.planned - age.launched)}, less drain lead)"
+            f"{format_duration(deadline.planned - launched)}, less drain lead)"
         )
     elif shown_limit != max_age:
         reason += f" (max {format_duration(max_age)}, less jitter and drain lead)"
@@ -306,7 +314,7 @@ def _max_age_candidate(
         "MaxAge",
         reason,
         Urgency.PAST_DEADLINE if past else Urgency.AGED,
-        age.age,
+        age,
         deadline.hard,
     )
 
@@ -492,12 +500,12 @@ def select_candidates(
             continue
         found: list[Candidate] = []
         try:
-            measured = node_age(node, now)
+            launched = launch_time(node)
         except MalformedLaunchTimeError as error:
             problems.append(NodeProblem(node.name, str(error)))
             continue
-        age = measured.age
-        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries, limits)
+        age = now - launched
+        aged = _max_age_candidate(policy, age_rule, node, snapshot, launched, age, expiries, limits)
         if aged is not None:
             found.append(aged)
         if other_rules:
@@ -521,7 +529,7 @@ def select_candidates(
             dues = [
                 due
                 for due in (
-                    _age_due(age_rule, node, snapshot, measured),
+                    _age_due(age_rule, node, snapshot, launched),
                     _health_due(policy, node) if health_rules else None,
                 )
                 if due is not None
