@@ -243,15 +243,6 @@ def max_age_due(
     return None if deadline is None else deadline.start
 
 
-def _age_due(
-    rule: _AgeRule, node: NodeView, snapshot: Snapshot, launched: datetime
-) -> datetime | None:
-    """When the max-age rule starts retiring a node of an unleveled policy
-    (``_max_age_candidate`` selects it from then on); None when no age limit applies."""
-    deadline = age_deadline(rule, node, snapshot, launched, {})
-    return None if deadline is None else deadline.start
-
-
 class _AgeLimits:
     """Per group, the age at which a pass's max-age rule starts retiring its nodes before
     each node's jitter share (the max age less the drain lead), worked out once per
@@ -271,6 +262,18 @@ class _AgeLimits:
         start = None if max_age is None else max_age - _drain_lead(self.rule, max_age)
         self._by_group[group] = start
         return start
+
+
+def _age_due(
+    rule: _AgeRule, node: NodeView, limits: _AgeLimits, launched: datetime
+) -> datetime | None:
+    """When the max-age rule starts retiring a node of an unleveled policy
+    (``_max_age_candidate`` selects it from then on); None when no age limit applies.
+    ``age_deadline``'s start, in the same whole-microsecond arithmetic."""
+    start = limits.unjittered_start(node)
+    if start is None:
+        return None
+    return launched + (start - rule.jitter * jitter_fraction(node.name))
 
 
 def _max_age_candidate(
@@ -529,7 +532,7 @@ def select_candidates(
             dues = [
                 due
                 for due in (
-                    _age_due(age_rule, node, snapshot, launched),
+                    _age_due(age_rule, node, limits, launched),
                     _health_due(policy, node) if health_rules else None,
                 )
                 if due is not None
