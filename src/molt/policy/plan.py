@@ -178,6 +178,8 @@ def compute_plan(
     }
     nodes = {node.name: node for node in snapshot.nodes} if breakers else {}
     decisions: list[Decision] = []
+    paused = paused or {}
+    deadlocked = deadlocked or {}
     control_plane_moving = chosen.control_plane_moving
     control_plane_nodes = chosen.control_plane_nodes
     for candidate in chosen.queue:
@@ -189,12 +191,12 @@ def compute_plan(
             if chained is not None:
                 decisions.append(chained)
                 continue
-        holder = (paused or {}).get(candidate.policy)
+        holder = paused.get(candidate.policy)
         if holder is not None:
             message = f"paused by watchdog {holder} (pauseWhen): it is failing"
             decisions.append(Decision(candidate, "wait", message, paused_by=holder))
             continue
-        deadlock = (deadlocked or {}).get(candidate.node)
+        deadlock = deadlocked.get(candidate.node)
         if deadlock is not None and not (
             candidate.urgency == Urgency.PAST_DEADLINE
             and by_name[candidate.policy].spec.drain.delete_pods_after_deadline
