@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import compress
+from operator import attrgetter
 from typing import Literal
 
 from molt.api.labels import DO_NOT_DISRUPT
@@ -126,14 +128,22 @@ def select_all(
         )
         for policy in ordered
     }
+    control_plane = list(compress(snapshot.nodes, map(_IS_CONTROL_PLANE, snapshot.nodes)))
     return Selections(
         queue=tuple(sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))),
         problems=tuple(problems.values()),
         ledgers=ledgers,
-        held=frozenset(node.name for node in snapshot.nodes if node.do_not_disrupt),
-        control_plane_nodes=frozenset(n.name for n in snapshot.nodes if n.is_control_plane),
-        control_plane_moving=sum(1 for n in snapshot.nodes if n.is_control_plane and n.in_pipeline),
+        held=frozenset(map(_NAME, compress(snapshot.nodes, map(_HELD, snapshot.nodes)))),
+        control_plane_nodes=frozenset(map(_NAME, control_plane)),
+        control_plane_moving=sum(map(_IN_PIPELINE, control_plane)),
     )
+
+
+# Read over every node of the fleet each pass: C-level loops rather than Python ones.
+_NAME = attrgetter("name")
+_HELD = attrgetter("do_not_disrupt")
+_IS_CONTROL_PLANE = attrgetter("is_control_plane")
+_IN_PIPELINE = attrgetter("in_pipeline")
 
 
 def compute_plan(

@@ -244,24 +244,24 @@ def max_age_due(
 
 
 class _AgeLimits:
-    """Per group, the age at which a pass's max-age rule starts retiring its nodes before
-    each node's jitter share (the max age less the drain lead), worked out once per
-    group: it depends on the node's group alone."""
+    """Per group, a pass's max age and the age at which the rule starts retiring a node
+    before its jitter share (the max age less the drain lead), worked out once per
+    group: both depend on the node's group alone."""
 
     def __init__(self, rule: _AgeRule, snapshot: Snapshot) -> None:
         self.rule = rule
         self.snapshot = snapshot
-        self._by_group: dict[str | None, timedelta | None] = {}
+        self._by_group: dict[str | None, tuple[timedelta, timedelta] | None] = {}
 
-    def unjittered_start(self, node: NodeView) -> timedelta | None:
-        """None when no age limit applies to the node."""
+    def of(self, node: NodeView) -> tuple[timedelta, timedelta] | None:
+        """(max age, unjittered start), or None when no age limit applies to the node."""
         group = node.group
         if group in self._by_group:
             return self._by_group[group]
         max_age = _max_age(self.rule, node, self.snapshot)
-        start = None if max_age is None else max_age - _drain_lead(self.rule, max_age)
-        self._by_group[group] = start
-        return start
+        limit = None if max_age is None else (max_age, max_age - _drain_lead(self.rule, max_age))
+        self._by_group[group] = limit
+        return limit
 
 
 def _age_due(
@@ -270,10 +270,10 @@ def _age_due(
     """When the max-age rule starts retiring a node of an unleveled policy
     (``_max_age_candidate`` selects it from then on); None when no age limit applies.
     ``age_deadline``'s start, in the same whole-microsecond arithmetic."""
-    start = limits.unjittered_start(node)
-    if start is None:
+    limit = limits.of(node)
+    if limit is None:
         return None
-    return launched + (start - rule.jitter * jitter_fraction(node.name))
+    return launched + (limit[1] - rule.jitter * jitter_fraction(node.name))
 
 
 def _max_age_candidate(
@@ -287,27 +287,34 @@ def _max_age_candidate(
     limits: _AgeLimits | None = None,
 ) -> Candidate | None:
     if node.name not in expiries:
-        # The common case, a node too young to select, without building its deadlines:
-        # the same arithmetic as ``age_deadline`` (whole microseconds, so exact).
-        start = (limits or _AgeLimits(rule, snapshot)).unjittered_start(node)
-        if start is None or age < start - rule.jitter * jitter_fraction(node.name):
+        # Not leveled: ``age_deadline``'s arithmetic from the group's limits (whole
+        # microseconds, so exact), without building the node's deadlines.
+        limit = (limits or _AgeLimits(rule, snapshot)).of(node)
+        if limit is None:
             return None
-    deadline = age_deadline(rule, node, snapshot, launched, expiries)
-    if deadline is None:
-        return None
-    max_age = deadline.max_age
-    start_at = deadline.start - launched
-    if age < start_at:
-        return None
+        max_age, unjittered = limit
+        start_at = unjittered - rule.jitter * jitter_fraction(node.name)
+        if age < start_at:
+            return None
+        hard = planned = launched + max_age
+    else:
+        deadline = age_deadline(rule, node, snapshot, launched, expiries)
+        if deadline is None:
+            return None
+        max_age = deadline.max_age
+        start_at = deadline.start - launched
+        if age < start_at:
+            return None
+        hard, planned = deadline.hard, deadline.planned
     past = age >= max_age
     shown_limit = max_age if past else start_at
     reason = f"max-age: {format_duration(age)} > {format_duration(shown_limit)}"
     if past:
         reason += " (past its deadline)"
-    elif deadline.leveled:
+    elif planned < hard:
         reason += (
             f" (max {format_duration(max_age)}, leveled by maxAgeSpread to "
-            f"{format_duration(deadline.planned - launched)}, less drain lead)"
+            f"{format_duration(planned - launched)}, less drain lead)"
         )
     elif shown_limit != max_age:
         reason += f" (max {format_duration(max_age)}, less jitter and drain lead)"
@@ -318,7 +325,7 @@ def _max_age_candidate(
         reason,
         Urgency.PAST_DEADLINE if past else Urgency.AGED,
         age,
-        deadline.hard,
+        hard,
     )
 
 
