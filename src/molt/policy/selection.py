@@ -500,24 +500,23 @@ def select_candidates(
             continue
         # A node with an interruption notice is judged on every pass: the notice's own
         # moment is not one the schedule knows.
-        remembering = schedule if INTERRUPTION_ANNOTATION not in node.annotations else None
-        group = groups.get(node.group or "")
+        notice = INTERRUPTION_ANNOTATION in node.annotations
+        remembering = schedule if not notice else None
+        group = groups.get(node.group or "") if remembering is not None else None
         if remembering is not None and remembering.waiting(policy, node, group, now):
             continue
         if not covers(policy, node):
             if remembering is not None:
                 remembering.remember(policy, node, group, None)
             continue
-        found: list[Candidate] = []
         try:
             launched = launch_time(node)
         except MalformedLaunchTimeError as error:
             problems.append(NodeProblem(node.name, str(error)))
             continue
         age = now - launched
-        aged = _max_age_candidate(policy, age_rule, node, snapshot, launched, age, expiries, limits)
-        if aged is not None:
-            found.append(aged)
+        # The most urgent selection; on a tie the first found, in the rules' order.
+        best = _max_age_candidate(policy, age_rule, node, snapshot, launched, age, expiries, limits)
         if other_rules:
             for maybe in (
                 _condition_candidate(policy, node, now, age) if rules.conditions else None,
@@ -525,14 +524,14 @@ def select_candidates(
                 _drift_candidate(policy, node, snapshot, age) if rules.drift else None,
                 _label_candidate(policy, node, age) if rules.labels else None,
             ):
-                if maybe is not None:
-                    found.append(maybe)
-        if INTERRUPTION_ANNOTATION in node.annotations:
+                if maybe is not None and (best is None or maybe.urgency < best.urgency):
+                    best = maybe
+        if notice:
             rebalance = _rebalance_candidate(policy, node, age)
-            if rebalance is not None:
-                found.append(rebalance)
-        if found:
-            candidates.append(min(found, key=lambda c: c.urgency))
+            if rebalance is not None and (best is None or rebalance.urgency < best.urgency):
+                best = rebalance
+        if best is not None:
+            candidates.append(best)
         elif remembering is not None:
             # Nothing selects it now; drift and labels cannot before the node, its group
             # or the policy change, which the schedule notices. The rules with a moment:
