@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from molt.api.terminationpolicy import Budget
 from molt.api.types import resolve_count_or_percent
-from molt.policy.budgets import scope_key, window_open
+from molt.policy.budgets import BudgetLedger, scope_key, window_open
 from molt.policy.plan import compute_plan
-from molt.policy.selection import covers
+from molt.policy.selection import Candidate, Urgency, covers
 from molt.policy.snapshot import NodeView, Snapshot
 from tests.support.fleet import NOW, node, policy
 
@@ -131,3 +131,42 @@ def test_a_plan_never_exceeds_any_budget(
             new = sum(1 for n in members if n.name in admitted)
             # New work only starts while there is room; it never adds past the limit.
             assert new == 0 or before + new <= allowed
+
+
+def _candidate(name: str, zone: str = "zone-a") -> Candidate:
+    return Candidate(
+        name,
+        "rotate",
+        "MaxAge",
+        "max-age",
+        Urgency.AGED,
+        timedelta(hours=50),
+        None,
+        "workers",
+        zone,
+    )
+
+
+def test_a_ledger_answers_anew_once_it_admitted_a_node() -> None:
+    fleet = [node(f"n{i}", age_hours=60) for i in range(4)]
+    ledger = BudgetLedger([Budget(max_in_flight=1, scope="Zone")], fleet, NOW)
+
+    assert ledger.hold(_candidate("n0")) is None
+    ledger.admit(_candidate("n0"))
+
+    held = ledger.hold(_candidate("n1"))
+    assert held is not None
+    assert held.message == "budget full: 1/1 in flight in zone=zone-a (maxInFlight 1 per Zone)"
+    assert ledger.hold(_candidate("n2", zone="zone-b")) is None
+
+
+def test_a_copied_ledger_admits_apart_from_its_original() -> None:
+    fleet = [node(f"n{i}", age_hours=60) for i in range(4)]
+    ledger = BudgetLedger([Budget(max_in_flight=1)], fleet, NOW)
+    assert ledger.hold(_candidate("n0")) is None
+
+    twin = ledger.copy()
+    twin.admit(_candidate("n0"))
+
+    assert twin.hold(_candidate("n1")) is not None
+    assert ledger.hold(_candidate("n1")) is None

@@ -3,6 +3,7 @@ waits uncordoned, its budget slot goes to the next candidate, and the policy cou
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -227,3 +228,23 @@ def test_the_index_finds_what_a_scan_of_every_pdb_finds() -> None:
         assert (name in by_node) == bool(mine)
         if mine:
             assert by_node[name].startswith(mine[0].message)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_pod_several_deadlocking_pdbs_select_is_held_by_the_first_given(
+    order: tuple[int, ...],
+) -> None:
+    by_app = budget("by-app", max_unavailable=0, selector={"app": "web"})
+    by_tier = budget("by-tier", max_unavailable=0, selector={"tier": "front"})
+    by_expression = PdbView(
+        "default",
+        "by-expression",
+        LabelSelector(match_expressions=[LabelSelectorRequirement(key="app", operator="Exists")]),
+        max_unavailable=0,
+    )
+    pdbs = [[by_app, by_tier, by_expression][index] for index in order]
+    held = pod("web-1", labels={"app": "web", "tier": "front"})
+
+    assert find_deadlocks([held], pdbs) == _scan([held], pdbs)
+    assert [d.pdb for d in find_deadlocks([held], pdbs)] == [f"default/{pdbs[0].name}"]
+    assert deadlocks_by_node([held], pdbs)["old"].startswith(_scan([held], pdbs)[0].message)

@@ -2,7 +2,13 @@
 
 from datetime import timedelta
 
-from molt.policy.selection import Urgency, max_age_due, select_candidates
+from molt.policy.selection import (
+    Urgency,
+    covered_nodes,
+    covers,
+    max_age_due,
+    select_candidates,
+)
 from molt.policy.snapshot import GroupView, NodeCondition, NodeTaint, Snapshot
 from tests.support.fleet import NOW, node, policy
 
@@ -209,3 +215,24 @@ def test_a_spread_as_long_as_max_age_leaves_a_steady_rotation_alone() -> None:
     assert dues == {
         n.name: NOW - timedelta(hours=age) + timedelta(hours=47) for age, n in enumerate(fleet)
     }
+
+
+def test_the_covered_nodes_are_those_covers_accepts_in_their_order() -> None:
+    fleet = [
+        node("plain"),
+        node("leader", labels={"node-role.kubernetes.io/control-plane": ""}),
+        node("data", group="data"),
+        node("old-master", labels={"node-role.kubernetes.io/master": ""}, group="data"),
+    ]
+    for rotate in (
+        policy(),
+        policy(includeControlPlane=True),
+        policy(nodeSelector={}),
+        policy(nodeSelector={"matchLabels": {"molt.dev/instance-group": "data"}}),
+        policy(
+            includeControlPlane=True,
+            nodeSelector={"matchLabels": {"molt.dev/instance-group": "data"}},
+        ),
+    ):
+        assert covered_nodes(rotate, fleet) == [n for n in fleet if covers(rotate, n)]
+    assert [n.name for n in covered_nodes(policy(), fleet)] == ["plain", "data"]

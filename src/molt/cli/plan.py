@@ -15,11 +15,11 @@ from rich.table import Table
 from molt.api.durations import format_duration
 from molt.api.lifecycle import Hook
 from molt.cli.checks import require_kubeconfig, require_output_format
-from molt.kube.facts import all_pdbs, all_pods, all_watchdogs
+from molt.kube.facts import all_pdbs, all_watchdogs, pods_in
 from molt.kube.reader import ClusterRead, connect, read_cluster
 from molt.kube.transport import RawApi
 from molt.policy.node_actions import describe, planned
-from molt.policy.pdbs import deadlocks_by_node
+from molt.policy.pdbs import DeadlockIndex
 from molt.policy.plan import Decision, Plan, compute_plan
 from molt.policy.watchdog import paused_policies
 
@@ -104,10 +104,11 @@ async def _plan(kubeconfig: str | None) -> tuple[Plan, ClusterRead, datetime]:
     async with api:
         read = await read_cluster(api)
         raw = RawApi(api)
-        pdbs = await all_pdbs(raw)
-        # One LIST of every pod finds the PDBs that can never allow a node's drain, as the
-        # controller does (node by node) before it cordons.
-        deadlocked = deadlocks_by_node(await all_pods(raw), pdbs) if pdbs else {}
+        # The pods of the namespaces whose PDBs can never allow a drain show which nodes
+        # such a PDB holds, as the controller finds (node by node) before it cordons; a
+        # pod in any other namespace cannot be held by one.
+        index = DeadlockIndex(await all_pdbs(raw))
+        deadlocked = index.by_node(await pods_in(raw, index.namespaces)) if index else {}
         watchdogs = {name: state for name, state, _ in await all_watchdogs(raw)}
     now = datetime.now(UTC)
     paused = paused_policies(read.policies, watchdogs)

@@ -66,19 +66,28 @@ def parse_rfc3339_or_none(text: str | None) -> datetime | None:
 
 def node_age(node: NodeView, now: datetime) -> NodeAge:
     """The node's age; raise MalformedLaunchTimeError for a bad annotation."""
+    launched, source = _launch(node)
+    return NodeAge(launched, now - launched, source)
+
+
+def launch_time(node: NodeView) -> datetime:
+    """When the node launched, as ``node_age`` reads it (and raising as it does)."""
+    return _launch(node)[0]
+
+
+def _launch(node: NodeView) -> tuple[datetime, str]:
     if node.launched_at is not None:
-        return NodeAge(node.launched_at, now - node.launched_at, "provider")
+        return node.launched_at, "provider"
     raw = node.annotations.get(LAUNCHED_AT_ANNOTATION)
     if raw is not None:
         try:
-            launched = parse_rfc3339(raw)
+            return parse_rfc3339(raw), "annotation"
         except ValueError as error:
             raise MalformedLaunchTimeError(
                 f"annotation {LAUNCHED_AT_ANNOTATION}={raw!r} is not an RFC 3339 time "
                 "(e.g. 2026-01-02T15:04:05Z); the node is skipped for age rules"
             ) from error
-        return NodeAge(launched, now - launched, "annotation")
-    return NodeAge(node.created, now - node.created, "creationTimestamp")
+    return node.created, "creationTimestamp"
 
 
 @lru_cache(maxsize=65536)

@@ -9,10 +9,12 @@ unhealthy nodes while the window is closed. With no budgets, a policy gets one n
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from copy import copy as shallow_copy
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -20,9 +22,11 @@ from croniter import croniter
 from molt.api.durations import parse_duration
 from molt.api.terminationpolicy import Budget, TerminationPolicy
 from molt.api.types import resolve_count_or_percent
+from molt.policy.cached import cached
 from molt.policy.selection import Candidate, Urgency, covers
 from molt.policy.snapshot import NodeView
 
+_SHAPE = attrgetter("group", "zone", "in_pipeline")
 DEFAULT_BUDGET = Budget(max_in_flight="10%")
 DEFAULT_MINIMUM = 1
 
@@ -76,7 +80,7 @@ class BudgetHold:
     allowed: int
     window_closed: bool
 
-    @property
+    @cached
     def message(self) -> str:
         if self.window_closed:
             return f"outside the maintenance window ({_describe(self.budget)})"
@@ -114,21 +118,29 @@ class BudgetLedger:
         self._open = [window_open(b, now) for b in self.budgets]
         self._totals: list[dict[str, int]] = []
         self._in_flight: list[dict[str, int]] = []
+        # Nodes counted by what a scope looks at, so each budget adds up a few shapes
+        # rather than every node again.
+        shapes = Counter(map(_SHAPE, covered))
         for budget in self.budgets:
             totals: dict[str, int] = {}
             flying: dict[str, int] = {}
-            for node in covered:
-                key = scope_key(budget, node.group, node.zone)
-                totals[key] = totals.get(key, 0) + 1
-                if node.in_pipeline:
-                    flying[key] = flying.get(key, 0) + 1
+            for (group, zone, moving), count in shapes.items():
+                key = scope_key(budget, group, zone)
+                totals[key] = totals.get(key, 0) + count
+                if moving:
+                    flying[key] = flying.get(key, 0) + count
             self._totals.append(totals)
             self._in_flight.append(flying)
+        self._holds: dict[tuple[str, str | None, str | None, bool], BudgetHold | None] = {}
+        """What ``hold`` answered per (rule, group, zone, window bypass) since the last
+        ``admit``: the answer depends on nothing else, and a plan asks it of thousands of
+        candidates that wait in the same few scopes."""
 
     def copy(self) -> BudgetLedger:
         """A ledger with the same counts that admits apart from this one."""
         twin = shallow_copy(self)
         twin._in_flight = [dict(flying) for flying in self._in_flight]
+        twin._holds = {}
         return twin
 
     def _allowed(self, index: int, key: str) -> int:
@@ -141,6 +153,14 @@ class BudgetLedger:
 
     def hold(self, candidate: Candidate) -> BudgetHold | None:
         """The first budget that keeps the candidate from starting now, or None."""
+        asked = (candidate.rule, candidate.group, candidate.zone, candidate.bypasses_windows)
+        if asked in self._holds:
+            return self._holds[asked]
+        found = self._hold(candidate)
+        self._holds[asked] = found
+        return found
+
+    def _hold(self, candidate: Candidate) -> BudgetHold | None:
         for index, budget in enumerate(self.budgets):
             if budget.reasons and candidate.rule not in budget.reasons:
                 continue
@@ -165,6 +185,7 @@ class BudgetLedger:
                 continue
             key = scope_key(budget, candidate.group, candidate.zone)
             self._in_flight[index][key] = self._in_flight[index].get(key, 0) + 1
+        self._holds.clear()
 
 
 SURPLUS_RULE = "ScaleDown"

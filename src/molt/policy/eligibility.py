@@ -1,20 +1,22 @@
-"""When each node can next be selected by a policy's max-age rule, remembered between passes.
+"""When each node can next be selected by a policy, remembered between passes.
 
-Selection runs every few seconds to minutes over the whole fleet, but a node a policy
-selects only by age cannot become a candidate before its age reaches the point the policy
-starts retiring it. ``EligibilitySchedule`` remembers that moment per (policy, node), as
-``molt.policy.selection`` computed it with its own age functions, so a later pass skips
-the node until then without judging it again.
+Selection runs every few seconds to minutes over the whole fleet, but a node no rule
+selects now cannot become a candidate before its age reaches the point the policy starts
+retiring it, or a condition or taint has been held for the rule's ``for``; drift and
+label rules cannot select it at all while the node and its group stay as they are.
+``EligibilitySchedule`` remembers the earliest such moment per (policy, node), as
+``molt.policy.selection`` computed it with its own functions, so a later pass skips the
+node until then without judging it again.
 
 A remembered moment holds only while nothing it was derived from has changed. The node
 is checked by identity: the cache hands out a new ``NodeView`` when a node changes, and
 any other object than the one remembered means the moment is judged afresh. The node's
 ``GroupView`` (rebuilt whenever the group's status is written) is compared by value, and
 so is the policy's spec (its status is rewritten every pass and selects nothing). A node
-is remembered only when the max-age rule is the only rule that could select it (the
-policy has no condition, taint, drift or label rules and the node carries no
-interruption notice), and never when its launch time is malformed (that is reported on
-every pass). A rule whose moment depends on other nodes of the group as well must call
+is remembered only when no rule selects it, never when it carries an interruption notice
+(judged on every pass) or its launch time is malformed (reported on every pass), and not
+at all under ``maxAgeSpread`` (a leveled expiry moves as the pool's other nodes come and
+go). A rule whose moment depends on other nodes of the group as well must call
 ``invalidate_group`` when the group's members change.
 """
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import compress
-from operator import attrgetter
+from operator import itemgetter
 
 from molt.api.types import LabelSelector, resolve_count_or_percent
 from molt.policy.selection import matches_selector
@@ -100,7 +99,7 @@ class Deadlock:
         return f"PodDisruptionBudget {self.pdb} can never allow evicting {self.pod}: {self.why}"
 
 
-_NAMESPACE = attrgetter("namespace")
+_POSITION = itemgetter(0)
 
 
 def never_allows(pdb: PdbView) -> str | None:
@@ -144,6 +143,8 @@ class DeadlockIndex:
         """Namespace -> label key -> label value -> (position, PDB, why) it requires."""
         self._unkeyed: dict[str, list[tuple[int, PdbView, str]]] = {}
         """Namespace -> (position, PDB, why) whose selector has no ``matchLabels``."""
+        self._pairs: dict[str, set[tuple[str, str]]] = {}
+        """Label key -> the (namespace, value) pairs the keyed PDBs require under it."""
         for position, pdb in enumerate(pdbs):
             if pdb.selector is None:
                 continue  # a null selector selects no pod
@@ -156,6 +157,7 @@ class DeadlockIndex:
                 key = min(labels)
                 by_key = self._keyed.setdefault(pdb.namespace, {}).setdefault(key, {})
                 by_key.setdefault(labels[key], []).append(entry)
+                self._pairs.setdefault(key, set()).add((pdb.namespace, labels[key]))
             else:
                 self._unkeyed.setdefault(pdb.namespace, []).append(entry)
         self.namespaces: frozenset[str] = frozenset(self._keyed.keys() | self._unkeyed.keys())
@@ -166,32 +168,68 @@ class DeadlockIndex:
 
     def holding(self, pod: PodView) -> Deadlock | None:
         """The deadlock that holds the pod, if a drain must evict it and one does."""
-        if pod.namespace not in self.namespaces:
+        namespace = pod.namespace
+        if namespace not in self.namespaces:
             return None
-        found: list[tuple[int, PdbView, str]] = list(self._unkeyed.get(pod.namespace, ()))
-        for key, by_value in self._keyed.get(pod.namespace, {}).items():
-            value = pod.labels.get(key)
-            if value is not None:
-                found.extend(by_value.get(value, ()))
+        found: list[tuple[int, PdbView, str]] = self._unkeyed.get(namespace, [])
+        labels = pod.labels
+        for key, by_value in self._keyed.get(namespace, {}).items():
+            value = labels.get(key)
+            entries = by_value.get(value) if value is not None else None
+            if entries:
+                # Each list is in the PDBs' order already; a merge keeps it so.
+                found = sorted([*found, *entries], key=_POSITION) if found else entries
         if not found or not _must_be_evicted(pod):
             return None
-        if len(found) > 1:
-            found.sort(key=lambda entry: entry[0])
         for _, pdb, why in found:
-            if matches_selector(pod.labels, pdb.selector):
+            if matches_selector(labels, pdb.selector):
                 return Deadlock(pod.key, pdb.key, why)
         return None
 
+    def suspects(self, pods: list[PodView]) -> list[PodView]:
+        """The pods ``holding`` may find held, in the order given: in a namespace with a
+        PDB that can deadlock, carrying the ``matchLabels`` pair such a PDB is indexed by
+        (any pod, where one has no ``matchLabels``), and not a DaemonSet's. A cheap look
+        at every pod, so that the full match runs only on these few."""
+        namespaces = self.namespaces
+        unkeyed = self._unkeyed
+        keyed = tuple(self._pairs.items())
+        found: list[PodView] = []
+        for pod in pods:
+            # A DaemonSet's pod first: a drain never evicts one, and they are many.
+            if "DaemonSet" in pod.owner_kinds:
+                continue
+            namespace = pod.namespace
+            if namespace not in namespaces:
+                continue
+            if namespace not in unkeyed:
+                labels = pod.labels
+                for key, pairs in keyed:
+                    if (namespace, labels.get(key)) in pairs:
+                        break
+                else:
+                    continue
+            found.append(pod)
+        return found
+
     def find(self, pods: list[PodView]) -> list[Deadlock]:
         """The pods a drain must evict that a PDB will never let go (at most one per pod)."""
-        if not self.namespaces:
-            return []
         found: list[Deadlock] = []
-        for pod in compress(pods, map(self.namespaces.__contains__, map(_NAMESPACE, pods))):
+        for pod in self.suspects(pods):
             deadlock = self.holding(pod)
             if deadlock is not None:
                 found.append(deadlock)
         return found
+
+    def by_node(self, pods: list[PodView]) -> dict[str, str]:
+        """Node name -> its deadlock, over pods of many nodes (``molt plan``'s LISTs)."""
+        by_node: dict[str, list[Deadlock]] = {}
+        for pod in self.suspects(pods):
+            if pod.node:
+                deadlock = self.holding(pod)
+                if deadlock is not None:
+                    by_node.setdefault(pod.node, []).append(deadlock)
+        return {node: describe(deadlocks) for node, deadlocks in by_node.items()}
 
 
 def find_deadlocks(pods: list[PodView], pdbs: list[PdbView]) -> list[Deadlock]:
@@ -207,20 +245,8 @@ def describe(deadlocks: list[Deadlock]) -> str:
 
 
 def deadlocks_by_node(pods: list[PodView], pdbs: list[PdbView]) -> dict[str, str]:
-    """Node name -> its deadlock, over pods of many nodes (``molt plan``'s one LIST)."""
-    index = DeadlockIndex(pdbs)
-    if not index:
-        return {}
-    by_node: dict[str, list[Deadlock]] = {}
-    # Most pods are in no namespace with such a PDB: they are passed over without a
-    # Python-level step each (hundreds of thousands of pods in one LIST).
-    in_scope = map(index.namespaces.__contains__, map(_NAMESPACE, pods))
-    for pod in compress(pods, in_scope):
-        if pod.node:
-            deadlock = index.holding(pod)
-            if deadlock is not None:
-                by_node.setdefault(pod.node, []).append(deadlock)
-    return {node: describe(deadlocks) for node, deadlocks in by_node.items()}
+    """Node name -> its deadlock, over pods of many nodes."""
+    return DeadlockIndex(pdbs).by_node(pods)
 
 
 def refusing_now(pods: list[PodView], pdbs: list[PdbView]) -> list[PdbView]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import compress
+from operator import attrgetter
 from typing import Literal
 
 from molt.api.labels import DO_NOT_DISRUPT
@@ -25,7 +27,13 @@ from molt.policy.control_plane import (
 )
 from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.remediation import Breaker, breaker, record_of, replace_reason
-from molt.policy.selection import Candidate, NodeProblem, Urgency, covers, select_candidates
+from molt.policy.selection import (
+    Candidate,
+    NodeProblem,
+    Urgency,
+    covered_nodes,
+    select_candidates,
+)
 from molt.policy.snapshot import NodeView, Snapshot
 
 Action = Literal["terminate", "wait"]
@@ -115,19 +123,27 @@ def select_all(
     ledgers = {
         policy.metadata.name: BudgetLedger(
             list(policy.spec.budgets),
-            [node for node in snapshot.nodes if covers(policy, node)],
+            covered_nodes(policy, snapshot.nodes),
             now,
         )
         for policy in ordered
     }
+    control_plane = list(compress(snapshot.nodes, map(_IS_CONTROL_PLANE, snapshot.nodes)))
     return Selections(
         queue=tuple(sorted(best.values(), key=lambda c: (c.urgency, -c.age, c.node))),
         problems=tuple(problems.values()),
         ledgers=ledgers,
-        held=frozenset(node.name for node in snapshot.nodes if node.do_not_disrupt),
-        control_plane_nodes=frozenset(n.name for n in snapshot.nodes if n.is_control_plane),
-        control_plane_moving=sum(1 for n in snapshot.nodes if n.is_control_plane and n.in_pipeline),
+        held=frozenset(map(_NAME, compress(snapshot.nodes, map(_HELD, snapshot.nodes)))),
+        control_plane_nodes=frozenset(map(_NAME, control_plane)),
+        control_plane_moving=sum(map(_IN_PIPELINE, control_plane)),
     )
+
+
+# Read over every node of the fleet each pass: C-level loops rather than Python ones.
+_NAME = attrgetter("name")
+_HELD = attrgetter("do_not_disrupt")
+_IS_CONTROL_PLANE = attrgetter("is_control_plane")
+_IN_PIPELINE = attrgetter("in_pipeline")
 
 
 def compute_plan(
@@ -172,6 +188,8 @@ def compute_plan(
     }
     nodes = {node.name: node for node in snapshot.nodes} if breakers else {}
     decisions: list[Decision] = []
+    paused = paused or {}
+    deadlocked = deadlocked or {}
     control_plane_moving = chosen.control_plane_moving
     control_plane_nodes = chosen.control_plane_nodes
     for candidate in chosen.queue:
@@ -183,12 +201,12 @@ def compute_plan(
             if chained is not None:
                 decisions.append(chained)
                 continue
-        holder = (paused or {}).get(candidate.policy)
+        holder = paused.get(candidate.policy)
         if holder is not None:
             message = f"paused by watchdog {holder} (pauseWhen): it is failing"
             decisions.append(Decision(candidate, "wait", message, paused_by=holder))
             continue
-        deadlock = (deadlocked or {}).get(candidate.node)
+        deadlock = deadlocked.get(candidate.node)
         if deadlock is not None and not (
             candidate.urgency == Urgency.PAST_DEADLINE
             and by_name[candidate.policy].spec.drain.delete_pods_after_deadline

@@ -9,16 +9,23 @@ in) are never candidates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
+from itertools import compress
+from operator import attrgetter, not_
 
 from molt.api.durations import format_duration, parse_duration
 from molt.api.labels import INTERRUPTION_ANNOTATION
 from molt.api.terminationpolicy import TerminationPolicy
 from molt.api.types import LabelSelector
-from molt.policy.age import MalformedLaunchTimeError, NodeAge, jitter_fraction, node_age
+from molt.policy.age import (
+    MalformedLaunchTimeError,
+    jitter_fraction,
+    launch_time,
+    node_age,
+)
 from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.interruptions import read_annotation
 from molt.policy.leveling import leveled_expiries
@@ -98,6 +105,20 @@ def covers(policy: TerminationPolicy, node: NodeView) -> bool:
     if node.is_control_plane and not policy.spec.include_control_plane:
         return False
     return matches_selector(node.labels, policy.spec.node_selector)
+
+
+_IS_CONTROL_PLANE = attrgetter("is_control_plane")
+
+
+def covered_nodes(policy: TerminationPolicy, nodes: Sequence[NodeView]) -> list[NodeView]:
+    """The nodes the policy applies to, in their order: ``covers`` over a whole list,
+    without a Python-level step per node when the policy selects nodes by no label."""
+    selector = policy.spec.node_selector
+    if selector is not None and (selector.match_labels or selector.match_expressions):
+        return [node for node in nodes if covers(policy, node)]
+    if policy.spec.include_control_plane:
+        return list(nodes)
+    return list(compress(nodes, map(not_, map(_IS_CONTROL_PLANE, nodes))))
 
 
 @dataclass(frozen=True)
@@ -222,11 +243,37 @@ def max_age_due(
     return None if deadline is None else deadline.start
 
 
-def _age_due(rule: _AgeRule, node: NodeView, snapshot: Snapshot, age: NodeAge) -> datetime | None:
+class _AgeLimits:
+    """Per group, a pass's max age and the age at which the rule starts retiring a node
+    before its jitter share (the max age less the drain lead), worked out once per
+    group: both depend on the node's group alone."""
+
+    def __init__(self, rule: _AgeRule, snapshot: Snapshot) -> None:
+        self.rule = rule
+        self.snapshot = snapshot
+        self._by_group: dict[str | None, tuple[timedelta, timedelta] | None] = {}
+
+    def of(self, node: NodeView) -> tuple[timedelta, timedelta] | None:
+        """(max age, unjittered start), or None when no age limit applies to the node."""
+        group = node.group
+        if group in self._by_group:
+            return self._by_group[group]
+        max_age = _max_age(self.rule, node, self.snapshot)
+        limit = None if max_age is None else (max_age, max_age - _drain_lead(self.rule, max_age))
+        self._by_group[group] = limit
+        return limit
+
+
+def _age_due(
+    rule: _AgeRule, node: NodeView, limits: _AgeLimits, launched: datetime
+) -> datetime | None:
     """When the max-age rule starts retiring a node of an unleveled policy
-    (``_max_age_candidate`` selects it from then on); None when no age limit applies."""
-    deadline = age_deadline(rule, node, snapshot, age.launched, {})
-    return None if deadline is None else deadline.start
+    (``_max_age_candidate`` selects it from then on); None when no age limit applies.
+    ``age_deadline``'s start, in the same whole-microsecond arithmetic."""
+    limit = limits.of(node)
+    if limit is None:
+        return None
+    return launched + (limit[1] - rule.jitter * jitter_fraction(node.name))
 
 
 def _max_age_candidate(
@@ -234,25 +281,40 @@ def _max_age_candidate(
     rule: _AgeRule,
     node: NodeView,
     snapshot: Snapshot,
-    age: NodeAge,
+    launched: datetime,
+    age: timedelta,
     expiries: Mapping[str, datetime],
+    limits: _AgeLimits | None = None,
 ) -> Candidate | None:
-    deadline = age_deadline(rule, node, snapshot, age.launched, expiries)
-    if deadline is None:
-        return None
-    max_age = deadline.max_age
-    start_at = deadline.start - age.launched
-    if age.age < start_at:
-        return None
-    past = age.age >= max_age
+    if node.name not in expiries:
+        # Not leveled: ``age_deadline``'s arithmetic from the group's limits (whole
+        # microseconds, so exact), without building the node's deadlines.
+        limit = (limits or _AgeLimits(rule, snapshot)).of(node)
+        if limit is None:
+            return None
+        max_age, unjittered = limit
+        start_at = unjittered - rule.jitter * jitter_fraction(node.name)
+        if age < start_at:
+            return None
+        hard = planned = launched + max_age
+    else:
+        deadline = age_deadline(rule, node, snapshot, launched, expiries)
+        if deadline is None:
+            return None
+        max_age = deadline.max_age
+        start_at = deadline.start - launched
+        if age < start_at:
+            return None
+        hard, planned = deadline.hard, deadline.planned
+    past = age >= max_age
     shown_limit = max_age if past else start_at
-    reason = f"max-age: {format_duration(age.age)} > {format_duration(shown_limit)}"
+    reason = f"max-age: {format_duration(age)} > {format_duration(shown_limit)}"
     if past:
         reason += " (past its deadline)"
-    elif deadline.leveled:
+    elif planned < hard:
         reason += (
             f" (max {format_duration(max_age)}, leveled by maxAgeSpread to "
-            f"{format_duration(deadline.planned - age.launched)}, less drain lead)"
+            f"{format_duration(planned - launched)}, less drain lead)"
         )
     elif shown_limit != max_age:
         reason += f" (max {format_duration(max_age)}, less jitter and drain lead)"
@@ -262,8 +324,8 @@ def _max_age_candidate(
         "MaxAge",
         reason,
         Urgency.PAST_DEADLINE if past else Urgency.AGED,
-        age.age,
-        deadline.hard,
+        age,
+        hard,
     )
 
 
@@ -305,6 +367,41 @@ def _taint_candidate(
                 reason = f"taint: {taint.key}:{taint.effect} for {format_duration(carried)}"
                 return _candidate(policy, node, "Taint", reason, Urgency.TAINTED, age, None)
     return None
+
+
+def _health_due(policy: TerminationPolicy, node: NodeView) -> datetime | None:
+    """The earliest moment a condition or taint rule can select the node as it is now
+    (its ``for`` held from the condition's or taint's own timestamp); None: never, while
+    the node is unchanged. The rules' own test is ``now - since >= for``, which is
+    ``now >= since + for`` in whole microseconds."""
+    dues: list[datetime] = []
+    for condition_rule in policy.spec.rules.conditions:
+        held_for = parse_duration(condition_rule.for_)
+        for condition in node.conditions:
+            if condition.type == condition_rule.type and condition.status == condition_rule.status:
+                dues.append(_plus(condition.last_transition or node.created, held_for))
+    for taint_rule in policy.spec.rules.taints:
+        held_for = parse_duration(taint_rule.for_)
+        for taint in node.taints:
+            if taint.key != taint_rule.key:
+                continue
+            if taint_rule.value is not None and taint.value != taint_rule.value:
+                continue
+            if taint_rule.effect is not None and taint.effect != taint_rule.effect:
+                continue
+            if taint.added is not None:
+                dues.append(_plus(taint.added, held_for))
+            elif held_for <= timedelta(0):
+                dues.append(datetime.min.replace(tzinfo=node.created.tzinfo))
+    return min(dues) if dues else None
+
+
+def _plus(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, or the calendar's end where that overflows (never reached)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def health_candidate(policy: TerminationPolicy, node: NodeView, now: datetime) -> Candidate | None:
@@ -381,65 +478,72 @@ def select_candidates(
 ) -> Selection:
     """Every node the policy selects, most urgent first, oldest first within a tier.
 
-    With a ``schedule`` (kept from pass to pass), a node only the max-age rule could
-    select is skipped until the moment this function last found it could first be
-    selected, unless the node, its group or the policy changed since
-    (``molt.policy.eligibility``); the outcome is the same as without it."""
+    With a ``schedule`` (kept from pass to pass), a node no rule selects is skipped until
+    the moment this function last found one could first select it (its age, or a
+    condition or taint held long enough), unless the node, its group or the policy
+    changed since (``molt.policy.eligibility``); the outcome is the same as without it."""
     candidates: list[Candidate] = []
     problems: list[NodeProblem] = []
     age_rule = _AgeRule.of(policy)
     expiries = leveled(policy, snapshot, now)
     rules = policy.spec.rules
     other_rules = bool(rules.conditions or rules.taints or rules.drift or rules.labels)
+    health_rules = bool(rules.conditions or rules.taints)
     groups = snapshot.groups
+    limits = _AgeLimits(age_rule, snapshot)
+    # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
+    schedule = schedule if age_rule.spread <= timedelta(0) else None
     if schedule is not None:
         schedule.begin(policy)
     for node in snapshot.nodes:
         if node.in_pipeline:
             continue
-        # Only the age rule can select this node: its moment can be remembered.
-        # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
-        remembering = (
-            schedule
-            if not other_rules
-            and age_rule.spread <= timedelta(0)
-            and INTERRUPTION_ANNOTATION not in node.annotations
-            else None
-        )
-        group = groups.get(node.group or "")
+        # A node with an interruption notice is judged on every pass: the notice's own
+        # moment is not one the schedule knows.
+        notice = INTERRUPTION_ANNOTATION in node.annotations
+        remembering = schedule if not notice else None
+        group = groups.get(node.group or "") if remembering is not None else None
         if remembering is not None and remembering.waiting(policy, node, group, now):
             continue
         if not covers(policy, node):
             if remembering is not None:
                 remembering.remember(policy, node, group, None)
             continue
-        found: list[Candidate] = []
         try:
-            measured = node_age(node, now)
+            launched = launch_time(node)
         except MalformedLaunchTimeError as error:
             problems.append(NodeProblem(node.name, str(error)))
             continue
-        age = measured.age
-        aged = _max_age_candidate(policy, age_rule, node, snapshot, measured, expiries)
-        if aged is not None:
-            found.append(aged)
-        elif remembering is not None:
-            remembering.remember(policy, node, group, _age_due(age_rule, node, snapshot, measured))
+        age = now - launched
+        # The most urgent selection; on a tie the first found, in the rules' order.
+        best = _max_age_candidate(policy, age_rule, node, snapshot, launched, age, expiries, limits)
         if other_rules:
             for maybe in (
-                _condition_candidate(policy, node, now, age),
-                _taint_candidate(policy, node, now, age),
-                _drift_candidate(policy, node, snapshot, age),
-                _label_candidate(policy, node, age),
+                _condition_candidate(policy, node, now, age) if rules.conditions else None,
+                _taint_candidate(policy, node, now, age) if rules.taints else None,
+                _drift_candidate(policy, node, snapshot, age) if rules.drift else None,
+                _label_candidate(policy, node, age) if rules.labels else None,
             ):
-                if maybe is not None:
-                    found.append(maybe)
-        if INTERRUPTION_ANNOTATION in node.annotations:
+                if maybe is not None and (best is None or maybe.urgency < best.urgency):
+                    best = maybe
+        if notice:
             rebalance = _rebalance_candidate(policy, node, age)
-            if rebalance is not None:
-                found.append(rebalance)
-        if found:
-            candidates.append(min(found, key=lambda c: c.urgency))
+            if rebalance is not None and (best is None or rebalance.urgency < best.urgency):
+                best = rebalance
+        if best is not None:
+            candidates.append(best)
+        elif remembering is not None:
+            # Nothing selects it now; drift and labels cannot before the node, its group
+            # or the policy change, which the schedule notices. The rules with a moment:
+            dues = [
+                due
+                for due in (
+                    _age_due(age_rule, node, limits, launched),
+                    _health_due(policy, node) if health_rules else None,
+                )
+                if due is not None
+            ]
+            remembering.remember(policy, node, group, min(dues) if dues else None)
     if schedule is not None:
         schedule.forget_absent(policy.metadata.name, len(snapshot.nodes))
     candidates.sort(key=lambda c: (c.urgency, -c.age, c.node))

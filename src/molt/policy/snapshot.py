@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cached_property
 
 from molt.api.labels import (  # re-exported: the core's callers import them from here
     CAPACITY_TYPE_LABEL,
@@ -21,6 +20,7 @@ from molt.api.labels import (  # re-exported: the core's callers import them fro
     STATE_LABEL,
     ZONE_LABEL,
 )
+from molt.policy.cached import cached
 from molt.policy.cells import ON_DEMAND, CellKey, cell_key
 
 
@@ -76,42 +76,42 @@ class NodeView:
     addresses: tuple[str, ...] = ()
     """The node's status addresses (InternalIP first), for lifecycle actions."""
 
-    @cached_property
+    @cached
     def group(self) -> str | None:
         return self.labels.get(GROUP_LABEL)
 
-    @cached_property
+    @cached
     def zone(self) -> str | None:
         return self.labels.get(ZONE_LABEL)
 
-    @cached_property
+    @cached
     def cell(self) -> CellKey:
         """The zone and capacity type the node runs in (``unknown`` / on-demand if unlabelled)."""
         return cell_key(self.zone or "unknown", self.labels.get(CAPACITY_TYPE_LABEL, ON_DEMAND))
 
-    @cached_property
+    @cached
     def revision(self) -> str | None:
         return self.labels.get(REVISION_LABEL)
 
-    @cached_property
+    @cached
     def state(self) -> str | None:
         return self.labels.get(STATE_LABEL)
 
-    @cached_property
+    @cached
     def available(self) -> bool:
         """Ready, and not yet past its group's drain gate: it counts toward the group's
         floor of Ready nodes."""
         return self.ready and REPLACEMENT_ANNOTATION not in self.annotations
 
-    @cached_property
+    @cached
     def in_pipeline(self) -> bool:
         return self.state is not None
 
-    @cached_property
+    @cached
     def is_control_plane(self) -> bool:
         return any(label in self.labels for label in CONTROL_PLANE_LABELS)
 
-    @cached_property
+    @cached
     def do_not_disrupt(self) -> bool:
         return self.annotations.get(DO_NOT_DISRUPT) == "true"
 
@@ -130,7 +130,7 @@ class NodeView:
             unschedulable=self.unschedulable if unschedulable is None else unschedulable,
         )
 
-    @cached_property
+    @cached
     def ready(self) -> bool:
         # Cached: group gates and cell sizing ask it of every node in a group, often.
         return any(c.type == "Ready" and c.status == "True" for c in self.conditions)
@@ -180,7 +180,7 @@ class PodView:
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
 
-    @cached_property
+    @cached
     def do_not_disrupt(self) -> bool:
         return self.annotations.get(DO_NOT_DISRUPT) == "true"
 
