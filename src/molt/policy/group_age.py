@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from molt.api.durations import format_duration, parse_duration
 from molt.api.terminationpolicy import Drain
 from molt.api.types import resolve_count_or_percent
-from molt.policy.age import MalformedLaunchTimeError, node_age
+from molt.policy.age import MalformedLaunchTimeError, age_of
 from molt.policy.budgets import DEFAULT_BUDGET, DEFAULT_MINIMUM
 from molt.policy.snapshot import NodeView
 
@@ -57,7 +57,7 @@ def aged_out(
         if node.in_pipeline or node.is_control_plane:
             continue  # a control-plane node is rotated only by a policy that opts in
         try:
-            age = node_age(node, now).age
+            age = age_of(node, now)
         except MalformedLaunchTimeError:
             continue  # reported by selection, which reads the same annotation
         # Whether a policy covers the node is asked last: it is the dearest question.

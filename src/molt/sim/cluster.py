@@ -623,6 +623,7 @@ class SimCluster:
             if not names:
                 continue
             best: SimNode | None = None
+            best_load = 0.0
             seen = 0
             start = self._rotation % len(names)
             offset = 0
@@ -630,8 +631,9 @@ class SimCluster:
                 node = self._nodes.get(names[(start + offset) % len(names)])
                 if node is None or not node.fits(owner):
                     continue
-                if best is None or node.load() < best.load():
-                    best = node
+                load = node.load()
+                if best is None or load < best_load:
+                    best, best_load = node, load
                 seen += 1
                 if seen >= FEASIBLE_SAMPLE:
                     break

@@ -80,10 +80,21 @@ class GroupMetrics:
         self.started = started.replace(microsecond=0)
         """Host init is measured only for instances launched from this second on."""
         self._seen: dict[str, set[str]] = {}
+        self._looked: dict[str, tuple[CellObservation, ...]] = {}
+        """The observations each group's ``_seen`` was learnt from (the same objects
+        again hold no instance not seen)."""
 
     def observed(self, group: str, observations: Sequence[CellObservation]) -> None:
         """Count instances not seen before as launches; the first look at a group only
         learns what is there (they were launched before this process, or counted by it)."""
+        looked, last = tuple(observations), self._looked.get(group)
+        if (
+            last is not None
+            and len(last) == len(looked)
+            and all(a is b for a, b in zip(last, looked, strict=True))
+        ):
+            return  # the very observations of the last look: nothing new to count
+        self._looked[group] = looked
         current: dict[str, str] = {}
         for o in observations:
             cell = str(CellKey(o.cell.zone, o.cell.capacity_type))  # once per cell
@@ -144,6 +155,7 @@ class GroupMetrics:
     def forget(self, group: str) -> None:
         """The group is gone: remove its series."""
         self._seen.pop(group, None)
+        self._looked.pop(group, None)
         for series in (
             self.metrics.group_nodes_series,
             self.metrics.degraded_series,

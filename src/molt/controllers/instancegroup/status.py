@@ -133,7 +133,8 @@ def host_init_of(scope: GroupScope, revision: str) -> HostInit | None:
 
 def _cells(scope: GroupScope, target: str, updated: list[NodeView]) -> list[CellStatus]:
     """The target revision's cells as last sized, with their Ready nodes and rests."""
-    ready_by_cell = Counter(n.cell for n in updated)
+    # Counted by (zone, capacity type): a tuple of strings hashes far cheaper than a CellKey.
+    ready_by_cell = Counter((n.cell.zone, n.cell.capacity_type) for n in updated)
     resting = scope.memory.rests_for(target, scope.now)
     return [
         CellStatus(
@@ -141,7 +142,7 @@ def _cells(scope: GroupScope, target: str, updated: list[NodeView]) -> list[Cell
             capacity_type=figures.key.capacity_type,
             revision=target,
             desired=figures.desired,
-            ready=ready_by_cell[figures.key],
+            ready=ready_by_cell[(figures.key.zone, figures.key.capacity_type)],
             available=figures.key not in resting,
             unavailable_until=format_rfc3339(resting[figures.key])
             if figures.key in resting
