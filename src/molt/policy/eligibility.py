@@ -42,6 +42,9 @@ class EligibilitySchedule:
     def __init__(self) -> None:
         self._by_policy: dict[str, dict[str, _Remembered]] = {}
         self._specs: dict[str, TerminationPolicySpec] = {}
+        self._equal_groups: tuple[GroupView, GroupView] | None = None
+        """The last two distinct ``GroupView`` objects found equal: a pass compares the
+        same pair for every node of a group (views are immutable, so it stays true)."""
 
     def begin(self, policy: TerminationPolicy) -> None:
         """Start a pass of ``policy``: if its spec changed, everything remembered for it
@@ -63,9 +66,19 @@ class EligibilitySchedule:
         found = self._by_policy.get(policy.metadata.name, {}).get(node.name)
         if found is None or found.node is not node:
             return False
-        if found.group is not group and found.group != group:
+        if found.group is not group and not self._same_group(found.group, group):
             return False
         return found.due is None or now < found.due
+
+    def _same_group(self, known: GroupView | None, group: GroupView | None) -> bool:
+        """Whether two views of a group are equal, remembering the last equal pair."""
+        pair = self._equal_groups
+        if pair is not None and pair[0] is known and pair[1] is group:
+            return True
+        if known is None or group is None or known != group:
+            return False
+        self._equal_groups = (known, group)
+        return True
 
     def remember(
         self,
@@ -95,3 +108,4 @@ class EligibilitySchedule:
         """Judge every node afresh on the next pass."""
         self._by_policy.clear()
         self._specs.clear()
+        self._equal_groups = None

@@ -52,6 +52,7 @@ def aged_out(
     if room <= 0:
         return []
     lead = min(DRAIN_LEAD, max_age / 4)
+    due_at = max_age - lead
     found: list[tuple[timedelta, str, AgedNode]] = []
     for node in members:
         if node.in_pipeline or node.is_control_plane:
@@ -61,10 +62,10 @@ def aged_out(
         except MalformedLaunchTimeError:
             continue  # reported by selection, which reads the same annotation
         # Whether a policy covers the node is asked last: it is the dearest question.
-        if age < max_age - lead or node.name in covered:
+        if age < due_at or node.name in covered:
             continue
         reason = (
-            f"max-age: {format_duration(age)} > {format_duration(max_age - lead)} "
+            f"max-age: {format_duration(age)} > {format_duration(due_at)} "
             f"(group maxNodeAge {format_duration(max_age)}, less drain lead)"
         )
         found.append((age, node.name, AgedNode(node, reason)))

@@ -95,9 +95,14 @@ def matches_selector(labels: dict[str, str], selector: LabelSelector | None) -> 
 
 def covers(policy: TerminationPolicy, node: NodeView) -> bool:
     """Whether the policy applies to the node at all."""
-    if node.is_control_plane and not policy.spec.include_control_plane:
+    spec = policy.spec
+    if node.is_control_plane and not spec.include_control_plane:
         return False
-    return matches_selector(node.labels, policy.spec.node_selector)
+    selector = spec.node_selector
+    # Asked of every node on every pass: most policies select every node.
+    if not selector.match_labels and not selector.match_expressions:
+        return True
+    return matches_selector(node.labels, selector)
 
 
 @dataclass(frozen=True)
@@ -394,18 +399,14 @@ def select_candidates(
     groups = snapshot.groups
     if schedule is not None:
         schedule.begin(policy)
+    # Only the age rule can select a node: its moment can be remembered. Not under a
+    # spread: a leveled expiry moves as other nodes of the pool come and go.
+    age_only = schedule if not other_rules and age_rule.spread <= timedelta(0) else None
     for node in snapshot.nodes:
         if node.in_pipeline:
             continue
-        # Only the age rule can select this node: its moment can be remembered.
-        # Not under a spread: a leveled expiry moves as other nodes of the pool come and go.
-        remembering = (
-            schedule
-            if not other_rules
-            and age_rule.spread <= timedelta(0)
-            and INTERRUPTION_ANNOTATION not in node.annotations
-            else None
-        )
+        # Nor for a node with an interruption notice, which another rule selects.
+        remembering = age_only if INTERRUPTION_ANNOTATION not in node.annotations else None
         group = groups.get(node.group or "")
         if remembering is not None and remembering.waiting(policy, node, group, now):
             continue

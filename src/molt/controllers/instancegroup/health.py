@@ -43,13 +43,14 @@ async def count_failures(scope: GroupScope, ports: GroupPorts) -> None:
     capacity failure rests its cell, any other rests the cell for its revision."""
     memory, now = scope.memory, scope.now
     window = parse_duration(scope.spec.health.window)
-    memory.forget_counted_before(now - window)
+    since = now - window
+    memory.forget_counted_before(since)
     for observation in scope.observations:
         cell = observation.cell
         key = _key(cell)
         for instance in observation.instances:
             launched = instance.launched_at
-            if launched is not None and now - launched <= window:
+            if launched is not None and launched >= since:  # within the window
                 memory.record_launch(cell.revision, key, instance.instance_id, launched)
                 memory.launched_in(key, launched)
         for failure in observation.failures:
