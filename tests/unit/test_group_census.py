@@ -88,3 +88,20 @@ def test_launches_are_counted_once_whether_the_observations_are_the_same_objects
     gauges.observed("workers", [observation("a", "b")])  # equal but rebuilt: nothing new
     gauges.observed("workers", [observation("a", "b", "c")])
     assert launches(metrics) == 2
+
+
+def test_only_the_cells_whose_observation_changed_are_counted_again() -> None:
+    metrics = Metrics()
+    gauges = GroupMetrics(metrics, NOW)
+    other = CellRef("workers", "rev1", "zone-b", "on-demand")
+    steady = CellObservation(other, 1, (instance("b1"),))
+    gauges.observed("workers", [observation("a"), steady])
+    gauges.observed("workers", [observation("a", "a2"), steady])
+    assert launches(metrics) == 1
+    gauges.observed("workers", [observation("a", "a2"), CellObservation(other, 0, ())])
+    assert launches(metrics) == 1
+    gauges.observed("workers", [observation("a", "a2"), steady])  # b1 listed again: counted
+    zone_b = metrics.registry.get_sample_value(
+        "molt_launches_total", {"group": "workers", "cell": "zone-b/on-demand"}
+    )
+    assert zone_b == 1

@@ -114,9 +114,9 @@ async def judge_launches(scope: GroupScope, ports: GroupPorts) -> None:
     and judge nodes that were Ready once and are NotReady now. Sets ``scope.collected``
     when an instance or a node went."""
     memory = scope.memory
-    names = {member.name for member in scope.members}
-    memory.seen_ready &= names  # nodes that went are forgotten
-    memory.excused &= names
+    names = scope.index.by_name  # every member, by name
+    memory.seen_ready.intersection_update(names)  # nodes that went are forgotten
+    memory.excused.intersection_update(names)
     ready = {member.name for member in scope.members if member.ready}
     memory.seen_ready |= ready
     memory.excused -= ready
