@@ -20,6 +20,7 @@ every pass). A rule whose moment depends on other nodes of the group as well mus
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -63,12 +64,25 @@ class EligibilitySchedule:
         """True when the node was judged with these very objects (and the policy's spec
         as ``begin`` last saw it) and its moment has not come: selecting it now would
         find nothing."""
-        found = self._by_policy.get(policy.metadata.name, {}).get(node.name)
-        if found is None or found.node is not node:
-            return False
-        if found.group is not group and not self._same_group(found.group, group):
-            return False
-        return found.due is None or now < found.due
+        return self.waiting_in(policy)(node, group, now)
+
+    def waiting_in(
+        self, policy: TerminationPolicy
+    ) -> Callable[[NodeView, GroupView | None, datetime], bool]:
+        """``waiting`` for one pass of ``policy`` (after ``begin``), with what is
+        remembered for the policy looked up once rather than once per node."""
+        remembered = self._by_policy.setdefault(policy.metadata.name, {})
+        same_group = self._same_group
+
+        def waiting(node: NodeView, group: GroupView | None, now: datetime) -> bool:
+            found = remembered.get(node.name)
+            if found is None or found.node is not node:
+                return False
+            if found.group is not group and not same_group(found.group, group):
+                return False
+            return found.due is None or now < found.due
+
+        return waiting
 
     def _same_group(self, known: GroupView | None, group: GroupView | None) -> bool:
         """Whether two views of a group are equal, remembering the last equal pair."""

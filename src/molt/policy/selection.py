@@ -402,13 +402,14 @@ def select_candidates(
     # Only the age rule can select a node: its moment can be remembered. Not under a
     # spread: a leveled expiry moves as other nodes of the pool come and go.
     age_only = schedule if not other_rules and age_rule.spread <= timedelta(0) else None
+    waiting = age_only.waiting_in(policy) if age_only is not None else None
     for node in snapshot.nodes:
         if node.in_pipeline:
             continue
         # Nor for a node with an interruption notice, which another rule selects.
         remembering = age_only if INTERRUPTION_ANNOTATION not in node.annotations else None
         group = groups.get(node.group or "")
-        if remembering is not None and remembering.waiting(policy, node, group, now):
+        if remembering is not None and waiting is not None and waiting(node, group, now):
             continue
         if not covers(policy, node):
             if remembering is not None:
