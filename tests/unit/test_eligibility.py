@@ -196,3 +196,20 @@ def test_a_node_given_the_retire_label_is_selected_at_once() -> None:
     selection = select_candidates(HEALTH, Snapshot((labelled,), GROUPS), NOW, schedule)
 
     assert _names(selection) == ["n"]
+
+
+def test_an_equal_group_view_keeps_the_moment_and_a_changed_one_drops_it() -> None:
+    # Group views are rebuilt whenever the group's status is written: an equal one keeps
+    # what was remembered (the pair found equal is remembered too), a changed one does not.
+    schedule = EligibilitySchedule()
+    young = node("n", age_hours=30)
+    select_candidates(ROTATE, Snapshot((young,), GROUPS), NOW, schedule)
+    rebuilt = GroupView("workers", "rev1")
+    assert rebuilt is not GROUPS["workers"]
+    assert schedule.waiting(ROTATE, young, rebuilt, NOW)
+    assert schedule.waiting(ROTATE, young, rebuilt, NOW)
+
+    stricter = GroupView("workers", "rev1", max_node_age_seconds=24 * 3600)
+    assert not schedule.waiting(ROTATE, young, stricter, NOW)
+    assert not schedule.waiting(ROTATE, young, None, NOW)
+    assert schedule.waiting(ROTATE, young, rebuilt, NOW)

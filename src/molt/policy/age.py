@@ -90,6 +90,15 @@ def _launch(node: NodeView) -> tuple[datetime, str]:
     return node.created, "creationTimestamp"
 
 
+def age_of(node: NodeView, now: datetime) -> timedelta:
+    """``node_age(node, now).age`` without building the ``NodeAge`` (fleet-wide loops
+    ask it of every node); raise MalformedLaunchTimeError for a bad annotation."""
+    launched = node.launched_at
+    if launched is not None:
+        return now - launched
+    return node_age(node, now).age
+
+
 @lru_cache(maxsize=65536)
 def jitter_fraction(node_name: str) -> float:
     """A stable number in [0, 1) per node, so nodes launched together expire apart."""

@@ -22,6 +22,7 @@ go). A rule whose moment depends on other nodes of the group as well must call
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +45,9 @@ class EligibilitySchedule:
     def __init__(self) -> None:
         self._by_policy: dict[str, dict[str, _Remembered]] = {}
         self._specs: dict[str, TerminationPolicySpec] = {}
+        self._equal_groups: tuple[GroupView, GroupView] | None = None
+        """The last two distinct ``GroupView`` objects found equal: a pass compares the
+        same pair for every node of a group (views are immutable, so it stays true)."""
 
     def begin(self, policy: TerminationPolicy) -> None:
         """Start a pass of ``policy``: if its spec changed, everything remembered for it
@@ -62,12 +66,35 @@ class EligibilitySchedule:
         """True when the node was judged with these very objects (and the policy's spec
         as ``begin`` last saw it) and its moment has not come: selecting it now would
         find nothing."""
-        found = self._by_policy.get(policy.metadata.name, {}).get(node.name)
-        if found is None or found.node is not node:
+        return self.waiting_in(policy)(node, group, now)
+
+    def waiting_in(
+        self, policy: TerminationPolicy
+    ) -> Callable[[NodeView, GroupView | None, datetime], bool]:
+        """``waiting`` for one pass of ``policy`` (after ``begin``), with what is
+        remembered for the policy looked up once rather than once per node."""
+        remembered = self._by_policy.setdefault(policy.metadata.name, {})
+        same_group = self._same_group
+
+        def waiting(node: NodeView, group: GroupView | None, now: datetime) -> bool:
+            found = remembered.get(node.name)
+            if found is None or found.node is not node:
+                return False
+            if found.group is not group and not same_group(found.group, group):
+                return False
+            return found.due is None or now < found.due
+
+        return waiting
+
+    def _same_group(self, known: GroupView | None, group: GroupView | None) -> bool:
+        """Whether two views of a group are equal, remembering the last equal pair."""
+        pair = self._equal_groups
+        if pair is not None and pair[0] is known and pair[1] is group:
+            return True
+        if known is None or group is None or known != group:
             return False
-        if found.group is not group and found.group != group:
-            return False
-        return found.due is None or now < found.due
+        self._equal_groups = (known, group)
+        return True
 
     def remember(
         self,
@@ -97,3 +124,4 @@ class EligibilitySchedule:
         """Judge every node afresh on the next pass."""
         self._by_policy.clear()
         self._specs.clear()
+        self._equal_groups = None

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from molt.api.durations import parse_duration
 from molt.api.terminationpolicy import TerminationPolicy
-from molt.policy.age import MalformedLaunchTimeError, node_age
+from molt.policy.age import MalformedLaunchTimeError, age_of
 from molt.policy.selection import covers
 from molt.policy.snapshot import GroupView, NodeView
 
@@ -70,7 +70,7 @@ def fleet_ages(
 
     for node in nodes:
         try:
-            age = node_age(node, now).age
+            age = age_of(node, now)
         except MalformedLaunchTimeError:
             continue
         ages.setdefault(node.group or NO_GROUP, []).append(age.total_seconds())

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from molt.api.durations import format_duration, parse_duration
 from molt.api.terminationpolicy import Drain
 from molt.api.types import resolve_count_or_percent
-from molt.policy.age import MalformedLaunchTimeError, node_age
+from molt.policy.age import MalformedLaunchTimeError, age_of
 from molt.policy.budgets import DEFAULT_BUDGET, DEFAULT_MINIMUM
 from molt.policy.snapshot import NodeView
 
@@ -52,19 +52,20 @@ def aged_out(
     if room <= 0:
         return []
     lead = min(DRAIN_LEAD, max_age / 4)
+    due_at = max_age - lead
     found: list[tuple[timedelta, str, AgedNode]] = []
     for node in members:
         if node.in_pipeline or node.is_control_plane:
             continue  # a control-plane node is rotated only by a policy that opts in
         try:
-            age = node_age(node, now).age
+            age = age_of(node, now)
         except MalformedLaunchTimeError:
             continue  # reported by selection, which reads the same annotation
         # Whether a policy covers the node is asked last: it is the dearest question.
-        if age < max_age - lead or node.name in covered:
+        if age < due_at or node.name in covered:
             continue
         reason = (
-            f"max-age: {format_duration(age)} > {format_duration(max_age - lead)} "
+            f"max-age: {format_duration(age)} > {format_duration(due_at)} "
             f"(group maxNodeAge {format_duration(max_age)}, less drain lead)"
         )
         found.append((age, node.name, AgedNode(node, reason)))

@@ -102,9 +102,14 @@ def matches_selector(labels: dict[str, str], selector: LabelSelector | None) -> 
 
 def covers(policy: TerminationPolicy, node: NodeView) -> bool:
     """Whether the policy applies to the node at all."""
-    if node.is_control_plane and not policy.spec.include_control_plane:
+    spec = policy.spec
+    if node.is_control_plane and not spec.include_control_plane:
         return False
-    return matches_selector(node.labels, policy.spec.node_selector)
+    selector = spec.node_selector
+    # Asked of every node on every pass: most policies select every node.
+    if not selector.match_labels and not selector.match_expressions:
+        return True
+    return matches_selector(node.labels, selector)
 
 
 _IS_CONTROL_PLANE = attrgetter("is_control_plane")
@@ -495,6 +500,8 @@ def select_candidates(
     schedule = schedule if age_rule.spread <= timedelta(0) else None
     if schedule is not None:
         schedule.begin(policy)
+    # What is remembered for the policy, looked up once per pass, not once per node.
+    waiting = schedule.waiting_in(policy) if schedule is not None else None
     for node in snapshot.nodes:
         if node.in_pipeline:
             continue
@@ -503,7 +510,7 @@ def select_candidates(
         notice = INTERRUPTION_ANNOTATION in node.annotations
         remembering = schedule if not notice else None
         group = groups.get(node.group or "") if remembering is not None else None
-        if remembering is not None and remembering.waiting(policy, node, group, now):
+        if remembering is not None and waiting is not None and waiting(node, group, now):
             continue
         if not covers(policy, node):
             if remembering is not None:

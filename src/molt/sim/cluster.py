@@ -626,15 +626,26 @@ class SimCluster:
             if not names:
                 continue
             best: SimNode | None = None
+            best_load = 0.0
             seen = 0
-            start = self._rotation % len(names)
+            count = len(names)
+            start = self._rotation % count
             offset = 0
-            for offset in range(len(names)):
-                node = self._nodes.get(names[(start + offset) % len(names)])
-                if node is None or not node.fits(owner):
+            cpu, memory, nodes = owner.cpu_millis, owner.memory_mib, self._nodes
+            for offset in range(count):
+                node = nodes.get(names[(start + offset) % count])
+                # SimNode.fits and SimNode.load, inlined: the simulator's hottest loop.
+                if (
+                    node is None
+                    or node.used_cpu + cpu > node.cpu_millis
+                    or node.used_memory + memory > node.memory_mib
+                ):
                     continue
-                if best is None or node.load() < best.load():
-                    best = node
+                load = max(
+                    node.used_cpu / max(node.cpu_millis, 1), node.used_memory / node.memory_mib
+                )
+                if best is None or load < best_load:
+                    best, best_load = node, load
                 seen += 1
                 if seen >= FEASIBLE_SAMPLE:
                     break

@@ -80,21 +80,32 @@ class GroupMetrics:
         self.started = started.replace(microsecond=0)
         """Host init is measured only for instances launched from this second on."""
         self._seen: dict[str, set[str]] = {}
+        self._looked: dict[str, dict[int, tuple[CellObservation, frozenset[str]]]] = {}
+        """Per group, the cell observations ``_seen`` was learnt from (by identity) and
+        their instance ids: the same observation again holds no instance not seen."""
 
     def observed(self, group: str, observations: Sequence[CellObservation]) -> None:
         """Count instances not seen before as launches; the first look at a group only
         learns what is there (they were launched before this process, or counted by it)."""
-        current: dict[str, str] = {}
-        for o in observations:
-            cell = str(CellKey(o.cell.zone, o.cell.capacity_type))  # once per cell
-            for i in o.instances:
-                current[i.instance_id] = cell
+        last = self._looked.get(group, {})
         seen = self._seen.get(group)
-        if seen is not None:
-            for instance_id, cell in current.items():
-                if instance_id not in seen:
-                    self.metrics.launches.labels(group=group, cell=cell).inc()
-        self._seen[group] = set(current)
+        looked: dict[int, tuple[CellObservation, frozenset[str]]] = {}
+        counted: set[str] = set()
+        for o in observations:
+            known = last.get(id(o))
+            if known is not None and known[0] is o:
+                looked[id(o)] = known  # the same observation: all of it was seen
+                continue
+            ids = frozenset(i.instance_id for i in o.instances)
+            looked[id(o)] = (o, ids)
+            if seen is None:
+                continue  # the first look only learns
+            cell = str(CellKey(o.cell.zone, o.cell.capacity_type))  # once per cell
+            for instance_id in ids - seen - counted:
+                self.metrics.launches.labels(group=group, cell=cell).inc()
+                counted.add(instance_id)
+        self._looked[group] = looked
+        self._seen[group] = set().union(*(ids for _, ids in looked.values()))
 
     def failed(self, group: str, cell: CellKey) -> None:
         self.metrics.launch_failures.labels(group=group, cell=str(cell)).inc()
@@ -144,6 +155,7 @@ class GroupMetrics:
     def forget(self, group: str) -> None:
         """The group is gone: remove its series."""
         self._seen.pop(group, None)
+        self._looked.pop(group, None)
         for series in (
             self.metrics.group_nodes_series,
             self.metrics.degraded_series,

@@ -16,12 +16,7 @@ async def collect_nodes(scope: GroupScope, ports: GroupPorts) -> None:
     """Delete nodes no cell has listed for two observations running (their instance is
     gone, e.g. reclaimed); sets ``scope.collected`` when one went."""
     memory = scope.memory
-    matched = {
-        node.name
-        for observation in scope.observations
-        for instance in observation.instances
-        if (node := scope.index.node_for(instance)) is not None
-    }
+    matched = {node.name for _, _, node in scope.census() if node is not None}
     for node in scope.members:
         if node.provider_id is None or node.name in matched:
             if node.name in memory.missing:

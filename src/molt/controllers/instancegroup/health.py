@@ -26,6 +26,7 @@ from molt.policy.cells import SPOT, CellKey, split_capacity
 from molt.policy.health import NotReadyNode, degraded_backoff, judge_not_ready, judge_revision
 from molt.policy.host_init import keep_latest
 from molt.policy.interruptions import read_annotation
+from molt.policy.snapshot import NodeView
 
 log = structlog.get_logger(__name__)
 
@@ -42,13 +43,14 @@ async def count_failures(scope: GroupScope, ports: GroupPorts) -> None:
     capacity failure rests its cell, any other rests the cell for its revision."""
     memory, now = scope.memory, scope.now
     window = parse_duration(scope.spec.health.window)
-    memory.forget_counted_before(now - window)
+    since = now - window
+    memory.forget_counted_before(since)
     for observation in scope.observations:
         cell = observation.cell
         key = _key(cell)
         for instance in observation.instances:
             launched = instance.launched_at
-            if launched is not None and now - launched <= window:
+            if launched is not None and launched >= since:  # within the window
                 memory.record_launch(cell.revision, key, instance.instance_id, launched)
                 memory.launched_in(key, launched)
         for failure in observation.failures:
@@ -100,11 +102,9 @@ def measure_host_init(scope: GroupScope, ports: GroupPorts) -> None:
     if not fresh:
         return
     launched: dict[str, datetime] = {}
-    for observation in scope.observations:
-        for instance in observation.instances:
-            node = scope.index.node_for(instance)
-            if node is not None and instance.launched_at is not None:
-                launched[node.name] = instance.launched_at
+    for _, instance, node in scope.census():
+        if node is not None and instance.launched_at is not None:
+            launched[node.name] = instance.launched_at
     for revision, seconds in ports.metrics.became_ready(scope.name, fresh, launched, scope.now):
         keep_latest(scope.memory.host_init.setdefault(revision, []), seconds)
 
@@ -114,34 +114,34 @@ async def judge_launches(scope: GroupScope, ports: GroupPorts) -> None:
     and judge nodes that were Ready once and are NotReady now. Sets ``scope.collected``
     when an instance or a node went."""
     memory = scope.memory
-    names = {member.name for member in scope.members}
-    memory.seen_ready &= names  # nodes that went are forgotten
-    memory.excused &= names
-    for member in scope.members:
-        if member.ready:
-            memory.seen_ready.add(member.name)
-            memory.excused.discard(member.name)
+    names = scope.index.by_name  # every member, by name
+    memory.seen_ready.intersection_update(names)  # nodes that went are forgotten
+    memory.excused.intersection_update(names)
+    ready = {member.name for member in scope.members if member.ready}
+    memory.seen_ready |= ready
+    memory.excused -= ready
     not_ready: list[NotReadyNode] = []
     launches: dict[str, tuple[CellRef, Instance]] = {}
-    for observation in scope.observations:
-        for instance in observation.instances:
-            down = _judge_instance(scope, observation, instance)
-            if isinstance(down, NotReadyNode):
-                not_ready.append(down)
-                launches[down.name] = (observation.cell, instance)
-            elif down:
-                await _not_ready_in_time(scope, ports, observation.cell, instance)
+    for observation, instance, node in scope.census():
+        if node is not None and node.ready:
+            continue  # the common case, decided before any arithmetic
+        down = _judge_instance(scope, observation, instance, node)
+        if isinstance(down, NotReadyNode):
+            not_ready.append(down)
+            launches[down.name] = (observation.cell, instance)
+        elif down:
+            await _not_ready_in_time(scope, ports, observation.cell, instance)
     await _judge_not_ready(scope, ports, not_ready, launches)
 
 
 def _judge_instance(
-    scope: GroupScope, observation: CellObservation, instance: Instance
+    scope: GroupScope, observation: CellObservation, instance: Instance, node: NodeView | None
 ) -> NotReadyNode | bool:
     """A node Ready once and NotReady now (judged with the whole group's NotReady), True
-    for a young instance past ``readyTimeout`` without a Ready node, else False."""
-    node = scope.index.node_for(instance)
+    for a young instance past ``readyTimeout`` without a Ready node, else False.
+    ``node`` is the Node the instance became, if any."""
     if node is not None and node.ready:
-        return False  # the common case, decided before any arithmetic
+        return False
     health, now = scope.spec.health, scope.now
     ready_timeout = parse_duration(health.ready_timeout)
     window = parse_duration(health.window)

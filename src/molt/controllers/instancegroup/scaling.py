@@ -55,7 +55,7 @@ Instances = Counter[tuple[str, CellKey]]
 async def scale(scope: GroupScope, ports: GroupPorts) -> None:
     """Set every cell's desired size; records the target cells in ``scope.cells`` and
     whether work is pending in ``scope.busy``."""
-    spec, memory, target, index = scope.spec, scope.memory, scope.target, scope.index
+    spec, memory, target = scope.spec, scope.memory, scope.target
     strategy = strategy_of(scope.group)
     template = memory.templates.get(target, spec.template)
     dead = dead_nodes(
@@ -73,18 +73,18 @@ async def scale(scope: GroupScope, ports: GroupPorts) -> None:
         instances[(cell.revision, CellKey(cell.zone, cell.capacity_type))] += len(
             observation.instances
         )
-        for instance in observation.instances:
-            ready = index.ready(instance)
-            pending = pending or not ready
-            if cell.revision == target:
-                ready_at_target += ready
-                continue
-            if cell.revision in memory.degraded and not ready:
-                continue  # dead weight: it will never serve, so it holds no surge
-            node = index.node_for(instance)
-            if node is not None and node.name in dead:
-                continue  # NotReady past notReadyFor (a zone down): it serves nothing
-            other_instances += 1
+    for observation, _, node in scope.census():
+        cell = observation.cell
+        ready = node is not None and node.ready
+        pending = pending or not ready
+        if cell.revision == target:
+            ready_at_target += ready
+            continue
+        if cell.revision in memory.degraded and not ready:
+            continue  # dead weight: it will never serve, so it holds no surge
+        if node is not None and node.name in dead:
+            continue  # NotReady past notReadyFor (a zone down): it serves nothing
+        other_instances += 1
     leaving = Counter((n.revision or "unknown", n.cell) for n in scope.members if n.in_pipeline)
     leaving_at_target = sum(c for (rev, _), c in leaving.items() if rev == target)
     staying = target_staying(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from molt.api.instancegroup import InstanceGroup, InstanceGroupSpec
-from molt.cloud.provider import CellObservation, Provider
+from molt.cloud.provider import CellObservation, Instance, Provider
 from molt.controllers.instancegroup.gauges import GroupMetrics
 from molt.controllers.instancegroup.memory import GroupMemory
 from molt.controllers.instancegroup.nodes import NodeIndex
@@ -28,6 +28,11 @@ class CellFigures:
 
     key: CellKey
     desired: int
+
+
+PlacedInstance = tuple[CellObservation, Instance, NodeView | None]
+"""An observed instance's cell observation, the instance, and the Node it became (None:
+not joined, or not a member). A plain tuple: a reconcile builds one per instance."""
 
 
 @dataclass
@@ -55,8 +60,40 @@ class GroupScope:
     overflow_request: int = 0
     """Replicas this group asks its overflow group for (set by the scaling phase)."""
 
+    _census: tuple[PlacedInstance, ...] = field(default=(), init=False, repr=False)
+    _census_of: tuple[tuple[CellObservation, ...], NodeIndex] | None = field(
+        default=None, init=False, repr=False
+    )
+
     def __post_init__(self) -> None:
         self.index = NodeIndex(self.members)
+
+    def census(self) -> tuple[PlacedInstance, ...]:
+        """Every observed instance with the Node it became, matched once per look: the
+        phases each walk it. Built again whenever ``observations`` holds other cell
+        observations or the members were replaced (``look_again``), so it never
+        outlives what it was matched from."""
+        observations = tuple(self.observations)
+        known = self._census_of
+        if (
+            known is None
+            or known[1] is not self.index
+            or len(known[0]) != len(observations)
+            or any(a is not b for a, b in zip(known[0], observations, strict=True))
+        ):
+            by_provider_id, by_name = self.index.by_provider_id, self.index.by_name
+            placed: list[PlacedInstance] = []
+            for observation in observations:
+                for instance in observation.instances:
+                    # As NodeIndex.node_for, inlined: this runs for every instance.
+                    pid = instance.provider_id
+                    node = by_provider_id.get(pid) if pid else None
+                    if node is None and instance.node_name:
+                        node = by_name.get(instance.node_name)
+                    placed.append((observation, instance, node))
+            self._census = tuple(placed)
+            self._census_of = (observations, self.index)
+        return self._census
 
     @property
     def name(self) -> str:

@@ -38,7 +38,7 @@ def group_status(scope: GroupScope) -> InstanceGroupStatus:
     memory, template_revision = scope.memory, scope.template_revision
     target = memory.current or template_revision
     desired = scope.desired
-    by_revision = _by_revision(scope.members)
+    by_revision, ready_by_revision = _by_revision(scope.members)
     updated = [n for n in by_revision.get(target, []) if n.ready and not n.in_pipeline]
     outdated = sum(len(v) for k, v in by_revision.items() if k != target)
     settled = len(updated) >= desired and outdated == 0
@@ -51,9 +51,9 @@ def group_status(scope: GroupScope) -> InstanceGroupStatus:
         current_revision=target,
         state="Degraded" if degraded else "Ready" if settled else "Progressing",
         replicas=len(scope.members),
-        ready_replicas=sum(1 for n in scope.members if n.ready),
+        ready_replicas=sum(ready_by_revision.values()),
         updated_replicas=len(updated),
-        revisions=_revisions(scope, target, by_revision)[:MAX_REVISIONS],
+        revisions=_revisions(scope, target, by_revision, ready_by_revision)[:MAX_REVISIONS],
         cells=_cells(scope, target, updated)[:MAX_CELLS],
         host_init=host_init_of(scope, target),
         selector=f"{GROUP_LABEL}={scope.group.metadata.name}",
@@ -75,15 +75,23 @@ def _overflow(scope: GroupScope) -> OverflowStatus | None:
     )
 
 
-def _by_revision(nodes: Sequence[NodeView]) -> dict[str, list[NodeView]]:
+def _by_revision(nodes: Sequence[NodeView]) -> tuple[dict[str, list[NodeView]], Counter[str]]:
+    """The nodes of each revision, and how many of them are Ready (in one pass)."""
     found: dict[str, list[NodeView]] = {}
+    ready: Counter[str] = Counter()
     for node in nodes:
-        found.setdefault(node.revision or "unknown", []).append(node)
-    return found
+        revision = node.revision or "unknown"
+        found.setdefault(revision, []).append(node)
+        if node.ready:
+            ready[revision] += 1
+    return found, ready
 
 
 def _revisions(
-    scope: GroupScope, target: str, by_revision: dict[str, list[NodeView]]
+    scope: GroupScope,
+    target: str,
+    by_revision: dict[str, list[NodeView]],
+    ready_by_revision: Counter[str],
 ) -> list[RevisionStatus]:
     """The target, the template's and the previous revision, then every revision a node
     has, each once."""
@@ -109,7 +117,7 @@ def _revisions(
             RevisionStatus(
                 name=name,
                 replicas=len(members),
-                ready=sum(1 for n in members if n.ready),
+                ready=ready_by_revision[name],
                 launch_failures=memory.failure_totals.get(name, 0),
                 state=state,
                 message=memory.degraded[name][:1024] if name in memory.degraded else None,
@@ -133,7 +141,8 @@ def host_init_of(scope: GroupScope, revision: str) -> HostInit | None:
 
 def _cells(scope: GroupScope, target: str, updated: list[NodeView]) -> list[CellStatus]:
     """The target revision's cells as last sized, with their Ready nodes and rests."""
-    ready_by_cell = Counter(n.cell for n in updated)
+    # Counted by (zone, capacity type): a tuple of strings hashes far cheaper than a CellKey.
+    ready_by_cell = Counter((n.cell.zone, n.cell.capacity_type) for n in updated)
     resting = scope.memory.rests_for(target, scope.now)
     return [
         CellStatus(
@@ -141,7 +150,7 @@ def _cells(scope: GroupScope, target: str, updated: list[NodeView]) -> list[Cell
             capacity_type=figures.key.capacity_type,
             revision=target,
             desired=figures.desired,
-            ready=ready_by_cell[figures.key],
+            ready=ready_by_cell[(figures.key.zone, figures.key.capacity_type)],
             available=figures.key not in resting,
             unavailable_until=format_rfc3339(resting[figures.key])
             if figures.key in resting
