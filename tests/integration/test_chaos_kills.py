@@ -9,9 +9,12 @@ table of the pipeline steps and group phases the kills landed in; kill moments a
 stratified over the steps (``tests.support.kill_coverage``), and a run of at least
 ``STRATIFIED_FROM`` kills must have hit every step where a node waits between reconciles
 in it: on kwok, waiting for its replacement and draining; on moto, draining (a rollout's
-replacements stand before their old nodes are selected), with the group's launches (an
-instance without its Node yet) waited for and reported. Cordon and terminate are single
-writes between those waits here and are reported where a kill happened to hit them.
+replacements stand before their old nodes are selected) and terminating (the fault proxy
+answers each termination 1.5 s late, as a slow cloud does, so a kill can land while the
+call is out and the restarted controller must not terminate the instance twice), with
+the group's launches (an instance without its Node yet) waited for and reported. A
+cordon, and a kwok termination, are single writes between those waits here and are
+reported where a kill happened to hit them.
 Watch streams follow the pods, nodes and the Deployment throughout, so the invariants
 are decided on every event, not on a final look: every old node replaced exactly once
 (no launch is repeated), at most the budget in flight, no node cordoned without a
@@ -58,7 +61,9 @@ IN_FLIGHT = 2
 STRATIFIED_FROM = 6
 """From this many kills on, every waiting step must have been hit."""
 KWOK_STEPS = ("replace", "drain")
-AWS_STEPS = ("drain",)
+AWS_STEPS = ("drain", "terminate")
+SLOW_TERMINATION = 1.5
+"""Seconds the fault proxy holds each of moto's terminations (see the module docstring)."""
 
 
 async def _revisions(kube: client.ApiClient, group: str) -> Counter[str]:
@@ -210,6 +215,7 @@ async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_noth
         await eventually(lambda: has_ready_replicas(kube, namespace, REPLICAS), what="web ready")
         await streams.start(kube)
         await watch.start(kube, namespace, "web", REPLICAS, group)
+        cloud.proxy.slow("TerminateInstanceInAutoScalingGroup", SLOW_TERMINATION)
         try:
             await set_template(kube, group, second)
             for kill in range(kills):
@@ -251,6 +257,12 @@ async def test_kills_through_an_aws_rollout_launch_nothing_twice_and_orphan_noth
     assert watch.min_ready_pods is not None
     assert watch.min_ready_pods >= REPLICAS - 1, f"PDB breached: {watch.min_ready_pods} ready"
     assert streams.died_with_their_node() == []
+    calls = Counter(
+        seen.params.get("InstanceId", "")
+        for seen in cloud.proxy.seen("TerminateInstanceInAutoScalingGroup")
+        if seen.status == 200
+    )
+    print(f"aws chaos seed {seed}: terminations answered per instance {sorted(calls.values())}")
     print(f"aws chaos seed {seed}: kills survived {kills} / tried {kills}")
     missed = [step for step in AWS_STEPS if not coverage.hits[step]]
     if kills >= STRATIFIED_FROM:

@@ -79,6 +79,9 @@ class Fault:
     on_answer: Callable[[dict[str, str]], None] | None = None
     """Called with the request's parameters, in the proxy's thread, before it answers
     (a test's look at the world at that very moment)."""
+    slow_by: float | None = None
+    """Not a fault: forward the request this many seconds late and answer as moto does
+    (a slow call, which a caller killed meanwhile never hears the end of)."""
     hits: int = field(default=0, init=False)
 
     def matches(self, action: str, params: list[tuple[str, str]]) -> bool:
@@ -166,6 +169,12 @@ class FaultProxy:
             Fault(action, status, "", "", times, match, body=body, on_answer=on_answer)
         )
 
+    def slow(
+        self, action: str, seconds: float, *, times: int | None = None, match: str | None = None
+    ) -> Fault:
+        """Forward ``action`` ``seconds`` late, answered as moto answers it."""
+        return self._add(Fault(action, times=times, match=match, slow_by=seconds))
+
     def _add(self, fault: Fault) -> Fault:
         with self._lock:
             self._faults.append(fault)
@@ -226,7 +235,10 @@ class FaultProxy:
             protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers
 
             def do_POST(self) -> None:
-                proxy._handle(self)
+                try:
+                    proxy._handle(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the caller was killed while its call was out (chaos tests)
 
             do_GET = do_POST  # noqa: N815
 
@@ -281,6 +293,9 @@ class FaultProxy:
         fault = self._take(action, params)
         if fault is not None and fault.on_answer is not None:
             fault.on_answer(dict(params))
+        if fault is not None and fault.slow_by is not None:
+            time.sleep(fault.slow_by)
+            fault = None  # then forwarded and answered as any other request
         if fault is not None and not fault.forward_first:
             self._record(action, params, fault.status, faulted=True)
             self._answer_fault(request, fault)
