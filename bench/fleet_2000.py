@@ -165,6 +165,10 @@ async def _install(
         if any(a.metadata.name == "default" for a in accounts.items):
             break
         await asyncio.sleep(0.2)
+    if guarded:
+        # Before the bulk pods: kwok starts pods in the order they come, so a guarded
+        # Deployment created behind 20,000 of them is not Ready for many minutes.
+        await _install_guarded(api)
     started = time.monotonic()
 
     def pod_job(name: str, node: str) -> Callable[[], Any]:
@@ -174,8 +178,6 @@ async def _install(
         [pod_job(f"{node}-{i}", node) for node in names for i in range(pods_per_node)], 48
     )
     print(f"  bound {nodes * pods_per_node} pods in {time.monotonic() - started:.0f}s")
-    if guarded:
-        await _install_guarded(api)
 
 
 async def _install_guarded(api: client.ApiClient) -> None:
