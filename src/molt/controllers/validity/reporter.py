@@ -26,10 +26,6 @@ log = structlog.get_logger(__name__)
 
 VALID = "Valid"
 INVALID_SPEC = "InvalidSpec"
-RECHECK_SECONDS = 300.0
-"""While an object stays unusable, its condition is checked this often (someone may
-have replaced the status)."""
-
 Key = tuple[type[Resource], str]
 
 
@@ -52,7 +48,7 @@ class ValidityReporter:
         for kind, name in [key for key in self._reported if key not in unusable]:
             await self._clear(kind, name)
             del self._reported[(kind, name)]
-        return RECHECK_SECONDS if unusable else None
+        return None  # the caches call again when an object's problem changes or ends
 
     async def _read(self, kind: type[Resource], name: str) -> tuple[list[Condition], Any] | None:
         """The object's conditions as they are now, and its generation; None if gone."""
