@@ -30,7 +30,7 @@ from molt.api.labels import REMEDIATION_ANNOTATION
 from molt.api.terminationpolicy import RemediationStep, TerminationPolicy
 from molt.api.types import resolve_count_or_percent
 from molt.policy.age import format_rfc3339, parse_rfc3339
-from molt.policy.selection import covers, health_candidate
+from molt.policy.selection import covers, health_candidate, health_due, taint_matches
 from molt.policy.snapshot import NodeView
 
 StepKind = Literal["reboot", "replace", "exhausted"]
@@ -124,32 +124,7 @@ def matches_health_rule(policy: TerminationPolicy, node: NodeView) -> bool:
     for rule in rules.conditions:
         if any(c.type == rule.type and c.status == rule.status for c in node.conditions):
             return True
-    for taint_rule in rules.taints:
-        for taint in node.taints:
-            if taint.key != taint_rule.key:
-                continue
-            if taint_rule.value is not None and taint.value != taint_rule.value:
-                continue
-            if taint_rule.effect is not None and taint.effect != taint_rule.effect:
-                continue
-            return True
-    return False
-
-
-def health_due(policy: TerminationPolicy, node: NodeView) -> datetime | None:
-    """When the earliest matching condition or taint rule selects the node (its ``for``
-    over); None when none matches or the time is unknown."""
-    due: list[datetime] = []
-    for rule in policy.spec.rules.conditions:
-        for condition in node.conditions:
-            if condition.type == rule.type and condition.status == rule.status:
-                since = condition.last_transition or node.created
-                due.append(since + parse_duration(rule.for_))
-    for taint_rule in policy.spec.rules.taints:
-        for taint in node.taints:
-            if taint.key == taint_rule.key and taint.added is not None:
-                due.append(taint.added + parse_duration(taint_rule.for_))
-    return min(due) if due else None
+    return any(taint_matches(rule, taint) for rule in rules.taints for taint in node.taints)
 
 
 def remediating_policy(

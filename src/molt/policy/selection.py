@@ -18,7 +18,7 @@ from operator import attrgetter, not_
 
 from molt.api.durations import format_duration, parse_duration
 from molt.api.labels import INTERRUPTION_ANNOTATION
-from molt.api.terminationpolicy import TerminationPolicy
+from molt.api.terminationpolicy import TaintRule, TerminationPolicy
 from molt.api.types import LabelSelector
 from molt.policy.age import (
     MalformedLaunchTimeError,
@@ -29,7 +29,7 @@ from molt.policy.age import (
 from molt.policy.eligibility import EligibilitySchedule
 from molt.policy.interruptions import read_annotation
 from molt.policy.leveling import leveled_expiries
-from molt.policy.snapshot import NodeView, Snapshot
+from molt.policy.snapshot import NodeTaint, NodeView, Snapshot
 
 
 class Urgency(IntEnum):
@@ -352,17 +352,23 @@ def _condition_candidate(
     return None
 
 
+def taint_matches(rule: TaintRule, taint: NodeTaint) -> bool:
+    """Whether the node's taint is the one the rule names: its key, and its value and
+    effect where the rule gives them."""
+    return (
+        taint.key == rule.key
+        and (rule.value is None or taint.value == rule.value)
+        and (rule.effect is None or taint.effect == rule.effect)
+    )
+
+
 def _taint_candidate(
     policy: TerminationPolicy, node: NodeView, now: datetime, age: timedelta
 ) -> Candidate | None:
     for rule in policy.spec.rules.taints:
         held_for = parse_duration(rule.for_)
         for taint in node.taints:
-            if taint.key != rule.key:
-                continue
-            if rule.value is not None and taint.value != rule.value:
-                continue
-            if rule.effect is not None and taint.effect != rule.effect:
+            if not taint_matches(rule, taint):
                 continue
             # Without a timestamp the taint's duration is unknown: only a zero "for" matches.
             if taint.added is None and held_for > timedelta(0):
@@ -374,7 +380,7 @@ def _taint_candidate(
     return None
 
 
-def _health_due(policy: TerminationPolicy, node: NodeView) -> datetime | None:
+def health_due(policy: TerminationPolicy, node: NodeView) -> datetime | None:
     """The earliest moment a condition or taint rule can select the node as it is now
     (its ``for`` held from the condition's or taint's own timestamp); None: never, while
     the node is unchanged. The rules' own test is ``now - since >= for``, which is
@@ -388,11 +394,7 @@ def _health_due(policy: TerminationPolicy, node: NodeView) -> datetime | None:
     for taint_rule in policy.spec.rules.taints:
         held_for = parse_duration(taint_rule.for_)
         for taint in node.taints:
-            if taint.key != taint_rule.key:
-                continue
-            if taint_rule.value is not None and taint.value != taint_rule.value:
-                continue
-            if taint_rule.effect is not None and taint.effect != taint_rule.effect:
+            if not taint_matches(taint_rule, taint):
                 continue
             if taint.added is not None:
                 dues.append(_plus(taint.added, held_for))
@@ -546,7 +548,7 @@ def select_candidates(
                 due
                 for due in (
                     _age_due(age_rule, node, limits, launched),
-                    _health_due(policy, node) if health_rules else None,
+                    health_due(policy, node) if health_rules else None,
                 )
                 if due is not None
             ]
