@@ -628,15 +628,22 @@ def _charged(name: str, admitted: datetime) -> PdbView:
     return PdbView("default", "web-pdb", LabelSelector(), disrupted_pods={name: admitted})
 
 
-async def test_a_pod_whose_eviction_was_admitted_but_never_carried_out_is_deleted() -> None:
-    # A controller died mid-eviction: the API server charged the PDB for the pod (it is in
-    # status.disruptedPods) but never deleted it, and refuses every eviction under the PDB
-    # until that entry expires two minutes later.
+def _both_refused(charged: str) -> World:
+    """Two hour-old pods, "web" and "api", both refused by ``web-pdb``, which has
+    ``charged`` in its disruptedPods since 30 s ago."""
     created = NOW - timedelta(hours=1)
     fleet = draining_world(pod("web", created=created), pod("api", created=created))
     fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
     fleet.cluster.eviction_answers["default/api"] = [EvictionOutcome.PDB_BLOCKED]
-    fleet.cluster.pdbs = [_charged("web", NOW - timedelta(seconds=30))]
+    fleet.cluster.pdbs = [_charged(charged, NOW - timedelta(seconds=30))]
+    return fleet
+
+
+async def test_a_pod_whose_eviction_was_admitted_but_never_carried_out_is_deleted() -> None:
+    # A controller died mid-eviction: the API server charged the PDB for the pod (it is in
+    # status.disruptedPods) but never deleted it, and refuses every eviction under the PDB
+    # until that entry expires two minutes later.
+    fleet = _both_refused(charged="web")
 
     await fleet.reconcile()
 
@@ -722,11 +729,7 @@ async def test_a_pdb_status_behind_its_spec_opens_no_gate_however_much_it_allows
 async def test_the_charged_pod_is_found_when_another_pod_of_its_pdb_is_the_one_refused() -> None:
     # The drain tries one pod of a refusing PDB at a time, always the first: if the charge
     # is on another pod, only looking at every pod of the node ever reaches it.
-    created = NOW - timedelta(hours=1)
-    fleet = draining_world(pod("web", created=created), pod("api", created=created))
-    fleet.cluster.eviction_answers["default/web"] = [EvictionOutcome.PDB_BLOCKED]
-    fleet.cluster.eviction_answers["default/api"] = [EvictionOutcome.PDB_BLOCKED]
-    fleet.cluster.pdbs = [_charged("api", NOW - timedelta(seconds=30))]
+    fleet = _both_refused(charged="api")
 
     await fleet.reconcile()
 
